@@ -1,0 +1,1 @@
+"""hostbay.core: the domain (accounts, money, services, jobs) and the plugin contract."""

@@ -1,0 +1,140 @@
+"""Accounts: customers and staff, roles, SSH keys."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import struct
+from datetime import datetime
+
+from flask_login import UserMixin
+from sqlalchemy import ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from . import clock
+from .db import db, new_uuid
+from .errors import UserError
+
+ROLES = ("customer", "admin", "support", "billing")
+STAFF_ROLES = ("admin", "support", "billing")
+# Which staff roles may do what; "admin" may do everything.
+PERMISSIONS = {
+    "money": ("admin", "billing"),
+    "services": ("admin", "support"),
+    "tickets": ("admin", "support"),
+    "approvals": ("admin", "support"),
+    "network": ("admin",),
+    "plugins": ("admin",),
+}
+
+
+class User(UserMixin, db.Model):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    uuid: Mapped[str] = mapped_column(String(36), unique=True, default=new_uuid)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    name: Mapped[str] = mapped_column(String(120), default="")
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16), default="customer")
+    active: Mapped[bool] = mapped_column(default=True)
+    totp_secret: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=lambda: clock.now())
+
+    ssh_keys = relationship("SSHKey", back_populates="user", cascade="all, delete-orphan", lazy="selectin")
+
+    def get_id(self) -> str:  # Flask-Login: the public UUID, never the row id
+        return self.uuid
+
+    @property
+    def is_active(self) -> bool:
+        return self.active
+
+    @property
+    def is_staff(self) -> bool:
+        return self.role in STAFF_ROLES
+
+    def can(self, permission: str) -> bool:
+        return self.role == "admin" or self.role in PERMISSIONS.get(permission, ())
+
+    def set_password(self, password: str) -> None:
+        if len(password) < 10:
+            raise UserError("Passwords need at least 10 characters.")
+        self.password_hash = generate_password_hash(password, method="scrypt")
+
+    def check_password(self, password: str) -> bool:
+        return check_password_hash(self.password_hash, password)
+
+
+def create_user(email: str, password: str, role: str = "customer", name: str = "") -> User:
+    email = normalise_email(email)
+    if role not in ROLES:
+        raise UserError(f"Unknown role {role!r}.")
+    if db.session.scalar(db.select(User).filter_by(email=email)):
+        raise UserError("An account with this e-mail address exists already.")
+    user = User(email=email, role=role, name=name)
+    user.set_password(password)
+    db.session.add(user)
+    db.session.flush()
+    return user
+
+
+def normalise_email(email: str) -> str:
+    email = (email or "").strip().lower()
+    local, _, domain = email.partition("@")
+    if not local or "." not in domain or " " in email or len(email) > 254:
+        raise UserError("Enter a valid e-mail address.")
+    return email
+
+
+SSH_KEY_TYPES = {"ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
+                 "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com"}
+
+
+def parse_ssh_public_key(text: str) -> tuple[str, str, str]:
+    """Validate an OpenSSH public key line; return (type, base64 blob, SHA256 fingerprint)."""
+    parts = (text or "").strip().split()
+    if len(parts) < 2 or parts[0] not in SSH_KEY_TYPES:
+        raise UserError("This is not an OpenSSH public key (it should start with ssh-ed25519, ssh-rsa or ecdsa-…).")
+    try:
+        blob = base64.b64decode(parts[1], validate=True)
+        (n,) = struct.unpack(">I", blob[:4])
+        inner_type = blob[4:4 + n].decode()
+    except (binascii.Error, struct.error, UnicodeDecodeError):
+        raise UserError("The key data is damaged: copy the whole line of your .pub file.") from None
+    if inner_type != parts[0]:
+        raise UserError("The key type does not match the key data.")
+    if parts[0] == "ssh-rsa" and len(blob) < 270:
+        raise UserError("RSA keys shorter than 2048 bits are refused.")
+    fp = "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+    return parts[0], parts[1], fp
+
+
+class SSHKey(db.Model):
+    __tablename__ = "ssh_keys"
+    __table_args__ = (UniqueConstraint("user_id", "fingerprint"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    uuid: Mapped[str] = mapped_column(String(36), unique=True, default=new_uuid)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(80))
+    public_key: Mapped[str] = mapped_column(Text)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=lambda: clock.now())
+
+    user = relationship("User", back_populates="ssh_keys")
+
+
+def add_ssh_key(user: User, name: str, text: str) -> SSHKey:
+    name = (name or "").strip()
+    if not name or len(name) > 80:
+        raise UserError("Give the key a name of at most 80 characters.")
+    ktype, blob, fp = parse_ssh_public_key(text)
+    if any(k.fingerprint == fp for k in user.ssh_keys):
+        raise UserError("This key is in your account already.")
+    key = SSHKey(user=user, name=name, public_key=f"{ktype} {blob} {name}", fingerprint=fp)
+    db.session.add(key)
+    db.session.flush()
+    return key

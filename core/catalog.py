@@ -1,0 +1,110 @@
+"""Catalogue: packages (what is sold), OS images, and nodes (where virtual servers run)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import JSON, BigInteger, CheckConstraint, ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from . import clock
+from .db import db, new_uuid
+
+CYCLES = {"monthly": 1, "quarterly": 3, "semiannual": 6, "annual": 12}  # months
+CYCLE_LABELS = {"monthly": "Monthly", "quarterly": "Quarterly", "semiannual": "Semi-annual", "annual": "Annual"}
+
+
+class Package(db.Model):
+    __tablename__ = "packages"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    uuid: Mapped[str] = mapped_column(String(36), unique=True, default=new_uuid)
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(120))
+    kind: Mapped[str] = mapped_column(String(16), default="vps")  # vps, dedicated
+    driver: Mapped[str] = mapped_column(String(64))  # virt driver name (vps) or power driver name (dedicated)
+    description: Mapped[str] = mapped_column(Text, default="")
+    vcpus: Mapped[int] = mapped_column(default=0)
+    memory_mib: Mapped[int] = mapped_column(default=0)
+    disk_gib: Mapped[int] = mapped_column(default=0)
+    ipv4_count: Mapped[int] = mapped_column(default=1)
+    ipv6: Mapped[bool] = mapped_column(default=False)
+    port_speed_mbit: Mapped[int] = mapped_column(default=1000)
+    traffic_quota_gib: Mapped[int | None] = mapped_column()  # None: unmetered
+    hardware: Mapped[dict] = mapped_column(JSON, default=dict)  # dedicated: required hardware attributes
+    visible: Mapped[bool] = mapped_column(default=True)  # shown in the order form
+    retired: Mapped[bool] = mapped_column(default=False)  # no new orders; existing services keep running
+    sort: Mapped[int] = mapped_column(default=0)
+
+    prices = relationship("PackagePrice", back_populates="package", cascade="all, delete-orphan", lazy="selectin")
+
+    def price_cents(self, cycle: str) -> int | None:
+        for p in self.prices:
+            if p.cycle == cycle:
+                return p.price_cents
+        return None
+
+    @property
+    def orderable(self) -> bool:
+        return self.visible and not self.retired
+
+    def bandwidth_text(self) -> str:
+        if self.traffic_quota_gib:
+            return f"{self.traffic_quota_gib:,} GiB traffic at {self.port_speed_mbit:,} Mbit/s"
+        return f"Unmetered at {self.port_speed_mbit:,} Mbit/s"
+
+
+class PackagePrice(db.Model):
+    __tablename__ = "package_prices"
+    __table_args__ = (UniqueConstraint("package_id", "cycle"),
+                      CheckConstraint("price_cents >= 0", name="price_not_negative"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    package_id: Mapped[int] = mapped_column(ForeignKey("packages.id", ondelete="CASCADE"))
+    cycle: Mapped[str] = mapped_column(String(16))
+    price_cents: Mapped[int] = mapped_column(BigInteger)
+
+    package = relationship("Package", back_populates="prices")
+
+
+class Image(db.Model):
+    """An OS image of a virtualization driver; ``source`` is the driver's template reference (admin-only)."""
+
+    __tablename__ = "images"
+    __table_args__ = (UniqueConstraint("driver", "slug"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    uuid: Mapped[str] = mapped_column(String(36), unique=True, default=new_uuid)
+    driver: Mapped[str] = mapped_column(String(64))
+    slug: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(120))
+    source: Mapped[str] = mapped_column(String(500))
+    os_family: Mapped[str] = mapped_column(String(32), default="linux")
+    min_disk_gib: Mapped[int] = mapped_column(default=1)
+    enabled: Mapped[bool] = mapped_column(default=True)
+
+
+class Node(db.Model):
+    """A host that runs virtual servers of one driver. ``settings`` is the driver's cleaned configuration and
+    never reaches a customer page. ``used_*`` are reservations, changed only by conditional updates."""
+
+    __tablename__ = "nodes"
+    __table_args__ = (
+        CheckConstraint("used_vcpus <= vcpus", name="vcpus_fit"),
+        CheckConstraint("used_memory_mib <= memory_mib", name="memory_fits"),
+        CheckConstraint("used_disk_gib <= disk_gib", name="disk_fits"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    driver: Mapped[str] = mapped_column(String(64))
+    location: Mapped[str] = mapped_column(String(64), default="default")
+    settings: Mapped[dict] = mapped_column(JSON, default=dict)
+    enabled: Mapped[bool] = mapped_column(default=True)
+    vcpus: Mapped[int] = mapped_column(default=0)
+    memory_mib: Mapped[int] = mapped_column(default=0)
+    disk_gib: Mapped[int] = mapped_column(default=0)
+    used_vcpus: Mapped[int] = mapped_column(default=0)
+    used_memory_mib: Mapped[int] = mapped_column(default=0)
+    used_disk_gib: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[datetime] = mapped_column(default=lambda: clock.now())

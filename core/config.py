@@ -1,0 +1,70 @@
+"""Configuration from ``HOSTBAY_*`` environment variables. Every setting and its default is listed here and in
+docs/operations.md; a test keeps the two in step."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+# name -> (default, description). Defaults that depend on the instance folder are filled in by load().
+SETTINGS: dict[str, tuple[str | None, str]] = {
+    "HOSTBAY_DATABASE_URL": (None, "SQLAlchemy URL. Default: SQLite file instance/hostbay.sqlite3 (embedded mode)."),
+    "HOSTBAY_REDIS_URL": (None, "Redis URL for RQ jobs and rate limits. Unset: jobs run in-process (embedded mode)."),
+    "HOSTBAY_SECRET_KEY": (None, "Session signing key. Unset: generated once into instance/secret_key."),
+    "HOSTBAY_PLUGINS": (None, "Comma-separated plugin names to enable. Unset: every installed plugin."),
+    "HOSTBAY_INSTANCE_PATH": (None, "Folder for the SQLite file, the secret key and uploads. Default: ./instance."),
+    "HOSTBAY_JOBS": (None, "Job mode: 'rq' (needs HOSTBAY_REDIS_URL), 'thread' or 'sync'. Default: rq if Redis is set, else thread."),
+    "HOSTBAY_QUEUE": ("hostbay", "Name of the RQ queue."),
+    "HOSTBAY_BASE_URL": ("http://127.0.0.1:5000", "Public URL of the panel, used in e-mails and payment return links."),
+    "HOSTBAY_SMTP_URL": (None, "smtp://host:port for notices. Unset: notices are recorded but not mailed."),
+    "HOSTBAY_MAIL_FROM": ("hostbay@localhost", "Sender address of notices."),
+    "HOSTBAY_RETENTION_DAYS": ("3", "Days a suspended service is kept before it is queued for removal."),
+    "HOSTBAY_IP_COOLDOWN_HOURS": ("24", "Hours a released address rests before it is handed out again."),
+    "HOSTBAY_LOGIN_RATE_LIMIT": ("10 per minute", "Rate limit of login attempts per client address."),
+    "HOSTBAY_LOG_LEVEL": ("INFO", "Log level of the structured logs."),
+}
+
+
+def _instance_path(env) -> Path:
+    return Path(env.get("HOSTBAY_INSTANCE_PATH") or Path.cwd() / "instance").resolve()
+
+
+def _secret_key(instance: Path) -> str:
+    path = instance / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    instance.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key)
+    return key
+
+
+def load(env=None) -> dict:
+    """Flask config mapping built from the environment."""
+    env = os.environ if env is None else env
+    instance = _instance_path(env)
+    get = lambda name: env.get(name) or SETTINGS[name][0]  # noqa: E731
+    db_url = get("HOSTBAY_DATABASE_URL") or f"sqlite:///{instance / 'hostbay.sqlite3'}"
+    redis_url = get("HOSTBAY_REDIS_URL")
+    jobs = get("HOSTBAY_JOBS") or ("rq" if redis_url else "thread")
+    plugins = get("HOSTBAY_PLUGINS")
+    return {
+        "INSTANCE_PATH": str(instance),
+        "SQLALCHEMY_DATABASE_URI": db_url,
+        "HOSTBAY_REDIS_URL": redis_url,
+        "SECRET_KEY": get("HOSTBAY_SECRET_KEY") or _secret_key(instance),
+        "HOSTBAY_PLUGINS": [p.strip() for p in plugins.split(",") if p.strip()] if plugins else None,
+        "HOSTBAY_JOBS": jobs,
+        "HOSTBAY_QUEUE": get("HOSTBAY_QUEUE"),
+        "HOSTBAY_BASE_URL": get("HOSTBAY_BASE_URL").rstrip("/"),
+        "HOSTBAY_SMTP_URL": get("HOSTBAY_SMTP_URL"),
+        "HOSTBAY_MAIL_FROM": get("HOSTBAY_MAIL_FROM"),
+        "HOSTBAY_RETENTION_DAYS": int(get("HOSTBAY_RETENTION_DAYS")),
+        "HOSTBAY_IP_COOLDOWN_HOURS": int(get("HOSTBAY_IP_COOLDOWN_HOURS")),
+        "HOSTBAY_LOGIN_RATE_LIMIT": get("HOSTBAY_LOGIN_RATE_LIMIT"),
+        "HOSTBAY_LOG_LEVEL": get("HOSTBAY_LOG_LEVEL"),
+        "HOSTBAY_EMBEDDED": db_url.startswith("sqlite") or not redis_url,
+    }

@@ -1,0 +1,54 @@
+"""Idempotent demo data for the embedded mode: run ``hostbay demo`` as often as you like."""
+
+from __future__ import annotations
+
+from flask import current_app
+
+from . import ledger
+from .accounts import User, create_user
+from .catalog import Image, Node, Package, PackagePrice
+from .db import db
+
+DEMO_CUSTOMER = ("demo@hostbay.test", "demo-password-123")
+DEMO_ADMIN = ("admin@hostbay.test", "admin-password-123")
+
+PACKAGES = [
+    # slug, name, vcpus, memory MiB, disk GiB, IPv4, port Mbit/s, monthly price cents
+    ("vps-small", "VPS Small", 1, 1024, 20, 1, 1000, 500),
+    ("vps-medium", "VPS Medium", 2, 4096, 60, 1, 1000, 1500),
+    ("vps-large", "VPS Large", 4, 8192, 120, 2, 10000, 3000),
+]
+DISCOUNT_MONTHS = {"monthly": 1, "quarterly": 3, "semiannual": 6, "annual": 11}  # annual: one month free
+
+
+def _driver() -> str:
+    virt = current_app.extensions["hostbay"].drivers.get("virt", {})
+    return "kvm" if "kvm" in virt and current_app.config.get("HOSTBAY_DEMO_DRIVER") == "kvm" else "fake"
+
+
+def load_demo() -> list[str]:
+    driver = _driver()
+    for sort, (slug, name, cpu, mem, disk, v4, speed, monthly) in enumerate(PACKAGES):
+        pkg = db.session.scalar(db.select(Package).filter_by(slug=slug))
+        if pkg is None:
+            pkg = Package(slug=slug, name=name, kind="vps", driver=driver, vcpus=cpu, memory_mib=mem, disk_gib=disk,
+                          ipv4_count=v4, port_speed_mbit=speed, sort=sort,
+                          description=f"{cpu} vCPU, {mem // 1024} GiB RAM, {disk} GiB NVMe")
+            pkg.prices = [PackagePrice(cycle=c, price_cents=monthly * m) for c, m in DISCOUNT_MONTHS.items()]
+            db.session.add(pkg)
+    for slug, name in (("debian-12", "Debian 12"), ("ubuntu-24.04", "Ubuntu 24.04"), ("alma-9", "AlmaLinux 9")):
+        if db.session.scalar(db.select(Image).filter_by(driver=driver, slug=slug)) is None:
+            db.session.add(Image(driver=driver, slug=slug, name=name, source=f"{slug}.qcow2"))
+    if db.session.scalar(db.select(Node).filter_by(name="demo-node-1")) is None:
+        db.session.add(Node(name="demo-node-1", driver=driver, settings={"step_delay": 1} if driver == "fake" else {},
+                            vcpus=64, memory_mib=256 * 1024, disk_gib=4000))
+    out = []
+    for (email, password), role in ((DEMO_CUSTOMER, "customer"), (DEMO_ADMIN, "admin")):
+        user = db.session.scalar(db.select(User).filter_by(email=email))
+        if user is None:
+            user = create_user(email, password, role=role, name="Demo " + role.title())
+        if role == "customer":
+            ledger.credit(user.id, 10000, kind="topup", key="demo:initial-topup", description="Demo balance")
+        out.append(f"{role:9s} {email} / {password}")
+    db.session.commit()
+    return ["Demo data ready. Log in with:"] + out

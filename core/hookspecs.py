@@ -1,0 +1,114 @@
+"""Hook specifications: the one door between hostbay core and its plugins.
+
+Every hook is prefixed ``hostbay_`` and documented in docs/plugins.md under a heading with its exact signature
+(a test checks this). Implement them in a plugin module with ``@hostbay.core.hookspecs.hookimpl``.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+PROJECT = "hostbay"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+# ==============================================================================================================
+# Contribution hooks: each returns a list; core gathers the lists of every plugin.
+# ==============================================================================================================
+
+@hookspec
+def hostbay_virt_drivers():
+    """Called once when the registry is built. Return a list of ``VirtDriver`` subclasses."""
+
+
+@hookspec
+def hostbay_power_drivers():
+    """Called once when the registry is built. Return a list of ``PowerDriver`` subclasses."""
+
+
+@hookspec
+def hostbay_payment_gateways():
+    """Called once when the registry is built. Return a list of ``PaymentGateway`` subclasses."""
+
+
+@hookspec
+def hostbay_network_filters():
+    """Called once when the registry is built. Return a list of ``NetworkFilter`` subclasses."""
+
+
+@hookspec
+def hostbay_dns_backends():
+    """Called once when the registry is built. Return a list of ``DnsBackend`` subclasses."""
+
+
+@hookspec
+def hostbay_blueprints():
+    """Called by ``create_app()``. Return a list of Flask blueprints to register (their own templates included)."""
+
+
+@hookspec
+def hostbay_job_handlers():
+    """Called once when the registry is built. Return a dict mapping a job kind (``"myplugin.sync"``) to a callable
+    ``handler(op, payload)``; enqueue it with ``hostbay.core.jobs.enqueue(kind, ...)``."""
+
+
+@hookspec
+def hostbay_scheduled_jobs():
+    """Called by the scheduler. Return a list of ``(kind, every_seconds)``; each kind is enqueued at most once
+    per period, whatever the number of schedulers running."""
+
+
+@hookspec
+def hostbay_cli_commands():
+    """Called when the ``hostbay`` command starts. Return a list of click commands or groups to add."""
+
+
+@hookspec
+def hostbay_admin_menu():
+    """Called when an admin page renders. Return a list of ``(label, endpoint)`` entries for the staff menu."""
+
+
+# ==============================================================================================================
+# Event hooks (past tense): called after the fact, inside the job or request that caused it, after commit.
+# Return values are ignored; an exception is logged and does not undo the event.
+# ==============================================================================================================
+
+@hookspec
+def hostbay_service_provisioned(service):
+    """Called after a service's server was created and the service became active."""
+
+
+@hookspec
+def hostbay_service_suspended(service, reason):
+    """Called after a service was suspended; ``reason`` is a short code such as ``"unpaid"`` or ``"staff"``."""
+
+
+@hookspec
+def hostbay_service_unsuspended(service):
+    """Called after a suspended service became active again."""
+
+
+@hookspec
+def hostbay_service_terminated(service):
+    """Called after a service's resources were removed and it became terminated."""
+
+
+@hookspec
+def hostbay_wallet_credited(user, entry):
+    """Called after a ledger entry added funds to ``user``'s wallet (top-up, credit, bonus)."""
+
+
+@hookspec
+def hostbay_operation_failed(operation):
+    """Called when an operation failed for good (fatal error or retries exhausted); staff alerting goes here."""
+
+
+# ==============================================================================================================
+# Decision hooks: the first non-None answer wins.
+# ==============================================================================================================
+
+@hookspec(firstresult=True)
+def hostbay_choose_node(service, candidates):
+    """Called during placement with the nodes that have room, best first. Return one of them to override the
+    default choice, or None to keep it."""

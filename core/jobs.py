@@ -1,0 +1,332 @@
+"""The job layer: one enqueue facade over RQ (when ``HOSTBAY_REDIS_URL`` is set) or in-process execution.
+
+Every job is an ``Operation`` row: its kind, payload, state (queued, running, retrying, succeeded, failed),
+progress (percent and customer-safe text), attempts and errors. The row is what customers see as live progress and
+what staff retry. Running an operation is idempotent on its id: a finished operation is never run again, and a
+running one is claimed by exactly one worker (a stale claim, from a worker that died, is taken over after
+``STALE_SECONDS``). Handlers must themselves be safe to re-run after a crash (see each handler's docstring).
+
+Dispatch happens after the enqueuing transaction commits, so a worker never sees an operation whose business
+data is not yet visible.
+
+Modes (``HOSTBAY_JOBS``): ``rq``; ``thread`` (a small in-process pool, the embedded default); ``sync`` (run at
+commit, in a fresh app context, before the request returns: tests); ``manual`` (stay queued until
+:func:`run_pending` is called: tests that look at intermediate states).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+from typing import Callable
+
+from flask import current_app
+from sqlalchemy import JSON, ForeignKey, String, Text, event, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from . import clock
+from .db import db, new_uuid
+from .errors import HostbayError, TransientDriverError
+
+log = logging.getLogger(__name__)
+
+QUEUED, RUNNING, RETRYING, SUCCEEDED, FAILED = "queued", "running", "retrying", "succeeded", "failed"
+FINISHED = (SUCCEEDED, FAILED)
+STALE_SECONDS = 600
+RETRY_DELAYS = (5, 30, 120, 600)
+
+# Core modules that register job handlers with @handler; imported lazily when a job runs.
+CORE_JOB_MODULES: list[str] = []
+_HANDLERS: dict[str, Callable] = {}
+
+
+def handler(kind: str):
+    """Register a core job handler ``fn(op, payload)``. Plugins use the ``hostbay_job_handlers`` hook instead."""
+    def deco(fn):
+        _HANDLERS[kind] = fn
+        return fn
+    return deco
+
+
+def _utcnow() -> datetime:
+    # Heartbeats use the real clock even when tests move the business clock.
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class Operation(db.Model):
+    __tablename__ = "operations"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_uuid)
+    key: Mapped[str] = mapped_column(String(200), unique=True)  # idempotency: one operation per key
+    kind: Mapped[str] = mapped_column(String(64), index=True)
+    service_id: Mapped[int | None] = mapped_column(ForeignKey("services.id"), index=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
+    payload: Mapped[dict] = mapped_column(JSON, default=dict)
+    state: Mapped[str] = mapped_column(String(16), default=QUEUED, index=True)
+    title: Mapped[str] = mapped_column(String(120), default="")  # customer-safe, e.g. "Reinstall"
+    progress_pct: Mapped[int] = mapped_column(default=0)
+    progress_text: Mapped[str] = mapped_column(String(255), default="Queued")
+    attempts: Mapped[int] = mapped_column(default=0)
+    max_attempts: Mapped[int] = mapped_column(default=4)
+    error: Mapped[str | None] = mapped_column(Text)  # admin detail
+    customer_error: Mapped[str | None] = mapped_column(String(255))
+    result: Mapped[dict | None] = mapped_column(JSON)
+    run_after: Mapped[datetime | None] = mapped_column()
+    heartbeat_at: Mapped[datetime | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=_utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column()
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINISHED
+
+    def progress(self, pct: int, text: str) -> None:
+        """Record progress at once, outside the handler's transaction, so the panel shows it live."""
+        pct = max(0, min(100, int(pct)))
+        with db.engine.begin() as conn:
+            conn.execute(update(Operation.__table__).where(Operation.__table__.c.id == self.id)
+                         .values(progress_pct=pct, progress_text=text[:255], heartbeat_at=_utcnow()))
+        self.progress_pct, self.progress_text = pct, text
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Enqueue
+# --------------------------------------------------------------------------------------------------------------
+
+def enqueue(kind: str, *, key: str | None = None, payload: dict | None = None, service=None, user_id=None,
+            title: str = "", max_attempts: int = 4) -> Operation:
+    """Create (or, for a known ``key``, return) the operation; it is dispatched when the transaction commits."""
+    key = key or f"{kind}:{new_uuid()}"
+    existing = db.session.scalar(select(Operation).filter_by(key=key))
+    if existing is not None:
+        return existing
+    op = Operation(key=key, kind=kind, payload=payload or {}, title=title or kind,
+                   service_id=getattr(service, "id", None),
+                   user_id=user_id if user_id is not None else getattr(service, "user_id", None),
+                   max_attempts=max_attempts)
+    try:
+        with db.session.begin_nested():
+            db.session.add(op)
+    except IntegrityError:
+        return db.session.scalar(select(Operation).filter_by(key=key))
+    db.session.info.setdefault("hostbay_dispatch", []).append(op.id)
+    return op
+
+
+@event.listens_for(Session, "after_commit")
+def _after_commit(session: Session) -> None:
+    ids = session.info.pop("hostbay_dispatch", None)
+    if ids:
+        app = current_app._get_current_object()
+        for op_id in ids:
+            dispatch(app, op_id)
+
+
+@event.listens_for(Session, "after_rollback")
+def _after_rollback(session: Session) -> None:
+    if not session.in_transaction():
+        session.info.pop("hostbay_dispatch", None)
+
+
+def dispatch(app, op_id: str, delay: float = 0) -> None:
+    mode = app.config["HOSTBAY_JOBS"]
+    if mode == "rq":
+        from rq import Queue
+
+        q = Queue(app.config["HOSTBAY_QUEUE"], connection=redis_connection(app))
+        kw = dict(job_id=f"op-{op_id}-{int(time.time() * 1000)}", job_timeout=3600, result_ttl=3600,
+                  failure_ttl=86400)
+        if delay:
+            q.enqueue_in(timedelta(seconds=delay), "hostbay.core.jobs.rq_entry", op_id, **kw)
+        else:
+            q.enqueue("hostbay.core.jobs.rq_entry", op_id, **kw)
+    elif mode == "thread":
+        def later():
+            if delay:
+                time.sleep(delay)
+            with app.app_context():
+                run_operation(op_id)
+        pool = app.extensions.setdefault("hostbay.pool", ThreadPoolExecutor(4, thread_name_prefix="hostbay-job"))
+        pool.submit(later)
+    elif mode == "sync":
+        if delay:  # a retry in sync mode is left for run_pending / the stale sweep
+            return
+        t = threading.Thread(target=_run_in_context, args=(app, op_id))
+        t.start()
+        t.join()
+    elif mode == "manual":
+        pass
+    else:
+        raise RuntimeError(f"unknown HOSTBAY_JOBS mode {mode!r}")
+
+
+def _run_in_context(app, op_id: str) -> None:
+    with app.app_context():
+        run_operation(op_id)
+
+
+def redis_connection(app=None):
+    app = app or current_app
+    conn = app.extensions.get("hostbay.redis")
+    if conn is None:
+        from redis import Redis
+
+        conn = app.extensions["hostbay.redis"] = Redis.from_url(app.config["HOSTBAY_REDIS_URL"])
+    return conn
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Run
+# --------------------------------------------------------------------------------------------------------------
+
+def load_core_modules() -> None:
+    for mod in CORE_JOB_MODULES:
+        importlib.import_module(mod)
+
+
+def _handler_for(kind: str) -> Callable:
+    load_core_modules()
+    fn = current_app.extensions["hostbay"].job_handlers.get(kind) or _HANDLERS.get(kind)
+    if fn is None:
+        raise LookupError(f"no job handler for {kind!r}")
+    return fn
+
+
+def _claim(op_id: str) -> bool:
+    now = _utcnow()
+    stale = now - timedelta(seconds=STALE_SECONDS)
+    res = db.session.execute(
+        update(Operation).where(Operation.id == op_id, or_(
+            Operation.state.in_((QUEUED, RETRYING)),
+            (Operation.state == RUNNING) & (Operation.heartbeat_at < stale)))
+        .values(state=RUNNING, attempts=Operation.attempts + 1, heartbeat_at=now)
+        .execution_options(synchronize_session=False))
+    db.session.commit()
+    return res.rowcount == 1
+
+
+def run_operation(op_id: str) -> str:
+    """Run one operation if it is not finished or being run elsewhere. Returns its resulting state."""
+    if not _claim(op_id):
+        op = db.session.get(Operation, op_id)
+        return op.state if op else "missing"
+    op = db.session.get(Operation, op_id)
+    db.session.refresh(op)
+    try:
+        result = _handler_for(op.kind)(op, dict(op.payload or {}))
+        op = db.session.get(Operation, op_id)
+        op.state, op.finished_at, op.progress_pct = SUCCEEDED, _utcnow(), 100
+        if op.progress_text in ("Queued", ""):
+            op.progress_text = "Done"
+        op.result = result if isinstance(result, dict) else None
+        db.session.commit()
+        return SUCCEEDED
+    except Exception as exc:  # noqa: BLE001 - every failure is recorded on the operation
+        db.session.rollback()
+        op = db.session.get(Operation, op_id)
+        transient = isinstance(exc, TransientDriverError)
+        op.error = f"{type(exc).__name__}: {exc}"
+        op.customer_error = exc.customer_message if isinstance(exc, HostbayError) else \
+            "The operation could not be completed. Our staff have been notified."
+        if transient and op.attempts < op.max_attempts:
+            delay = RETRY_DELAYS[min(op.attempts - 1, len(RETRY_DELAYS) - 1)]
+            op.state, op.progress_text = RETRYING, "Waiting to try again"
+            op.run_after = _utcnow() + timedelta(seconds=delay)
+            db.session.commit()
+            log.warning("operation %s (%s) will retry in %ss: %s", op.id, op.kind, delay, op.error)
+            dispatch(current_app._get_current_object(), op_id, delay=delay)
+            return RETRYING
+        op.state, op.finished_at = FAILED, _utcnow()
+        op.progress_text = "Failed"
+        from .activity import audit
+
+        audit("operation.failed", "operation", op.id, detail=op.error)
+        db.session.commit()
+        log.error("operation %s (%s) failed: %s", op.id, op.kind, op.error,
+                  exc_info=not isinstance(exc, HostbayError))
+        current_app.extensions["hostbay"].notify("hostbay_operation_failed", operation=op)
+        return FAILED
+
+
+def retry(op: Operation, actor=None) -> Operation:
+    """Staff action: run a failed operation again (same id, attempts reset)."""
+    from .activity import audit
+
+    if op.state != FAILED:
+        raise HostbayError("only failed operations can be retried")
+    op.state, op.attempts, op.finished_at, op.progress_text = QUEUED, 0, None, "Queued"
+    audit("operation.retry", "operation", op.id, actor=actor)
+    db.session.info.setdefault("hostbay_dispatch", []).append(op.id)
+    return op
+
+
+def run_pending(limit: int = 1000) -> int:
+    """Run queued and due retrying operations in this process (manual mode, CLI, stale-claim recovery)."""
+    ran = 0
+    now = _utcnow()
+    stale = now - timedelta(seconds=STALE_SECONDS)
+    while ran < limit:
+        op_id = db.session.scalar(
+            select(Operation.id).where(or_(
+                Operation.state == QUEUED,
+                (Operation.state == RETRYING) & or_(Operation.run_after.is_(None), Operation.run_after <= now),
+                (Operation.state == RUNNING) & (Operation.heartbeat_at < stale)))
+            .order_by(Operation.created_at).limit(1))
+        if op_id is None:
+            break
+        run_operation(op_id)
+        ran += 1
+    return ran
+
+
+def rq_entry(op_id: str) -> str:
+    """What an RQ worker runs: the worker process holds an app context (see ``hostbay worker``)."""
+    return run_operation(op_id)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Scheduling
+# --------------------------------------------------------------------------------------------------------------
+
+CORE_SCHEDULE: list[tuple[str, int]] = []  # (kind, every_seconds), filled by core modules
+
+
+def schedule_due(now_ts: float | None = None) -> list[Operation]:
+    """Enqueue each scheduled kind once per period. Safe with many schedulers: the period is in the key."""
+    now_ts = time.time() if now_ts is None else now_ts
+    load_core_modules()
+    entries = list(CORE_SCHEDULE) + current_app.extensions["hostbay"].collect("hostbay_scheduled_jobs")
+    ops = []
+    for kind, every in entries:
+        period = int(now_ts // every)
+        ops.append(enqueue(kind, key=f"schedule:{kind}:{period}", title=kind))
+    db.session.commit()
+    return ops
+
+
+def scheduler_loop(app, stop: threading.Event, tick: float = 30.0) -> None:
+    while not stop.is_set():
+        try:
+            with app.app_context():
+                schedule_due()
+                run_stale_recovery()
+        except Exception:  # noqa: BLE001 - the loop must survive a database hiccup
+            log.exception("scheduler tick failed")
+        stop.wait(tick)
+
+
+def run_stale_recovery() -> None:
+    """Re-dispatch operations whose worker died (stale heartbeat) and retries that are due."""
+    now = _utcnow()
+    stale = now - timedelta(seconds=STALE_SECONDS)
+    ids = db.session.scalars(select(Operation.id).where(or_(
+        (Operation.state == RUNNING) & (Operation.heartbeat_at < stale),
+        (Operation.state == RETRYING) & (Operation.run_after < now - timedelta(seconds=60)),
+        (Operation.state == QUEUED) & (Operation.created_at < now - timedelta(seconds=120))))).all()
+    for op_id in ids:
+        dispatch(current_app._get_current_object(), op_id)

@@ -1,0 +1,170 @@
+"""Services (VPS and dedicated) and the one state machine they share.
+
+The ``ACTIONS`` table is the single source of which action is allowed in which state, for customers and staff;
+the panel, the API and the jobs all read it through :func:`allowed` / :func:`require_action`. State changes go
+through :func:`transition`, a conditional UPDATE on the expected current state, so two racing jobs cannot both
+move a service.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import JSON, BigInteger, ForeignKey, String, select, update
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from . import clock
+from .db import db, new_uuid
+from .errors import ActionNotAllowed
+
+# --- states ---------------------------------------------------------------------------------------------------
+PENDING = "pending"                # paid, waiting for its provisioning job
+PROVISIONING = "provisioning"
+ACTIVE = "active"
+REBUILDING = "rebuilding"
+REINSTALLING = "reinstalling"
+RESIZING = "resizing"
+SUSPENDED = "suspended"
+REMOVAL_QUEUED = "removal_queued"
+TERMINATED = "terminated"
+CANCELLED = "cancelled"
+
+STATES = (PENDING, PROVISIONING, ACTIVE, REBUILDING, REINSTALLING, RESIZING, SUSPENDED, REMOVAL_QUEUED,
+          TERMINATED, CANCELLED)
+BUSY = frozenset({PENDING, PROVISIONING, REBUILDING, REINSTALLING, RESIZING})
+HIDDEN_FROM_CUSTOMER = frozenset({REMOVAL_QUEUED, TERMINATED, CANCELLED})
+ENDED = frozenset({TERMINATED, CANCELLED})
+
+STATE_LABELS = {
+    PENDING: "Waiting to be set up", PROVISIONING: "Being set up", ACTIVE: "Active", REBUILDING: "Rebuilding",
+    REINSTALLING: "Reinstalling", RESIZING: "Changing package", SUSPENDED: "Suspended",
+    REMOVAL_QUEUED: "Queued for removal", TERMINATED: "Terminated", CANCELLED: "Cancelled",
+}
+
+# Allowed transitions: from -> set of to.
+TRANSITIONS = {
+    PENDING: {PROVISIONING, CANCELLED},
+    PROVISIONING: {ACTIVE, PENDING, CANCELLED},
+    ACTIVE: {REBUILDING, REINSTALLING, RESIZING, SUSPENDED, REMOVAL_QUEUED, CANCELLED},
+    REBUILDING: {ACTIVE, SUSPENDED},
+    REINSTALLING: {ACTIVE, SUSPENDED},
+    RESIZING: {ACTIVE, SUSPENDED},
+    SUSPENDED: {ACTIVE, REMOVAL_QUEUED},
+    REMOVAL_QUEUED: {TERMINATED},
+    TERMINATED: set(),
+    CANCELLED: set(),
+}
+
+# Actions per state. "customer" actions appear in the panel/API for the owner; "staff" ones for staff.
+_RUNNING_ACTIONS = {"start", "stop", "restart", "reinstall", "change_package", "mount_iso", "eject_iso", "console",
+                    "rdns", "cancel", "renew"}
+ACTIONS: dict[str, dict[str, frozenset[str]]] = {
+    PENDING: {"customer": frozenset(), "staff": frozenset({"retry", "cancel"})},
+    PROVISIONING: {"customer": frozenset(), "staff": frozenset({"retry", "cancel"})},
+    ACTIVE: {"customer": frozenset(_RUNNING_ACTIONS),
+             "staff": frozenset(_RUNNING_ACTIONS | {"suspend", "terminate"})},
+    REBUILDING: {"customer": frozenset(), "staff": frozenset({"retry"})},
+    REINSTALLING: {"customer": frozenset(), "staff": frozenset({"retry"})},
+    RESIZING: {"customer": frozenset(), "staff": frozenset({"retry"})},
+    SUSPENDED: {"customer": frozenset({"renew"}), "staff": frozenset({"renew", "unsuspend", "terminate"})},
+    REMOVAL_QUEUED: {"customer": frozenset(), "staff": frozenset({"retry"})},
+    TERMINATED: {"customer": frozenset(), "staff": frozenset()},
+    CANCELLED: {"customer": frozenset(), "staff": frozenset()},
+}
+# Actions that only make sense for one kind of service.
+KIND_ACTIONS = {"vps": None, "dedicated": frozenset({"start", "stop", "restart", "reinstall", "cancel", "renew",
+                                                      "rdns", "suspend", "unsuspend", "terminate", "retry"})}
+
+REFUSAL = {
+    PENDING: "This service is waiting to be set up; actions become available when it is ready.",
+    PROVISIONING: "This service is being set up; actions become available when it is ready.",
+    REBUILDING: "This service is being rebuilt; actions are disabled until the change is complete.",
+    REINSTALLING: "This service is being reinstalled; actions are disabled until the change is complete.",
+    RESIZING: "The package change is in progress; actions are disabled until it is complete.",
+    SUSPENDED: "This service is suspended for non-payment. Add funds and renew it to use it again.",
+    REMOVAL_QUEUED: "This service is queued for removal and can no longer be changed.",
+    TERMINATED: "This service has ended.",
+    CANCELLED: "This service has been cancelled.",
+}
+
+
+class Service(db.Model):
+    __tablename__ = "services"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    uuid: Mapped[str] = mapped_column(String(36), unique=True, default=new_uuid)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    package_id: Mapped[int] = mapped_column(ForeignKey("packages.id"))
+    kind: Mapped[str] = mapped_column(String(16), default="vps")
+    state: Mapped[str] = mapped_column(String(20), default=PENDING, index=True)
+    hostname: Mapped[str] = mapped_column(String(253))
+    cycle: Mapped[str] = mapped_column(String(16))
+    price_cents: Mapped[int] = mapped_column(BigInteger)  # the recurring price the next renewal charges
+    image_id: Mapped[int | None] = mapped_column(ForeignKey("images.id"))
+    ssh_key_ids: Mapped[list] = mapped_column(JSON, default=list)  # reused by reinstall
+    period_start: Mapped[datetime] = mapped_column()
+    renews_at: Mapped[datetime] = mapped_column(index=True)
+    suspended_at: Mapped[datetime | None] = mapped_column()
+    removal_queued_at: Mapped[datetime | None] = mapped_column()
+    ended_at: Mapped[datetime | None] = mapped_column()
+    cancel_at_period_end: Mapped[bool] = mapped_column(default=False)
+    # infrastructure: admin-only
+    node_id: Mapped[int | None] = mapped_column(ForeignKey("nodes.id"))
+    infra_ref: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=lambda: clock.now())
+    updated_at: Mapped[datetime] = mapped_column(default=lambda: clock.now(), onupdate=lambda: clock.now())
+
+    user = relationship("User", lazy="joined")
+    package = relationship("Package", lazy="joined")
+    image = relationship("Image")
+    node = relationship("Node")
+
+    @property
+    def label(self) -> str:
+        return STATE_LABELS.get(self.state, self.state)
+
+    @property
+    def busy(self) -> bool:
+        return self.state in BUSY
+
+    def actions_for(self, staff: bool = False) -> frozenset[str]:
+        return allowed(self.state, self.kind, staff)
+
+
+def allowed(state: str, kind: str = "vps", staff: bool = False) -> frozenset[str]:
+    acts = ACTIONS[state]["staff" if staff else "customer"]
+    limit = KIND_ACTIONS.get(kind)
+    return acts & limit if limit is not None else acts
+
+
+def require_action(service: Service, action: str, staff: bool = False) -> None:
+    if action not in allowed(service.state, service.kind, staff):
+        raise ActionNotAllowed(REFUSAL.get(service.state)
+                               or f"“{action.replace('_', ' ')}” is not available for this service right now.")
+
+
+def transition(service: Service, to: str, *, expect: str | set[str] | None = None, **values) -> bool:
+    """Move ``service`` to ``to`` if it is still in ``expect`` (default: its loaded state). Returns False when
+    another actor moved it first. Extra column ``values`` are written in the same UPDATE."""
+    expected = {expect} if isinstance(expect, str) else set(expect or {service.state})
+    for frm in expected:
+        if to not in TRANSITIONS[frm]:
+            raise ValueError(f"illegal transition {frm} -> {to}")
+    res = db.session.execute(
+        update(Service).where(Service.id == service.id, Service.state.in_(expected))
+        .values(state=to, updated_at=clock.now(), **values).execution_options(synchronize_session=False))
+    if res.rowcount != 1:
+        db.session.refresh(service)
+        return False
+    db.session.refresh(service)
+    return True
+
+
+def customer_services(user_id: int):
+    """The services a customer sees: ended and removal-queued ones are hidden."""
+    return select(Service).where(Service.user_id == user_id, Service.state.not_in(HIDDEN_FROM_CUSTOMER))
+
+
+def get_customer_service(user_id: int, uuid: str) -> Service | None:
+    """A service by public UUID, only if it belongs to ``user_id`` and is visible to customers."""
+    return db.session.scalar(customer_services(user_id).where(Service.uuid == uuid))

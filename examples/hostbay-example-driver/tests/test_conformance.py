@@ -1,0 +1,20 @@
+import pytest
+
+from hostbay.testing import VirtDriverConformance
+from hostbay_example_driver import JsonFileDriver
+
+
+class TestJsonFileDriver(VirtDriverConformance):
+    @pytest.fixture(autouse=True)
+    def _folder(self, tmp_path):
+        self.folder = tmp_path
+
+    def make_driver(self):
+        return JsonFileDriver({"directory": str(self.folder)})
+
+
+def test_discovered_through_entry_point(registry):
+    """Installed with pip, the plugin is found by hostbay's loader and its driver is registered."""
+    info = {p.name: p for p in registry.plugins}["example"]
+    assert info.state == "loaded" and info.version == "1.0.0"
+    assert registry.drivers["virt"]["example-json"] is JsonFileDriver

@@ -1,0 +1,212 @@
+"""Conformance suites: one base test class per driver interface. A driver's test module subclasses the suite and
+overrides the factory methods; every bundled and third-party driver runs the same contract tests.
+
+    class TestMyDriver(VirtDriverConformance):
+        def make_driver(self): return MyDriver({...})
+        def make_spec(self, **kw): return super().make_spec(image={"name": "t", "source": "..."}, **kw)
+"""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+import pytest
+
+from hostbay.core.drivers import (Address, ConsoleTarget, DnsBackend, NetworkFilter, PaymentGateway, PowerDriver,
+                                  PowerState, ServerSpec, SignatureError, VirtDriver)
+from hostbay.core.errors import SettingsError
+
+TEST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEfZQmrHVr2i6OmnFzRzRu8LrbSZrvVdaROzW0DkmHh0 conformance"
+
+
+def _noop(_pct, _text):
+    pass
+
+
+class _DriverBasics:
+    interface: type
+
+    def make_driver(self):  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def test_declares_name_label_settings(self):
+        drv = self.make_driver()
+        assert isinstance(drv, self.interface)
+        assert drv.name and isinstance(drv.name, str) and drv.name == drv.name.strip()
+        assert drv.label and len(drv.label) <= 60
+        keys = [s.key for s in drv.settings]
+        assert len(keys) == len(set(keys)), "setting keys must be unique"
+        assert set(drv.capabilities) <= set(self.interface.OPTIONAL), "unknown capability advertised"
+
+    def test_required_settings_are_enforced(self):
+        cls = type(self.make_driver())
+        required = [s for s in cls.settings if s.required and s.default is None]
+        if not required:
+            pytest.skip("no required settings")
+        with pytest.raises(SettingsError) as err:
+            cls({})
+        assert set(err.value.errors) == {s.key for s in required}
+
+
+class VirtDriverConformance(_DriverBasics):
+    interface = VirtDriver
+    boot_timeout = 60.0
+
+    def make_spec(self, **overrides) -> ServerSpec:
+        values = dict(uuid=str(uuid.uuid4()), hostname="conformance.example.test", vcpus=1, memory_mib=128,
+                      disk_gib=1, image={"name": "test", "source": "test"}, node={}, ssh_keys=(TEST_KEY,),
+                      addresses=(Address("192.0.2.10", 24, "192.0.2.1"),), nameservers=("192.0.2.53",),
+                      port_speed_mbit=100)
+        values.update(overrides)
+        return ServerSpec(**values)
+
+    @pytest.fixture
+    def server(self):
+        drv = self.make_driver()
+        spec = self.make_spec()
+        steps = []
+        ref = drv.create(spec, lambda pct, text: steps.append((pct, text)))
+        yield drv, spec, ref, steps
+        drv.delete(ref)
+
+    def test_create_runs_and_reports_progress(self, server):
+        drv, _spec, ref, steps = server
+        assert isinstance(ref, dict) and ref
+        assert drv.status(ref) == PowerState.RUNNING
+        assert steps, "create must report progress"
+        assert all(0 <= p <= 100 for p, _ in steps)
+
+    def test_create_is_idempotent(self, server):
+        drv, spec, ref, _ = server
+        assert drv.create(spec, _noop) == ref
+        assert drv.status(ref) == PowerState.RUNNING
+
+    def test_stop_start_restart(self, server):
+        drv, _spec, ref, _ = server
+        drv.stop(ref, timeout=5)
+        assert drv.status(ref) == PowerState.STOPPED
+        drv.stop(ref, timeout=5)  # stopping a stopped server is fine
+        drv.start(ref)
+        assert drv.status(ref) == PowerState.RUNNING
+        drv.restart(ref)
+        assert drv.status(ref) == PowerState.RUNNING
+
+    def test_reinstall_keeps_it_running(self, server):
+        drv, spec, ref, _ = server
+        new_ref = drv.reinstall(ref, spec, _noop)
+        assert drv.status(new_ref) == PowerState.RUNNING
+
+    def test_delete_removes_and_is_idempotent(self):
+        drv = self.make_driver()
+        ref = drv.create(self.make_spec(), _noop)
+        drv.delete(ref)
+        assert drv.status(ref) == PowerState.MISSING
+        drv.delete(ref)
+
+    def test_suspend_and_unsuspend(self, server):
+        drv, _spec, ref, _ = server
+        drv.suspend(ref)
+        assert drv.status(ref) in (PowerState.STOPPED, PowerState.PAUSED)
+        drv.unsuspend(ref)
+        assert drv.status(ref) == PowerState.RUNNING
+
+    def test_resize_grows(self, server):
+        drv, spec, ref, _ = server
+        if not drv.supports("resize"):
+            pytest.skip("no resize capability")
+        from dataclasses import replace
+
+        new_ref = drv.resize(ref, replace(spec, vcpus=spec.vcpus + 1, memory_mib=spec.memory_mib * 2,
+                                          disk_gib=spec.disk_gib + 1), _noop)
+        assert drv.status(new_ref) in (PowerState.RUNNING, PowerState.STOPPED)
+
+    def test_console_target(self, server):
+        drv, _spec, ref, _ = server
+        if not drv.supports("console"):
+            pytest.skip("no console capability")
+        target = drv.console_target(ref)
+        assert isinstance(target, ConsoleTarget) and target.port > 0 and target.host
+
+
+class PowerDriverConformance(_DriverBasics):
+    interface = PowerDriver
+
+    def make_target(self) -> dict:
+        return {}
+
+    def test_power_cycle(self):
+        drv, target = self.make_driver(), self.make_target()
+        drv.power_on(target)
+        assert drv.power_state(target) == PowerState.RUNNING
+        drv.power_off(target)
+        assert drv.power_state(target) == PowerState.STOPPED
+        drv.power_cycle(target)
+        assert drv.power_state(target) == PowerState.RUNNING
+
+    def test_boot_device(self):
+        drv = self.make_driver()
+        if not drv.supports("boot_device"):
+            pytest.skip("no boot_device capability")
+        drv.set_boot_device(self.make_target(), "pxe")
+
+
+class PaymentGatewayConformance(_DriverBasics):
+    interface = PaymentGateway
+
+    def signed_delivery(self, drv, provider_ref: str, settled: bool) -> tuple[dict, bytes]:
+        """Return (headers, raw body) of a correctly signed webhook for ``provider_ref``."""
+        raise NotImplementedError
+
+    def test_checkout_and_webhook_roundtrip(self):
+        drv = self.make_driver()
+        co = drv.create_checkout(Decimal("25.00"), "conformance-1", "http://127.0.0.1/return",
+                                 "http://127.0.0.1/notify")
+        assert co.provider_ref and co.checkout_url
+        headers, body = self.signed_delivery(drv, co.provider_ref, settled=True)
+        ev = drv.parse_webhook(headers, body)
+        assert ev.provider_ref == co.provider_ref and ev.event_id
+
+    def test_tampered_webhook_is_rejected(self):
+        drv = self.make_driver()
+        co = drv.create_checkout(Decimal("25.00"), "conformance-2", "http://127.0.0.1/r", "http://127.0.0.1/n")
+        headers, body = self.signed_delivery(drv, co.provider_ref, settled=True)
+        with pytest.raises(SignatureError):
+            drv.parse_webhook(headers, body.replace(b"25", b"99") + b" ")
+
+
+class NetworkFilterConformance(_DriverBasics):
+    interface = NetworkFilter
+
+    def make_server(self):
+        """Return (virt driver, ref) of a running server the filter can act on."""
+        raise NotImplementedError
+
+    def applied_addresses(self, virt, ref) -> set[str]:
+        raise NotImplementedError
+
+    def test_apply_replaces_the_set(self):
+        flt = self.make_driver()
+        virt, ref = self.make_server()
+        flt.apply(virt, ref, [Address("192.0.2.20", 24)])
+        assert self.applied_addresses(virt, ref) == {"192.0.2.20"}
+        flt.apply(virt, ref, [Address("192.0.2.21", 24), Address("192.0.2.22", 24)])
+        assert self.applied_addresses(virt, ref) == {"192.0.2.21", "192.0.2.22"}
+        flt.apply(virt, ref, [Address("192.0.2.21", 24), Address("192.0.2.22", 24)])  # idempotent
+        assert self.applied_addresses(virt, ref) == {"192.0.2.21", "192.0.2.22"}
+
+
+class DnsBackendConformance(_DriverBasics):
+    interface = DnsBackend
+
+    def lookup_ptr(self, drv, address: str) -> str | None:
+        raise NotImplementedError
+
+    def test_set_and_remove_ptr(self):
+        drv = self.make_driver()
+        drv.set_ptr("192.0.2.33", "host.example.test")
+        assert self.lookup_ptr(drv, "192.0.2.33") == "host.example.test"
+        drv.set_ptr("192.0.2.33", "other.example.test")
+        assert self.lookup_ptr(drv, "192.0.2.33") == "other.example.test"
+        drv.set_ptr("192.0.2.33", None)
+        assert self.lookup_ptr(drv, "192.0.2.33") is None

@@ -1,0 +1,209 @@
+"""In-memory fake drivers, one per interface. They keep state per process in class-level dicts, honour the same
+contracts as real drivers (the conformance suites prove it), and back the embedded demo. Registered as the
+``fake`` plugin."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+import time
+from decimal import Decimal
+from typing import Any
+
+from hostbay.core.drivers import (Address, Checkout, ConsoleTarget, DnsBackend, NetworkFilter, PaymentGateway,
+                                  PaymentState, PaymentStatus, PowerDriver, PowerState, ServerSpec, Setting,
+                                  SignatureError, VirtDriver, WebhookEvent)
+from hostbay.core.errors import FatalDriverError
+from hostbay.core.hookspecs import hookimpl
+
+_lock = threading.Lock()
+
+
+class FakeVirtDriver(VirtDriver):
+    name = "fake"
+    label = "Simulated (demo)"
+    settings = [Setting("step_delay", "Seconds per simulated step", type="int", required=False, default=0,
+                        help="Slow the simulation down to watch progress in the panel.")]
+    capabilities = frozenset({"resize", "rebuild", "iso", "console", "suspend"})
+    servers: dict[str, dict[str, Any]] = {}
+
+    def _step(self, progress, pct, text):
+        progress(pct, text)
+        if self.config["step_delay"]:
+            time.sleep(self.config["step_delay"])
+
+    def _get(self, ref) -> dict[str, Any]:
+        server = self.servers.get(ref.get("id", ""))
+        if server is None:
+            raise FatalDriverError(f"fake server {ref!r} does not exist")
+        return server
+
+    def create(self, spec: ServerSpec, progress):
+        with _lock:
+            server = self.servers.get(spec.uuid)
+            if server is None:
+                server = self.servers[spec.uuid] = {"state": PowerState.STOPPED, "spec": spec, "iso": None,
+                                                    "disk_gib": spec.disk_gib, "boot": "hd", "installs": 0,
+                                                    "filter": [a.address for a in spec.addresses]}
+        self._step(progress, 30, "Creating disk")
+        server["installs"] += 1
+        self._step(progress, 70, "Starting server")
+        server["state"] = PowerState.RUNNING
+        return {"id": spec.uuid, "domain": f"fake-{spec.uuid[:8]}"}
+
+    def status(self, ref):
+        server = self.servers.get(ref.get("id", ""))
+        return PowerState.MISSING if server is None else server["state"]
+
+    def start(self, ref):
+        self._get(ref)["state"] = PowerState.RUNNING
+
+    def stop(self, ref, timeout=60):
+        self._get(ref)["state"] = PowerState.STOPPED
+
+    def restart(self, ref):
+        self._get(ref)["state"] = PowerState.RUNNING
+
+    def reinstall(self, ref, spec, progress):
+        server = self._get(ref)
+        self._step(progress, 40, "Writing a fresh disk")
+        server.update(spec=spec, installs=server["installs"] + 1, disk_gib=spec.disk_gib, state=PowerState.RUNNING)
+        return ref
+
+    def delete(self, ref):
+        self.servers.pop(ref.get("id", ""), None)
+
+    def resize(self, ref, spec, progress):
+        server = self._get(ref)
+        if spec.disk_gib < server["disk_gib"]:
+            raise FatalDriverError("disks only grow; use rebuild")
+        server.update(spec=spec, disk_gib=spec.disk_gib)
+        return ref
+
+    def rebuild(self, ref, spec, progress):
+        return self.reinstall(ref, spec, progress)
+
+    def suspend(self, ref):
+        self._get(ref)["state"] = PowerState.STOPPED
+
+    def mount_iso(self, ref, iso_path):
+        server = self._get(ref)
+        server.update(iso=iso_path, boot="cdrom")
+
+    def eject_iso(self, ref):
+        self._get(ref).update(iso=None, boot="hd")
+
+    def console_target(self, ref):
+        self._get(ref)
+        return ConsoleTarget("127.0.0.1", 5700, protocol="vnc-websocket")
+
+
+class FakeNetworkFilter(NetworkFilter):
+    name = "fake"
+    label = "Simulated filter"
+    drivers = frozenset({"fake"})
+
+    def apply(self, virt, ref, addresses: list[Address]):
+        FakeVirtDriver.servers[ref["id"]]["filter"] = sorted(a.address for a in addresses)
+
+
+class FakePowerDriver(PowerDriver):
+    name = "fake"
+    label = "Simulated power"
+    capabilities = frozenset({"boot_device"})
+    machines: dict[str, dict[str, Any]] = {}
+
+    def _m(self, target):
+        return self.machines.setdefault(target.get("address", "default"), {"power": PowerState.STOPPED, "boot": "disk"})
+
+    def power_state(self, target):
+        return self._m(target)["power"]
+
+    def power_on(self, target):
+        self._m(target)["power"] = PowerState.RUNNING
+
+    def power_off(self, target, soft=False):
+        self._m(target)["power"] = PowerState.STOPPED
+
+    def power_cycle(self, target):
+        self._m(target)["power"] = PowerState.RUNNING
+
+    def set_boot_device(self, target, device):
+        if device not in ("pxe", "disk", "cdrom"):
+            raise FatalDriverError(f"unknown boot device {device!r}")
+        self._m(target)["boot"] = device
+
+
+class FakePaymentGateway(PaymentGateway):
+    """Checkout and webhooks with an HMAC-SHA256 signature over the raw body (header ``X-Fake-Signature``)."""
+
+    name = "fake"
+    label = "Test payments"
+    settings = [Setting("secret", "Webhook secret", type="secret", required=False, default="fake-secret")]
+    capabilities = frozenset({"refetch"})
+    invoices: dict[str, dict[str, Any]] = {}
+
+    def create_checkout(self, amount: Decimal, reference: str, return_url: str, notify_url: str) -> Checkout:
+        ref = "fk_" + hashlib.sha256(reference.encode()).hexdigest()[:16]
+        self.invoices.setdefault(ref, {"amount": Decimal(amount), "status": PaymentStatus.PENDING})
+        return Checkout(ref, f"{return_url}?fake_invoice={ref}")
+
+    def sign(self, body: bytes) -> str:
+        return hmac.new(self.config["secret"].encode(), body, hashlib.sha256).hexdigest()
+
+    def parse_webhook(self, headers, raw_body: bytes) -> WebhookEvent:
+        given = {k.lower(): v for k, v in headers.items()}.get("x-fake-signature", "")
+        if not hmac.compare_digest(given, self.sign(raw_body)):
+            raise SignatureError("bad signature")
+        data = json.loads(raw_body)
+        return WebhookEvent(data["id"], data["invoice"], PaymentStatus(data["status"]),
+                            Decimal(data["amount"]) if data.get("amount") else None, data["status"])
+
+    def fetch(self, provider_ref: str) -> PaymentState:
+        inv = self.invoices.get(provider_ref)
+        if inv is None:
+            raise FatalDriverError(f"unknown invoice {provider_ref}")
+        return PaymentState(provider_ref, inv["status"], inv["amount"], inv["status"].value)
+
+
+class FakeDns(DnsBackend):
+    name = "fake"
+    label = "In-memory DNS"
+    records: dict[str, str] = {}
+    forward: dict[str, list[str]] = {}
+
+    def set_ptr(self, address, hostname):
+        if hostname is None:
+            self.records.pop(address, None)
+        else:
+            self.records[address] = hostname
+
+    def resolve(self, hostname):
+        return self.forward.get(hostname, [])
+
+
+@hookimpl
+def hostbay_virt_drivers():
+    return [FakeVirtDriver]
+
+
+@hookimpl
+def hostbay_network_filters():
+    return [FakeNetworkFilter]
+
+
+@hookimpl
+def hostbay_power_drivers():
+    return [FakePowerDriver]
+
+
+@hookimpl
+def hostbay_payment_gateways():
+    return [FakePaymentGateway]
+
+
+@hookimpl
+def hostbay_dns_backends():
+    return [FakeDns]

@@ -1,0 +1,176 @@
+"""pytest fixtures for hostbay and its plugins (registered through the ``pytest11`` entry point).
+
+Database: ``HOSTBAY_TEST_DATABASE_URL`` (e.g. PostgreSQL in CI) or a temporary SQLite file. The schema is created
+once per session; every table is emptied after each test, so tests may commit and use several connections.
+Override the ``app_config`` fixture in a test module to change configuration (e.g. enable CSRF).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from datetime import datetime
+
+import pytest
+
+from hostbay.core.clock import FrozenClock
+
+DEFAULT_NOW = datetime(2026, 1, 15, 10, 0, 0)
+
+
+def pytest_configure(config):
+    for line in ("postgres: needs PostgreSQL (HOSTBAY_TEST_DATABASE_URL)",
+                 "redis: needs a real Redis (HOSTBAY_TEST_REDIS_URL)",
+                 "libvirt: needs a running libvirtd with QEMU", "slow: takes more than a few seconds"):
+        config.addinivalue_line("markers", line)
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory) -> str:
+    url = os.environ.get("HOSTBAY_TEST_DATABASE_URL")
+    if url:
+        return url
+    return f"sqlite:///{tmp_path_factory.mktemp('db') / 'hostbay-test.sqlite3'}"
+
+
+@pytest.fixture(scope="session")
+def _schema(database_url, tmp_path_factory):
+    from hostbay.core.db import db
+    from hostbay.web import create_app
+
+    app = create_app({"SQLALCHEMY_DATABASE_URI": database_url, "TESTING": True, "HOSTBAY_JOBS": "sync",
+                      "INSTANCE_PATH": str(tmp_path_factory.mktemp("instance")), "SECRET_KEY": "schema"})
+    with app.app_context():
+        db.drop_all()
+        with db.engine.begin() as conn:
+            conn.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
+        db.create_all()
+        db.engine.dispose()
+    return True
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock(DEFAULT_NOW)
+
+
+@pytest.fixture
+def app_config() -> dict:
+    """Extra configuration for the ``app`` fixture; override it in a test module."""
+    return {}
+
+
+@pytest.fixture
+def app(_schema, database_url, clock, app_config, tmp_path):
+    from hostbay.core.db import db
+    from hostbay.web import create_app
+
+    cfg = {"SQLALCHEMY_DATABASE_URI": database_url, "TESTING": True, "HOSTBAY_JOBS": "sync",
+           "WTF_CSRF_ENABLED": False, "INSTANCE_PATH": str(tmp_path / "instance"), "SECRET_KEY": "test-secret",
+           "RATELIMIT_ENABLED": False, "HOSTBAY_REDIS_URL": None, "HOSTBAY_SMTP_URL": None}
+    cfg.update(app_config)
+    application = create_app(cfg, clock=clock)
+    ctx = application.app_context()
+    ctx.push()
+    try:
+        yield application
+    finally:
+        db.session.remove()
+        _empty_tables(db)
+        db.engine.dispose()
+        ctx.pop()
+
+
+def _empty_tables(db) -> None:
+    tables = [t.name for t in db.metadata.sorted_tables]
+    with db.engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE")
+        else:
+            for t in reversed(tables):
+                conn.exec_driver_sql(f'DELETE FROM "{t}"')
+
+
+@pytest.fixture
+def db(app):
+    from hostbay.core.db import db as database
+
+    return database
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def registry(app):
+    return app.extensions["hostbay"]
+
+
+@pytest.fixture
+def register_plugin(app):
+    """Context manager: ``with register_plugin(obj): ...`` adds a plugin to the app's registry for the block."""
+    reg = app.extensions["hostbay"]
+
+    @contextlib.contextmanager
+    def _register(plugin, name: str | None = None):
+        name = reg.pm.register(plugin, name=name)
+        reg.pm.check_pending()
+        reg.drivers.clear()
+        reg.job_handlers.clear()
+        reg._collect()
+        try:
+            yield reg
+        finally:
+            reg.pm.unregister(name=name)
+            reg.drivers.clear()
+            reg.job_handlers.clear()
+            reg._collect()
+
+    return _register
+
+
+class JobRunner:
+    """Holds operations queued until ``run_all()`` (the ``manual`` job mode)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def run_all(self) -> int:
+        from hostbay.core import jobs
+
+        return jobs.run_pending()
+
+
+@pytest.fixture
+def job_runner(app):
+    app.config["HOSTBAY_JOBS"] = "manual"
+    return JobRunner(app)
+
+
+@pytest.fixture
+def make_user(app):
+    from hostbay.core import ledger
+    from hostbay.core.accounts import create_user
+    from hostbay.core.db import db as database
+
+    counter = iter(range(1, 10**6))
+
+    def _make(email: str | None = None, role: str = "customer", balance_cents: int = 0,
+              password: str = "correct horse battery"):
+        user = create_user(email or f"user{next(counter)}@example.test", password, role=role)
+        if balance_cents:
+            ledger.credit(user.id, balance_cents, kind="topup", key=f"test-topup:{user.id}",
+                          description="Test top-up")
+        database.session.commit()
+        return user
+
+    return _make
+
+
+def login(client, user, password: str = "correct horse battery"):
+    """Log ``user`` in through the real login form."""
+    resp = client.post("/login", data={"email": user.email, "password": password})
+    assert resp.status_code in (302, 303), resp.status_code
+    return resp

@@ -1,0 +1,2 @@
+"""Dedicated servers from hardware inventory with IPMI power control (``hostbay[ipmi]``). Not implemented yet: this
+plugin loads and contributes nothing."""

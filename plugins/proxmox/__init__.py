@@ -1,0 +1,2 @@
+"""Proxmox VE virtualization through proxmoxer (``hostbay[proxmox]``). Not implemented yet: this plugin loads and
+contributes nothing."""

@@ -1,0 +1,74 @@
+"""Register, log in, log out. Passwords are hashed with scrypt; login attempts are rate limited per address."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_required, login_user, logout_user
+
+from hostbay.core.accounts import User, create_user, normalise_email
+from hostbay.core.activity import audit, log_activity
+from hostbay.core.db import db
+from hostbay.core.errors import UserError
+
+from .extensions import limiter
+
+bp = Blueprint("auth", __name__)
+
+
+def _safe_next(target: str | None) -> str:
+    if target and not urlsplit(target).netloc and target.startswith("/") and not target.startswith("//"):
+        return target
+    return url_for("panel.dashboard")
+
+
+@bp.route("/register", methods=["GET", "POST"])
+@limiter.limit(lambda: current_app.config["HOSTBAY_LOGIN_RATE_LIMIT"], methods=["POST"])
+def register():
+    if current_user.is_authenticated:
+        return redirect(url_for("panel.dashboard"))
+    form = request.form
+    if request.method == "POST":
+        try:
+            user = create_user(form.get("email", ""), form.get("password", ""), name=form.get("name", "")[:120])
+            log_activity(user.id, "account", "Account created.")
+            db.session.commit()
+        except UserError as exc:
+            db.session.rollback()
+            flash(str(exc), "error")
+            return render_template("auth/register.html", form=form), 400
+        login_user(user)
+        flash("Welcome! Your account is ready.", "info")
+        return redirect(url_for("panel.dashboard"))
+    return render_template("auth/register.html", form=form)
+
+
+@bp.route("/login", methods=["GET", "POST"])
+@limiter.limit(lambda: current_app.config["HOSTBAY_LOGIN_RATE_LIMIT"], methods=["POST"])
+def login():
+    if current_user.is_authenticated:
+        return redirect(url_for("panel.dashboard"))
+    email = request.form.get("email", "")
+    if request.method == "POST":
+        try:
+            user = db.session.scalar(db.select(User).filter_by(email=normalise_email(email)))
+        except UserError:
+            user = None
+        if user is None or not user.active or not user.check_password(request.form.get("password", "")):
+            audit("auth.login_failed", "user", getattr(user, "id", None), actor_type="customer",
+                  detail=f"address {request.remote_addr}")
+            db.session.commit()
+            flash("Wrong e-mail address or password.", "error")
+            return render_template("auth/login.html", email=email), 401
+        login_user(user)
+        return redirect(_safe_next(request.args.get("next")))
+    return render_template("auth/login.html", email=email)
+
+
+@bp.post("/logout")
+@login_required
+def logout():
+    logout_user()
+    flash("You are logged out.", "info")
+    return redirect(url_for("public.index"))
