@@ -108,3 +108,16 @@ class Node(db.Model):
     used_memory_mib: Mapped[int] = mapped_column(default=0)
     used_disk_gib: Mapped[int] = mapped_column(default=0)
     created_at: Mapped[datetime] = mapped_column(default=lambda: clock.now())
+
+
+def add_cycle(start: datetime, cycle: str, count: int = 1) -> datetime:
+    """``start`` moved by ``count`` billing cycles in calendar months; the day is clamped to the month's length
+    (Jan 31 + 1 month = Feb 28/29), keeping the time of day."""
+    import calendar
+
+    months = CYCLES[cycle] * count
+    total = start.year * 12 + (start.month - 1) + months
+    year, month = divmod(total, 12)
+    month += 1
+    day = min(start.day, calendar.monthrange(year, month)[1])
+    return start.replace(year=year, month=month, day=day)

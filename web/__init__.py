@@ -14,6 +14,15 @@ from hostbay.core.plugins import build_registry
 
 from .extensions import csrf, limiter, login_manager, migrate
 
+# Core blueprint modules (each defines ``bp``); plugins add theirs through the hostbay_blueprints hook.
+BLUEPRINT_MODULES = [
+    "public",
+    "auth",
+    "panel",
+    "staff",
+]
+
+
 def _migrations_dir() -> str:
     import hostbay.core.migrations as m
 
@@ -53,11 +62,10 @@ def create_app(config: dict | None = None, *, extra_plugins: list | None = None,
     if clock is not None:
         app.extensions["hostbay.clock"] = clock
 
-    from . import auth, panel, public
+    import importlib
 
-    app.register_blueprint(public.bp)
-    app.register_blueprint(auth.bp)
-    app.register_blueprint(panel.bp)
+    for name in BLUEPRINT_MODULES:
+        app.register_blueprint(importlib.import_module(f"hostbay.web.{name}").bp)
     for bp in registry.collect("hostbay_blueprints"):
         app.register_blueprint(bp)
     for cmd in registry.collect("hostbay_cli_commands"):

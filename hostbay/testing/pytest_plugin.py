@@ -174,3 +174,86 @@ def login(client, user, password: str = "correct horse battery"):
     resp = client.post("/login", data={"email": user.email, "password": password})
     assert resp.status_code in (302, 303), resp.status_code
     return resp
+
+
+@pytest.fixture
+def make_package(app):
+    """``make_package(slug="vps-1", monthly_cents=1000, disk_gib=10, driver="fake", **columns)``: a VPS package
+    with a price for every cycle (monthly price x months)."""
+    from hostbay.core.catalog import CYCLES, Package, PackagePrice
+    from hostbay.core.db import db as database
+
+    counter = iter(range(1, 10**6))
+
+    def _make(slug: str | None = None, monthly_cents: int = 1000, driver: str = "fake", **columns):
+        values = dict(name="Test VPS", kind="vps", vcpus=1, memory_mib=512, disk_gib=10, ipv4_count=1,
+                      port_speed_mbit=1000)
+        values.update(columns)
+        pkg = Package(slug=slug or f"pkg-{next(counter)}", driver=driver, **values)
+        pkg.prices = [PackagePrice(cycle=c, price_cents=monthly_cents * m) for c, m in CYCLES.items()]
+        database.session.add(pkg)
+        database.session.commit()
+        return pkg
+
+    return _make
+
+
+@pytest.fixture
+def make_node(app):
+    from hostbay.core.catalog import Node
+    from hostbay.core.db import db as database
+
+    counter = iter(range(1, 10**6))
+
+    def _make(driver: str = "fake", settings: dict | None = None, **columns):
+        values = dict(vcpus=64, memory_mib=262144, disk_gib=4000)
+        values.update(columns)
+        node = Node(name=values.pop("name", f"node-{next(counter)}"), driver=driver, settings=settings or {},
+                    **values)
+        database.session.add(node)
+        database.session.commit()
+        return node
+
+    return _make
+
+
+@pytest.fixture
+def make_image(app):
+    from hostbay.core.catalog import Image
+    from hostbay.core.db import db as database
+
+    counter = iter(range(1, 10**6))
+
+    def _make(driver: str = "fake", source: str = "test.qcow2", **columns):
+        n = next(counter)
+        img = Image(driver=driver, slug=columns.pop("slug", f"img-{n}"), name=columns.pop("name", f"Image {n}"),
+                    source=source, **columns)
+        database.session.add(img)
+        database.session.commit()
+        return img
+
+    return _make
+
+
+@pytest.fixture
+def make_service(app, clock):
+    """``make_service(user, package, state="active", cycle="monthly", node=None, **columns)``: a service row as if
+    ordered at the clock's time (no money moves; billing tests use the order API instead)."""
+    from hostbay.core.catalog import add_cycle
+    from hostbay.core.db import db as database
+    from hostbay.core.services import Service
+
+    counter = iter(range(1, 10**6))
+
+    def _make(user, package, state: str = "active", cycle: str = "monthly", node=None, **columns):
+        now = clock.now()
+        values = dict(hostname=f"host{next(counter)}.example.test", period_start=now,
+                      renews_at=add_cycle(now, cycle), price_cents=package.price_cents(cycle))
+        values.update(columns)
+        svc = Service(user_id=user.id, package_id=package.id, kind=package.kind, state=state, cycle=cycle,
+                      node_id=getattr(node, "id", None), **values)
+        database.session.add(svc)
+        database.session.commit()
+        return svc
+
+    return _make

@@ -1,0 +1,50 @@
+"""The fake drivers pass the same conformance suites every real driver must pass."""
+
+import json
+
+from hostbay.testing import (DnsBackendConformance, FakeDns, FakeNetworkFilter, FakePaymentGateway,
+                             FakePowerDriver, FakeVirtDriver, NetworkFilterConformance, PaymentGatewayConformance,
+                             PowerDriverConformance, VirtDriverConformance)
+
+
+class TestFakeVirt(VirtDriverConformance):
+    def make_driver(self):
+        return FakeVirtDriver({})
+
+
+class TestFakePower(PowerDriverConformance):
+    def make_driver(self):
+        return FakePowerDriver({})
+
+    def make_target(self):
+        return {"address": "127.0.0.1:6230"}
+
+
+class TestFakePayments(PaymentGatewayConformance):
+    def make_driver(self):
+        return FakePaymentGateway({})
+
+    def signed_delivery(self, drv, provider_ref, settled):
+        body = json.dumps({"id": "ev-1", "invoice": provider_ref, "status": "settled" if settled else "pending",
+                           "amount": "25.00"}).encode()
+        return {"X-Fake-Signature": drv.sign(body)}, body
+
+
+class TestFakeFilter(NetworkFilterConformance):
+    def make_driver(self):
+        return FakeNetworkFilter({})
+
+    def make_server(self):
+        virt = FakeVirtDriver({})
+        return virt, virt.create(VirtDriverConformance().make_spec(), lambda p, t: None)
+
+    def applied_addresses(self, virt, ref):
+        return set(FakeVirtDriver.servers[ref["id"]]["filter"])
+
+
+class TestFakeDns(DnsBackendConformance):
+    def make_driver(self):
+        return FakeDns({})
+
+    def lookup_ptr(self, drv, address):
+        return FakeDns.records.get(address)
