@@ -88,10 +88,16 @@ class Operation(db.Model):
     def progress(self, pct: int, text: str) -> None:
         """Record progress at once, outside the handler's transaction, so the panel shows it live."""
         pct = max(0, min(100, int(pct)))
-        with db.engine.begin() as conn:
-            conn.execute(update(Operation.__table__).where(Operation.__table__.c.id == self.id)
-                         .values(progress_pct=pct, progress_text=text[:255], heartbeat_at=_utcnow()))
-        self.progress_pct, self.progress_text = pct, text
+        stmt = (update(Operation.__table__).where(Operation.__table__.c.id == self.id)
+                .values(progress_pct=pct, progress_text=text[:255], heartbeat_at=_utcnow()))
+        if db.engine.dialect.name == "sqlite" and db.session().in_transaction():
+            # SQLite has one writer: while the handler's transaction holds it, write through that transaction.
+            # (Handlers commit before slow driver calls, so progress is usually seen live there too.)
+            db.session.execute(stmt)
+        else:
+            with db.engine.begin() as conn:
+                conn.execute(stmt)
+        self.progress_pct, self.progress_text = pct, text[:255]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -217,8 +223,10 @@ def run_operation(op_id: str) -> str:
         return op.state if op else "missing"
     op = db.session.get(Operation, op_id)
     db.session.refresh(op)
+    payload = dict(op.payload or {})
+    db.session.commit()  # no transaction (and no lock) is held when the handler starts
     try:
-        result = _handler_for(op.kind)(op, dict(op.payload or {}))
+        result = _handler_for(op.kind)(op, payload)
         op = db.session.get(Operation, op_id)
         op.state, op.finished_at, op.progress_pct = SUCCEEDED, _utcnow(), 100
         if op.progress_text in ("Queued", ""):
@@ -330,3 +338,10 @@ def run_stale_recovery() -> None:
         (Operation.state == QUEUED) & (Operation.created_at < now - timedelta(seconds=120))))).all()
     for op_id in ids:
         dispatch(current_app._get_current_object(), op_id)
+
+
+@handler("core.ping")
+def _ping(op: Operation, payload: dict) -> dict:
+    """A no-op job that proves the job path end to end (health checks, tests)."""
+    op.progress(50, "Pong")
+    return {"pong": payload.get("value"), "pid": __import__("os").getpid()}
