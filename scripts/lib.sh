@@ -5,6 +5,14 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV=${HOSTBAY_VENV:-$ROOT/.venv}
 PY=${PYTHON:-python3}
 
+pip_install() {  # quiet pip; its full output is shown only when it fails
+  local out; out=$(mktemp)
+  if ! "$VENV/bin/pip" install --disable-pip-version-check "$@" >"$out" 2>&1; then
+    grep -v "is ignored: it is neither a file nor a directory" "$out" >&2; rm -f "$out"; return 1
+  fi
+  rm -f "$out"
+}
+
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
@@ -15,7 +23,7 @@ ensure_venv() {
     log "creating virtual environment $VENV"
     "$PY" -m venv "$VENV" || { as_root apt-get install -y python3-venv && "$PY" -m venv "$VENV"; }
   fi
-  "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
+  pip_install --upgrade pip
 }
 
 ensure_apt() {  # install the listed Debian packages that are missing

@@ -149,11 +149,15 @@ def test_real_worker_process_completes_a_job(app, db, database_url, tmp_path):
         while time.time() < deadline:
             db.session.expire_all()
             op = db.session.get(jobs.Operation, op.id)
-            db.session.rollback()  # end the read transaction: on SQLite it would hold the single write lock
-            if op.finished:
+            finished = op.finished
+            db.session.commit()  # end the read transaction: on SQLite it would hold the single write lock
+            if finished:
                 break
             time.sleep(0.2)
-        assert op.state == "succeeded", op.error
+        db.session.refresh(op)
+        if op.state != "succeeded":
+            worker.send_signal(signal.SIGTERM)
+            pytest.fail(f"operation {op.state}: {op.error}; worker said:\n{worker.communicate(timeout=20)[0]}")
         assert op.result["pong"] == 42 and op.result["pid"] == worker.pid  # ran in the worker, not here
     finally:
         worker.send_signal(signal.SIGTERM)
