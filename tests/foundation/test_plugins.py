@@ -127,3 +127,12 @@ def test_driver_settings_validation():
         D({"uri": "nope", "timeout": "x"})
     assert set(err.value.errors) == {"uri", "timeout"}
     assert D({"uri": "qemu:///system"}).config == {"uri": "qemu:///system", "timeout": 30}
+
+
+def test_fake_plugin_loads_without_pytest(tmp_path):
+    """The embedded demo runs on the fake drivers, on an installation that has no test tools."""
+    blocker = tmp_path / "pytest.py"
+    blocker.write_text("raise ImportError('pytest is not installed here')\n")
+    out = run_hostbay(["plugins", "list"], tmp_path, tmp_path)
+    line = next(l for l in out.stdout.splitlines() if l.startswith("fake "))
+    assert "loaded" in line, out.stdout + out.stderr
