@@ -393,6 +393,9 @@ def correction(user: User, amount_cents: int, actor: User, reason: str, *, key: 
 def reverse_entry(entry: ledger.LedgerEntry, actor: User, reason: str) -> ledger.LedgerEntry:
     """Staff reverse a ledger entry once (e.g. a charged-back top-up); see :func:`ledger.reverse`."""
     _require_money_staff(actor)
+    existing = ledger.find_entry(f"reversal:{entry.uuid}")
+    if existing is not None:
+        return existing
     owner = db.session.get(User, ledger.owner_id(entry))
     try:
         with db.session.begin_nested():

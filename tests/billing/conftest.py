@@ -30,7 +30,12 @@ def make_key():
     return _make
 
 
-def finish_job(service):
+@pytest.fixture
+def finish_job(app):
+    return _finish_job
+
+
+def _finish_job(service):
     """What the lifecycle handlers do when a set-up, resize or rebuild finishes: the service becomes active."""
     db.session.refresh(service)
     if service.state == services.PENDING:
