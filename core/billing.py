@@ -131,6 +131,26 @@ def _resolve_keys(user: User, ssh_key_ids) -> list[int]:
     return sorted(k.id for k in keys)
 
 
+@dataclass(frozen=True)
+class OrderDraft:
+    """A validated order, not yet paid: what the confirmation page shows and :func:`place_order` pays for."""
+    package: Package
+    cycle: str
+    price_cents: int
+    hostname: str
+    image: Image | None
+    ssh_key_ids: list[int]
+
+
+def prepare_order(user: User, package: Package, cycle: str, hostname: str, image=None,
+                  ssh_key_ids=()) -> OrderDraft:
+    """Validate an order without writing anything: package orderable, cycle priced, image enabled and of the
+    package's platform, SSH keys owned by ``user``, hostname RFC 1123. Raises UserError with a safe message."""
+    price = _require_orderable(package, cycle)
+    return OrderDraft(package=package, cycle=cycle, price_cents=price, hostname=normalise_hostname(hostname),
+                      image=_resolve_image(package, image), ssh_key_ids=_resolve_keys(user, ssh_key_ids))
+
+
 def place_order(user: User, package: Package, cycle: str, hostname: str, image=None, ssh_key_ids=(), *,
                 key: str) -> Service:
     """Pay for ``package`` from the wallet, create the service in ``pending`` and enqueue its provisioning.
@@ -144,10 +164,8 @@ def place_order(user: User, package: Package, cycle: str, hostname: str, image=N
     existing = _replayed_service(ledger_key)
     if existing is not None:
         return existing
-    price = _require_orderable(package, cycle)
-    hostname = normalise_hostname(hostname)
-    image = _resolve_image(package, image)
-    keys = _resolve_keys(user, ssh_key_ids)
+    draft = prepare_order(user, package, cycle, hostname, image, ssh_key_ids)
+    price, hostname, image, keys = draft.price_cents, draft.hostname, draft.image, draft.ssh_key_ids
     now = clock.now()
     svc_uuid = new_uuid()
     try:
@@ -531,7 +549,7 @@ def get_user_refund(user_id: int, uuid: str) -> RefundRequest | None:
     return db.session.scalar(select(RefundRequest).filter_by(user_id=user_id, uuid=uuid))
 
 
-__all__ = ["OrderQuote", "ChangeQuote", "RefundRequest", "quote_order", "place_order", "change_candidates",
+__all__ = ["OrderQuote", "OrderDraft", "prepare_order", "ChangeQuote", "RefundRequest", "quote_order", "place_order", "change_candidates",
            "quote_change", "change_package", "admin_charge", "bonus", "correction", "reverse_entry",
            "request_refund", "approve_refund", "reject_refund", "pending_refunds", "normalise_hostname",
            "InsufficientFunds"]

@@ -19,8 +19,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from . import clock
-from .db import db, new_uuid
 from .activity import log_activity
+from .db import db, new_uuid
 from .errors import InsufficientFunds, UserError
 
 CREDIT_KINDS = {"topup", "downgrade_credit", "bonus", "refund_credit", "correction_credit", "reversal"}
