@@ -1,6 +1,7 @@
 import pytest
 
 from hostbay.core import billing, jobs, ledger, services
+from hostbay.core.activity import ActivityEntry
 from hostbay.core.catalog import add_cycle, orderable_packages
 from hostbay.core.db import db
 from hostbay.core.errors import InsufficientFunds, UserError
@@ -24,6 +25,10 @@ def test_order_debits_creates_pending_service_and_queues_setup(make_user, make_p
     assert ledger.balance_cents(user.id) == ledger.ledger_sum_cents(user.id) == 1400
     entry = ledger.find_entry(f"order:{user.uuid}:req-1")
     assert entry.kind == "order" and entry.amount_cents == -3600 and entry.reference_id == svc.uuid
+    events = db.session.scalars(db.select(ActivityEntry).filter_by(user_id=user.id, service_id=svc.id)).all()
+    assert sorted(e.event for e in events) == ["billing", "create"]
+    assert any(e.message == "$36.00 charged from your wallet: Order: Test VPS (quarterly) for web1.example.com. "
+               "Balance: $14.00." for e in events)
     op = db.session.scalar(db.select(jobs.Operation).filter_by(key=f"provision:{svc.uuid}"))
     assert op.kind == "service.provision" and op.service_id == svc.id and op.state == jobs.QUEUED
     # replay: same service, no second charge, no second job
