@@ -249,12 +249,14 @@ class ChangeQuote:
 
 
 def change_candidates(service: Service) -> list[Package]:
-    """Packages ``service`` can move to: orderable, same kind and driver, priced for its cycle, not its own."""
+    """Packages ``service`` can move to: orderable, same kind and driver, priced for its cycle, not its own, with
+    room for its operating system image."""
     from .catalog import orderable_packages
 
+    min_disk = service.image.min_disk_gib if service.image is not None else 0
     return [p for p in orderable_packages(service.kind)
             if p.id != service.package_id and p.driver == service.package.driver
-            and p.price_cents(service.cycle) is not None]
+            and p.price_cents(service.cycle) is not None and p.disk_gib >= min_disk]
 
 
 def quote_change(service: Service, new_package: Package) -> ChangeQuote:
@@ -270,6 +272,9 @@ def quote_change(service: Service, new_package: Package) -> ChangeQuote:
         raise UserError("The service has this package already.")
     if new_package.kind != service.kind or new_package.driver != service.package.driver:
         raise UserError("The service cannot move to this package (it runs on a different platform).")
+    if service.image is not None and service.image.min_disk_gib > new_package.disk_gib:
+        raise UserError(f"The operating system of this server needs at least {service.image.min_disk_gib} GiB of "
+                        "disk; this package has less.")
     new_price = new_package.price_cents(service.cycle)
     if new_price is None:
         raise UserError(f"This package is not sold with {CYCLE_LABELS[service.cycle].lower()} billing.")
@@ -290,16 +295,16 @@ def change_package(service: Service, new_package: Package, actor: User, confirm:
     service moves to ``resizing`` (``rebuilding`` for a smaller disk) and the job is enqueued, in the same
     transaction as the money. Replaying with the same ``key`` returns the first operation.
     """
-    op_key = f"change:{service.uuid}:{_check_key(key)}"
-    replay = db.session.scalar(select(jobs.Operation).filter_by(key=op_key))
-    if replay is not None:
-        return replay
     staff = bool(getattr(actor, "is_staff", False))
     if staff:
         if not actor.can("services") and not actor.can("money"):
             raise ActionNotAllowed("You are not allowed to change packages.")
     elif actor is None or actor.id != service.user_id:
         raise NotFound("Service not found.")
+    op_key = f"change:{service.uuid}:{_check_key(key)}"
+    replay = db.session.scalar(select(jobs.Operation).filter_by(key=op_key))
+    if replay is not None:
+        return replay
     require_action(service, "change_package", staff=staff)
     quote = quote_change(service, new_package)
     if quote.disk_shrinks and (confirm or "").strip().lower().rstrip(".") != service.hostname.lower():

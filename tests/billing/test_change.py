@@ -121,3 +121,13 @@ def test_change_after_period_end_moves_no_money(setup, clock):
     assert billing.quote_change(svc, big).amount_cents == 0
     billing.change_package(svc, big, user, key="late")
     assert ledger.balance_cents(user.id) == 9000
+
+
+def test_package_too_small_for_the_image(make_user, make_package, make_image, finish_job):
+    user = make_user(balance_cents=5000)
+    pkg, tiny = make_package(disk_gib=40), make_package(disk_gib=10)
+    svc = finish_job(billing.place_order(user, pkg, "monthly", "web1.example.com", make_image(min_disk_gib=20),
+                                         key="o"))
+    assert billing.change_candidates(svc) == []
+    with pytest.raises(UserError, match="at least 20 GiB"):
+        billing.change_package(svc, tiny, user, confirm=svc.hostname, key="c")
