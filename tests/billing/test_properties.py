@@ -160,3 +160,29 @@ def test_upgrade_then_reverse_downgrade_nets_to_zero(old, new, cycle, start_s, f
     assert (up >= 0) == (new >= old) or up == 0
     assert prorata_cents(old, new, start, start, end) == new - old
     assert prorata_cents(old, new, end, start, end) == 0
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                 HealthCheck.too_slow])
+@given(cycle=st.sampled_from(sorted(CYCLES)), offset=st.integers(0, 400 * 86400), up_first=st.booleans(),
+       prices=st.tuples(st.integers(1, 99999), st.integers(1, 99999)).filter(lambda p: p[0] != p[1]))
+def test_change_then_reverse_change_nets_to_zero_through_the_engine(app, clock, make_package, make_image,
+                                                                    finish_job, cycle, offset, up_first, prices):
+    clock.set(DEFAULT_NOW)
+    user = User(email=f"{new_uuid()}@example.test", password_hash="-")
+    db.session.add(user)
+    db.session.commit()
+    ledger.credit(user.id, 10**8, kind="topup", key=f"t:{user.uuid}", description="Top-up")
+    db.session.commit()
+    low, high = sorted(prices)
+    a = make_package(monthly_cents=low if up_first else high, disk_gib=20)
+    b = make_package(monthly_cents=high if up_first else low, disk_gib=20)
+    svc = finish_job(billing.place_order(user, a, cycle, "web.example.test", make_image(), key="o"))
+    clock.advance(seconds=offset % int((svc.renews_at - svc.period_start).total_seconds()))
+    before = ledger.balance_cents(user.id)
+    billing.change_package(svc, b, user, key="there")
+    finish_job(svc)
+    billing.change_package(svc, a, user, key="back")
+    assert abs(ledger.balance_cents(user.id) - before) <= 1
+    assert ledger.balance_cents(user.id) == ledger.ledger_sum_cents(user.id)
+    assert svc.price_cents == a.price_cents(cycle)
