@@ -249,3 +249,20 @@ def test_staff_menu_lists_billing_for_money_staff(client, make_user):
     login(client, make_user(role="billing"))
     page = client.get("/staff/").data
     assert b'href="/staff/billing/"' in page and b'href="/staff/billing/refunds"' in page
+
+
+def test_dedicated_order_pages(client, make_user, make_package):
+    ded = make_package(slug="metal", name="Metal E-2388G", kind="dedicated", driver="ipmi", monthly_cents=9900,
+                       hardware={"cpu": "E-2388G", "ram_gib": 64})
+    user = make_user(balance_cents=20000)
+    login(client, user)
+    page = client.get("/panel/order")
+    assert b"Dedicated servers" in page.data and b"cpu: E-2388G, ram gib: 64" in page.data
+    page = client.get(f"/panel/order/{ded.uuid}")
+    assert page.status_code == 200 and b'name="image"' not in page.data
+    form = {"cycle": "monthly", "hostname": "metal1.example.com", "key": "k"}
+    review = client.post(f"/panel/order/{ded.uuid}/review", data=form)
+    assert b"Pay $99.00 and order" in review.data
+    assert client.post(f"/panel/order/{ded.uuid}/confirm", data=form).status_code == 302
+    (svc,) = _services(user)
+    assert svc.kind == "dedicated" and ledger.balance_cents(user.id) == 10100
