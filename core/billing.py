@@ -518,7 +518,8 @@ def approve_refund(req: RefundRequest, actor: User, external_reference: str, not
             _decide(req, actor, REFUND_APPROVED, external_reference=external_reference[:200],
                     staff_note=(note or "").strip()[:1000] or None)
             entry = ledger.debit(req.user_id, req.amount_cents, kind="refund_payout", key=f"refund:{req.uuid}",
-                                 description=f"Refund paid out externally (reference {external_reference})"[:255], reference=("refund", req.uuid),
+                                 description=f"Refund paid out externally (reference {external_reference})"[:255],
+                                 reference=("refund", req.uuid),
                                  actor_type="staff", actor_id=actor.id,
                                  note=f"external reference: {external_reference}"[:500])
             req.ledger_entry_id = entry.id
@@ -554,7 +555,7 @@ def get_user_refund(user_id: int, uuid: str) -> RefundRequest | None:
     return db.session.scalar(select(RefundRequest).filter_by(user_id=user_id, uuid=uuid))
 
 
-__all__ = ["OrderQuote", "OrderDraft", "prepare_order", "ChangeQuote", "RefundRequest", "quote_order", "place_order", "change_candidates",
-           "quote_change", "change_package", "admin_charge", "bonus", "correction", "reverse_entry",
+__all__ = ["OrderQuote", "OrderDraft", "prepare_order", "ChangeQuote", "RefundRequest", "quote_order", "place_order",
+           "change_candidates", "quote_change", "change_package", "admin_charge", "bonus", "correction", "reverse_entry",
            "request_refund", "approve_refund", "reject_refund", "pending_refunds", "normalise_hostname",
            "InsufficientFunds"]
