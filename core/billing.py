@@ -556,6 +556,6 @@ def get_user_refund(user_id: int, uuid: str) -> RefundRequest | None:
 
 
 __all__ = ["OrderQuote", "OrderDraft", "prepare_order", "ChangeQuote", "RefundRequest", "quote_order", "place_order",
-           "change_candidates", "quote_change", "change_package", "admin_charge", "bonus", "correction", "reverse_entry",
-           "request_refund", "approve_refund", "reject_refund", "pending_refunds", "normalise_hostname",
+           "change_candidates", "quote_change", "change_package", "admin_charge", "bonus", "correction",
+           "reverse_entry", "request_refund", "approve_refund", "reject_refund", "pending_refunds", "normalise_hostname",
            "InsufficientFunds"]
