@@ -20,7 +20,7 @@ from .accounts import SSHKey, User
 from .activity import audit, log_activity
 from .catalog import CYCLE_LABELS, CYCLES, Image, Package, add_cycle
 from .db import db, new_uuid
-from .errors import ActionNotAllowed, InsufficientFunds, NotFound, UserError
+from .errors import ActionNotAllowed, NotFound, UserError
 from .money import format_cents, prorata_cents
 from .services import ACTIVE, PENDING, REBUILDING, RESIZING, Service, require_action, transition
 
@@ -557,5 +557,5 @@ def get_user_refund(user_id: int, uuid: str) -> RefundRequest | None:
 
 __all__ = ["OrderQuote", "OrderDraft", "prepare_order", "ChangeQuote", "RefundRequest", "quote_order", "place_order",
            "change_candidates", "quote_change", "change_package", "admin_charge", "bonus", "correction",
-           "reverse_entry", "request_refund", "approve_refund", "reject_refund", "pending_refunds", "normalise_hostname",
-           "InsufficientFunds"]
+           "reverse_entry", "request_refund", "approve_refund", "reject_refund", "pending_refunds",
+           "normalise_hostname"]
