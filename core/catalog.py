@@ -48,6 +48,16 @@ class Package(db.Model):
     def orderable(self) -> bool:
         return self.visible and not self.retired
 
+    @property
+    def cycles(self) -> list[str]:
+        """The billing cycles this package has a price for, in calendar order."""
+        priced = {p.cycle for p in self.prices}
+        return [c for c in CYCLES if c in priced]
+
+    def hardware_text(self) -> str:
+        """Dedicated servers: the required hardware attributes in plain words (e.g. "cpu: E-2388G, ram_gib: 64")."""
+        return ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in sorted((self.hardware or {}).items()))
+
     def bandwidth_text(self) -> str:
         if self.traffic_quota_gib:
             return f"{self.traffic_quota_gib:,} GiB traffic at {self.port_speed_mbit:,} Mbit/s"
@@ -108,6 +118,28 @@ class Node(db.Model):
     used_memory_mib: Mapped[int] = mapped_column(default=0)
     used_disk_gib: Mapped[int] = mapped_column(default=0)
     created_at: Mapped[datetime] = mapped_column(default=lambda: clock.now())
+
+
+def orderable_packages(kind: str | None = None) -> list[Package]:
+    """Packages a customer can order now: visible, not retired, with at least one price; in display order.
+    Hiding or retiring a package only removes it from here: existing services keep it and its price."""
+    from sqlalchemy import select
+
+    stmt = select(Package).where(Package.visible.is_(True), Package.retired.is_(False))
+    if kind:
+        stmt = stmt.where(Package.kind == kind)
+    pkgs = db.session.scalars(stmt.order_by(Package.sort, Package.name, Package.id)).all()
+    return [p for p in pkgs if p.prices]
+
+
+def images_for(package: Package) -> list[Image]:
+    """Enabled OS images that fit ``package``: same driver, minimum disk within the package's disk."""
+    from sqlalchemy import select
+
+    stmt = select(Image).where(Image.driver == package.driver, Image.enabled.is_(True))
+    if package.kind == "vps":
+        stmt = stmt.where(Image.min_disk_gib <= package.disk_gib)
+    return list(db.session.scalars(stmt.order_by(Image.name, Image.id)).all())
 
 
 def add_cycle(start: datetime, cycle: str, count: int = 1) -> datetime:

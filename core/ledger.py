@@ -4,6 +4,10 @@ Every movement is one ``LedgerEntry`` with a unique idempotency key. ``Wallet.ba
 sum of its entries, kept in the same transaction as each insert: a debit is one conditional UPDATE
 (``balance >= amount``) so two concurrent debits can never overdraw, on PostgreSQL and SQLite alike. Replaying an
 operation with the same key returns the first entry and changes nothing.
+
+Every new entry also writes one ``billing`` event in the customer's activity log (plain words, in the same
+savepoint), so the activity log and the ledger can never disagree. A mistaken entry is never edited or deleted:
+:func:`reverse` appends its opposite (kind ``reversal``), once per entry.
 """
 
 from __future__ import annotations
@@ -15,12 +19,21 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from . import clock
+from .activity import log_activity
 from .db import db, new_uuid
 from .errors import InsufficientFunds, UserError
 
 CREDIT_KINDS = {"topup", "downgrade_credit", "bonus", "refund_credit", "correction_credit", "reversal"}
 DEBIT_KINDS = {"order", "renewal", "upgrade", "admin_charge", "correction_debit", "refund_payout", "reversal"}
 KINDS = CREDIT_KINDS | DEBIT_KINDS
+
+# Customer-facing names of the kinds (billing history, CSV export).
+KIND_LABELS = {
+    "topup": "Top-up", "order": "Order", "renewal": "Renewal", "upgrade": "Upgrade",
+    "downgrade_credit": "Downgrade credit", "admin_charge": "Charge", "bonus": "Bonus",
+    "refund_credit": "Refund credit", "correction_credit": "Correction", "correction_debit": "Correction",
+    "refund_payout": "External refund", "reversal": "Reversal",
+}
 
 
 class Wallet(db.Model):
@@ -82,11 +95,13 @@ def find_entry(key: str) -> LedgerEntry | None:
 
 def post(user_id: int, amount_cents: int, *, kind: str, key: str, description: str,
          reference: tuple[str, str | int] | None = None, actor_type: str = "system", actor_id: int | None = None,
-         note: str | None = None) -> LedgerEntry:
+         note: str | None = None, service_id: int | None = None) -> LedgerEntry:
     """Append one entry: positive credits, negative debits. Idempotent on ``key``.
 
     Runs inside the caller's transaction (a SAVEPOINT), so a caller can make a debit and the work it pays for
     all-or-nothing. Raises InsufficientFunds for a debit the balance does not cover; nothing is written then.
+    ``description`` is what the customer reads; ``note`` is for staff only. ``service_id`` ties the activity
+    log event to a service.
     """
     if kind not in KINDS:
         raise ValueError(f"unknown ledger kind {kind!r}")
@@ -117,7 +132,14 @@ def post(user_id: int, amount_cents: int, *, kind: str, key: str, description: s
                 reference_id=str(reference[1]) if reference else None,
                 actor_type=actor_type, actor_id=actor_id, note=note)
             db.session.add(entry)
+            log_activity(user_id, "billing", activity_message(entry), service_id)
             db.session.flush()
+    except InsufficientFunds:
+        # A concurrent request with the same key may have committed the debit while we waited for the row.
+        existing = find_entry(key)
+        if existing is not None:
+            return existing
+        raise
     except IntegrityError:
         # The same key was written concurrently: the savepoint rolled our update back; return theirs.
         existing = find_entry(key)
@@ -125,7 +147,28 @@ def post(user_id: int, amount_cents: int, *, kind: str, key: str, description: s
             raise
         return existing
     db.session.refresh(wallet)
+    if amount_cents > 0:
+        _notify_credited(user_id, entry)
     return entry
+
+
+def activity_message(entry: LedgerEntry) -> str:
+    """The customer activity log line for a ledger entry: plain words, amount and resulting balance."""
+    from .money import format_cents
+
+    verb = "added to" if entry.amount_cents > 0 else "charged from"
+    return (f"{format_cents(abs(entry.amount_cents))} {verb} your wallet: {entry.description}. "
+            f"Balance: {format_cents(entry.balance_after_cents)}.")
+
+
+def _notify_credited(user_id: int, entry: LedgerEntry) -> None:
+    from flask import current_app, has_app_context
+
+    from .accounts import User
+
+    if has_app_context() and "hostbay" in current_app.extensions:
+        current_app.extensions["hostbay"].notify("hostbay_wallet_credited", user=db.session.get(User, user_id),
+                                                 entry=entry)
 
 
 def credit(user_id: int, amount_cents: int, **kw) -> LedgerEntry:
@@ -138,3 +181,31 @@ def debit(user_id: int, amount_cents: int, **kw) -> LedgerEntry:
     if amount_cents <= 0:
         raise UserError("A charge must be a positive amount.")
     return post(user_id, -amount_cents, **kw)
+
+
+def entries_for(user_id: int, newest_first: bool = True):
+    """A select of the user's ledger entries, for history pages and exports."""
+    order = (LedgerEntry.created_at.desc(), LedgerEntry.id.desc()) if newest_first else \
+        (LedgerEntry.created_at, LedgerEntry.id)
+    return (select(LedgerEntry).join(Wallet, Wallet.id == LedgerEntry.wallet_id)
+            .where(Wallet.user_id == user_id).order_by(*order))
+
+
+def owner_id(entry: LedgerEntry) -> int:
+    return db.session.scalar(select(Wallet.user_id).where(Wallet.id == entry.wallet_id))
+
+
+def reverse(entry: LedgerEntry, *, reason: str, actor_type: str = "staff", actor_id: int | None = None,
+            description: str | None = None) -> LedgerEntry:
+    """Append the opposite of ``entry`` (kind ``reversal``). An entry is reversed at most once: the key is derived
+    from the entry, so a second call returns the first reversal. Reversing a credit the customer has already spent
+    is refused with InsufficientFunds (the balance never goes negative); a reversal itself is not reversible
+    (post a correction instead)."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise UserError("Give a reason for the reversal.")
+    if entry.kind == "reversal":
+        raise UserError("A reversal cannot itself be reversed; post a correction instead.")
+    return post(owner_id(entry), -entry.amount_cents, kind="reversal", key=f"reversal:{entry.uuid}",
+                description=description or f"Reversal of: {entry.description}"[:255],
+                reference=("ledger", entry.uuid), actor_type=actor_type, actor_id=actor_id, note=reason)
