@@ -20,6 +20,9 @@ BLUEPRINT_MODULES = [
     "auth",
     "panel",
     "staff",
+    "account",
+    "tickets",
+    "staff_tickets",
 ]
 
 
