@@ -11,12 +11,14 @@ import logging
 
 from flask import Blueprint, abort, current_app, render_template, request
 from flask_login import current_user, login_required
+from markupsafe import Markup, escape
 from sqlalchemy import func, select
 
 from hostbay.core import ipam, ledger
 from hostbay.core.activity import ActivityEntry
 from hostbay.core.catalog import CYCLE_LABELS, Package
 from hostbay.core.db import db
+from hostbay.core.money import format_cents
 from hostbay.core.services import HIDDEN_FROM_CUSTOMER, STATE_LABELS, Service
 
 bp = Blueprint("panel", __name__, url_prefix="/panel")
@@ -106,14 +108,53 @@ def dashboard_notices(user) -> list[dict]:
     return notices
 
 
+# One table row per service. The dashboard renders it in Python, not in a Jinja loop: with 500 services the loop's
+# per-expression overhead was most of the page's time. Every variable part is escaped.
+ROW_HTML = ('<tr><th scope="row" data-label="Server">{server} <span class="kind">{kind}</span></th>'
+            '<td data-label="Status">{status}</td><td data-label="Main IP">{ip}</td>'
+            '<td data-label="Package">{package}</td>'
+            '<td data-label="Renews"><time datetime="{day}">{renews}</time></td><td data-label="Price">{price}</td></tr>\n')
+NO_IP = '<span class="muted">—</span>'
+
+
+def dashboard_rows(services, addresses: dict[int, str], link: bool = True) -> Markup:
+    """The <tr> rows of the service table (see ``ROW_HTML``); repeated pieces (status badges, prices, dates,
+    package names) are formatted once per distinct value."""
+    cache: dict = {}
+
+    def once(key, make):
+        try:
+            return cache[key]
+        except KeyError:
+            cache[key] = value = make()
+            return value
+
+    out = []
+    for (sid, uuid, hostname, kind, state, cycle, renews_at, price_cents, ending, package) in services:
+        host = escape(hostname)
+        day = once(("d", renews_at), lambda: renews_at.date().isoformat())
+        ip = addresses.get(sid)
+        out.append(ROW_HTML.format(
+            server=f'<a href="/panel/services/{escape(uuid)}">{host}</a>' if link else host,
+            kind="Dedicated" if kind == "dedicated" else "VPS",
+            status=once(("s", state), lambda: f'<span class="status status-{STATUS_TONE.get(state, "none")}">'
+                                              f'{escape(STATE_LABELS.get(state, state))}</span>'),
+            ip=f"<code>{escape(ip)}</code>" if ip else NO_IP,
+            package=once(("p", package), lambda: escape(package)),
+            day=day, renews=("Ends " + day) if ending else day,
+            price=once(("c", price_cents, cycle), lambda: escape(
+                f"{format_cents(price_cents)} / {CYCLE_LABELS.get(cycle, cycle).lower()}"))))
+    return Markup("".join(out))
+
+
 @bp.get("/")
 @login_required
 def dashboard():
     services = dashboard_services(current_user.id)
-    return render_template("panel/dashboard.html", services=services, addresses=main_addresses(services),
-                           balance=ledger.balance_cents(current_user.id), notices=dashboard_notices(current_user),
-                           links=quick_links(), state_labels=STATE_LABELS, cycle_labels=CYCLE_LABELS,
-                           tones=STATUS_TONE, service_links=service_page_exists())
+    rows = dashboard_rows(services, main_addresses(services), link=service_page_exists())
+    return render_template("panel/dashboard.html", rows=rows, count=len(services),
+                           balance=ledger.balance_cents(current_user.id),
+                           notices=dashboard_notices(current_user), links=quick_links())
 
 
 @bp.get("/activity")
