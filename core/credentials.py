@@ -4,7 +4,7 @@ and API tokens.
 - Reset tokens are signed (itsdangerous) with the user's current password hash in the salt, so a token stops
   working as soon as the password changes (single use) and after ``RESET_MAX_AGE`` seconds (expiry, measured on
   the business clock).
-- TOTP secrets live in ``User.totp_secret``; recovery codes are stored as SHA-256 hashes and spent with a
+- TOTP secrets live in ``User.totp_secret``; each code is accepted once (``TotpState``); recovery codes are stored as SHA-256 hashes and spent with a
   conditional UPDATE, so a code works once even under concurrent logins.
 - API tokens are shown once; only their SHA-256 hash is stored.
 """
@@ -16,13 +16,13 @@ import hashlib
 import hmac
 import secrets
 import time
-from datetime import datetime
+from datetime import datetime, timezone
 
 import pyotp
 from flask import current_app
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from itsdangerous.timed import TimestampSigner
-from sqlalchemy import ForeignKey, String, select, update
+from sqlalchemy import BigInteger, ForeignKey, String, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
 from . import clock
@@ -116,13 +116,47 @@ def provisioning_uri(user: User, secret: str) -> str:
     return pyotp.TOTP(secret).provisioning_uri(name=user.email, issuer_name=TOTP_ISSUER)
 
 
-def check_totp(secret: str | None, code: str) -> bool:
-    """A 6-digit code of the authenticator app; one step of clock drift either way is accepted. TOTP follows the
-    real time of the customer's device, not the business clock."""
+def _totp_now() -> float:
+    """TOTP follows the real time of the customer's device, not the business clock."""
+    return time.time()
+
+
+def totp_step(secret: str | None, code: str) -> int | None:
+    """The time step a 6-digit code belongs to (now, or one step of clock drift either way), else None."""
     code = "".join((code or "").split())
     if not secret or len(code) != 6 or not code.isdigit():
+        return None
+    totp = pyotp.TOTP(secret)
+    now = _totp_now()
+    for drift in (0, -1, 1):
+        at = now + drift * totp.interval
+        if hmac.compare_digest(totp.at(at), code):
+            return totp.timecode(datetime.fromtimestamp(at, tz=timezone.utc))
+    return None
+
+
+def check_totp(secret: str | None, code: str) -> bool:
+    return totp_step(secret, code) is not None
+
+
+class TotpState(db.Model):
+    """The last TOTP time step accepted for a user: a code is refused unless it is newer (RFC 6238 §5.2), so an
+    observed code cannot be replayed."""
+
+    __tablename__ = "totp_states"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    last_step: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+def use_totp(user: User, code: str) -> bool:
+    """Accept a TOTP code once: conditional UPDATE of the last accepted step."""
+    step = totp_step(user.totp_secret, code)
+    if step is None:
         return False
-    return pyotp.TOTP(secret).verify(code, for_time=time.time(), valid_window=1)
+    res = db.session.execute(update(TotpState).where(TotpState.user_id == user.id, TotpState.last_step < step)
+                             .values(last_step=step).execution_options(synchronize_session=False))
+    return res.rowcount == 1
 
 
 def _code_hash(code: str) -> str:
@@ -139,15 +173,22 @@ def enable_two_factor(user: User, secret: str, code: str) -> list[str]:
     """Turn on TOTP once the customer proved their app produces ``code``; return fresh recovery codes."""
     if user.totp_secret:
         raise UserError("Two-factor authentication is on already.")
-    if not check_totp(secret, code):
+    step = totp_step(secret, code)
+    if step is None:
         raise UserError("That code is not right. Check the time on your device and enter the current code.")
     user.totp_secret = secret
+    state = db.session.get(TotpState, user.id)
+    if state is None:
+        db.session.add(TotpState(user_id=user.id, last_step=step))
+    else:
+        state.last_step = max(state.last_step, step)
     return regenerate_recovery_codes(user)
 
 
 def disable_two_factor(user: User) -> None:
     user.totp_secret = None
     db.session.execute(RecoveryCode.__table__.delete().where(RecoveryCode.user_id == user.id))
+    db.session.execute(TotpState.__table__.delete().where(TotpState.user_id == user.id))
 
 
 def regenerate_recovery_codes(user: User) -> list[str]:
@@ -175,8 +216,8 @@ def use_recovery_code(user: User, code: str) -> bool:
 
 
 def check_second_factor(user: User, code: str) -> str | None:
-    """Check a TOTP code or a recovery code; return "totp", "recovery" or None."""
-    if check_totp(user.totp_secret, code):
+    """Check a TOTP code (once) or a recovery code (once); return "totp", "recovery" or None."""
+    if use_totp(user, code):
         return "totp"
     if code and use_recovery_code(user, code):
         return "recovery"

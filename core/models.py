@@ -6,5 +6,5 @@ from .catalog import Image, Node, Package, PackagePrice  # noqa: F401
 from .jobs import Operation  # noqa: F401
 from .ledger import LedgerEntry, Wallet  # noqa: F401
 from .services import Service  # noqa: F401
-from .credentials import ApiToken, RecoveryCode  # noqa: F401
+from .credentials import ApiToken, RecoveryCode, TotpState  # noqa: F401
 from .tickets import Ticket, TicketMessage  # noqa: F401
