@@ -32,6 +32,16 @@ def _fail(message: str, template: str, status: int = 400, **ctx):
     return render_template(template, **ctx), status
 
 
+def _security_notice(address: str, what: str) -> None:
+    """Tell the account owner by e-mail that something security-relevant changed (when mail is configured)."""
+    body = (f"Hello,\n\n{what}\n\nIf this was you, there is nothing to do. If it was not, reset your password at "
+            f"{current_app.config['HOSTBAY_BASE_URL']}/password-reset and contact support.\n")
+    try:
+        send_mail(address, "Security notice for your hostbay account", body)
+    except OSError:
+        current_app.logger.exception("security notice mail could not be sent")
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Profile and password
 # --------------------------------------------------------------------------------------------------------------
@@ -61,12 +71,17 @@ def profile():
                 raise UserError("Enter your current password to change your e-mail address.")
             if db.session.scalar(select(User.id).filter_by(email=email)):
                 raise UserError("Another account uses this e-mail address.")
+            old = user.email
             user.email = email
             log_activity(user.id, "account", "E-mail address changed.")
+        else:
+            old = None
         user.name = name
         db.session.commit()
     except UserError as exc:
         return _fail(str(exc), "account/overview.html", **_overview_ctx())
+    if old:
+        _security_notice(old, f"The e-mail address of your hostbay account was changed to {user.email}.")
     flash("Your profile is saved.", "info")
     return redirect(url_for("account.overview"))
 
@@ -87,6 +102,7 @@ def change_password():
         db.session.commit()
     except UserError as exc:
         return _fail(str(exc), "account/overview.html", **_overview_ctx())
+    _security_notice(user.email, "The password of your hostbay account was changed.")
     flash("Your password is changed.", "info")
     return redirect(url_for("account.overview"))
 
@@ -150,6 +166,7 @@ def reset_confirm(token: str):
         db.session.commit()
     except UserError as exc:
         return _fail(str(exc), "account/reset_confirm.html")
+    _security_notice(user.email, "The password of your hostbay account was reset through an e-mailed link.")
     flash("Your new password is set. Log in with it.", "info")
     return redirect(url_for("auth.login"))
 
@@ -178,6 +195,7 @@ def two_factor_setup():
         return _fail(str(exc), "account/two_factor_setup.html", secret=secret,
                      uri=credentials.provisioning_uri(user, secret))
     session.pop("totp_setup", None)
+    _security_notice(user.email, "Two-factor authentication was turned on for your hostbay account.")
     return render_template("account/recovery_codes.html", codes=codes, fresh=True)
 
 
@@ -202,6 +220,7 @@ def two_factor_disable():
         db.session.commit()
     except UserError as exc:
         return _fail(str(exc), "account/overview.html", **_overview_ctx())
+    _security_notice(user.email, "Two-factor authentication was turned off for your hostbay account.")
     flash("Two-factor authentication is off.", "info")
     return redirect(url_for("account.overview"))
 

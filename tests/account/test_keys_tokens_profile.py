@@ -70,7 +70,7 @@ def test_api_token_shown_once_hashed_and_revocable(client, clock, db, make_user)
     assert client.post("/panel/account/api-tokens", data={"name": ""}).status_code == 400
 
 
-def test_profile_and_password_change(client, db, make_user):
+def test_profile_and_password_change(client, db, make_user, smtp_server):
     user = make_user("me@example.test")
     other = make_user("taken@example.test")
     login(client, user)
@@ -96,3 +96,8 @@ def test_profile_and_password_change(client, db, make_user):
     assert client.post("/login", data={"email": "new@example.test", "password": PW}).status_code == 401
     assert client.post("/login", data={"email": "new@example.test", "password": "y" * 12}).status_code == 302
     assert "Password changed." in _events(db, user, "account")
+    # The owner is told by e-mail: the old address about the address change, the new one about the password.
+    [moved] = smtp_server.to("me@example.test")
+    assert "changed to new@example.test" in smtp_server.body(moved)
+    [pw] = smtp_server.to("new@example.test")
+    assert "password of your hostbay account was changed" in smtp_server.body(pw)
