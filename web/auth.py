@@ -4,6 +4,7 @@ are logged in."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 from flask import Blueprint, current_app, flash, redirect, render_template, request, session, url_for
@@ -80,8 +81,6 @@ SECOND_STEP_TRIES = 5
 @bp.route("/login/two-factor", methods=["GET", "POST"])
 @limiter.limit(lambda: current_app.config["HOSTBAY_LOGIN_RATE_LIMIT"], methods=["POST"])
 def login_second_step():
-    from datetime import datetime, timedelta
-
     pending = session.get("login_2fa")
     user = None
     if pending and clock.now() - datetime.fromisoformat(pending["at"]) <= timedelta(seconds=SECOND_STEP_SECONDS):

@@ -10,7 +10,6 @@ from __future__ import annotations
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from itsdangerous import BadSignature, SignatureExpired
-from sqlalchemy import select
 
 from hostbay.core import credentials
 from hostbay.core import tickets as tk
@@ -25,6 +24,7 @@ bp = Blueprint("tickets", __name__)
 CONTACT_MIN_SECONDS = 3
 CONTACT_MAX_SECONDS = 86400
 HONEYPOT = "website"
+CONTACT_RATE_LIMIT = "5 per hour"  # per client address
 
 
 def _my_services():
@@ -121,10 +121,6 @@ def _check_form_token(token: str) -> str | None:
     return None
 
 
-def _contact_limit() -> str:
-    return current_app.config.get("HOSTBAY_CONTACT_RATE_LIMIT", "5 per hour")
-
-
 def _render_contact(form, status=200, sent=False):
     services = _my_services() if current_user.is_authenticated else []
     return render_template("tickets/contact.html", form=form, token=_form_token(), services=services,
@@ -132,7 +128,7 @@ def _render_contact(form, status=200, sent=False):
 
 
 @bp.route("/contact", methods=["GET", "POST"])
-@limiter.limit(_contact_limit, methods=["POST"])
+@limiter.limit(CONTACT_RATE_LIMIT, methods=["POST"])
 def contact():
     if request.method == "GET":
         return _render_contact({"service": request.args.get("service", "")})

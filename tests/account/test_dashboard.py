@@ -1,6 +1,5 @@
 """The dashboard: every live service with status, main IP, package, renewal date and price; wallet; notices."""
 
-import pytest
 from sqlalchemy import event
 
 from hostbay.core import ipam
@@ -38,7 +37,7 @@ def test_dashboard_lists_live_services(client, db, make_user, make_package, make
     assert "gone.example.test" not in page and "not-mine" not in page
     assert "2001:db8::5" not in page  # the main address is the first IPv4
     assert calls == [[s1.id, s2.id]]  # one batched lookup for all services
-    assert f"/panel/activity" in page and "/panel/tickets" in page
+    assert "/panel/activity" in page and "/panel/tickets" in page
 
 
 def test_dashboard_notices_from_plugins(client, make_user, register_plugin):

@@ -5,7 +5,6 @@ import re
 
 import pytest
 
-from hostbay.testing.pytest_plugin import login
 
 # Rules allowed to skip CSRF: machine-to-machine endpoints that verify a signature instead.
 EXEMPT_PREFIXES = ("/payments/webhook",)
