@@ -120,30 +120,30 @@ NO_IP = '<span class="muted">—</span>'
 def dashboard_rows(services, addresses: dict[int, str], link: bool = True) -> Markup:
     """The <tr> rows of the service table (see ``ROW_HTML``); repeated pieces (status badges, prices, dates,
     package names) are formatted once per distinct value."""
-    cache: dict = {}
-
-    def once(key, make):
-        try:
-            return cache[key]
-        except KeyError:
-            cache[key] = value = make()
-            return value
-
+    badges, prices, days, packages = {}, {}, {}, {}
     out = []
     for (sid, uuid, hostname, kind, state, cycle, renews_at, price_cents, ending, package) in services:
+        status = badges.get(state)
+        if status is None:
+            status = badges[state] = (f'<span class="status status-{STATUS_TONE.get(state, "none")}">'
+                                      f'{escape(STATE_LABELS.get(state, state))}</span>')
+        price = prices.get((price_cents, cycle))
+        if price is None:
+            price = prices[(price_cents, cycle)] = escape(
+                f"{format_cents(price_cents)} / {CYCLE_LABELS.get(cycle, cycle).lower()}")
+        day = days.get(renews_at)
+        if day is None:
+            day = days[renews_at] = renews_at.date().isoformat()
+        pkg = packages.get(package)
+        if pkg is None:
+            pkg = packages[package] = escape(package)
         host = escape(hostname)
-        day = once(("d", renews_at), lambda: renews_at.date().isoformat())
         ip = addresses.get(sid)
         out.append(ROW_HTML.format(
             server=f'<a href="/panel/services/{escape(uuid)}">{host}</a>' if link else host,
-            kind="Dedicated" if kind == "dedicated" else "VPS",
-            status=once(("s", state), lambda: f'<span class="status status-{STATUS_TONE.get(state, "none")}">'
-                                              f'{escape(STATE_LABELS.get(state, state))}</span>'),
-            ip=f"<code>{escape(ip)}</code>" if ip else NO_IP,
-            package=once(("p", package), lambda: escape(package)),
-            day=day, renews=("Ends " + day) if ending else day,
-            price=once(("c", price_cents, cycle), lambda: escape(
-                f"{format_cents(price_cents)} / {CYCLE_LABELS.get(cycle, cycle).lower()}"))))
+            kind="Dedicated" if kind == "dedicated" else "VPS", status=status,
+            ip=f"<code>{escape(ip)}</code>" if ip else NO_IP, package=pkg,
+            day=day, renews=("Ends " + day) if ending else day, price=price))
     return Markup("".join(out))
 
 
