@@ -69,6 +69,14 @@ def hostbay_admin_menu():
     """Called when an admin page renders. Return a list of ``(label, endpoint)`` entries for the staff menu."""
 
 
+@hookspec
+def hostbay_dashboard_notices(user):
+    """Called when a customer's dashboard renders. Return a list of notices for ``user``, each a dict with
+    ``title`` and ``text`` (plain, customer-safe words), optional ``level`` (``"info"``, ``"warning"`` or
+    ``"danger"``; default ``"info"``) and optional ``url`` (a link for details). Keep it cheap: it runs on every
+    dashboard view."""
+
+
 # ==============================================================================================================
 # Event hooks (past tense): called after the fact, inside the job or request that caused it, after commit.
 # Return values are ignored; an exception is logged and does not undo the event.

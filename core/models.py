@@ -7,3 +7,5 @@ from .jobs import Operation  # noqa: F401
 from .ledger import LedgerEntry, Wallet  # noqa: F401
 from .services import Service  # noqa: F401
 from .billing import RefundRequest  # noqa: F401
+from .credentials import ApiToken, RecoveryCode, TotpState  # noqa: F401
+from .tickets import Ticket, TicketMessage  # noqa: F401

@@ -22,6 +22,9 @@ BLUEPRINT_MODULES = [
     "staff",
     "billing",
     "staff_billing",
+    "account",
+    "tickets",
+    "staff_tickets",
 ]
 
 
@@ -75,9 +78,13 @@ def create_app(config: dict | None = None, *, extra_plugins: list | None = None,
 
     @login_manager.user_loader
     def load_user(user_uuid: str):
+        from sqlalchemy.orm import lazyload
+
         from hostbay.core.accounts import User
 
-        return db.session.scalar(db.select(User).filter_by(uuid=user_uuid, active=True))
+        # SSH keys load when a page uses them, not on every request.
+        return db.session.scalar(db.select(User).filter_by(uuid=user_uuid, active=True)
+                                 .options(lazyload(User.ssh_keys)))
 
     @app.get("/healthz")
     def healthz():

@@ -70,6 +70,7 @@ def app(_schema, database_url, clock, app_config, tmp_path):
            "RATELIMIT_ENABLED": False, "HOSTBAY_REDIS_URL": None, "HOSTBAY_SMTP_URL": None}
     cfg.update(app_config)
     application = create_app(cfg, clock=clock)
+    _fresh_g_per_request(application)
     ctx = application.app_context()
     ctx.push()
     try:
@@ -79,6 +80,19 @@ def app(_schema, database_url, clock, app_config, tmp_path):
         _empty_tables(db)
         db.engine.dispose()
         ctx.pop()
+
+
+def _fresh_g_per_request(application) -> None:
+    """This fixture keeps one application context open for the whole test, so ``flask.g`` would outlive every
+    request (a server gives each request a fresh one): the user one client logged in and its CSRF state would leak
+    into the next request of another client. Empty ``g`` when each request starts."""
+    from flask import g, request_started
+
+    def _clear(sender, **_extra):
+        for key in list(g):
+            g.pop(key, None)
+
+    request_started.connect(_clear, application, weak=False)
 
 
 def _empty_tables(db) -> None:
