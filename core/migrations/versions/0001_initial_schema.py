@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-26 08:09:42.847510
+Create Date: 2026-11-26 08:13:29.617164
 
 """
 from alembic import op
@@ -89,6 +89,24 @@ def upgrade():
     sa.UniqueConstraint('email', name=op.f('uq_users_email')),
     sa.UniqueConstraint('uuid', name=op.f('uq_users_uuid'))
     )
+    op.create_table('api_tokens',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('uuid', sa.String(length=36), nullable=False),
+    sa.Column('user_id', sa.Integer(), nullable=False),
+    sa.Column('name', sa.String(length=80), nullable=False),
+    sa.Column('token_hash', sa.String(length=64), nullable=False),
+    sa.Column('hint', sa.String(length=16), nullable=False),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.Column('last_used_at', sa.DateTime(), nullable=True),
+    sa.Column('revoked_at', sa.DateTime(), nullable=True),
+    sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_api_tokens_user_id_users'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_api_tokens')),
+    sa.UniqueConstraint('token_hash', name=op.f('uq_api_tokens_token_hash')),
+    sa.UniqueConstraint('uuid', name=op.f('uq_api_tokens_uuid'))
+    )
+    with op.batch_alter_table('api_tokens', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_api_tokens_user_id'), ['user_id'], unique=False)
+
     op.create_table('audit_entries',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('actor_type', sa.String(length=16), nullable=False),
@@ -118,6 +136,19 @@ def upgrade():
     sa.PrimaryKeyConstraint('id', name=op.f('pk_package_prices')),
     sa.UniqueConstraint('package_id', 'cycle', name=op.f('uq_package_prices_package_id_cycle'))
     )
+    op.create_table('recovery_codes',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('user_id', sa.Integer(), nullable=False),
+    sa.Column('code_hash', sa.String(length=64), nullable=False),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.Column('used_at', sa.DateTime(), nullable=True),
+    sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_recovery_codes_user_id_users'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_recovery_codes')),
+    sa.UniqueConstraint('code_hash', name=op.f('uq_recovery_codes_code_hash'))
+    )
+    with op.batch_alter_table('recovery_codes', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_recovery_codes_user_id'), ['user_id'], unique=False)
+
     op.create_table('services',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('uuid', sa.String(length=36), nullable=False),
@@ -168,6 +199,12 @@ def upgrade():
     with op.batch_alter_table('ssh_keys', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_ssh_keys_user_id'), ['user_id'], unique=False)
 
+    op.create_table('totp_states',
+    sa.Column('user_id', sa.Integer(), nullable=False),
+    sa.Column('last_step', sa.BigInteger(), nullable=False),
+    sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_totp_states_user_id_users'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('user_id', name=op.f('pk_totp_states'))
+    )
     op.create_table('wallets',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('user_id', sa.Integer(), nullable=False),
@@ -250,6 +287,29 @@ def upgrade():
         batch_op.create_index(batch_op.f('ix_operations_state'), ['state'], unique=False)
         batch_op.create_index(batch_op.f('ix_operations_user_id'), ['user_id'], unique=False)
 
+    op.create_table('tickets',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('uuid', sa.String(length=36), nullable=False),
+    sa.Column('user_id', sa.Integer(), nullable=True),
+    sa.Column('service_id', sa.Integer(), nullable=True),
+    sa.Column('subject', sa.String(length=200), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('source', sa.String(length=16), nullable=False),
+    sa.Column('contact_name', sa.String(length=120), nullable=False),
+    sa.Column('contact_email', sa.String(length=254), nullable=True),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.Column('updated_at', sa.DateTime(), nullable=False),
+    sa.Column('closed_at', sa.DateTime(), nullable=True),
+    sa.ForeignKeyConstraint(['service_id'], ['services.id'], name=op.f('fk_tickets_service_id_services'), ondelete='SET NULL'),
+    sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_tickets_user_id_users'), ondelete='SET NULL'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_tickets')),
+    sa.UniqueConstraint('uuid', name=op.f('uq_tickets_uuid'))
+    )
+    with op.batch_alter_table('tickets', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_tickets_status'), ['status'], unique=False)
+        batch_op.create_index(batch_op.f('ix_tickets_updated_at'), ['updated_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_tickets_user_id'), ['user_id'], unique=False)
+
     op.create_table('refund_requests',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('uuid', sa.String(length=36), nullable=False),
@@ -274,16 +334,40 @@ def upgrade():
         batch_op.create_index(batch_op.f('ix_refund_requests_state'), ['state'], unique=False)
         batch_op.create_index(batch_op.f('ix_refund_requests_user_id'), ['user_id'], unique=False)
 
+    op.create_table('ticket_messages',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('ticket_id', sa.Integer(), nullable=False),
+    sa.Column('author_id', sa.Integer(), nullable=True),
+    sa.Column('staff', sa.Boolean(), nullable=False),
+    sa.Column('body', sa.Text(), nullable=False),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['author_id'], ['users.id'], name=op.f('fk_ticket_messages_author_id_users'), ondelete='SET NULL'),
+    sa.ForeignKeyConstraint(['ticket_id'], ['tickets.id'], name=op.f('fk_ticket_messages_ticket_id_tickets'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_ticket_messages'))
+    )
+    with op.batch_alter_table('ticket_messages', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_ticket_messages_ticket_id'), ['ticket_id'], unique=False)
+
     # ### end Alembic commands ###
 
 
 def downgrade():
     # ### commands auto generated by Alembic - please adjust! ###
+    with op.batch_alter_table('ticket_messages', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_ticket_messages_ticket_id'))
+
+    op.drop_table('ticket_messages')
     with op.batch_alter_table('refund_requests', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_refund_requests_user_id'))
         batch_op.drop_index(batch_op.f('ix_refund_requests_state'))
 
     op.drop_table('refund_requests')
+    with op.batch_alter_table('tickets', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_tickets_user_id'))
+        batch_op.drop_index(batch_op.f('ix_tickets_updated_at'))
+        batch_op.drop_index(batch_op.f('ix_tickets_status'))
+
+    op.drop_table('tickets')
     with op.batch_alter_table('operations', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_operations_user_id'))
         batch_op.drop_index(batch_op.f('ix_operations_state'))
@@ -303,6 +387,7 @@ def downgrade():
 
     op.drop_table('activity_entries')
     op.drop_table('wallets')
+    op.drop_table('totp_states')
     with op.batch_alter_table('ssh_keys', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_ssh_keys_user_id'))
 
@@ -313,6 +398,10 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_services_renews_at'))
 
     op.drop_table('services')
+    with op.batch_alter_table('recovery_codes', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_recovery_codes_user_id'))
+
+    op.drop_table('recovery_codes')
     op.drop_table('package_prices')
     with op.batch_alter_table('audit_entries', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_audit_entries_target_id'))
@@ -320,6 +409,10 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_audit_entries_action'))
 
     op.drop_table('audit_entries')
+    with op.batch_alter_table('api_tokens', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_api_tokens_user_id'))
+
+    op.drop_table('api_tokens')
     op.drop_table('users')
     op.drop_table('packages')
     op.drop_table('nodes')
