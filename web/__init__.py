@@ -20,6 +20,9 @@ BLUEPRINT_MODULES = [
     "auth",
     "panel",
     "staff",
+    "iso",
+    "staff_iso",
+    "console",
 ]
 
 
