@@ -452,7 +452,6 @@ def handle_mount(op, payload):
             raise FatalDriverError(f"iso file {iso.path} is missing",
                                    customer_message="The ISO file is missing. Our staff have been notified.")
         driver = _driver_for(service)
-        op.progress(30, "Inserting the ISO")
         driver.mount_iso(service.infra_ref, str(iso.path))
     except TransientDriverError:
         raise
@@ -479,7 +478,6 @@ def handle_eject(op, payload):
     name = mount.iso.name
     try:
         driver = _driver_for(service)
-        op.progress(30, "Ejecting the ISO")
         driver.eject_iso(service.infra_ref)
     except TransientDriverError:
         raise
