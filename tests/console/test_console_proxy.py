@@ -79,12 +79,12 @@ def vnc():
 
 
 @contextlib.contextmanager
-def running_proxy(database_url, now, tmp_path):
+def running_proxy(database_url, now, tmp_path, base_url: str = ORIGIN):
     """Start ``proxy_main.py`` (the console proxy) on a free loopback port; stop it afterwards."""
     port = _free_port()
     log = tmp_path / "proxy.log"
     env = dict(os.environ, HOSTBAY_DATABASE_URL=database_url, HOSTBAY_INSTANCE_PATH=str(tmp_path / "proxy-instance"),
-               HOSTBAY_SECRET_KEY="proxy-test", HOSTBAY_BASE_URL=ORIGIN, HOSTBAY_JOBS="sync",
+               HOSTBAY_SECRET_KEY="proxy-test", HOSTBAY_BASE_URL=base_url, HOSTBAY_JOBS="sync",
                HOSTBAY_TEST_NOW=now.isoformat(), HOSTBAY_PLUGINS="fake")
     env.pop("HOSTBAY_REDIS_URL", None)
     with open(log, "wb") as fh:

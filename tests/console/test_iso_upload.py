@@ -206,3 +206,22 @@ def test_upload_form_refuses_missing_csrf(app, client, make_user, make_iso):
     app.config["WTF_CSRF_ENABLED"] = True
     assert _upload(client, make_iso()).status_code == 400
     assert _isos(user) == [] and _leftovers(app) == []
+
+
+def test_a_real_iso_made_by_genisoimage_is_accepted(app, client, make_user, tmp_path):
+    import shutil
+    import subprocess
+
+    tool = shutil.which("genisoimage") or shutil.which("mkisofs")
+    if not tool:
+        pytest.skip("needs genisoimage")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "README.TXT").write_text("hello\n")
+    out = tmp_path / "real.iso"
+    app.config.update(HOSTBAY_ISO_MAX_BYTES=4 * 1024 * KIB, HOSTBAY_ISO_QUOTA_BYTES=8 * 1024 * KIB)
+    subprocess.run([tool, "-quiet", "-V", "HOSTBAY", "-o", str(out), str(tmp_path / "src")], check=True)
+    user = make_user()
+    login(client, user)
+    assert _upload(client, out.read_bytes(), "real.iso").status_code == 303
+    [image] = _isos(user)
+    assert image.size_bytes == out.stat().st_size and image.path.read_bytes() == out.read_bytes()
