@@ -109,7 +109,10 @@ def iso_dir() -> Path:
     static = Path(current_app.static_folder).resolve() if current_app.static_folder else None
     if static is not None and (path == static or static in path.parents):
         raise RuntimeError("HOSTBAY_ISO_DIR must not be inside a static folder")
-    path.mkdir(parents=True, exist_ok=True, mode=0o750)
+    if not path.is_dir():
+        # 0711: the hypervisor's user (libvirt relabels the file it opens) may traverse, nobody may list.
+        path.mkdir(parents=True, exist_ok=True)
+        path.chmod(0o711)
     return path
 
 
@@ -305,6 +308,10 @@ def list_for(user_id: int) -> list[IsoImage]:
 def delete_iso(user: User, iso: IsoImage) -> None:
     if iso.user_id != user.id:
         raise NotFound("No such ISO image.")
+    # Mounts on services that have ended hold nothing any more.
+    db.session.execute(delete(IsoMount).where(
+        IsoMount.iso_id == iso.id,
+        IsoMount.service_id.in_(select(services.Service.id).where(services.Service.state.in_(services.ENDED)))))
     if db.session.scalar(select(func.count(IsoMount.id)).where(IsoMount.iso_id == iso.id)):
         raise UserError("This ISO is mounted on a server. Eject it first.")
     path = iso.path
@@ -436,6 +443,13 @@ def _load(op):
     return service
 
 
+def _free_drive(mount_id: int) -> None:
+    """After a failed mount: free the drive slot so the customer can try again (the operation keeps the error)."""
+    db.session.rollback()
+    db.session.execute(delete(IsoMount).where(IsoMount.id == mount_id))
+    db.session.commit()
+
+
 @jobs.handler("service.mount_iso")
 def handle_mount(op, payload):
     """Insert the ISO into the drive. Safe to re-run: inserting the same image twice is harmless."""
@@ -454,18 +468,24 @@ def handle_mount(op, payload):
         driver = _driver_for(service)
         driver.mount_iso(service.infra_ref, str(iso.path))
     except TransientDriverError:
+        if op.attempts < op.max_attempts:
+            raise  # retried later; the drive stays reserved
+        _free_drive(payload["mount_id"])
         raise
     except Exception:
-        # Free the drive slot so the customer can try again; the operation records the failure.
-        db.session.rollback()
-        db.session.execute(delete(IsoMount).where(IsoMount.id == payload["mount_id"]))
-        db.session.commit()
+        _free_drive(payload["mount_id"])
         raise
     mount.state = MOUNTED
     log_activity(service.user_id, "iso_mount", f"ISO “{iso.name}” inserted; the server boots from it on its "
                                                f"next start.", service.id)
     db.session.commit()
     return {"iso": iso.uuid}
+
+
+def _back_to_mounted(mount_id: int) -> None:
+    db.session.rollback()
+    db.session.execute(update(IsoMount).where(IsoMount.id == mount_id).values(state=MOUNTED))
+    db.session.commit()
 
 
 @jobs.handler("service.eject_iso")
@@ -480,11 +500,12 @@ def handle_eject(op, payload):
         driver = _driver_for(service)
         driver.eject_iso(service.infra_ref)
     except TransientDriverError:
+        if op.attempts < op.max_attempts:
+            raise
+        _back_to_mounted(payload["mount_id"])
         raise
     except Exception:
-        db.session.rollback()
-        db.session.execute(update(IsoMount).where(IsoMount.id == payload["mount_id"]).values(state=MOUNTED))
-        db.session.commit()
+        _back_to_mounted(payload["mount_id"])
         raise
     db.session.delete(mount)
     log_activity(service.user_id, "iso_eject", f"ISO “{name}” ejected; the server boots from its disk again.",

@@ -163,3 +163,44 @@ def test_mount_page_partial(app, client, make_user, make_iso, active_service):
     assert image.uuid in html and "rescue.iso" in html and f"/panel/services/{service.uuid}/iso/mount" in html
     assert f"/panel/services/{service.uuid}/console" in html
     assert "node-secret-fra1" not in html and "fake-" not in html
+
+
+def test_transient_failures_keep_the_drive_until_retries_run_out(app, make_user, make_iso, active_service,
+                                                                 job_runner, monkeypatch):
+    from hostbay.core.errors import TransientDriverError
+
+    owner, support = make_user(), make_user(role="support")
+    service = active_service(owner)
+    image = _iso(owner, make_iso, approve_by=support)
+
+    def busy(self, ref, path):
+        raise TransientDriverError("domain lock held")
+    monkeypatch.setattr(FakeVirtDriver, "mount_iso", busy)
+    op = iso_mod.request_mount(service, image.uuid)
+    op.max_attempts = 2
+    db.session.commit()
+    op_id = op.id
+    job_runner.run_all()
+    db.session.expire_all()
+    assert db.session.get(jobs.Operation, op_id).state == "retrying"
+    assert iso_mod.mount_of(service).state == "mounting"  # reserved while a retry is due
+    db.session.execute(db.update(jobs.Operation).where(jobs.Operation.id == op_id).values(run_after=None))
+    db.session.commit()
+    job_runner.run_all()
+    db.session.expire_all()
+    assert db.session.get(jobs.Operation, op_id).state == "failed"
+    assert iso_mod.mount_of(service) is None and _drive(service) is None
+
+
+def test_mount_on_an_ended_service_does_not_block_delete(app, make_user, make_iso, active_service):
+    owner, support = make_user(), make_user(role="support")
+    service = active_service(owner)
+    image = _iso(owner, make_iso, approve_by=support)
+    iso_mod.request_mount(service, image.uuid)
+    db.session.commit()
+    assert iso_mod.mount_of(service).state == "mounted"
+    service.state = "terminated"
+    db.session.commit()
+    iso_mod.delete_iso(owner, image)
+    db.session.commit()
+    assert db.session.get(iso_mod.IsoImage, image.id) is None and iso_mod.mount_of(service) is None
