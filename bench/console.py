@@ -32,7 +32,7 @@ def pct(values, p):
 
 
 def main():
-    from hostbay.core import console, iso as iso_mod
+    from hostbay.core import console
     from hostbay.core.accounts import create_user
     from hostbay.core.catalog import CYCLES, Node, Package, PackagePrice, add_cycle
     from hostbay.core.clock import SystemClock
