@@ -23,6 +23,14 @@ SETTINGS: dict[str, tuple[str | None, str]] = {
     "HOSTBAY_IP_COOLDOWN_HOURS": ("24", "Hours a released address rests before it is handed out again."),
     "HOSTBAY_LOGIN_RATE_LIMIT": ("10 per minute", "Rate limit of login attempts per client address."),
     "HOSTBAY_LOG_LEVEL": ("INFO", "Log level of the structured logs."),
+    "HOSTBAY_ISO_DIR": (None, "Folder for uploaded ISO images (never a static folder). Default: instance/isos."),
+    "HOSTBAY_ISO_MAX_BYTES": (str(8 * 1024 ** 3), "Largest ISO image a customer may upload, in bytes."),
+    "HOSTBAY_ISO_QUOTA_COUNT": ("3", "ISO images (pending or approved) an account may keep; a per-account override wins."),
+    "HOSTBAY_ISO_QUOTA_BYTES": (str(10 * 1024 ** 3), "Total bytes of ISO images an account may keep; a per-account override wins."),
+    "HOSTBAY_CONSOLE_TOKEN_SECONDS": ("60", "Lifetime of a console token in seconds (at most 60)."),
+    "HOSTBAY_CONSOLE_PROXY_HOST": ("127.0.0.1", "Address `hostbay console-proxy` listens on (keep it on loopback behind the TLS proxy)."),
+    "HOSTBAY_CONSOLE_PROXY_PORT": ("6080", "Port `hostbay console-proxy` listens on."),
+    "HOSTBAY_CONSOLE_URL": (None, "WebSocket URL of the console proxy as the browser sees it (wss://panel.example.com/console-ws). Default: ws://127.0.0.1:<proxy port>/."),
 }
 
 
@@ -66,5 +74,14 @@ def load(env=None) -> dict:
         "HOSTBAY_IP_COOLDOWN_HOURS": int(get("HOSTBAY_IP_COOLDOWN_HOURS")),
         "HOSTBAY_LOGIN_RATE_LIMIT": get("HOSTBAY_LOGIN_RATE_LIMIT"),
         "HOSTBAY_LOG_LEVEL": get("HOSTBAY_LOG_LEVEL"),
+        "HOSTBAY_ISO_DIR": get("HOSTBAY_ISO_DIR"),  # None: INSTANCE_PATH/isos (see iso.iso_dir)
+        "HOSTBAY_ISO_MAX_BYTES": int(get("HOSTBAY_ISO_MAX_BYTES")),
+        "HOSTBAY_ISO_QUOTA_COUNT": int(get("HOSTBAY_ISO_QUOTA_COUNT")),
+        "HOSTBAY_ISO_QUOTA_BYTES": int(get("HOSTBAY_ISO_QUOTA_BYTES")),
+        "HOSTBAY_CONSOLE_TOKEN_SECONDS": min(60, int(get("HOSTBAY_CONSOLE_TOKEN_SECONDS"))),
+        "HOSTBAY_CONSOLE_PROXY_HOST": get("HOSTBAY_CONSOLE_PROXY_HOST"),
+        "HOSTBAY_CONSOLE_PROXY_PORT": int(get("HOSTBAY_CONSOLE_PROXY_PORT")),
+        "HOSTBAY_CONSOLE_URL": get("HOSTBAY_CONSOLE_URL")
+        or f"ws://127.0.0.1:{int(get('HOSTBAY_CONSOLE_PROXY_PORT'))}/",
         "HOSTBAY_EMBEDDED": db_url.startswith("sqlite") or not redis_url,
     }

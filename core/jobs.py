@@ -42,6 +42,7 @@ RETRY_DELAYS = (5, 30, 120, 600)
 
 # Core modules that register job handlers with @handler; imported lazily when a job runs.
 CORE_JOB_MODULES: list[str] = []
+CORE_JOB_MODULES += ["hostbay.core.iso", "hostbay.core.console"]
 _HANDLERS: dict[str, Callable] = {}
 
 

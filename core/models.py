@@ -9,3 +9,5 @@ from .services import Service  # noqa: F401
 from .billing import RefundRequest  # noqa: F401
 from .credentials import ApiToken, RecoveryCode, TotpState  # noqa: F401
 from .tickets import Ticket, TicketMessage  # noqa: F401
+from .console import ConsoleToken  # noqa: F401
+from .iso import IsoImage, IsoMount, IsoQuota  # noqa: F401

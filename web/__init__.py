@@ -25,6 +25,9 @@ BLUEPRINT_MODULES = [
     "account",
     "tickets",
     "staff_tickets",
+    "iso",
+    "staff_iso",
+    "console",
 ]
 
 

@@ -91,6 +91,20 @@ def demo():
         click.echo(line)
 
 
+@main.command("console-proxy")
+@click.option("--host", default=None, help="Listen address (default: HOSTBAY_CONSOLE_PROXY_HOST, 127.0.0.1).")
+@click.option("--port", default=None, type=int, help="Listen port (default: HOSTBAY_CONSOLE_PROXY_PORT, 6080).")
+@with_appcontext
+def console_proxy(host, port):
+    """Run the web console proxy (websockify with single-use console tokens); put it behind the TLS proxy."""
+    from hostbay.core.console_proxy import serve
+
+    app = current_app._get_current_object()
+    click.echo(f"hostbay console proxy on {host or app.config['HOSTBAY_CONSOLE_PROXY_HOST']}:"
+               f"{port or app.config['HOSTBAY_CONSOLE_PROXY_PORT']} for {app.config['HOSTBAY_CONSOLE_URL']}")
+    serve(app, host, port)
+
+
 @main.group("plugins")
 def plugins_group():
     """Inspect plugins."""

@@ -1,0 +1,167 @@
+"""Customer ISO pages: upload (streamed to the ISO folder with a size limit), list, delete; mount and eject on a
+service page (the ``services/_iso.html`` partial posts here)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_required
+from flask_wtf.csrf import CSRFError, validate_csrf
+from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.formparser import parse_form_data
+from wtforms import ValidationError
+
+from hostbay.core import iso as iso_mod
+from hostbay.core.db import db
+from hostbay.core.errors import NotFound, UserError
+from hostbay.core.services import get_customer_service
+
+from .extensions import csrf
+
+bp = Blueprint("iso", __name__, url_prefix="/panel")
+
+FORM_SLACK = 64 * 1024  # multipart headers and the CSRF field around the file
+
+
+@bp.app_context_processor
+def _iso_partial():
+    def iso_panel(service):
+        """What ``services/_iso.html`` shows: the approved images and the current mount."""
+        if not current_user.is_authenticated or service.user_id != current_user.id:
+            return None
+        return {"isos": iso_mod.mountable_for(service), "mount": iso_mod.mount_of(service),
+                "can_mount": "mount_iso" in service.actions_for(), "can_eject": "eject_iso" in service.actions_for()}
+    return {"iso_panel": iso_panel, "format_bytes": iso_mod.format_bytes}
+
+
+def _page(status: int = 200):
+    return render_template("iso/list.html", isos=iso_mod.list_for(current_user.id),
+                           quota=iso_mod.quota_for(current_user.id),
+                           max_upload=current_app.config["HOSTBAY_ISO_MAX_BYTES"]), status
+
+
+@bp.get("/isos")
+@login_required
+def index():
+    return _page()
+
+
+@bp.post("/isos")
+@csrf.exempt  # the body is parsed below with a streaming parser; the CSRF token is checked right after
+@login_required
+def upload():
+    quota = iso_mod.quota_for(current_user.id)
+    limit = iso_mod.max_upload_bytes(current_user.id)
+    if quota.used_count >= quota.max_count:
+        return _refuse(f"You can keep at most {quota.max_count} ISO images. Delete one to upload another.", 400)
+    if limit <= 0:
+        return _refuse("Your ISO storage is full. Delete an image to upload another.", 400)
+    if request.content_length is not None and request.content_length > limit + FORM_SLACK:
+        return _refuse(f"The ISO is larger than the {iso_mod.format_bytes(limit)} you may upload.", 413)
+    holder: dict = {}
+
+    def stream_factory(total_content_length, content_type, filename, content_length=None):
+        if "incoming" in holder:
+            raise UserError("Upload one ISO at a time.")
+        holder["incoming"] = iso_mod.Incoming(limit)
+        holder["filename"] = filename
+        return holder["incoming"]
+
+    try:
+        _stream, form, files = parse_form_data(request.environ, stream_factory=stream_factory,
+                                               max_content_length=limit + FORM_SLACK, max_form_parts=10,
+                                               silent=False)
+        if current_app.config.get("WTF_CSRF_ENABLED", True):
+            try:
+                validate_csrf(form.get("csrf_token"))
+            except ValidationError as exc:
+                raise CSRFError(str(exc)) from None
+        incoming = holder.pop("incoming", None)
+        if incoming is None or "iso" not in files:
+            raise UserError("Choose an ISO file to upload.")
+        image = iso_mod.admit_upload(current_user, incoming, holder.get("filename"))
+        db.session.commit()
+    except RequestEntityTooLarge:
+        return _refuse(f"The ISO is larger than the {iso_mod.format_bytes(limit)} you may upload.", 413,
+                       holder)
+    except UserError as exc:
+        return _refuse(str(exc), 413 if isinstance(exc, iso_mod.IsoTooLarge) else 400, holder)
+    except BaseException:
+        _discard(holder)
+        db.session.rollback()
+        raise
+    flash(f"“{image.name}” uploaded. It can be mounted once our staff have approved it.", "info")
+    return redirect(url_for("iso.index"), 303)
+
+
+def _discard(holder: dict | None) -> None:
+    if holder and holder.get("incoming") is not None:
+        holder.pop("incoming").discard()
+
+
+def _refuse(message: str, status: int, holder: dict | None = None):
+    _discard(holder)
+    db.session.rollback()
+    flash(message, "error")
+    return _page(status)
+
+
+@bp.post("/isos/<uuid>/delete")
+@login_required
+def delete(uuid):
+    try:
+        image = iso_mod.get_own(current_user.id, uuid)
+    except NotFound:
+        abort(404)
+    try:
+        iso_mod.delete_iso(current_user, image)
+        db.session.commit()
+        flash(f"“{image.name}” deleted.", "info")
+    except UserError as exc:
+        db.session.rollback()
+        flash(str(exc), "error")
+    return redirect(url_for("iso.index"), 303)
+
+
+def _service_or_404(uuid):
+    service = get_customer_service(current_user.id, uuid)
+    if service is None:
+        abort(404)
+    return service
+
+
+def _back(service):
+    target = request.form.get("next") or ""
+    if target.startswith("/panel/") and "//" not in target:
+        return redirect(target, 303)
+    return redirect(f"/panel/services/{service.uuid}", 303)
+
+
+@bp.post("/services/<uuid>/iso/mount")
+@login_required
+def mount(uuid):
+    service = _service_or_404(uuid)
+    try:
+        iso_mod.request_mount(service, request.form.get("iso", ""), actor=current_user)
+        db.session.commit()
+        flash("Mounting the ISO…", "info")
+    except NotFound:
+        db.session.rollback()
+        abort(404)
+    except UserError as exc:
+        db.session.rollback()
+        flash(str(exc), "error")
+    return _back(service)
+
+
+@bp.post("/services/<uuid>/iso/eject")
+@login_required
+def eject(uuid):
+    service = _service_or_404(uuid)
+    try:
+        iso_mod.request_eject(service, actor=current_user)
+        db.session.commit()
+        flash("Ejecting the ISO…", "info")
+    except UserError as exc:
+        db.session.rollback()
+        flash(str(exc), "error")
+    return _back(service)
