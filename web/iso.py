@@ -45,8 +45,26 @@ def index():
     return _page()
 
 
+def _csrf_from_query(view):
+    """The upload body is parsed by a streaming parser inside the view, so the global CSRF check (which reads the
+    whole form into memory) is skipped for it; the token travels in the form's action URL instead and is checked
+    here, before anything else, as strictly as everywhere else."""
+    from functools import wraps
+
+    @wraps(view)
+    def wrapper(*args, **kwargs):
+        if current_app.config.get("WTF_CSRF_ENABLED", True):
+            try:
+                validate_csrf(request.args.get("csrf_token"))
+            except ValidationError as exc:
+                raise CSRFError(str(exc)) from None
+        return view(*args, **kwargs)
+    return wrapper
+
+
 @bp.post("/isos")
-@csrf.exempt  # the body is parsed below with a streaming parser; the CSRF token is checked right after
+@csrf.exempt
+@_csrf_from_query
 @login_required
 def upload():
     quota = iso_mod.quota_for(current_user.id)
@@ -70,11 +88,6 @@ def upload():
         _stream, form, files = parse_form_data(request.environ, stream_factory=stream_factory,
                                                max_content_length=limit + FORM_SLACK, max_form_parts=10,
                                                silent=False)
-        if current_app.config.get("WTF_CSRF_ENABLED", True):
-            try:
-                validate_csrf(form.get("csrf_token"))
-            except ValidationError as exc:
-                raise CSRFError(str(exc)) from None
         incoming = holder.pop("incoming", None)
         if incoming is None or "iso" not in files:
             raise UserError("Choose an ISO file to upload.")

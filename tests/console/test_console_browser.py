@@ -95,7 +95,7 @@ def _free_port():
 
 
 def test_novnc_page_connects_through_the_proxy(app, panel, database_url, clock, tmp_path, make_user,
-                                               make_package, make_node):
+                                               make_package, make_node, browser):
     from hostbay.core.catalog import add_cycle
     from hostbay.core.services import Service
 
@@ -116,9 +116,9 @@ def test_novnc_page_connects_through_the_proxy(app, panel, database_url, clock, 
     try:
         with running_proxy(database_url, clock.now(), tmp_path, base_url=panel) as proxy:
             app.config["HOSTBAY_CONSOLE_URL"] = proxy["url"]
-            with playwright.sync_playwright() as pw:
-                browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-                page = browser.new_page()
+            if True:
+                context = browser.new_context()
+                page = context.new_page()
                 errors = []
                 page.on("pageerror", lambda e: errors.append(str(e)))
                 page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
@@ -132,7 +132,7 @@ def test_novnc_page_connects_through_the_proxy(app, panel, database_url, clock, 
                 assert page.inner_text("#console-status") == "Connected"
                 assert page.locator("#console-screen canvas").count() == 1
                 page.screenshot(path=str(artifacts / "console-connected.png"))
-                browser.close()
+                context.close()
             assert rfb.handshakes == 1
             assert not [e for e in errors if "Content Security Policy" in e or "SyntaxError" in e], errors
     finally:

@@ -225,3 +225,21 @@ def test_a_real_iso_made_by_genisoimage_is_accepted(app, client, make_user, tmp_
     assert _upload(client, out.read_bytes(), "real.iso").status_code == 303
     [image] = _isos(user)
     assert image.size_bytes == out.stat().st_size and image.path.read_bytes() == out.read_bytes()
+
+
+def test_upload_with_the_pages_token_goes_through(app, client, make_user, make_iso):
+    """With CSRF on, the form's action URL carries the token, and a forged one is refused."""
+    import html
+    import re
+
+    user = make_user()
+    login(client, user)
+    app.config["WTF_CSRF_ENABLED"] = True
+    page = client.get("/panel/isos").get_data(as_text=True)
+    action = html.unescape(re.search(r'<form method="post" action="([^"]*/panel/isos\?csrf_token=[^"]+)"', page)
+                           .group(1))
+    forged = client.post("/panel/isos?csrf_token=forged", data={"iso": (io.BytesIO(make_iso()), "a.iso")},
+                         content_type="multipart/form-data")
+    assert forged.status_code == 400 and _isos(user) == []
+    ok = client.post(action, data={"iso": (io.BytesIO(make_iso()), "a.iso")}, content_type="multipart/form-data")
+    assert ok.status_code == 303 and len(_isos(user)) == 1

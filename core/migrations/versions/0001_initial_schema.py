@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-26 08:13:29.617164
+Create Date: 2026-11-26 08:15:50.706931
 
 """
 from alembic import op
@@ -126,6 +126,36 @@ def upgrade():
         batch_op.create_index(batch_op.f('ix_audit_entries_created_at'), ['created_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_audit_entries_target_id'), ['target_id'], unique=False)
 
+    op.create_table('iso_images',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('uuid', sa.String(length=36), nullable=False),
+    sa.Column('user_id', sa.Integer(), nullable=False),
+    sa.Column('name', sa.String(length=120), nullable=False),
+    sa.Column('stored_name', sa.String(length=64), nullable=False),
+    sa.Column('size_bytes', sa.BigInteger(), nullable=False),
+    sa.Column('sha256', sa.String(length=64), nullable=False),
+    sa.Column('state', sa.String(length=16), nullable=False),
+    sa.Column('staff_note', sa.Text(), nullable=False),
+    sa.Column('decided_by_id', sa.Integer(), nullable=True),
+    sa.Column('decided_at', sa.DateTime(), nullable=True),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['decided_by_id'], ['users.id'], name=op.f('fk_iso_images_decided_by_id_users')),
+    sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_iso_images_user_id_users')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_iso_images')),
+    sa.UniqueConstraint('stored_name', name=op.f('uq_iso_images_stored_name')),
+    sa.UniqueConstraint('uuid', name=op.f('uq_iso_images_uuid'))
+    )
+    with op.batch_alter_table('iso_images', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_iso_images_state'), ['state'], unique=False)
+        batch_op.create_index(batch_op.f('ix_iso_images_user_id'), ['user_id'], unique=False)
+
+    op.create_table('iso_quotas',
+    sa.Column('user_id', sa.Integer(), nullable=False),
+    sa.Column('max_count', sa.Integer(), nullable=True),
+    sa.Column('max_bytes', sa.BigInteger(), nullable=True),
+    sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_iso_quotas_user_id_users'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('user_id', name=op.f('pk_iso_quotas'))
+    )
     op.create_table('package_prices',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('package_id', sa.Integer(), nullable=False),
@@ -230,6 +260,38 @@ def upgrade():
         batch_op.create_index(batch_op.f('ix_activity_entries_created_at'), ['created_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_activity_entries_service_id'), ['service_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_activity_entries_user_id'), ['user_id'], unique=False)
+
+    op.create_table('console_tokens',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('token_hash', sa.String(length=64), nullable=False),
+    sa.Column('user_id', sa.Integer(), nullable=False),
+    sa.Column('service_id', sa.Integer(), nullable=False),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.Column('expires_at', sa.DateTime(), nullable=False),
+    sa.Column('used_at', sa.DateTime(), nullable=True),
+    sa.ForeignKeyConstraint(['service_id'], ['services.id'], name=op.f('fk_console_tokens_service_id_services'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_console_tokens_user_id_users'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_console_tokens')),
+    sa.UniqueConstraint('token_hash', name=op.f('uq_console_tokens_token_hash'))
+    )
+    with op.batch_alter_table('console_tokens', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_console_tokens_expires_at'), ['expires_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_console_tokens_service_id'), ['service_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_console_tokens_user_id'), ['user_id'], unique=False)
+
+    op.create_table('iso_mounts',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('service_id', sa.Integer(), nullable=False),
+    sa.Column('iso_id', sa.Integer(), nullable=False),
+    sa.Column('state', sa.String(length=16), nullable=False),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['iso_id'], ['iso_images.id'], name=op.f('fk_iso_mounts_iso_id_iso_images')),
+    sa.ForeignKeyConstraint(['service_id'], ['services.id'], name=op.f('fk_iso_mounts_service_id_services')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_iso_mounts')),
+    sa.UniqueConstraint('service_id', name=op.f('uq_iso_mounts_service_id'))
+    )
+    with op.batch_alter_table('iso_mounts', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_iso_mounts_iso_id'), ['iso_id'], unique=False)
 
     op.create_table('ledger_entries',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -380,6 +442,16 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_ledger_entries_created_at'))
 
     op.drop_table('ledger_entries')
+    with op.batch_alter_table('iso_mounts', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_iso_mounts_iso_id'))
+
+    op.drop_table('iso_mounts')
+    with op.batch_alter_table('console_tokens', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_console_tokens_user_id'))
+        batch_op.drop_index(batch_op.f('ix_console_tokens_service_id'))
+        batch_op.drop_index(batch_op.f('ix_console_tokens_expires_at'))
+
+    op.drop_table('console_tokens')
     with op.batch_alter_table('activity_entries', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_activity_entries_user_id'))
         batch_op.drop_index(batch_op.f('ix_activity_entries_service_id'))
@@ -403,6 +475,12 @@ def downgrade():
 
     op.drop_table('recovery_codes')
     op.drop_table('package_prices')
+    op.drop_table('iso_quotas')
+    with op.batch_alter_table('iso_images', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_iso_images_user_id'))
+        batch_op.drop_index(batch_op.f('ix_iso_images_state'))
+
+    op.drop_table('iso_images')
     with op.batch_alter_table('audit_entries', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_audit_entries_target_id'))
         batch_op.drop_index(batch_op.f('ix_audit_entries_created_at'))
