@@ -1,0 +1,92 @@
+"""libvirt connections and error translation. ``libvirt`` is imported lazily so the plugin loads (and its driver
+lists) on a machine without libvirt-python; using the driver there raises a clear FatalDriverError."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import Any, Iterator
+
+from hostbay.core.errors import FatalDriverError, TransientDriverError
+
+_lock = threading.Lock()
+_connections: dict[str, Any] = {}
+
+# Error codes that mean "the hypervisor could not be reached or answered too slowly": a retry may cure them.
+_TRANSIENT_NAMES = ("VIR_ERR_SYSTEM_ERROR", "VIR_ERR_NO_CONNECT", "VIR_ERR_RPC", "VIR_ERR_OPERATION_TIMEOUT",
+                    "VIR_ERR_AGENT_UNRESPONSIVE", "VIR_ERR_AUTH_UNAVAILABLE", "VIR_ERR_RESOURCE_BUSY")
+
+
+def libvirt():
+    try:
+        import libvirt as module
+    except ImportError:
+        raise FatalDriverError("libvirt-python is not installed on this worker: install hostbay[kvm] "
+                               "(it builds against the libvirt-dev package)") from None
+    return module
+
+
+def transient_codes() -> set[int]:
+    lv = libvirt()
+    return {getattr(lv, n) for n in _TRANSIENT_NAMES if hasattr(lv, n)}
+
+
+def translate(exc: Exception, doing: str) -> Exception:
+    """Turn a libvirtError into a Transient/FatalDriverError whose text (admin detail) says what failed."""
+    lv = libvirt()
+    if isinstance(exc, lv.libvirtError):
+        code = exc.get_error_code()
+        text = f"libvirt: {doing}: {exc.get_error_message() or exc} (code {code})"
+        if code in transient_codes():
+            return TransientDriverError(text)
+        return FatalDriverError(text)
+    return exc
+
+
+@contextlib.contextmanager
+def translated(doing: str) -> Iterator[None]:
+    lv = libvirt()
+    try:
+        yield
+    except lv.libvirtError as exc:
+        raise translate(exc, doing) from exc
+
+
+def _silence(_ctx, _err):  # libvirt prints every error to stderr by default; they are raised instead
+    pass
+
+
+def connect(uri: str):
+    """A shared, live connection to ``uri`` (reopened when the daemon went away)."""
+    lv = libvirt()
+    with _lock:
+        conn = _connections.get(uri)
+        if conn is not None:
+            try:
+                if conn.isAlive():
+                    return conn
+            except lv.libvirtError:
+                pass
+            with contextlib.suppress(lv.libvirtError):
+                conn.close()
+            _connections.pop(uri, None)
+        lv.registerErrorHandler(_silence, None)
+        try:
+            conn = lv.open(uri)
+        except lv.libvirtError as exc:
+            err = translate(exc, f"connecting to {uri}")
+            if isinstance(err, FatalDriverError) and "no connection driver" in str(exc).lower():
+                err = FatalDriverError(f"libvirt URI {uri!r} is not usable on this worker: {exc}")
+            raise err from exc
+        if conn is None:
+            raise TransientDriverError(f"libvirt: could not connect to {uri}")
+        _connections[uri] = conn
+        return conn
+
+
+def forget(uri: str) -> None:
+    with _lock:
+        conn = _connections.pop(uri, None)
+    if conn is not None:
+        with contextlib.suppress(Exception):
+            conn.close()
