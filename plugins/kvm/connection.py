@@ -31,13 +31,21 @@ def transient_codes() -> set[int]:
     return {getattr(lv, n) for n in _TRANSIENT_NAMES if hasattr(lv, n)}
 
 
-def translate(exc: Exception, doing: str) -> Exception:
+# A system error on a live connection that names a missing device or file, or a refused permission, is a
+# configuration problem on the host (a bridge that does not exist, a template outside QEMU's reach): no retry.
+_CONFIG_HINTS = ("No such device", "No such file or directory", "Permission denied")
+
+
+def translate(exc: Exception, doing: str, connecting: bool = False) -> Exception:
     """Turn a libvirtError into a Transient/FatalDriverError whose text (admin detail) says what failed."""
     lv = libvirt()
     if isinstance(exc, lv.libvirtError):
         code = exc.get_error_code()
-        text = f"libvirt: {doing}: {exc.get_error_message() or exc} (code {code})"
+        message = exc.get_error_message() or str(exc)
+        text = f"libvirt: {doing}: {message} (code {code})"
         if code in transient_codes():
+            if not connecting and code == lv.VIR_ERR_SYSTEM_ERROR and any(h in message for h in _CONFIG_HINTS):
+                return FatalDriverError(text)
             return TransientDriverError(text)
         return FatalDriverError(text)
     return exc
@@ -74,7 +82,7 @@ def connect(uri: str):
         try:
             conn = lv.open(uri)
         except lv.libvirtError as exc:
-            err = translate(exc, f"connecting to {uri}")
+            err = translate(exc, f"connecting to {uri}", connecting=True)
             if isinstance(err, FatalDriverError) and "no connection driver" in str(exc).lower():
                 err = FatalDriverError(f"libvirt URI {uri!r} is not usable on this worker: {exc}")
             raise err from exc

@@ -213,6 +213,8 @@ class KvmDriver(VirtDriver):
         dom = self._lookup(name)
         if dom is not None:
             ref = self._ref_of(dom, spec.uuid)
+            if self._state(dom) == PowerState.STOPPED:  # an earlier attempt did not start it: apply today's settings
+                dom = self._redefine(dom, port_speed_mbit=spec.port_speed_mbit)
             self._ensure_running(dom)
             progress(100, "Server is running")
             return ref
@@ -352,7 +354,12 @@ class KvmDriver(VirtDriver):
             return
         if timeout > 0:
             try:
-                dom.shutdownFlags(lv.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
+                try:
+                    dom.shutdownFlags(lv.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
+                except lv.libvirtError as exc:
+                    if exc.get_error_code() not in (lv.VIR_ERR_INVALID_ARG, lv.VIR_ERR_NO_SUPPORT):
+                        raise
+                    dom.shutdown()  # a hypervisor without the ACPI flag picks its own (ACPI for QEMU sans agent)
             except lv.libvirtError as exc:
                 if exc.get_error_code() != lv.VIR_ERR_OPERATION_INVALID:  # already shutting off
                     raise translate(exc, "sending the ACPI shutdown") from exc
@@ -390,12 +397,14 @@ class KvmDriver(VirtDriver):
 
     # disks -----------------------------------------------------------------------------------------------------
     def _redefine(self, dom, vcpus: int | None = None, memory_mib: int | None = None,
-                  disk_path: str | None = None, seed_path: str | None = None):
+                  disk_path: str | None = None, seed_path: str | None = None, port_speed_mbit: int | None = None):
         lv = libvirt()
         with translated("reading the domain"):
             root = X.parse(dom.XMLDesc(lv.VIR_DOMAIN_XML_INACTIVE | lv.VIR_DOMAIN_XML_SECURE))
         if vcpus is not None:
             X.set_shape(root, vcpus, memory_mib)
+        if port_speed_mbit is not None:
+            X.set_bandwidth(root, port_speed_mbit if self.config["shaping"] == "libvirt" else None)
         for target, path in ((X.DISK_TARGET, disk_path), (X.SEED_TARGET, seed_path)):
             if path:
                 disk = X.find_disk(root, target)

@@ -50,6 +50,25 @@ def filterref(addresses) -> ET.Element:
     return ref
 
 
+def bandwidth(port_speed_mbit: int) -> ET.Element:
+    bw = ET.Element("bandwidth")
+    rate = str(kib_per_s(port_speed_mbit))
+    ET.SubElement(bw, "inbound", average=rate)
+    ET.SubElement(bw, "outbound", average=rate)
+    return bw
+
+
+def set_bandwidth(root: ET.Element, port_speed_mbit: int | None) -> None:
+    """Replace the first interface's <bandwidth> (none when ``port_speed_mbit`` is None or 0)."""
+    iface = root.find("./devices/interface")
+    if iface is None:
+        return
+    for old in iface.findall("bandwidth"):
+        iface.remove(old)
+    if port_speed_mbit:
+        iface.insert(2, bandwidth(port_speed_mbit))
+
+
 def interface(mac: str, net: Network, addresses, port_speed_mbit: int | None, shaping: bool = True) -> ET.Element:
     iface = ET.Element("interface", type=net.mode)
     ET.SubElement(iface, "mac", address=mac)
@@ -59,10 +78,7 @@ def interface(mac: str, net: Network, addresses, port_speed_mbit: int | None, sh
         ET.SubElement(iface, "source", network=net.source or "")
     ET.SubElement(iface, "model", type="virtio")
     if port_speed_mbit and shaping:
-        bw = ET.SubElement(iface, "bandwidth")
-        rate = str(kib_per_s(port_speed_mbit))
-        ET.SubElement(bw, "inbound", average=rate)
-        ET.SubElement(bw, "outbound", average=rate)
+        iface.append(bandwidth(port_speed_mbit))
     iface.append(filterref(addresses))
     return iface
 

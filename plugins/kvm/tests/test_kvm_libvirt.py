@@ -235,6 +235,36 @@ def test_bandwidth_matches_port_speed(kvm_host):
         drv.delete(ref)
 
 
+def test_failed_start_is_retried_with_current_settings(kvm_host):
+    """A create that could not start (here: no shaping support, or forced) is finished by a retry once the node's
+    settings are fixed; the retry reuses the defined domain."""
+    drv = _driver(kvm_host, network="bridge", bridge="hbtestnobr0")
+    spec = _spec()
+    ref = {"domain": drv.domain_name(spec.uuid)}
+    try:
+        with pytest.raises(FatalDriverError) as err:
+            drv.create(spec, _noop)  # a bridge that does not exist is a node setting problem: no retry
+        assert "hbtestnobr0" in str(err.value)
+        assert drv.status(ref) == PowerState.STOPPED
+        fixed = _driver(kvm_host, shaping="off")
+        dom = fixed.conn.lookupByName(ref["domain"])
+        # the admin fixes the bridge by hand; the retry then starts the same domain
+        import libvirt
+
+        from hostbay.plugins.kvm import xml as X
+
+        root = _xml(dom, inactive=True)
+        iface = root.find("./devices/interface")
+        iface.set("type", "ethernet")
+        iface.remove(iface.find("source"))
+        fixed.conn.defineXML(X.to_string(root))
+        assert fixed.create(spec, _noop)["domain"] == ref["domain"]
+        assert dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING
+        assert _xml(dom).find("./devices/interface/bandwidth") is None
+    finally:
+        drv.delete(ref)
+
+
 def test_shaping_off_records_speed_without_bandwidth(made):
     drv, _spec_, ref = made(_spec(port_speed_mbit=100), shaping="off")
     root = _xml(drv.conn.lookupByName(ref["domain"]))
