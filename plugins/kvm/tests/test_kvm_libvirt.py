@@ -19,7 +19,7 @@ from hostbay.core.errors import FatalDriverError, TransientDriverError
 from hostbay.testing import NetworkFilterConformance, VirtDriverConformance
 from hostbay.testing.conformance import TEST_KEY
 
-from conftest import PREFIX, TEMPLATE  # noqa: E402  (the plugin's test conftest)
+from kvm_testhost import PREFIX, TEMPLATE
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.slow]
 GIB = 1024 ** 3
