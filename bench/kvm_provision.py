@@ -83,6 +83,8 @@ def kvm_host(uri: str):
                 pool.undefine()
         conn.close()
         shutil.rmtree(BASE, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            BASE.parent.rmdir()
 
 
 def driver_create_to_running(count: int = 20, uri: str = "qemu:///system", keep: bool = False) -> list[dict]:

@@ -154,15 +154,19 @@ class KvmDriver(VirtDriver):
                     try:
                         pool = conn.storagePoolLookupByName(name)
                     except lv.libvirtError:
-                        pool = conn.storagePoolDefineXML(X.dir_pool(name, path), 0)
-                    pool.build(0)
+                        try:
+                            pool = conn.storagePoolDefineXML(X.dir_pool(name, path), 0)
+                        except lv.libvirtError:  # another worker defined it in the meantime
+                            pool = conn.storagePoolLookupByName(name)
+                    if not pool.isActive():
+                        pool.build(0)
                     pool.setAutostart(1)
         if not pool.isActive():
             with translated(f"starting storage pool {pool.name()}"):
                 try:
                     pool.create(0)
                 except lv.libvirtError as exc:
-                    if not pool.isActive():
+                    if not pool.isActive():  # started by another worker meanwhile is fine
                         raise FatalDriverError(f"storage pool {pool.name()} ({setting}) cannot start: "
                                                f"{exc.get_error_message()}") from exc
         return pool
@@ -199,8 +203,10 @@ class KvmDriver(VirtDriver):
                     pool.refresh(0)
                 vol = self._volume(pool, source)
         if vol is None:
+            where = ("it is not in a libvirt storage pool" if _is_path(source)
+                     else f"not found in {self.config['templates']}")
             raise FatalDriverError(f"template {image.get('source')!r} of image {image.get('name')!r} was not found "
-                                   f"in {self.config['templates']} on {self.config['uri']}")
+                                   f"on {self.config['uri']}: {where}")
         with translated("reading the template"):
             root = X.parse(vol.XMLDesc(0))
             fmt = root.find("./target/format")

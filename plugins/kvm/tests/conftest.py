@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 
@@ -32,3 +33,5 @@ def kvm_host():
     yield host
     remove_leftovers(URI, BASE, pools=True)
     shutil.rmtree(BASE, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        BASE.parent.rmdir()  # only when empty

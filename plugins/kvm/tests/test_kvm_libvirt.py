@@ -312,6 +312,19 @@ def test_mount_and_eject_iso(made, kvm_host):
     assert X.disk_source(_xml(dom), X.SEED_TARGET)
 
 
+def test_missing_iso_is_fatal_with_a_plain_message(made, kvm_host):
+    drv, _s, ref = made()
+    missing = str(kvm_host.isos / "hbtest-missing.iso")
+    with pytest.raises(FatalDriverError) as err:
+        drv.mount_iso(ref, missing)
+    assert not isinstance(err.value, TransientDriverError)
+    assert "hbtest-missing.iso" in str(err.value)
+    assert err.value.customer_message == "The ISO image could not be inserted. Our staff have been notified."
+    assert drv.mounted_iso(ref) is None
+    with pytest.raises(FatalDriverError):
+        drv.mount_iso(ref, "relative.iso")
+
+
 def test_delete_removes_every_volume(kvm_host):
     drv = _driver(kvm_host)
     spec = _spec()
@@ -369,12 +382,20 @@ def test_reinstall_writes_a_fresh_disk_and_keeps_the_keys(made):
     assert os.stat(new["disk"]).st_ino != inode or os.stat(new["disk"]).st_mtime_ns != marked
 
 
+def test_template_by_absolute_path(made, kvm_host):
+    drv, _s, ref = made(_spec(image={"name": "blank", "source": str(kvm_host.templates / TEMPLATE)}))
+    assert drv.status(ref) == PowerState.RUNNING
+    backing = json.loads(subprocess.run(["qemu-img", "info", "-U", "--output=json", ref["disk"]],
+                                        capture_output=True, check=True, text=True).stdout)["backing-filename"]
+    assert backing == str(kvm_host.templates / TEMPLATE)
+
+
 def test_missing_template_is_fatal_and_creates_nothing(kvm_host):
     drv = _driver(kvm_host)
     spec = _spec(image={"name": "Gone OS", "source": "hbtest-missing.qcow2"})
     with pytest.raises(FatalDriverError) as err:
         drv.create(spec, _noop)
-    assert "hbtest-missing.qcow2" in str(err.value) and "not found" in str(err.value)
+    assert "hbtest-missing.qcow2" in str(err.value) and "not found in" in str(err.value)
     assert "hbtest-missing" not in err.value.customer_message
     assert drv.status({"domain": drv.domain_name(spec.uuid)}) == PowerState.MISSING
     assert not drv.owned_volumes(drv.domain_name(spec.uuid))
