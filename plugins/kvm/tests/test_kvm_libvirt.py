@@ -10,7 +10,6 @@ import socket
 import subprocess
 import uuid
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
