@@ -288,6 +288,35 @@ def test_ipv6_guest_gets_dualstack_filter(made):
     assert binding.filterName() == X.DUALSTACK_FILTER
 
 
+def test_filter_follows_address_changes_on_a_running_server(made):
+    from hostbay.plugins.kvm import KvmNetworkFilter
+    from hostbay.plugins.kvm import xml as X
+    from hostbay.plugins.kvm.netfilter import binding_addresses
+
+    drv, _s, ref = made(_spec(addresses=(Address("192.0.2.60", 24, "192.0.2.1"),)))
+    dom = drv.conn.lookupByName(ref["domain"])
+    port = _xml(dom).find("./devices/interface/target").get("dev")
+
+    def binding_filter():
+        return next(b.filterName() for b in drv.conn.listAllNWFilterBindings(0) if b.portDev() == port)
+
+    assert binding_filter() == "clean-traffic"
+    flt = KvmNetworkFilter({})
+    flt.apply(drv, ref, [Address("192.0.2.60", 24), Address("2001:db8:60::1", 64)])
+    assert binding_filter() == X.DUALSTACK_FILTER
+    assert binding_addresses(drv.conn, port) == {"192.0.2.60", "2001:db8:60::1"}
+    inactive = _xml(dom, inactive=True).find("./devices/interface/filterref")
+    assert inactive.get("filter") == X.DUALSTACK_FILTER  # survives a cold start
+    flt.apply(drv, ref, [Address("192.0.2.61", 24)])
+    assert binding_filter() == "clean-traffic"
+    assert binding_addresses(drv.conn, port) == {"192.0.2.61"}
+    drv.stop(ref, timeout=0)
+    flt.apply(drv, ref, [Address("192.0.2.62", 24)])  # a stopped server: its definition only
+    drv.start(ref)
+    port = _xml(dom).find("./devices/interface/target").get("dev")
+    assert binding_addresses(drv.conn, port) == {"192.0.2.62"}
+
+
 def test_mount_and_eject_iso(made, kvm_host):
     from hostbay.plugins.kvm import xml as X
 
