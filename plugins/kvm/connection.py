@@ -4,6 +4,7 @@ lists) on a machine without libvirt-python; using the driver there raises a clea
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from typing import Any, Iterator
 
@@ -11,6 +12,7 @@ from hostbay.core.errors import FatalDriverError, TransientDriverError
 
 _lock = threading.Lock()
 _connections: dict[str, Any] = {}
+_pid = os.getpid()  # a forked job process (RQ's work horse) must not share its parent's libvirt socket
 
 # Error codes that mean "the hypervisor could not be reached or answered too slowly": a retry may cure them.
 _TRANSIENT_NAMES = ("VIR_ERR_SYSTEM_ERROR", "VIR_ERR_NO_CONNECT", "VIR_ERR_RPC", "VIR_ERR_OPERATION_TIMEOUT",
@@ -66,8 +68,12 @@ def _silence(_ctx, _err):  # libvirt prints every error to stderr by default; th
 
 def connect(uri: str):
     """A shared, live connection to ``uri`` (reopened when the daemon went away)."""
+    global _pid
     lv = libvirt()
     with _lock:
+        if os.getpid() != _pid:
+            _connections.clear()  # inherited across fork: abandon, never close the parent's connections
+            _pid = os.getpid()
         conn = _connections.get(uri)
         if conn is not None:
             try:

@@ -299,3 +299,22 @@ def test_missing_domain_is_fatal_with_a_plain_message(test_driver):
     with pytest.raises(FatalDriverError) as err:
         test_driver.start({"domain": "hostbay-gone"})
     assert "hostbay-gone" in str(err.value) and "hostbay-gone" not in err.value.customer_message
+
+
+def test_connections_are_not_shared_across_fork(test_driver):
+    import os
+
+    from hostbay.plugins.kvm import connection
+
+    parent = test_driver.conn
+    assert test_driver.conn is parent  # cached within a process
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: a fresh connection, the parent's left alone
+        try:
+            os.write(w, b"1" if connection.connect("test:///default") is not parent else b"0")
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(r, 1) == b"1"
+    assert parent.isAlive()
