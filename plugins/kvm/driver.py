@@ -220,7 +220,7 @@ class KvmDriver(VirtDriver):
         if dom is not None:
             ref = self._ref_of(dom, spec.uuid)
             if self._state(dom) == PowerState.STOPPED:  # an earlier attempt did not start it: apply today's settings
-                dom = self._redefine(dom, port_speed_mbit=spec.port_speed_mbit)
+                dom = self._redefine(dom, port_speed_mbit=spec.port_speed_mbit or 0)
             self._ensure_running(dom)
             progress(100, "Server is running")
             return ref
@@ -435,7 +435,8 @@ class KvmDriver(VirtDriver):
         progress(55, f"{verb}: writing the first-boot configuration")
         seed_path = self._new_seed(pool, name, spec)
         self._ensure_filters(spec.addresses)
-        dom = self._redefine(dom, spec.vcpus, spec.memory_mib, disk_path, seed_path)
+        dom = self._redefine(dom, spec.vcpus, spec.memory_mib, disk_path, seed_path,
+                             port_speed_mbit=spec.port_speed_mbit or 0)
         progress(80, f"{verb}: starting the server")
         self._ensure_running(dom)
         progress(100, "Server is running")
@@ -458,7 +459,7 @@ class KvmDriver(VirtDriver):
         progress(10, "Stopping the server")
         self._stop(dom, self.config["stop_timeout"])
         progress(40, "Applying the new resources")
-        dom = self._redefine(dom, spec.vcpus, spec.memory_mib)
+        dom = self._redefine(dom, spec.vcpus, spec.memory_mib, port_speed_mbit=spec.port_speed_mbit or 0)
         if new_size > current:
             progress(60, "Growing the disk")
             with translated("growing the disk"):

@@ -368,14 +368,18 @@ def test_delete_removes_every_volume(kvm_host):
     assert not [b for b in drv.conn.listAllNWFilterBindings(0) if ref["domain"] in b.XMLDesc(0)]
 
 
-def test_resize_grows_and_never_shrinks(made):
-    drv, spec, ref = made(_spec(disk_gib=1))
-    new = drv.resize(ref, replace(spec, vcpus=2, memory_mib=128, disk_gib=3), _noop)
+def test_resize_grows_and_never_shrinks(made, kvm_host):
+    drv, spec, ref = made(_spec(disk_gib=1, port_speed_mbit=100), shaping="off")
+    new = drv.resize(ref, replace(spec, vcpus=2, memory_mib=128, disk_gib=3, port_speed_mbit=1000), _noop)
     dom = drv.conn.lookupByName(new["domain"])
     assert drv.status(new) == PowerState.RUNNING
     root = _xml(dom)
     assert int(root.findtext("vcpu")) == 2 and int(root.find("memory").text) == 128 * 1024
     assert _virtual_size(new["disk"]) == 3 * GIB
+    with_shaping = _driver(kvm_host, shaping="libvirt")  # the new port speed lands in the definition
+    with_shaping._redefine(dom, port_speed_mbit=1000)
+    bw = _xml(dom, inactive=True).find("./devices/interface/bandwidth/inbound")
+    assert bw.get("average") == str(1000 * 1_000_000 // 8 // 1024)
     with pytest.raises(FatalDriverError) as err:
         drv.resize(new, replace(spec, disk_gib=2), _noop)
     assert "smaller" in err.value.customer_message
