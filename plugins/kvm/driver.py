@@ -15,19 +15,17 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import logging
 import posixpath
 import time
 from typing import Any
 
-from hostbay.core.drivers import (Address, ConsoleTarget, PowerState, Progress, ServerSpec, Setting, VirtDriver)
+from hostbay.core.drivers import (ConsoleTarget, PowerState, Progress, ServerSpec, Setting, VirtDriver)
 from hostbay.core.errors import FatalDriverError, TransientDriverError
 
 from . import seed as seedmod
 from . import xml as X
 from .connection import connect, libvirt, translate, translated
 
-log = logging.getLogger(__name__)
 GIB = 1024 ** 3
 
 NOT_RUNNING = "The server is not running."
@@ -547,23 +545,3 @@ class KvmDriver(VirtDriver):
         self._pool("storage", create=True)
         self._pool("templates", create=True)
 
-
-def interface_of(dom) -> "X.ET.Element":
-    """The live (or, when stopped, defined) network interface element of a domain."""
-    lv = libvirt()
-    flags = 0 if dom.isActive() else lv.VIR_DOMAIN_XML_INACTIVE
-    with translated("reading the domain"):
-        root = X.parse(dom.XMLDesc(flags))
-    iface = root.find("./devices/interface")
-    if iface is None:
-        raise FatalDriverError(f"{dom.name()} has no network interface")
-    return iface
-
-
-def addresses_of(iface) -> list[Address]:  # pragma: no cover - helper for admin tools
-    out = []
-    ref = iface.find("filterref")
-    for p in ref.iterfind("parameter") if ref is not None else []:
-        if p.get("name") in ("IP", "IPV6") and p.get("value") != X.NO_IPV4:
-            out.append(Address(p.get("value"), 32 if p.get("name") == "IP" else 128))
-    return out
