@@ -1,0 +1,547 @@
+"""KvmDriver: virtual servers on a libvirt/QEMU host.
+
+A server is a libvirt domain named ``<prefix><service uuid>`` with
+- a qcow2 overlay ``<domain>-disk.qcow2`` whose backing file is the image's template, grown to the package's disk,
+- a cloud-init NoCloud seed ``<domain>-seed-<n>.iso`` in an IDE CD-ROM (SSH keys, hostname, static addresses),
+- an empty IDE CD-ROM for the customer's installation ISO, first in the boot order (an empty drive is skipped),
+- a virtio NIC with ``<bandwidth>`` at the port speed and an nwfilter pinned to the allocated addresses,
+- VNC on 127.0.0.1 (autoport) with a websocket port, for the console proxy.
+
+Every volume lives in the node's storage pool (a directory is exposed as a libvirt ``dir`` pool), so the driver
+works the same on a local ``qemu:///system`` and on a remote ``qemu+ssh://`` or ``qemu+tls://`` host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import posixpath
+import time
+from typing import Any
+
+from hostbay.core.drivers import (ConsoleTarget, PowerState, Progress, ServerSpec, Setting, VirtDriver)
+from hostbay.core.errors import FatalDriverError, TransientDriverError
+
+from . import seed as seedmod
+from . import xml as X
+from .connection import connect, libvirt, translate, translated
+
+GIB = 1024 ** 3
+
+NOT_RUNNING = "The server is not running."
+
+
+def _is_path(value: str) -> bool:
+    return value.startswith("/")
+
+
+class KvmDriver(VirtDriver):
+    name = "kvm"
+    label = "KVM (libvirt)"
+    settings = [
+        Setting("uri", "libvirt URI", default="qemu:///system",
+                help="qemu:///system for this machine, qemu+ssh://root@host/system or qemu+tls://host/system."),
+        Setting("storage", "Storage directory or pool", default="/var/lib/libvirt/images/hostbay",
+                help="An absolute directory (exposed as a libvirt dir pool) or the name of an existing pool. "
+                     "Server disks and seed images are created there."),
+        Setting("templates", "Template directory or pool", default="/var/lib/libvirt/images/templates",
+                help="Where OS templates live. An image's source is a file name in it, or an absolute path."),
+        Setting("network", "Network mode", type="choice", default="ethernet",
+                choices=("ethernet", "bridge", "network"),
+                help="ethernet: a routed tap device; bridge: attach to a host bridge; network: a libvirt network."),
+        Setting("bridge", "Bridge or network name", required=False, default=None,
+                help="The host bridge (mode bridge) or libvirt network (mode network)."),
+        Setting("shaping", "Port speed enforcement", type="choice", default="libvirt", choices=("libvirt", "off"),
+                help="libvirt: <bandwidth> on the interface (the host kernel needs the sch_htb, sch_sfq and "
+                     "act_police modules); off: the port speed is recorded but not enforced by this driver."),
+        Setting("virt_type", "Virtualization", type="choice", default="auto", choices=("auto", "kvm", "qemu"),
+                help="auto uses KVM where the host offers it, otherwise QEMU emulation (TCG)."),
+        Setting("cpu_mode", "CPU model", type="choice", default="default",
+                choices=("default", "host-model", "host-passthrough"),
+                help="default: QEMU's portable model; host-model/host-passthrough expose the host CPU (KVM only)."),
+        Setting("stop_timeout", "Seconds to wait for a clean shutdown", type="int", default=60,
+                help="After this the server is powered off."),
+        Setting("name_prefix", "Domain name prefix", default="hostbay-",
+                help="libvirt domains are named prefix + service UUID."),
+    ]
+    capabilities = frozenset({"resize", "rebuild", "iso", "console", "suspend"})
+
+    def __init__(self, config: dict[str, Any] | None = None):
+        super().__init__(config)
+        cfg = self.config
+        if cfg["network"] in ("bridge", "network") and not cfg["bridge"]:
+            from hostbay.core.errors import SettingsError
+
+            raise SettingsError({"bridge": f"Bridge or network name is required in {cfg['network']} mode"})
+        for key in ("storage", "templates"):
+            if cfg[key].startswith(".") or "/" in cfg[key] and not _is_path(cfg[key]):
+                from hostbay.core.errors import SettingsError
+
+                raise SettingsError({key: "must be an absolute directory or a pool name"})
+        if cfg["stop_timeout"] < 0:
+            from hostbay.core.errors import SettingsError
+
+            raise SettingsError({"stop_timeout": "must not be negative"})
+
+    # connection and lookups ------------------------------------------------------------------------------------
+    @property
+    def conn(self):
+        return connect(self.config["uri"])
+
+    def domain_name(self, service_uuid: str) -> str:
+        return f"{self.config['name_prefix']}{service_uuid}"
+
+    def _lookup(self, name: str):
+        lv = libvirt()
+        try:
+            return self.conn.lookupByName(name)
+        except lv.libvirtError as exc:
+            if exc.get_error_code() == lv.VIR_ERR_NO_DOMAIN:
+                return None
+            raise translate(exc, f"looking up domain {name}") from exc
+
+    def _domain(self, ref: dict[str, Any]):
+        dom = self._lookup(ref.get("domain", ""))
+        if dom is None:
+            raise FatalDriverError(f"libvirt domain {ref.get('domain')!r} does not exist on {self.config['uri']}",
+                                   customer_message="This server no longer exists on its host. Our staff have "
+                                                    "been notified.")
+        return dom
+
+    def virt_type(self) -> str:
+        wanted = self.config["virt_type"]
+        with translated("reading host capabilities"):
+            caps = X.parse(self.conn.getCapabilities())
+        types = {d.get("type") for d in caps.iterfind("./guest/arch[@name='x86_64']/domain")}
+        if wanted == "auto":
+            return "kvm" if "kvm" in types else "qemu"
+        if wanted not in types:
+            raise FatalDriverError(f"the host at {self.config['uri']} does not offer {wanted} virtualization "
+                                   f"(offers: {', '.join(sorted(t for t in types if t)) or 'none'})")
+        return wanted
+
+    def _pool(self, setting: str, create: bool):
+        """The storage pool behind ``storage`` or ``templates``: an existing pool by name, or a dir pool for the
+        directory (found by its target path, or defined, built and started when ``create``)."""
+        lv = libvirt()
+        value = self.config[setting]
+        conn = self.conn
+        if not _is_path(value):
+            try:
+                pool = conn.storagePoolLookupByName(value)
+            except lv.libvirtError as exc:
+                if exc.get_error_code() == lv.VIR_ERR_NO_STORAGE_POOL:
+                    raise FatalDriverError(f"storage pool {value!r} ({setting}) does not exist on "
+                                           f"{self.config['uri']}") from exc
+                raise translate(exc, f"looking up pool {value}") from exc
+        else:
+            path = posixpath.normpath(value)
+            pool = None
+            with translated("listing storage pools"):
+                for candidate in conn.listAllStoragePools():
+                    target = X.parse(candidate.XMLDesc()).findtext("./target/path")
+                    if target and posixpath.normpath(target) == path:
+                        pool = candidate
+                        break
+            if pool is None:
+                if not create:
+                    raise FatalDriverError(f"{setting} directory {path} is not known to libvirt on "
+                                           f"{self.config['uri']}")
+                name = "hostbay-" + hashlib.sha1(path.encode()).hexdigest()[:12]
+                with translated(f"defining a storage pool for {path}"):
+                    try:
+                        pool = conn.storagePoolLookupByName(name)
+                    except lv.libvirtError:
+                        try:
+                            pool = conn.storagePoolDefineXML(X.dir_pool(name, path), 0)
+                        except lv.libvirtError:  # another worker defined it in the meantime
+                            pool = conn.storagePoolLookupByName(name)
+                    if not pool.isActive():
+                        pool.build(0)
+                    pool.setAutostart(1)
+        if not pool.isActive():
+            with translated(f"starting storage pool {pool.name()}"):
+                try:
+                    pool.create(0)
+                except lv.libvirtError as exc:
+                    if not pool.isActive():  # started by another worker meanwhile is fine
+                        raise FatalDriverError(f"storage pool {pool.name()} ({setting}) cannot start: "
+                                               f"{exc.get_error_message()}") from exc
+        return pool
+
+    def _volume(self, pool, name: str):
+        lv = libvirt()
+        try:
+            return pool.storageVolLookupByName(name)
+        except lv.libvirtError as exc:
+            if exc.get_error_code() == lv.VIR_ERR_NO_STORAGE_VOL:
+                return None
+            raise translate(exc, f"looking up volume {name}") from exc
+
+    def _template(self, image: dict[str, Any]):
+        """(path, format, virtual size) of the image's template; a missing template is fatal."""
+        lv = libvirt()
+        source = (image or {}).get("source") or ""
+        if not source:
+            raise FatalDriverError(f"image {image.get('name')!r} has no template (source) for the KVM driver")
+        vol = None
+        if _is_path(source):
+            try:
+                vol = self.conn.storageVolLookupByPath(source)
+            except lv.libvirtError:
+                vol = None
+            if vol is None and _is_path(self.config["templates"]) and \
+                    posixpath.dirname(posixpath.normpath(source)) == posixpath.normpath(self.config["templates"]):
+                source = posixpath.basename(source)
+        if vol is None and not _is_path(source):
+            pool = self._pool("templates", create=True)
+            vol = self._volume(pool, source)
+            if vol is None:
+                with translated("refreshing the template pool"):
+                    pool.refresh(0)
+                vol = self._volume(pool, source)
+        if vol is None:
+            where = ("it is not in a libvirt storage pool" if _is_path(source)
+                     else f"not found in {self.config['templates']}")
+            raise FatalDriverError(f"template {image.get('source')!r} of image {image.get('name')!r} was not found "
+                                   f"on {self.config['uri']}: {where}")
+        with translated("reading the template"):
+            root = X.parse(vol.XMLDesc(0))
+            fmt = root.find("./target/format")
+            return vol.path(), (fmt.get("type") if fmt is not None else "raw"), vol.info()[1]
+
+    # create ----------------------------------------------------------------------------------------------------
+    def create(self, spec: ServerSpec, progress: Progress) -> dict[str, Any]:
+        name = self.domain_name(spec.uuid)
+        progress(5, "Preparing the server")
+        dom = self._lookup(name)
+        if dom is not None:
+            ref = self._ref_of(dom, spec.uuid)
+            if self._state(dom) == PowerState.STOPPED:  # an earlier attempt did not start it: apply today's settings
+                dom = self._redefine(dom, port_speed_mbit=spec.port_speed_mbit or 0)
+            self._ensure_running(dom)
+            progress(100, "Server is running")
+            return ref
+        virt_type = self.virt_type()
+        pool = self._pool("storage", create=True)
+        progress(15, "Creating the disk")
+        disk_path = self._new_disk(pool, name, spec)
+        progress(45, "Writing the first-boot configuration")
+        seed_path = self._new_seed(pool, name, spec)
+        self._ensure_filters(spec.addresses)
+        progress(65, "Defining the server")
+        xml = X.domain(name=name, service_uuid=spec.uuid, virt_type=virt_type, vcpus=spec.vcpus,
+                       memory_mib=spec.memory_mib, disk_path=disk_path, seed_path=seed_path, mac=X.mac_for(spec.uuid),
+                       net=self._network(), addresses=spec.addresses, port_speed_mbit=spec.port_speed_mbit,
+                       shaping=self.config["shaping"] == "libvirt", cpu_mode=self.config["cpu_mode"])
+        with translated(f"defining domain {name}"):
+            dom = self.conn.defineXML(xml)
+        progress(80, "Starting the server")
+        self._ensure_running(dom)
+        progress(100, "Server is running")
+        return {"domain": name, "service": spec.uuid, "disk": disk_path}
+
+    def _ref_of(self, dom, service_uuid: str) -> dict[str, Any]:
+        with translated("reading the domain"):
+            root = X.parse(dom.XMLDesc(libvirt().VIR_DOMAIN_XML_INACTIVE))
+        return {"domain": dom.name(), "service": service_uuid, "disk": X.disk_source(root, X.DISK_TARGET)}
+
+    def _network(self) -> X.Network:
+        return X.Network(self.config["network"], self.config["bridge"])
+
+    def _new_disk(self, pool, name: str, spec: ServerSpec) -> str:
+        tpl_path, tpl_format, tpl_size = self._template(spec.image)
+        size = spec.disk_gib * GIB
+        if tpl_size > size:
+            raise FatalDriverError(f"template {tpl_path} ({tpl_size} bytes) is larger than the {spec.disk_gib} GiB "
+                                   f"disk of the package")
+        vol_name = f"{name}-disk.qcow2"
+        old = self._volume(pool, vol_name)
+        if old is not None:  # left by an interrupted attempt or replaced by a reinstall: never reused
+            with translated(f"removing {vol_name}"):
+                old.delete(0)
+        with translated(f"creating disk {vol_name}"):
+            vol = pool.createXML(X.volume(vol_name, size, "qcow2", (tpl_path, tpl_format)), 0)
+            return vol.path()
+
+    def _new_seed(self, pool, name: str, spec: ServerSpec) -> str:
+        instance_id = f"{spec.uuid}-{int(time.time() * 1000)}"
+        data = seedmod.build_iso(seedmod.documents(spec, X.mac_for(spec.uuid), instance_id))
+        vol_name = f"{name}-seed.iso"
+        old = self._volume(pool, vol_name)
+        if old is not None:
+            with translated(f"removing {vol_name}"):
+                old.delete(0)
+        with translated(f"uploading seed {vol_name}"):
+            vol = pool.createXML(X.volume(vol_name, len(data), "raw"), 0)
+            stream = self.conn.newStream(0)
+            vol.upload(stream, 0, len(data), 0)
+            try:
+                view = memoryview(data)
+                for offset in range(0, len(data), 256 * 1024):
+                    chunk = view[offset:offset + 256 * 1024]
+                    while chunk:
+                        sent = stream.send(bytes(chunk))
+                        chunk = chunk[sent:]
+                stream.finish()
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    stream.abort()
+                raise
+            return vol.path()
+
+    def _ensure_filters(self, addresses) -> None:
+        if X.filter_name(addresses) != X.DUALSTACK_FILTER:
+            return
+        lv = libvirt()
+        for xml in X.dualstack_filters():
+            fname = X.parse(xml).get("name")
+            try:
+                self.conn.nwfilterLookupByName(fname)
+            except lv.libvirtError as exc:
+                if exc.get_error_code() != lv.VIR_ERR_NO_NWFILTER:
+                    raise translate(exc, f"looking up nwfilter {fname}") from exc
+                with translated(f"defining nwfilter {fname}"):
+                    self.conn.nwfilterDefineXML(xml)
+
+    # power -----------------------------------------------------------------------------------------------------
+    def _state(self, dom) -> PowerState:
+        lv = libvirt()
+        try:
+            state, _reason = dom.state()
+        except lv.libvirtError as exc:
+            if exc.get_error_code() == lv.VIR_ERR_NO_DOMAIN:
+                return PowerState.MISSING
+            raise translate(exc, "reading the domain state") from exc
+        if state in (lv.VIR_DOMAIN_RUNNING, lv.VIR_DOMAIN_BLOCKED, lv.VIR_DOMAIN_SHUTDOWN):
+            return PowerState.RUNNING
+        if state in (lv.VIR_DOMAIN_PAUSED, lv.VIR_DOMAIN_PMSUSPENDED):
+            return PowerState.PAUSED
+        if state in (lv.VIR_DOMAIN_SHUTOFF, lv.VIR_DOMAIN_CRASHED):
+            return PowerState.STOPPED
+        return PowerState.UNKNOWN
+
+    def _ensure_running(self, dom) -> None:
+        lv = libvirt()
+        state = self._state(dom)
+        try:
+            if state == PowerState.PAUSED:
+                dom.resume()
+            elif state != PowerState.RUNNING:
+                dom.create()
+        except lv.libvirtError as exc:
+            message = exc.get_error_message() or ""
+            if "tc " in message and ("qdisc" in message or "TC action" in message or "police" in message):
+                raise FatalDriverError(
+                    f"{dom.name()} cannot start: the host kernel cannot shape its port speed ({message.strip()}). "
+                    f"Load the sch_htb, sch_sfq and act_police kernel modules on the host, or set the node's "
+                    f"'Port speed enforcement' to off.") from exc
+            raise translate(exc, f"starting {dom.name()}") from exc
+
+    def status(self, ref: dict[str, Any]) -> PowerState:
+        dom = self._lookup(ref.get("domain", ""))
+        return PowerState.MISSING if dom is None else self._state(dom)
+
+    def start(self, ref: dict[str, Any]) -> None:
+        self._ensure_running(self._domain(ref))
+
+    def stop(self, ref: dict[str, Any], timeout: float | None = None) -> None:
+        self._stop(self._domain(ref), self.config["stop_timeout"] if timeout is None else timeout)
+
+    def _stop(self, dom, timeout: float) -> None:
+        lv = libvirt()
+        if self._state(dom) in (PowerState.STOPPED, PowerState.MISSING):
+            return
+        if self._state(dom) == PowerState.PAUSED:
+            with translated("powering off"):
+                dom.destroy()
+            return
+        if timeout > 0:
+            try:
+                try:
+                    dom.shutdownFlags(lv.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
+                except lv.libvirtError as exc:
+                    if exc.get_error_code() not in (lv.VIR_ERR_INVALID_ARG, lv.VIR_ERR_NO_SUPPORT):
+                        raise
+                    dom.shutdown()  # a hypervisor without the ACPI flag picks its own (ACPI for QEMU sans agent)
+            except lv.libvirtError as exc:
+                if exc.get_error_code() != lv.VIR_ERR_OPERATION_INVALID:  # already shutting off
+                    raise translate(exc, "sending the ACPI shutdown") from exc
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if self._state(dom) in (PowerState.STOPPED, PowerState.MISSING):
+                    return
+                time.sleep(0.2)
+        try:
+            dom.destroy()
+        except lv.libvirtError as exc:
+            if self._state(dom) not in (PowerState.STOPPED, PowerState.MISSING):
+                raise translate(exc, "powering off") from exc
+
+    def restart(self, ref: dict[str, Any]) -> None:
+        lv = libvirt()
+        dom = self._domain(ref)
+        if self._state(dom) != PowerState.RUNNING:
+            self._ensure_running(dom)
+            return
+        try:
+            dom.reboot(lv.VIR_DOMAIN_REBOOT_ACPI_POWER_BTN)
+        except lv.libvirtError:
+            with translated("resetting"):
+                dom.reset(0)
+
+    def suspend(self, ref: dict[str, Any]) -> None:
+        dom = self._domain(ref)
+        if self._state(dom) == PowerState.RUNNING:
+            with translated("pausing"):
+                dom.suspend()
+
+    def unsuspend(self, ref: dict[str, Any]) -> None:
+        self._ensure_running(self._domain(ref))
+
+    # disks -----------------------------------------------------------------------------------------------------
+    def _redefine(self, dom, vcpus: int | None = None, memory_mib: int | None = None,
+                  disk_path: str | None = None, seed_path: str | None = None, port_speed_mbit: int | None = None):
+        lv = libvirt()
+        with translated("reading the domain"):
+            root = X.parse(dom.XMLDesc(lv.VIR_DOMAIN_XML_INACTIVE | lv.VIR_DOMAIN_XML_SECURE))
+        if vcpus is not None:
+            X.set_shape(root, vcpus, memory_mib)
+        if port_speed_mbit is not None:
+            X.set_bandwidth(root, port_speed_mbit if self.config["shaping"] == "libvirt" else None)
+        for target, path in ((X.DISK_TARGET, disk_path), (X.SEED_TARGET, seed_path)):
+            if path:
+                disk = X.find_disk(root, target)
+                disk.find("source").set("file", path)
+        with translated("updating the domain definition"):
+            return self.conn.defineXML(X.to_string(root))
+
+    def reinstall(self, ref: dict[str, Any], spec: ServerSpec, progress: Progress) -> dict[str, Any]:
+        return self._recreate(ref, spec, progress, "Reinstalling")
+
+    def rebuild(self, ref: dict[str, Any], spec: ServerSpec, progress: Progress) -> dict[str, Any]:
+        return self._recreate(ref, spec, progress, "Rebuilding")
+
+    def _recreate(self, ref, spec: ServerSpec, progress: Progress, verb: str) -> dict[str, Any]:
+        dom = self._domain(ref)
+        name = dom.name()
+        progress(5, f"{verb}: stopping the server")
+        self._stop(dom, 0)  # the disk is replaced: no point waiting for a clean shutdown
+        pool = self._pool("storage", create=True)
+        progress(30, f"{verb}: writing a fresh disk")
+        disk_path = self._new_disk(pool, name, spec)
+        progress(55, f"{verb}: writing the first-boot configuration")
+        seed_path = self._new_seed(pool, name, spec)
+        self._ensure_filters(spec.addresses)
+        dom = self._redefine(dom, spec.vcpus, spec.memory_mib, disk_path, seed_path,
+                             port_speed_mbit=spec.port_speed_mbit or 0)
+        progress(80, f"{verb}: starting the server")
+        self._ensure_running(dom)
+        progress(100, "Server is running")
+        return {**ref, "disk": disk_path}
+
+    def resize(self, ref: dict[str, Any], spec: ServerSpec, progress: Progress) -> dict[str, Any]:
+        lv = libvirt()
+        dom = self._domain(ref)
+        disk_path = ref.get("disk")
+        with translated("reading the domain"):
+            root = X.parse(dom.XMLDesc(lv.VIR_DOMAIN_XML_INACTIVE))
+            disk_path = X.disk_source(root, X.DISK_TARGET) or disk_path
+            vol = self.conn.storageVolLookupByPath(disk_path)
+            current = vol.info()[1]
+        new_size = spec.disk_gib * GIB
+        if new_size < current:
+            raise FatalDriverError(f"disk of {dom.name()} is {current} bytes; {new_size} would shrink it "
+                                   f"(use rebuild)", customer_message="A disk cannot be made smaller this way.")
+        was_running = self._state(dom) != PowerState.STOPPED
+        progress(10, "Stopping the server")
+        self._stop(dom, self.config["stop_timeout"])
+        progress(40, "Applying the new resources")
+        dom = self._redefine(dom, spec.vcpus, spec.memory_mib, port_speed_mbit=spec.port_speed_mbit or 0)
+        if new_size > current:
+            progress(60, "Growing the disk")
+            with translated("growing the disk"):
+                vol.resize(new_size, 0)
+        if was_running:
+            progress(85, "Starting the server")
+            self._ensure_running(dom)
+        progress(100, "Resize complete")
+        return {**ref, "disk": disk_path}
+
+    # ISO -------------------------------------------------------------------------------------------------------
+    def _set_iso(self, ref, iso_path: str | None) -> None:
+        lv = libvirt()
+        dom = self._domain(ref)
+        flags = lv.VIR_DOMAIN_AFFECT_CONFIG
+        if self._state(dom) in (PowerState.RUNNING, PowerState.PAUSED):
+            flags |= lv.VIR_DOMAIN_AFFECT_LIVE
+        xml = X.ET.tostring(X.cdrom(X.ISO_TARGET, iso_path, boot_order=1), encoding="unicode")
+        try:
+            dom.updateDeviceFlags(xml, flags)
+        except lv.libvirtError as exc:
+            err = translate(exc, "changing the CD-ROM")
+            if iso_path and isinstance(err, FatalDriverError):
+                err.customer_message = "The ISO image could not be inserted. Our staff have been notified."
+            raise err from exc
+
+    def mount_iso(self, ref: dict[str, Any], iso_path: str) -> None:
+        if not iso_path or not _is_path(iso_path):
+            raise FatalDriverError(f"ISO path {iso_path!r} is not an absolute path on the host")
+        self._set_iso(ref, iso_path)
+
+    def eject_iso(self, ref: dict[str, Any]) -> None:
+        self._set_iso(ref, None)
+
+    def mounted_iso(self, ref: dict[str, Any]) -> str | None:
+        dom = self._domain(ref)
+        with translated("reading the domain"):
+            return X.disk_source(X.parse(dom.XMLDesc(0)), X.ISO_TARGET)
+
+    # console ---------------------------------------------------------------------------------------------------
+    def console_target(self, ref: dict[str, Any]) -> ConsoleTarget:
+        dom = self._domain(ref)
+        if self._state(dom) != PowerState.RUNNING:
+            raise FatalDriverError(f"{dom.name()} is not running", customer_message=NOT_RUNNING)
+        with translated("reading the console port"):
+            port, websocket = X.vnc_ports(X.parse(dom.XMLDesc(0)))
+        if port <= 0:
+            raise TransientDriverError(f"{dom.name()} has no VNC port yet")
+        return ConsoleTarget(host="127.0.0.1", port=port, protocol="vnc", extra={"websocket_port": websocket})
+
+    # delete ----------------------------------------------------------------------------------------------------
+    def owned_volumes(self, name: str) -> list:
+        """Every volume in the storage pool this driver created for the domain ``name``."""
+        pool = self._pool("storage", create=True)
+        with translated("listing volumes"):
+            pool.refresh(0)
+            return [v for v in pool.listAllVolumes(0) if v.name().startswith(f"{name}-")]
+
+    def delete(self, ref: dict[str, Any]) -> None:
+        lv = libvirt()
+        name = ref.get("domain", "")
+        if not name:
+            raise FatalDriverError(f"reference {ref!r} names no domain")
+        dom = self._lookup(name)
+        if dom is not None:
+            if self._state(dom) != PowerState.STOPPED:
+                self._stop(dom, 0)
+            flags = (lv.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | lv.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+                     | lv.VIR_DOMAIN_UNDEFINE_NVRAM | getattr(lv, "VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA", 0))
+            try:
+                dom.undefineFlags(flags)
+            except lv.libvirtError as exc:
+                if exc.get_error_code() != lv.VIR_ERR_NO_DOMAIN:
+                    raise translate(exc, f"undefining {name}") from exc
+        for vol in self.owned_volumes(name):
+            try:
+                vol.delete(0)
+            except lv.libvirtError as exc:
+                if exc.get_error_code() != lv.VIR_ERR_NO_STORAGE_VOL:
+                    raise translate(exc, f"deleting volume {vol.name()}") from exc
+
+    # admin -----------------------------------------------------------------------------------------------------
+    def validate(self) -> None:
+        self.virt_type()
+        self._pool("storage", create=True)
+        self._pool("templates", create=True)
+

@@ -1,0 +1,66 @@
+"""KvmNetworkFilter: pins a KVM server's traffic to its allocated addresses with libvirt nwfilter.
+
+The domain's interface carries ``<filterref>`` with one ``IP`` parameter per IPv4 address (``IPV6`` per IPv6
+address, with hostbay's dual-stack filter) and ``CTRL_IP_LEARNING=none``. Applying a new set updates the interface
+on the running domain and in its definition; libvirt re-instantiates the nwfilter binding of the port.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hostbay.core.drivers import Address, NetworkFilter, VirtDriver
+from hostbay.core.errors import FatalDriverError
+
+from . import xml as X
+from .connection import libvirt, translated
+
+
+class KvmNetworkFilter(NetworkFilter):
+    name = "kvm"
+    label = "libvirt nwfilter (anti-spoofing)"
+    drivers = frozenset({"kvm"})
+
+    def apply(self, virt: VirtDriver, ref: dict[str, Any], addresses: list[Address]) -> None:
+        from .driver import KvmDriver
+
+        if not isinstance(virt, KvmDriver):
+            raise FatalDriverError(f"the libvirt network filter cannot act on a {virt.name} server")
+        lv = libvirt()
+        dom = virt._domain(ref)
+        virt._ensure_filters(addresses)
+        wanted = X.filterref(addresses)
+        targets = [(0, lv.VIR_DOMAIN_AFFECT_LIVE)] if dom.isActive() else []
+        targets.append((lv.VIR_DOMAIN_XML_INACTIVE, lv.VIR_DOMAIN_AFFECT_CONFIG))
+        for xml_flags, affect in targets:
+            with translated("reading the domain"):
+                iface = X.parse(dom.XMLDesc(xml_flags)).find("./devices/interface")
+            if iface is None:
+                raise FatalDriverError(f"{dom.name()} has no network interface")
+            current = iface.find("filterref")
+            if current is not None and _same(current, wanted):
+                continue
+            if current is not None:
+                iface.remove(current)
+            iface.append(wanted)
+            with translated("updating the network filter"):
+                dom.updateDeviceFlags(X.ET.tostring(iface, encoding="unicode"), affect)
+
+
+def _params(ref) -> tuple[str, set[tuple[str, str]]]:
+    return ref.get("filter"), {(p.get("name"), p.get("value")) for p in ref.iterfind("parameter")}
+
+
+def _same(a, b) -> bool:
+    return _params(a) == _params(b)
+
+
+def binding_addresses(conn, port_dev: str) -> set[str] | None:
+    """The addresses in the nwfilter binding of ``port_dev`` (None when the port has no binding)."""
+    with translated("listing nwfilter bindings"):
+        for binding in conn.listAllNWFilterBindings(0):
+            if binding.portDev() == port_dev:
+                root = X.parse(binding.XMLDesc(0))
+                return {p.get("value") for p in root.iterfind("./filterref/parameter")
+                        if p.get("name") in ("IP", "IPV6") and p.get("value") != X.NO_IPV4}
+    return None

@@ -1,0 +1,240 @@
+"""Domain, volume, interface and nwfilter XML for the KVM driver (pure functions over ElementTree)."""
+
+from __future__ import annotations
+
+import hashlib
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+
+from hostbay.core.drivers import Address
+
+NS = "https://hostbay.org/xmlns/kvm/1"
+ISO_TARGET = "hdd"       # the customer's ISO drive (boot order 1, empty by default)
+SEED_TARGET = "hdc"      # the cloud-init seed (never booted)
+DISK_TARGET = "vda"
+DUALSTACK_FILTER = "hostbay-clean-traffic-dualstack"
+IPV6_SPOOF_FILTER = "hostbay-no-ipv6-spoofing"
+NO_IPV4 = "0.0.0.0"      # placeholder IP parameter for IPv6-only guests (allows nothing but unconfigured probes)
+
+
+def mac_for(uuid: str) -> str:
+    """A stable locally administered MAC in QEMU's 52:54:00 range, derived from the service UUID."""
+    digest = hashlib.sha256(uuid.encode()).digest()
+    return "52:54:00:" + ":".join(f"{b:02x}" for b in digest[:3])
+
+
+def kib_per_s(mbit: int) -> int:
+    """Port speed in Mbit/s to libvirt's bandwidth unit (KiB/s)."""
+    return max(1, mbit * 1_000_000 // 8 // 1024)
+
+
+@dataclass(frozen=True)
+class Network:
+    mode: str = "ethernet"   # ethernet, bridge, network
+    source: str | None = None  # bridge or libvirt network name
+
+
+def filter_name(addresses: list[Address] | tuple[Address, ...]) -> str:
+    return DUALSTACK_FILTER if any(a.version == 6 for a in addresses) else "clean-traffic"
+
+
+def filterref(addresses) -> ET.Element:
+    ref = ET.Element("filterref", filter=filter_name(addresses))
+    v4 = [a.address for a in addresses if a.version == 4]
+    v6 = [a.address for a in addresses if a.version == 6]
+    for ip in v4 or [NO_IPV4]:
+        ET.SubElement(ref, "parameter", name="IP", value=ip)
+    for ip in v6:
+        ET.SubElement(ref, "parameter", name="IPV6", value=ip)
+    ET.SubElement(ref, "parameter", name="CTRL_IP_LEARNING", value="none")
+    return ref
+
+
+def bandwidth(port_speed_mbit: int) -> ET.Element:
+    bw = ET.Element("bandwidth")
+    rate = str(kib_per_s(port_speed_mbit))
+    ET.SubElement(bw, "inbound", average=rate)
+    ET.SubElement(bw, "outbound", average=rate)
+    return bw
+
+
+def set_bandwidth(root: ET.Element, port_speed_mbit: int | None) -> None:
+    """Replace the first interface's <bandwidth> (none when ``port_speed_mbit`` is None or 0)."""
+    iface = root.find("./devices/interface")
+    if iface is None:
+        return
+    for old in iface.findall("bandwidth"):
+        iface.remove(old)
+    if port_speed_mbit:
+        iface.insert(2, bandwidth(port_speed_mbit))
+
+
+def interface(mac: str, net: Network, addresses, port_speed_mbit: int | None, shaping: bool = True) -> ET.Element:
+    iface = ET.Element("interface", type=net.mode)
+    ET.SubElement(iface, "mac", address=mac)
+    if net.mode == "bridge":
+        ET.SubElement(iface, "source", bridge=net.source or "")
+    elif net.mode == "network":
+        ET.SubElement(iface, "source", network=net.source or "")
+    ET.SubElement(iface, "model", type="virtio")
+    if port_speed_mbit and shaping:
+        iface.append(bandwidth(port_speed_mbit))
+    iface.append(filterref(addresses))
+    return iface
+
+
+def cdrom(target: str, path: str | None, boot_order: int | None = None) -> ET.Element:
+    disk = ET.Element("disk", type="file", device="cdrom")
+    ET.SubElement(disk, "driver", name="qemu", type="raw")
+    if path:
+        ET.SubElement(disk, "source", file=path)
+    ET.SubElement(disk, "target", dev=target, bus="ide")
+    ET.SubElement(disk, "readonly")
+    if boot_order:
+        ET.SubElement(disk, "boot", order=str(boot_order))
+    return disk
+
+
+def domain(*, name: str, service_uuid: str, virt_type: str, vcpus: int, memory_mib: int, disk_path: str,
+           seed_path: str | None, mac: str, net: Network, addresses, port_speed_mbit: int | None,
+           shaping: bool = True, cpu_mode: str = "default") -> str:
+    dom = ET.Element("domain", type=virt_type)
+    ET.SubElement(dom, "name").text = name
+    meta = ET.SubElement(dom, "metadata")
+    server = ET.SubElement(meta, f"{{{NS}}}server", service=service_uuid)
+    if port_speed_mbit:
+        server.set("port-speed-mbit", str(port_speed_mbit))
+    ET.SubElement(dom, "memory", unit="MiB").text = str(memory_mib)
+    ET.SubElement(dom, "currentMemory", unit="MiB").text = str(memory_mib)
+    ET.SubElement(dom, "vcpu", placement="static").text = str(vcpus)
+    os_ = ET.SubElement(dom, "os")
+    ET.SubElement(os_, "type", arch="x86_64", machine="pc").text = "hvm"
+    feats = ET.SubElement(dom, "features")
+    ET.SubElement(feats, "acpi")
+    ET.SubElement(feats, "apic")
+    if virt_type == "kvm" and cpu_mode in ("host-model", "host-passthrough"):
+        ET.SubElement(dom, "cpu", mode=cpu_mode, check="none")
+    ET.SubElement(dom, "clock", offset="utc")
+    ET.SubElement(dom, "on_poweroff").text = "destroy"
+    ET.SubElement(dom, "on_reboot").text = "restart"
+    ET.SubElement(dom, "on_crash").text = "restart"
+    devs = ET.SubElement(dom, "devices")
+    disk = ET.SubElement(devs, "disk", type="file", device="disk")
+    ET.SubElement(disk, "driver", name="qemu", type="qcow2", discard="unmap")
+    ET.SubElement(disk, "source", file=disk_path)
+    ET.SubElement(disk, "target", dev=DISK_TARGET, bus="virtio")
+    ET.SubElement(disk, "boot", order="2")
+    devs.append(cdrom(ISO_TARGET, None, boot_order=1))
+    devs.append(cdrom(SEED_TARGET, seed_path))
+    devs.append(interface(mac, net, addresses, port_speed_mbit, shaping))
+    gfx = ET.SubElement(devs, "graphics", type="vnc", autoport="yes", listen="127.0.0.1", websocket="-1")
+    ET.SubElement(gfx, "listen", type="address", address="127.0.0.1")
+    video = ET.SubElement(devs, "video")
+    ET.SubElement(video, "model", type="vga")
+    ET.SubElement(devs, "serial", type="pty")
+    ET.SubElement(devs, "memballoon", model="virtio")
+    ET.register_namespace("hostbay", NS)
+    return ET.tostring(dom, encoding="unicode")
+
+
+def volume(name: str, capacity_bytes: int, fmt: str, backing: tuple[str, str] | None = None) -> str:
+    vol = ET.Element("volume")
+    ET.SubElement(vol, "name").text = name
+    ET.SubElement(vol, "capacity", unit="bytes").text = str(capacity_bytes)
+    target = ET.SubElement(vol, "target")
+    ET.SubElement(target, "format", type=fmt)
+    ET.SubElement(target, "permissions").append(_text("mode", "0600"))
+    if backing:
+        bs = ET.SubElement(vol, "backingStore")
+        ET.SubElement(bs, "path").text = backing[0]
+        ET.SubElement(bs, "format", type=backing[1])
+    return ET.tostring(vol, encoding="unicode")
+
+
+def _text(tag: str, text: str) -> ET.Element:
+    el = ET.Element(tag)
+    el.text = text
+    return el
+
+
+def dir_pool(name: str, path: str) -> str:
+    pool = ET.Element("pool", type="dir")
+    ET.SubElement(pool, "name").text = name
+    ET.SubElement(ET.SubElement(pool, "target"), "path").text = path
+    return ET.tostring(pool, encoding="unicode")
+
+
+def dualstack_filters() -> list[str]:
+    """Our IPv6-aware variant of libvirt's clean-traffic: the same IPv4/ARP/MAC rules plus IPv6 restricted to the
+    ``IPV6`` parameters, link-local addresses and duplicate address detection."""
+    v6 = f"""<filter name='{IPV6_SPOOF_FILTER}' chain='ipv6-hbip' priority='-610'>
+  <rule action='return' direction='out' priority='100'><ipv6 srcipaddr='fe80::' srcipmask='10'/></rule>
+  <rule action='return' direction='out' priority='110'><ipv6 srcipaddr='::' srcipmask='128' protocol='icmpv6'/></rule>
+  <rule action='return' direction='out' priority='500'><ipv6 srcipaddr='$IPV6'/></rule>
+  <rule action='drop' direction='out' priority='1000'/>
+</filter>"""
+    root = f"""<filter name='{DUALSTACK_FILTER}' chain='root'>
+  <filterref filter='no-mac-spoofing'/>
+  <filterref filter='no-ip-spoofing'/>
+  <filterref filter='{IPV6_SPOOF_FILTER}'/>
+  <rule action='accept' direction='out' priority='-650'><mac protocolid='ipv4'/></rule>
+  <rule action='accept' direction='out' priority='-650'><mac protocolid='ipv6'/></rule>
+  <filterref filter='allow-incoming-ipv4'/>
+  <filterref filter='allow-incoming-ipv6'/>
+  <filterref filter='no-arp-spoofing'/>
+  <rule action='accept' direction='inout' priority='-500'><mac protocolid='arp'/></rule>
+  <filterref filter='no-other-l2-traffic'/>
+  <filterref filter='qemu-announce-self'/>
+</filter>"""
+    return [v6, root]
+
+
+# reading back ---------------------------------------------------------------------------------------------------
+
+def parse(xml: str) -> ET.Element:
+    return ET.fromstring(xml)
+
+
+def find_disk(root: ET.Element, target: str) -> ET.Element | None:
+    for disk in root.iterfind("./devices/disk"):
+        t = disk.find("target")
+        if t is not None and t.get("dev") == target:
+            return disk
+    return None
+
+
+def disk_source(root: ET.Element, target: str) -> str | None:
+    disk = find_disk(root, target)
+    src = disk.find("source") if disk is not None else None
+    return src.get("file") if src is not None else None
+
+
+def service_uuid(root: ET.Element) -> str | None:
+    el = root.find(f"./metadata/{{{NS}}}server")
+    return el.get("service") if el is not None else None
+
+
+def vnc_ports(root: ET.Element) -> tuple[int, int | None]:
+    gfx = root.find("./devices/graphics[@type='vnc']")
+    if gfx is None:
+        return -1, None
+    ws = gfx.get("websocket")
+    return int(gfx.get("port", "-1")), (int(ws) if ws and int(ws) > 0 else None)
+
+
+def set_shape(root: ET.Element, vcpus: int, memory_mib: int) -> None:
+    for tag in ("memory", "currentMemory"):
+        el = root.find(tag)
+        if el is None:
+            el = ET.SubElement(root, tag)
+        el.set("unit", "MiB")
+        el.text = str(memory_mib)
+    # a maximum memory (hotplug) element would conflict with a larger memory; this driver never sets one
+    vcpu = root.find("vcpu")
+    vcpu.text = str(vcpus)
+    vcpu.attrib.pop("current", None)
+
+
+def to_string(root: ET.Element) -> str:
+    ET.register_namespace("hostbay", NS)
+    return ET.tostring(root, encoding="unicode")
