@@ -41,7 +41,10 @@ STALE_SECONDS = 600
 RETRY_DELAYS = (5, 30, 120, 600)
 
 # Core modules that register job handlers with @handler; imported lazily when a job runs.
-CORE_JOB_MODULES: list[str] = []
+CORE_JOB_MODULES: list[str] = [
+    "hostbay.core.network",
+    "hostbay.core.rdns",
+]
 _HANDLERS: dict[str, Callable] = {}
 
 
