@@ -18,11 +18,11 @@ stored as ``reserved`` rows, so staff see every address of the subnet and who ho
 cooldown for released ones). A partial index ``(pool_id, available_at, ordinal) WHERE state = 'free'`` holds only
 free rows, ordered the way allocation wants them, so::
 
-    UPDATE ip_addresses SET state='assigned', service_id=:s ...
-     WHERE id IN (SELECT id FROM ip_addresses
-                   WHERE pool_id=:p AND state='free' AND available_at <= :now
-                   ORDER BY available_at, ordinal LIMIT :n FOR UPDATE SKIP LOCKED)
-       AND state='free'
+    WITH picked AS MATERIALIZED (SELECT id FROM ip_addresses
+                                  WHERE pool_id=:p AND state='free' AND available_at <= :now
+                                  ORDER BY available_at, ordinal LIMIT :n FOR UPDATE SKIP LOCKED)
+    UPDATE ip_addresses SET state='assigned', service_id=:s ... FROM picked
+     WHERE ip_addresses.id = picked.id AND state='free'
     RETURNING id, address
 
 reads the first ``n`` index entries and stops: the assigned rows are not in the index at all, and rows still in
@@ -381,10 +381,14 @@ def take_ipv4(pool_id: int, count: int, service_id: int, now: datetime | None = 
         pick = (select(t.c.id).where(t.c.pool_id == pool_id, t.c.state == FREE, t.c.available_at <= now)
                 .order_by(t.c.available_at, t.c.ordinal).limit(count - len(taken)))
         if is_postgres():
-            pick = pick.with_for_update(skip_locked=True)
+            # A MATERIALIZED CTE runs the locking pick exactly once; as an IN (subquery) PostgreSQL may plan a
+            # nested loop that re-runs it per outer row and takes far more than LIMIT rows.
+            picked = pick.with_for_update(skip_locked=True).cte("picked").prefix_with("MATERIALIZED")
+            stmt = update(t).where(t.c.id == picked.c.id, t.c.state == FREE)
+        else:
+            stmt = update(t).where(t.c.id.in_(pick.scalar_subquery()), t.c.state == FREE)
         rows = db.session.execute(
-            update(t).where(t.c.id.in_(pick.scalar_subquery()), t.c.state == FREE)
-            .values(state=ASSIGNED, service_id=service_id, updated_at=now, note="")
+            stmt.values(state=ASSIGNED, service_id=service_id, updated_at=now, note="")
             .returning(t.c.id, t.c.address)
             .execution_options(synchronize_session=False)).all()
         if not rows:
@@ -510,7 +514,8 @@ def release_for_service(service) -> None:
 
     now = clock.now()
     rows = list(db.session.scalars(select(IpAddress).where(IpAddress.service_id == service.id,
-                                                           IpAddress.state == ASSIGNED).with_for_update()))
+                                                           IpAddress.state == ASSIGNED)
+                                .with_for_update(of=IpAddress)))
     if not rows:
         return
     released = _release_rows(rows, now)
@@ -642,7 +647,8 @@ def release(address: str, actor, *, skip_cooldown: bool = False) -> IpAddress:
     if row.state != ASSIGNED:
         raise UserError(f"{row.address} is not assigned or reserved.")
     holder = row.service
-    db.session.refresh(row, with_for_update=True)
+    db.session.execute(select(IpAddress.id).where(IpAddress.id == row.id).with_for_update())
+    db.session.refresh(row)
     if row.state != ASSIGNED or row.service_id != holder.id:
         db.session.rollback()
         raise UserError(f"{row.address} changed meanwhile; reload and try again.")
