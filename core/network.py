@@ -48,5 +48,4 @@ def _apply_filter_job(op, payload):
     service = db.session.get(Service, op.service_id)
     if service is None:
         return {"filters": 0}
-    op.progress(50, "Updating network settings")
     return {"filters": apply_network_filter(service)}

@@ -290,7 +290,6 @@ def _apply_job(op, payload):
         row = db.session.scalar(select(IpAddress).where(IpAddress.address == address))
         if row is not None and row.ptr and hostname is None:
             return {"skipped": "a newer record exists"}
-    op.progress(40, "Updating reverse DNS")
     try:
         dns_backend().set_ptr(address, hostname)
     except FatalDriverError as exc:
