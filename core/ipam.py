@@ -53,7 +53,7 @@ from datetime import datetime, timedelta
 
 from flask import current_app
 from sqlalchemy import (JSON, BigInteger, CheckConstraint, Column, ForeignKey, Index, Integer, String, Table, Text,
-                        UniqueConstraint, func, insert, or_, select, text, update)
+                        UniqueConstraint, bindparam, func, insert, or_, select, text, update)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from . import clock
@@ -370,27 +370,40 @@ def pools_for(service, version: int) -> list[IpPool]:
 # Allocation
 # ---------------------------------------------------------------------------------------------------------------
 
-def take_ipv4(pool_id: int, count: int, service_id: int, now: datetime | None = None) -> list[tuple[int, str]]:
-    """Assign up to ``count`` free IPv4 rows of one pool to ``service_id`` in the current transaction; returns
-    ``(id, address)`` pairs (fewer when the pool runs out). See the module docstring for why this is race-free and
-    why its cost does not depend on how full the pool is."""
-    now = now or clock.now()
-    t = IpAddress.__table__
-    taken: list[tuple[int, str]] = []
-    while len(taken) < count:
-        pick = (select(t.c.id).where(t.c.pool_id == pool_id, t.c.state == FREE, t.c.available_at <= now)
-                .order_by(t.c.available_at, t.c.ordinal).limit(count - len(taken)))
-        if is_postgres():
+_TAKE_STATEMENTS: dict[bool, object] = {}
+
+
+def _take_statement(postgres: bool):
+    """The allocation UPDATE, built once per dialect (values are bound parameters)."""
+    stmt = _TAKE_STATEMENTS.get(postgres)
+    if stmt is None:
+        t = IpAddress.__table__
+        pick = (select(t.c.id).where(t.c.pool_id == bindparam("b_pool"), t.c.state == FREE,
+                                     t.c.available_at <= bindparam("b_now"))
+                .order_by(t.c.available_at, t.c.ordinal).limit(bindparam("b_n", type_=Integer)))
+        if postgres:
             # A MATERIALIZED CTE runs the locking pick exactly once; as an IN (subquery) PostgreSQL may plan a
             # nested loop that re-runs it per outer row and takes far more than LIMIT rows.
             picked = pick.with_for_update(skip_locked=True).cte("picked").prefix_with("MATERIALIZED")
             stmt = update(t).where(t.c.id == picked.c.id, t.c.state == FREE)
         else:
             stmt = update(t).where(t.c.id.in_(pick.scalar_subquery()), t.c.state == FREE)
-        rows = db.session.execute(
-            stmt.values(state=ASSIGNED, service_id=service_id, updated_at=now, note="")
-            .returning(t.c.id, t.c.address)
-            .execution_options(synchronize_session=False)).all()
+        stmt = (stmt.values(state=ASSIGNED, service_id=bindparam("b_service"), updated_at=bindparam("b_now"),
+                            note="").returning(t.c.id, t.c.address).execution_options(synchronize_session=False))
+        _TAKE_STATEMENTS[postgres] = stmt
+    return stmt
+
+
+def take_ipv4(pool_id: int, count: int, service_id: int, now: datetime | None = None) -> list[tuple[int, str]]:
+    """Assign up to ``count`` free IPv4 rows of one pool to ``service_id`` in the current transaction; returns
+    ``(id, address)`` pairs (fewer when the pool runs out). See the module docstring for why this is race-free and
+    why its cost does not depend on how full the pool is."""
+    now = now or clock.now()
+    stmt = _take_statement(is_postgres())
+    taken: list[tuple[int, str]] = []
+    while len(taken) < count:
+        rows = db.session.execute(stmt, {"b_pool": pool_id, "b_now": now, "b_n": count - len(taken),
+                                         "b_service": service_id}).all()
         if not rows:
             # Nothing free and unlocked. On PostgreSQL a locked row might be returned to the pool by a rollback,
             # but waiting for that is not worth it: report what we got.
