@@ -453,7 +453,8 @@ def allocate_for_service(service) -> list[Address]:
     """Attach the package's addresses to ``service``: ``ipv4_count`` IPv4 addresses and, when the package has IPv6
     and a pool serves the node, one IPv6 prefix. Idempotent: addresses already attached count, and only the missing
     ones are taken. Commits (so no address lock outlives this call). Raises :class:`PoolExhausted` (a transient
-    error: the provisioning job retries) when the pools cannot cover the IPv4 count."""
+    error: the provisioning job retries) when the pools cannot cover the IPv4 count; then nothing is taken and the
+    caller's transaction is left open as it was."""
     pkg = service.package
     _lock_service(service)
     have = list(db.session.scalars(select(IpAddress).where(IpAddress.service_id == service.id,
@@ -464,14 +465,14 @@ def allocate_for_service(service) -> list[Address]:
     now = clock.now()
     got: list[str] = []
     if need4:
-        for pool in pools_for(service, 4):
-            got.extend(a for _, a in take_ipv4(pool.id, need4 - len(got), service.id, now))
-            if len(got) >= need4:
-                break
-        if len(got) < need4:
-            db.session.rollback()
-            raise PoolExhausted(f"no free IPv4 address for service {service.uuid} "
-                                f"(needs {need4}, node {service.node.name if service.node else '-'})")
+        with db.session.begin_nested():  # on exhaustion only this SAVEPOINT is undone, not the caller's work
+            for pool in pools_for(service, 4):
+                got.extend(a for _, a in take_ipv4(pool.id, need4 - len(got), service.id, now))
+                if len(got) >= need4:
+                    break
+            if len(got) < need4:
+                raise PoolExhausted(f"no free IPv4 address for service {service.uuid} "
+                                    f"(needs {need4}, node {service.node.name if service.node else '-'})")
     if pkg.ipv6 and not have6:
         for pool in pools_for(service, 6):
             row = take_ipv6(pool, service.id, now)

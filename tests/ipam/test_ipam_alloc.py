@@ -81,11 +81,15 @@ def test_pools_bound_to_node_then_location_then_general(db, running_service, mak
 def test_exhausted_pool_takes_nothing_and_raises_a_transient_error(db, running_service):
     ipam.create_pool(name="tiny", cidr="10.0.0.0/30")  # .1 and .2 usable
     svc = running_service(ipv4_count=3)
+    svc.hostname = "kept.example.test"  # the caller's own pending change survives the failed allocation
     with pytest.raises(PoolExhausted) as exc:
         ipam.allocate_for_service(svc)
     assert "staff" in exc.value.customer_message and "10.0.0" not in exc.value.customer_message
+    db.session.commit()
     assert db.session.scalar(select(func.count()).where(IpAddress.state == "assigned")) == 0
     assert ipam.addresses_for(svc) == []
+    db.session.expire_all()
+    assert svc.hostname == "kept.example.test"
 
 
 def test_released_address_is_not_reused_inside_its_cooldown(app, db, clock, running_service):
