@@ -105,4 +105,10 @@ def test_staff_pages_need_the_network_permission(client, db, make_user, running_
     resp = client.post("/staff/network/pools", data={"name": "v6", "cidr": "2001:db8:50::/48", "prefix": "64",
                                                      "rdns_policy": "approval"})
     assert resp.status_code == 302
-    assert db.session.scalar(select(ipam.IpPool).where(ipam.IpPool.name == "v6")).rdns_policy == "approval"
+    v6 = db.session.scalar(select(ipam.IpPool).where(ipam.IpPool.name == "v6"))
+    assert v6.rdns_policy == "approval"
+    listing = client.get("/staff/network/")
+    assert b"2001:db8:50::/48" in listing.data and b"65535 left" in listing.data
+    assert client.get(f"/staff/network/pools/{v6.uuid}").status_code == 200
+    bad = client.post("/staff/network/pools", data={"name": "x", "cidr": "10.50.0.0/29"}, follow_redirects=True)
+    assert b"overlaps" in bad.data
