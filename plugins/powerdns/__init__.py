@@ -156,7 +156,7 @@ class PowerDnsBackend(DnsBackend):
         if zone is None:
             return super().resolve(hostname)
         data = self._request("GET", f"{self._server()}/zones/{urllib.parse.quote(zone['id'], safe='')}",
-                             query={"rrsets": "true"})
+                             query={"rrsets": "true", "rrset_name": name})
         out = set()
         for rr in data.get("rrsets", []):
             if rr["name"].lower() == name and rr["type"] in ("A", "AAAA"):
