@@ -418,7 +418,9 @@ def take_ipv6(pool: IpPool, service_id: int, now: datetime | None = None) -> IpA
     network = pool.network
     step = 2 ** (128 - pool.prefix)
     limit = network.num_addresses // step
-    gw_index = (int(ipaddress.ip_address(pool.gateway)) - int(network.network_address)) // step if pool.gateway else None
+    gw_index = None
+    if pool.gateway:
+        gw_index = (int(ipaddress.ip_address(pool.gateway)) - int(network.network_address)) // step
     for _ in range(50):
         seen = db.session.scalar(select(IpPool.next_index).where(IpPool.id == pool.id))
         index = seen
