@@ -1,30 +1,700 @@
-"""IP address management. (Interface fixed here; the implementation arrives with the IPAM work.)
+"""IP address management: IPv4/IPv6 pools, race-free allocation, release into a cooldown, staff operations.
 
 Lifecycle code calls exactly these functions:
+
 - ``allocate_for_service(service)`` during provisioning: reserve the package's addresses (idempotent per service)
-  and return them as ``drivers.Address`` items;
+  and return them as ``drivers.Address`` items. It commits, so no address lock is held while a driver works;
 - ``addresses_for(service)``: the addresses currently attached;
 - ``addresses_for_services(services)``: the same for many services at once, as ``{service.id: [Address, ...]}``,
   in a constant number of queries (the dashboard lists every service of a customer with its main address);
 - ``release_for_service(service)`` on removal: put them into cooldown.
+
+Design
+------
+**IPv4 rows are materialised.** Creating an IPv4 pool inserts one ``ip_addresses`` row per host address (a /16 is
+65,536 rows, a few megabytes). The network, broadcast and gateway addresses and the pool's reserved ranges are
+stored as ``reserved`` rows, so staff see every address of the subnet and who holds it.
+
+**Allocation is one indexed UPDATE, independent of the used count.** Each row has ``state`` and
+``available_at``: the moment from which a free row may be handed out (the epoch for never-used rows; the end of its
+cooldown for released ones). A partial index ``(pool_id, available_at, ordinal) WHERE state = 'free'`` holds only
+free rows, ordered the way allocation wants them, so::
+
+    WITH picked AS MATERIALIZED (SELECT id FROM ip_addresses
+                                  WHERE pool_id=:p AND state='free' AND available_at <= :now
+                                  ORDER BY available_at, ordinal LIMIT :n FOR UPDATE SKIP LOCKED)
+    UPDATE ip_addresses SET state='assigned', service_id=:s ... FROM picked
+     WHERE ip_addresses.id = picked.id AND state='free'
+    RETURNING id, address
+
+reads the first ``n`` index entries and stops: the assigned rows are not in the index at all, and rows still in
+cooldown sort after every row that may be handed out (their ``available_at`` is in the future), so neither a full
+pool nor a long cooldown list makes the query slower. Ordering by ``available_at`` also means never-used addresses
+go first and released ones are reused oldest-first. (A nullable ``cooldown_until`` would need ``NULLS FIRST`` in
+the index, which SQLite cannot declare; a non-null ``available_at`` has the same meaning and one index order on
+both databases.)
+
+**Race freedom.** On PostgreSQL ``FOR UPDATE SKIP LOCKED`` lets concurrent allocators pass over rows another
+transaction is taking instead of queueing behind it; the outer ``AND state='free'`` re-check makes a row that
+changed meanwhile drop out (READ COMMITTED re-evaluates the condition on the newest row version). On SQLite every
+write transaction starts with ``BEGIN IMMEDIATE`` (core/db.py), so allocators are serialised. The last line is in
+the schema: an address row is one row (unique ``address``), and ``service_id`` is a single column, so one address
+can never be attached to two services; ``ck_ip_addresses_holder`` keeps assigned rows tied to a service.
+
+**IPv6 is never materialised.** An IPv6 pool hands out one prefix per service (``assign_prefix``, e.g. /64 out of a
+/48, or /128 single addresses) from a per-pool counter ``next_index``, advanced by a conditional UPDATE
+(``WHERE next_index = :seen``), and the row is created only when it is handed out. Released IPv6 rows are kept
+(state ``released``) and never reused: the space is large enough that reuse is not worth its risk.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import logging
+from datetime import datetime, timedelta
+
+from flask import current_app
+from sqlalchemy import (JSON, BigInteger, CheckConstraint, Column, ForeignKey, Index, Integer, String, Table, Text,
+                        UniqueConstraint, bindparam, func, insert, or_, select, text, update)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from . import clock
+from .activity import audit
+from .db import db, is_postgres, new_uuid
 from .drivers import Address
+from .errors import TransientDriverError, UserError
+
+log = logging.getLogger(__name__)
+
+FREE, ASSIGNED, RESERVED, RELEASED = "free", "assigned", "reserved", "released"
+EPOCH = datetime(1970, 1, 1)
+RDNS_POLICIES = ("immediate", "forward_match", "approval")
+RDNS_POLICY_LABELS = {"immediate": "Applied at once", "forward_match": "Applied when the forward record matches",
+                      "approval": "Reviewed by staff"}
+MAX_IPV4_POOL_PREFIX = 16  # the largest IPv4 pool: a /16 (65,536 rows)
+_INSERT_CHUNK = 5000
+
+
+class PoolExhausted(TransientDriverError):
+    """No free address in any pool that serves the service; retried later (staff add addresses meanwhile)."""
+
+    customer_message = "No network address is free right now. Our staff have been notified and will add capacity."
+
+
+pool_nodes = Table(
+    "ip_pool_nodes", db.metadata,
+    Column("pool_id", ForeignKey("ip_pools.id", ondelete="CASCADE"), primary_key=True),
+    Column("node_id", ForeignKey("nodes.id", ondelete="CASCADE"), primary_key=True),
+)
+
+
+class IpPool(db.Model):
+    """A subnet addresses are handed out from. Bound to nodes (``nodes``) or to a location; a pool with neither
+    serves every node."""
+
+    __tablename__ = "ip_pools"
+    __table_args__ = (CheckConstraint("version IN (4, 6)", name="version_known"),
+                      CheckConstraint("rdns_policy IN ('immediate', 'forward_match', 'approval')",
+                                      name="rdns_policy_known"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    uuid: Mapped[str] = mapped_column(String(36), unique=True, default=new_uuid)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    version: Mapped[int] = mapped_column()
+    cidr: Mapped[str] = mapped_column(String(64), unique=True)
+    gateway: Mapped[str | None] = mapped_column(String(45))
+    # IPv4: the prefix length configured on the server (normally the subnet's). IPv6: the prefix each service gets.
+    prefix: Mapped[int] = mapped_column()
+    nameservers: Mapped[list] = mapped_column(JSON, default=list)
+    reserved: Mapped[list] = mapped_column(JSON, default=list)  # ["10.0.0.1-10.0.0.9", "10.0.1.0/28", ...]
+    location: Mapped[str | None] = mapped_column(String(64))
+    rdns_policy: Mapped[str] = mapped_column(String(16), default="immediate")
+    cooldown_hours: Mapped[int | None] = mapped_column()  # None: HOSTBAY_IP_COOLDOWN_HOURS
+    next_index: Mapped[int] = mapped_column(BigInteger, default=1)  # IPv6 counter (index 0 holds the gateway)
+    enabled: Mapped[bool] = mapped_column(default=True)
+    note: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=lambda: clock.now())
+
+    nodes = relationship("Node", secondary=pool_nodes, lazy="selectin")
+
+    @property
+    def network(self):
+        return ipaddress.ip_network(self.cidr)
+
+    def cooldown(self) -> timedelta:
+        hours = self.cooldown_hours
+        if hours is None:
+            hours = current_app.config.get("HOSTBAY_IP_COOLDOWN_HOURS", 24)
+        return timedelta(hours=hours)
+
+
+class IpAddress(db.Model):
+    """One address (IPv4) or one handed-out prefix (IPv6, ``address`` is its first usable address)."""
+
+    __tablename__ = "ip_addresses"
+    __table_args__ = (
+        UniqueConstraint("pool_id", "ordinal"),
+        CheckConstraint("state IN ('free', 'assigned', 'reserved', 'released')", name="state_known"),
+        CheckConstraint("(state = 'assigned') = (service_id IS NOT NULL)", name="holder"),
+        Index("ix_ip_addresses_free", "pool_id", "available_at", "ordinal",
+              postgresql_where=text("state = 'free'"), sqlite_where=text("state = 'free'")),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    pool_id: Mapped[int] = mapped_column(ForeignKey("ip_pools.id", ondelete="CASCADE"))
+    ordinal: Mapped[int] = mapped_column(BigInteger)  # offset from the pool's network address (IPv6: prefix index)
+    address: Mapped[str] = mapped_column(String(45), unique=True)
+    prefix: Mapped[int] = mapped_column()
+    state: Mapped[str] = mapped_column(String(10), default=FREE)
+    service_id: Mapped[int | None] = mapped_column(ForeignKey("services.id"), index=True)
+    available_at: Mapped[datetime] = mapped_column(default=EPOCH)
+    ptr: Mapped[str | None] = mapped_column(String(253))  # the record applied in DNS
+    note: Mapped[str] = mapped_column(String(200), default="")
+    updated_at: Mapped[datetime] = mapped_column(default=lambda: clock.now())
+
+    pool = relationship("IpPool", lazy="joined")
+    service = relationship("Service")
+
+    @property
+    def version(self) -> int:
+        return 6 if ":" in self.address else 4
+
+    @property
+    def cooling(self) -> bool:
+        return self.state == FREE and self.available_at > clock.now()
+
+    def as_address(self) -> Address:
+        return Address(self.address, self.prefix, self.pool.gateway)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Pools
+# ---------------------------------------------------------------------------------------------------------------
+
+class PoolError(UserError):
+    pass
+
+
+def _parse_ranges(network, reserved: list[str]) -> list[tuple[int, int]]:
+    """Reserved entries ("a.b.c.d", "a-b", "cidr") as inclusive integer ranges inside ``network``."""
+    out = []
+    for item in reserved:
+        item = item.strip()
+        if not item:
+            continue
+        try:
+            if "-" in item:
+                lo, hi = (ipaddress.ip_address(p.strip()) for p in item.split("-", 1))
+            elif "/" in item:
+                net = ipaddress.ip_network(item, strict=False)
+                lo, hi = net.network_address, net.broadcast_address
+            else:
+                lo = hi = ipaddress.ip_address(item)
+        except ValueError:
+            raise PoolError(f"“{item}” is not an address, a range (a-b) or a subnet.") from None
+        if lo.version != network.version or lo not in network or hi not in network or int(hi) < int(lo):
+            raise PoolError(f"Reserved range “{item}” is not inside {network}.")
+        out.append((int(lo), int(hi)))
+    return out
+
+
+def create_pool(*, name: str, cidr: str, gateway: str | None = None, prefix: int | None = None,
+                nameservers: list[str] | None = None, reserved: list[str] | None = None, location: str | None = None,
+                node_ids: list[int] | None = None, rdns_policy: str = "immediate", cooldown_hours: int | None = None,
+                actor=None, commit: bool = True) -> IpPool:
+    """Create a pool; IPv4 pools get one row per address (the network, broadcast, gateway and reserved ranges as
+    ``reserved`` rows)."""
+    from .catalog import Node
+
+    name = (name or "").strip()
+    if not name:
+        raise PoolError("Give the pool a name.")
+    try:
+        network = ipaddress.ip_network((cidr or "").strip(), strict=True)
+    except ValueError as exc:
+        raise PoolError(f"“{cidr}” is not a subnet in CIDR notation ({exc}).") from None
+    if rdns_policy not in RDNS_POLICIES:
+        raise PoolError("Unknown reverse DNS policy.")
+    gw = None
+    if gateway:
+        try:
+            gw = ipaddress.ip_address(gateway.strip())
+        except ValueError:
+            raise PoolError(f"Gateway “{gateway}” is not an address.") from None
+        if gw.version != network.version or gw not in network:
+            raise PoolError(f"The gateway must be inside {network}.")
+    ns = []
+    for item in nameservers or []:
+        try:
+            ns.append(str(ipaddress.ip_address(item.strip())))
+        except ValueError:
+            raise PoolError(f"Name server “{item}” is not an address.") from None
+    ranges = _parse_ranges(network, reserved or [])
+    if network.version == 4:
+        if network.prefixlen < MAX_IPV4_POOL_PREFIX:
+            raise PoolError(f"An IPv4 pool can be at most a /{MAX_IPV4_POOL_PREFIX}; split larger subnets.")
+        prefix = network.prefixlen if prefix is None else int(prefix)
+        if not network.prefixlen <= prefix <= 32:
+            raise PoolError("The IPv4 prefix must be between the subnet's and 32.")
+    else:
+        prefix = 64 if prefix is None else int(prefix)
+        if not network.prefixlen <= prefix <= 128 or (prefix < 128 and network.prefixlen == prefix):
+            raise PoolError("The IPv6 assignment prefix must be longer than the subnet's (e.g. /64 from a /48).")
+    overlapping = [p.cidr for p in db.session.scalars(select(IpPool).where(IpPool.version == network.version))
+                   if ipaddress.ip_network(p.cidr).overlaps(network)]
+    if overlapping:
+        raise PoolError(f"{network} overlaps the pool {overlapping[0]}.")
+    if db.session.scalar(select(IpPool.id).where(IpPool.name == name)):
+        raise PoolError(f"A pool named “{name}” exists already.")
+    pool = IpPool(name=name, version=network.version, cidr=str(network), gateway=str(gw) if gw else None,
+                  prefix=prefix, nameservers=ns, reserved=[r.strip() for r in reserved or [] if r.strip()],
+                  location=(location or "").strip() or None, rdns_policy=rdns_policy,
+                  cooldown_hours=cooldown_hours, next_index=1)
+    if node_ids:
+        pool.nodes = list(db.session.scalars(select(Node).where(Node.id.in_(node_ids))))
+    db.session.add(pool)
+    db.session.flush()
+    if network.version == 4:
+        _materialise_ipv4(pool, network, gw, ranges)
+    audit("ip_pool.create", "ip_pool", pool.uuid, actor=actor,
+          after={"name": name, "cidr": str(network), "gateway": pool.gateway, "prefix": prefix,
+                 "location": pool.location, "nodes": [n.name for n in pool.nodes], "rdns_policy": rdns_policy})
+    if commit:
+        db.session.commit()
+    return pool
+
+
+def _materialise_ipv4(pool: IpPool, network, gw, ranges) -> None:
+    base = int(network.network_address)
+    size = network.num_addresses
+    now = clock.now()
+    special = set()
+    if network.prefixlen <= 30:
+        special = {0, size - 1}
+    if gw is not None:
+        special.add(int(gw) - base)
+
+    def reserved_note(off: int) -> str | None:
+        if off in special:
+            return "gateway" if gw is not None and off == int(gw) - base else "network/broadcast"
+        n = base + off
+        for lo, hi in ranges:
+            if lo <= n <= hi:
+                return "reserved range"
+        return None
+
+    table = IpAddress.__table__
+    rows = []
+    for off in range(size):
+        note = reserved_note(off)
+        rows.append({"pool_id": pool.id, "ordinal": off, "address": str(ipaddress.IPv4Address(base + off)),
+                     "prefix": pool.prefix, "state": RESERVED if note else FREE, "service_id": None,
+                     "available_at": EPOCH, "note": note or "", "updated_at": now})
+        if len(rows) >= _INSERT_CHUNK:
+            db.session.execute(insert(table), rows)
+            rows = []
+    if rows:
+        db.session.execute(insert(table), rows)
+
+
+def update_pool(pool: IpPool, *, actor=None, **values) -> IpPool:
+    """Change a pool's settings (not its subnet): nameservers, location, nodes, rDNS policy, cooldown, enabled."""
+    from .catalog import Node
+
+    before = pool_summary(pool)
+    if "rdns_policy" in values:
+        if values["rdns_policy"] not in RDNS_POLICIES:
+            raise PoolError("Unknown reverse DNS policy.")
+        pool.rdns_policy = values["rdns_policy"]
+    if "nameservers" in values:
+        try:
+            pool.nameservers = [str(ipaddress.ip_address(x.strip())) for x in values["nameservers"] if x.strip()]
+        except ValueError:
+            raise PoolError("Every name server must be an address.") from None
+    if "location" in values:
+        pool.location = (values["location"] or "").strip() or None
+    if "cooldown_hours" in values:
+        ch = values["cooldown_hours"]
+        if ch is not None and int(ch) < 0:
+            raise PoolError("The cooldown cannot be negative.")
+        pool.cooldown_hours = None if ch is None else int(ch)
+    if "enabled" in values:
+        pool.enabled = bool(values["enabled"])
+    if "node_ids" in values:
+        pool.nodes = list(db.session.scalars(select(Node).where(Node.id.in_(values["node_ids"] or []))))
+    audit("ip_pool.update", "ip_pool", pool.uuid, actor=actor, before=before, after=pool_summary(pool))
+    db.session.commit()
+    return pool
+
+
+def pool_summary(pool: IpPool) -> dict:
+    return {"name": pool.name, "cidr": pool.cidr, "location": pool.location, "nodes": [n.name for n in pool.nodes],
+            "rdns_policy": pool.rdns_policy, "cooldown_hours": pool.cooldown_hours, "enabled": pool.enabled,
+            "nameservers": list(pool.nameservers or [])}
+
+
+def pool_usage(pool: IpPool) -> dict[str, int]:
+    """Counts per state; ``cooling`` counts free rows still in cooldown; ``size`` the pool's address count."""
+    now = clock.now()
+    counts = {FREE: 0, ASSIGNED: 0, RESERVED: 0, RELEASED: 0}
+    for state, n in db.session.execute(select(IpAddress.state, func.count()).where(IpAddress.pool_id == pool.id)
+                                       .group_by(IpAddress.state)):
+        counts[state] = n
+    counts["cooling"] = db.session.scalar(select(func.count()).where(
+        IpAddress.pool_id == pool.id, IpAddress.state == FREE, IpAddress.available_at > now)) or 0
+    if pool.version == 4:
+        counts["size"] = pool.network.num_addresses
+    else:
+        counts["size"] = 2 ** (pool.prefix - pool.network.prefixlen)
+    return counts
+
+
+def pools_for(service, version: int) -> list[IpPool]:
+    """Enabled pools that serve ``service``'s node: pools bound to the node first, then the node's location,
+    then pools bound to neither."""
+    node = service.node
+    pools = list(db.session.scalars(select(IpPool).where(IpPool.version == version, IpPool.enabled.is_(True))
+                                    .order_by(IpPool.id)))
+    bound, located, general = [], [], []
+    for p in pools:
+        if p.nodes:
+            if node is not None and any(n.id == node.id for n in p.nodes):
+                bound.append(p)
+        elif p.location:
+            if node is not None and p.location == node.location:
+                located.append(p)
+        else:
+            general.append(p)
+    return bound + located + general
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Allocation
+# ---------------------------------------------------------------------------------------------------------------
+
+_TAKE_STATEMENTS: dict[bool, object] = {}
+
+
+def _take_statement(postgres: bool):
+    """The allocation UPDATE, built once per dialect (values are bound parameters)."""
+    stmt = _TAKE_STATEMENTS.get(postgres)
+    if stmt is None:
+        t = IpAddress.__table__
+        pick = (select(t.c.id).where(t.c.pool_id == bindparam("b_pool"), t.c.state == FREE,
+                                     t.c.available_at <= bindparam("b_now"))
+                .order_by(t.c.available_at, t.c.ordinal).limit(bindparam("b_n", type_=Integer)))
+        if postgres:
+            # A MATERIALIZED CTE runs the locking pick exactly once; as an IN (subquery) PostgreSQL may plan a
+            # nested loop that re-runs it per outer row and takes far more than LIMIT rows.
+            picked = pick.with_for_update(skip_locked=True).cte("picked").prefix_with("MATERIALIZED")
+            stmt = update(t).where(t.c.id == picked.c.id, t.c.state == FREE)
+        else:
+            stmt = update(t).where(t.c.id.in_(pick.scalar_subquery()), t.c.state == FREE)
+        stmt = (stmt.values(state=ASSIGNED, service_id=bindparam("b_service"), updated_at=bindparam("b_now"),
+                            note="").returning(t.c.id, t.c.address).execution_options(synchronize_session=False))
+        _TAKE_STATEMENTS[postgres] = stmt
+    return stmt
+
+
+def take_ipv4(pool_id: int, count: int, service_id: int, now: datetime | None = None) -> list[tuple[int, str]]:
+    """Assign up to ``count`` free IPv4 rows of one pool to ``service_id`` in the current transaction; returns
+    ``(id, address)`` pairs (fewer when the pool runs out). See the module docstring for why this is race-free and
+    why its cost does not depend on how full the pool is."""
+    now = now or clock.now()
+    stmt = _take_statement(is_postgres())
+    taken: list[tuple[int, str]] = []
+    while len(taken) < count:
+        rows = db.session.execute(stmt, {"b_pool": pool_id, "b_now": now, "b_n": count - len(taken),
+                                         "b_service": service_id}).all()
+        if not rows:
+            # Nothing free and unlocked. On PostgreSQL a locked row might be returned to the pool by a rollback,
+            # but waiting for that is not worth it: report what we got.
+            break
+        taken.extend((r[0], r[1]) for r in rows)
+    return taken
+
+
+def take_ipv6(pool: IpPool, service_id: int, now: datetime | None = None) -> IpAddress | None:
+    """Hand out the next prefix of an IPv6 pool (conditional UPDATE of the pool's counter)."""
+    now = now or clock.now()
+    network = pool.network
+    step = 2 ** (128 - pool.prefix)
+    limit = network.num_addresses // step
+    gw_index = None
+    if pool.gateway:
+        gw_index = (int(ipaddress.ip_address(pool.gateway)) - int(network.network_address)) // step
+    for _ in range(50):
+        seen = db.session.scalar(select(IpPool.next_index).where(IpPool.id == pool.id))
+        index = seen
+        while gw_index is not None and index == gw_index:
+            index += 1
+        if index >= limit:
+            return None
+        res = db.session.execute(update(IpPool).where(IpPool.id == pool.id, IpPool.next_index == seen)
+                                 .values(next_index=index + 1).execution_options(synchronize_session=False))
+        if res.rowcount != 1:
+            continue
+        first = int(network.network_address) + index * step
+        addr = ipaddress.IPv6Address(first + 1 if pool.prefix < 128 else first)
+        row = IpAddress(pool_id=pool.id, ordinal=index, address=str(addr), prefix=pool.prefix, state=ASSIGNED,
+                        service_id=service_id, available_at=EPOCH, updated_at=now)
+        db.session.add(row)
+        db.session.flush()
+        return row
+    raise TransientDriverError("IPv6 counter contention; try again")
+
+
+def _lock_service(service) -> None:
+    """Serialise allocations for one service (idempotency under concurrent retries)."""
+    from .services import Service
+
+    # On SQLite the transaction began with BEGIN IMMEDIATE and already holds the database's write lock.
+    if is_postgres():
+        db.session.execute(select(Service.id).where(Service.id == service.id).with_for_update())
 
 
 def allocate_for_service(service) -> list[Address]:
-    return []
+    """Attach the package's addresses to ``service``: ``ipv4_count`` IPv4 addresses and, when the package has IPv6
+    and a pool serves the node, one IPv6 prefix. Idempotent: addresses already attached count, and only the missing
+    ones are taken. Commits (so no address lock outlives this call). Raises :class:`PoolExhausted` (a transient
+    error: the provisioning job retries) when the pools cannot cover the IPv4 count; then nothing is taken and the
+    caller's transaction is left open as it was."""
+    pkg = service.package
+    _lock_service(service)
+    have = list(db.session.scalars(select(IpAddress).where(IpAddress.service_id == service.id,
+                                                           IpAddress.state == ASSIGNED)))
+    have4 = sum(1 for a in have if a.version == 4)
+    have6 = sum(1 for a in have if a.version == 6)
+    need4 = max(0, (pkg.ipv4_count or 0) - have4)
+    now = clock.now()
+    got: list[str] = []
+    if need4:
+        with db.session.begin_nested():  # on exhaustion only this SAVEPOINT is undone, not the caller's work
+            for pool in pools_for(service, 4):
+                got.extend(a for _, a in take_ipv4(pool.id, need4 - len(got), service.id, now))
+                if len(got) >= need4:
+                    break
+            if len(got) < need4:
+                raise PoolExhausted(f"no free IPv4 address for service {service.uuid} "
+                                    f"(needs {need4}, node {service.node.name if service.node else '-'})")
+    if pkg.ipv6 and not have6:
+        for pool in pools_for(service, 6):
+            row = take_ipv6(pool, service.id, now)
+            if row is not None:
+                got.append(row.address)
+                break
+    if got:
+        audit("ip.allocate", "service", service.uuid, after={"addresses": got})
+    db.session.commit()
+    return addresses_for(service)
 
 
 def addresses_for(service) -> list[Address]:
-    return []
+    rows = db.session.scalars(select(IpAddress).where(IpAddress.service_id == service.id,
+                                                      IpAddress.state == ASSIGNED)
+                              .order_by(IpAddress.pool_id, IpAddress.ordinal))
+    return [r.as_address() for r in rows]
+
+
+def nameservers_for(service) -> list[str]:
+    """The resolvers of the pools the service's addresses come from (first pool first, no duplicates)."""
+    out: list[str] = []
+    pools = db.session.scalars(select(IpPool).join(IpAddress, IpAddress.pool_id == IpPool.id)
+                               .where(IpAddress.service_id == service.id, IpAddress.state == ASSIGNED)
+                               .order_by(IpPool.version, IpPool.id)).unique()
+    for p in pools:
+        for ns in p.nameservers or []:
+            if ns not in out:
+                out.append(ns)
+    return out
+
+
+def _release_rows(rows: list[IpAddress], now: datetime) -> list[tuple[str, str | None]]:
+    """Free ``rows`` (IPv4 into cooldown, IPv6 retired); returns (address, old ptr) pairs."""
+    out = []
+    for row in rows:
+        out.append((row.address, row.ptr))
+        if row.version == 4:
+            row.available_at = now + row.pool.cooldown()
+            row.state = FREE
+        else:
+            row.state = RELEASED
+        row.service_id = None
+        row.ptr = None
+        row.note = ""
+        row.updated_at = now
+    return out
 
 
 def addresses_for_services(services) -> dict[int, list[Address]]:
-    return {s.id: [] for s in services}
+    """``{service.id: [Address, ...]}`` for many services in one query (pools are joined eagerly)."""
+    out: dict[int, list[Address]] = {s.id: [] for s in services}
+    if not out:
+        return out
+    rows = db.session.scalars(select(IpAddress).where(IpAddress.service_id.in_(list(out)),
+                                                      IpAddress.state == ASSIGNED)
+                              .order_by(IpAddress.service_id, IpAddress.pool_id, IpAddress.ordinal))
+    for r in rows:
+        out[r.service_id].append(r.as_address())
+    return out
 
 
 def release_for_service(service) -> None:
-    return None
+    """Detach every address of ``service``: IPv4 into the pool's cooldown, IPv6 retired; PTR records removed."""
+    from . import rdns
+
+    now = clock.now()
+    rows = list(db.session.scalars(select(IpAddress).where(IpAddress.service_id == service.id,
+                                                           IpAddress.state == ASSIGNED)
+                                .with_for_update(of=IpAddress)))
+    if not rows:
+        return
+    released = _release_rows(rows, now)
+    rdns.cancel_open_requests([r.id for r in rows])
+    for address, ptr in released:
+        if ptr:
+            rdns.enqueue_apply(address, None, reason="release")
+    audit("ip.release", "service", service.uuid, before={"addresses": [a for a, _ in released]},
+          detail="released with the service")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Staff operations (each audited; the network filter is re-applied for every service whose set changed)
+# ---------------------------------------------------------------------------------------------------------------
+
+def get_address(address: str) -> IpAddress:
+    try:
+        norm = str(ipaddress.ip_address((address or "").strip()))
+    except ValueError:
+        raise UserError(f"“{address}” is not an IP address.") from None
+    row = db.session.scalar(select(IpAddress).where(IpAddress.address == norm))
+    if row is None:
+        raise UserError(f"{norm} is not in any pool (IPv6 prefixes exist once handed out).")
+    return row
+
+
+def _service_by_uuid(uuid: str):
+    from .services import ENDED, Service
+
+    svc = db.session.scalar(select(Service).where(Service.uuid == (uuid or "").strip()))
+    if svc is None:
+        raise UserError("No service with that ID.")
+    if svc.state in ENDED:
+        raise UserError("That service has ended; addresses cannot be attached to it.")
+    return svc
+
+
+def _changed(services) -> None:
+    from . import network
+
+    for svc in {s.id: s for s in services if s is not None}.values():
+        network.enqueue_filter_update(svc)
+
+
+def reserve(address: str, note: str, actor) -> IpAddress:
+    """Keep a free address out of allocation (a router, a customer's future order...)."""
+    row = get_address(address)
+    res = db.session.execute(update(IpAddress).where(IpAddress.id == row.id, IpAddress.state == FREE)
+                             .values(state=RESERVED, note=(note or "")[:200], updated_at=clock.now())
+                             .execution_options(synchronize_session=False))
+    if res.rowcount != 1:
+        db.session.rollback()
+        raise UserError(f"{row.address} is not free (it is {row.state}).")
+    audit("ip.reserve", "ip_address", row.address, actor=actor, before={"state": FREE},
+          after={"state": RESERVED, "note": note})
+    db.session.commit()
+    db.session.refresh(row)
+    return row
+
+
+def assign(address: str, service_uuid: str, actor, *, force_cooldown: bool = False) -> IpAddress:
+    """Attach a free or reserved address to a service. An address still in cooldown needs ``force_cooldown``."""
+    row = get_address(address)
+    svc = _service_by_uuid(service_uuid)
+    now = clock.now()
+    cond = [IpAddress.id == row.id, IpAddress.state.in_((FREE, RESERVED))]
+    if not force_cooldown:
+        cond.append(or_(IpAddress.state == RESERVED, IpAddress.available_at <= now))
+    before = {"state": row.state, "note": row.note}
+    res = db.session.execute(update(IpAddress).where(*cond)
+                             .values(state=ASSIGNED, service_id=svc.id, note="", updated_at=now)
+                             .execution_options(synchronize_session=False))
+    if res.rowcount != 1:
+        db.session.rollback()
+        db.session.refresh(row)
+        if row.cooling:
+            raise UserError(f"{row.address} is in cooldown until {row.available_at:%Y-%m-%d %H:%M} UTC; "
+                            "confirm to assign it anyway.")
+        raise UserError(f"{row.address} cannot be assigned: it is {row.state}.")
+    audit("ip.assign", "ip_address", row.address, actor=actor, before=before,
+          after={"state": ASSIGNED, "service": svc.uuid})
+    _changed([svc])
+    db.session.commit()
+    db.session.refresh(row)
+    return row
+
+
+def move(address: str, service_uuid: str, actor) -> IpAddress:
+    """Move an assigned address to another service (its PTR record stays with the address)."""
+    from . import rdns
+
+    row = get_address(address)
+    if row.state != ASSIGNED:
+        raise UserError(f"{row.address} is not assigned to a service.")
+    target = _service_by_uuid(service_uuid)
+    old = row.service
+    if old.id == target.id:
+        raise UserError("The address is already on that service.")
+    res = db.session.execute(update(IpAddress).where(IpAddress.id == row.id, IpAddress.state == ASSIGNED,
+                                                     IpAddress.service_id == old.id)
+                             .values(service_id=target.id, updated_at=clock.now())
+                             .execution_options(synchronize_session=False))
+    if res.rowcount != 1:
+        db.session.rollback()
+        raise UserError(f"{row.address} changed meanwhile; reload and try again.")
+    rdns.cancel_open_requests([row.id])
+    audit("ip.move", "ip_address", row.address, actor=actor, before={"service": old.uuid},
+          after={"service": target.uuid})
+    _changed([old, target])
+    db.session.commit()
+    db.session.refresh(row)
+    return row
+
+
+def release(address: str, actor, *, skip_cooldown: bool = False) -> IpAddress:
+    """Detach an assigned address (into cooldown) or return a reserved one to the pool."""
+    from . import rdns
+
+    row = get_address(address)
+    now = clock.now()
+    if row.state == RESERVED:
+        if row.note in ("gateway", "network/broadcast"):
+            raise UserError(f"{row.address} is the subnet's {row.note} address and stays reserved.")
+        row.state, row.note, row.updated_at = FREE, "", now
+        audit("ip.unreserve", "ip_address", row.address, actor=actor, before={"state": RESERVED},
+              after={"state": FREE})
+        db.session.commit()
+        return row
+    if row.state != ASSIGNED:
+        raise UserError(f"{row.address} is not assigned or reserved.")
+    holder = row.service
+    db.session.execute(select(IpAddress.id).where(IpAddress.id == row.id).with_for_update())
+    db.session.refresh(row)
+    if row.state != ASSIGNED or row.service_id != holder.id:
+        db.session.rollback()
+        raise UserError(f"{row.address} changed meanwhile; reload and try again.")
+    (addr, ptr), = _release_rows([row], now)
+    if skip_cooldown and row.version == 4:
+        row.available_at = now
+    rdns.cancel_open_requests([row.id])
+    if ptr:
+        rdns.enqueue_apply(addr, None, reason="release")
+    audit("ip.release", "ip_address", row.address, actor=actor, before={"service": holder.uuid, "ptr": ptr},
+          after={"state": row.state, "available_at": row.available_at.isoformat()})
+    _changed([holder])
+    db.session.commit()
+    return row
+
+
+def service_label(service) -> str:
+    return f"{service.hostname} ({service.uuid})"

@@ -41,8 +41,12 @@ STALE_SECONDS = 600
 RETRY_DELAYS = (5, 30, 120, 600)
 
 # Core modules that register job handlers with @handler; imported lazily when a job runs.
-CORE_JOB_MODULES: list[str] = []
-CORE_JOB_MODULES += ["hostbay.core.iso", "hostbay.core.console"]
+CORE_JOB_MODULES: list[str] = [
+    "hostbay.core.iso",
+    "hostbay.core.console",
+    "hostbay.core.network",
+    "hostbay.core.rdns",
+]
 _HANDLERS: dict[str, Callable] = {}
 
 
@@ -127,6 +131,8 @@ def enqueue(kind: str, *, key: str | None = None, payload: dict | None = None, s
 
 @event.listens_for(Session, "after_commit")
 def _after_commit(session: Session) -> None:
+    if session.in_nested_transaction():  # a SAVEPOINT released (e.g. by enqueue): the outer work is not committed
+        return
     ids = session.info.pop("hostbay_dispatch", None)
     if ids:
         app = current_app._get_current_object()

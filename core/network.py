@@ -2,13 +2,17 @@
 
 ``apply_network_filter(service)`` is called after provisioning and whenever the service's addresses change; it
 finds the ``NetworkFilter`` drivers that serve the service's virtualization driver and applies the current set.
+Address changes made by staff (assign, move, release) call :func:`enqueue_filter_update`, which queues a
+``network.apply_filter`` operation: it runs after the change commits and is retried when the driver is briefly
+unreachable, so the filter follows the database even if the host was down at the moment of the change.
 """
 
 from __future__ import annotations
 
 from flask import current_app
 
-from . import ipam
+from . import ipam, jobs
+from .db import new_uuid
 
 
 def apply_network_filter(service, virt_driver=None) -> int:
@@ -25,3 +29,23 @@ def apply_network_filter(service, virt_driver=None) -> int:
             cls(service.node.settings).apply(virt_driver, service.infra_ref, addresses)
             ran += 1
     return ran
+
+
+def enqueue_filter_update(service):
+    """Queue a filter update for ``service`` (runs after the current transaction commits). Services without a
+    server yet need none: provisioning applies the filter itself."""
+    if not service.node_id or not service.infra_ref:
+        return None
+    return jobs.enqueue("network.apply_filter", key=f"network.apply_filter:{service.uuid}:{new_uuid()}",
+                        service=service, title="Update network settings", payload={"service": service.uuid})
+
+
+@jobs.handler("network.apply_filter")
+def _apply_filter_job(op, payload):
+    from .db import db
+    from .services import Service
+
+    service = db.session.get(Service, op.service_id)
+    if service is None:
+        return {"filters": 0}
+    return {"filters": apply_network_filter(service)}

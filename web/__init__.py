@@ -28,6 +28,8 @@ BLUEPRINT_MODULES = [
     "iso",
     "staff_iso",
     "console",
+    "network",
+    "staff_network",
 ]
 
 
