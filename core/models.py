@@ -6,3 +6,4 @@ from .catalog import Image, Node, Package, PackagePrice  # noqa: F401
 from .jobs import Operation  # noqa: F401
 from .ledger import LedgerEntry, Wallet  # noqa: F401
 from .services import Service  # noqa: F401
+from .payments import GatewayConfig, Payment, WebhookDelivery  # noqa: F401
