@@ -20,6 +20,7 @@ BLUEPRINT_MODULES = [
     "auth",
     "panel",
     "staff",
+    "payments",
 ]
 
 

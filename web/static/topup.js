@@ -1,0 +1,25 @@
+// Live status of a top-up: polls the status endpoint until the payment reaches a final state.
+(function () {
+  "use strict";
+  var box = document.getElementById("topup-status");
+  if (!box || box.getAttribute("data-final") === "true") { return; }
+  var url = box.getAttribute("data-status-url");
+  var label = document.getElementById("topup-label");
+  var balance = document.getElementById("topup-balance");
+  var wait = document.getElementById("topup-wait");
+  var delay = 3000;
+  function poll() {
+    fetch(url, { credentials: "same-origin", headers: { "Accept": "application/json" } })
+      .then(function (r) { if (!r.ok) { throw new Error("HTTP " + r.status); } return r.json(); })
+      .then(function (data) {
+        label.textContent = data.label;
+        balance.textContent = data.balance;
+        box.setAttribute("data-status", data.status);
+        if (data.final) { box.setAttribute("data-final", "true"); if (wait) { wait.hidden = true; } return; }
+        delay = 3000;
+        setTimeout(poll, delay);
+      })
+      .catch(function () { delay = Math.min(delay * 2, 60000); setTimeout(poll, delay); });
+  }
+  setTimeout(poll, delay);
+}());
