@@ -306,6 +306,14 @@ def _find_payment(gateway_name: str, provider_ref: str) -> Payment | None:
     return db.session.scalar(select(Payment).filter_by(gateway=gateway_name, provider_ref=provider_ref))
 
 
+def _lock(payment: Payment) -> Payment:
+    """Take the payment row for this transaction (SELECT ... FOR UPDATE) and reload it: every change to one
+    payment is serialised, always taken before the wallet row, so concurrent deliveries queue instead of
+    deadlocking, and each sees what the one before it committed."""
+    return db.session.scalar(select(Payment).where(Payment.id == payment.id).with_for_update(of=Payment)
+                             .execution_options(populate_existing=True))
+
+
 def _seen(gateway_name: str, event_id: str) -> bool:
     return db.session.scalar(select(WebhookDelivery.id).filter_by(gateway=gateway_name, event_id=event_id)) \
         is not None
@@ -337,6 +345,7 @@ def handle_webhook(gateway_name: str, headers, raw_body: bytes) -> WebhookResult
         log.warning("webhook for unknown invoice ignored: gateway=%s invoice=%s", gateway_name,
                     str(event.provider_ref)[:64])
         return WebhookResult(404, "unknown_invoice")
+    payment = _lock(payment)
     try:
         with db.session.begin_nested():
             delivery = WebhookDelivery(gateway=gateway_name, event_id=event_id, event_type=event.raw_type[:64],
@@ -474,6 +483,7 @@ def reconcile(payment: Payment, actor) -> str:
     drv = gateway(payment.gateway, require_enabled=False)
     if not drv.supports("refetch"):
         raise UserError("This gateway cannot look up invoices.")
+    payment = _lock(payment)
     before = {"status": payment.status, "received_cents": payment.received_cents}
     try:
         state = _fetch(drv, payment)
@@ -495,6 +505,7 @@ def reconcile(payment: Payment, actor) -> str:
 def credit_received(payment: Payment, actor, amount) -> Payment:
     """Staff decision on an underpaid payment: credit what was actually received (at most what was asked).
     Uses the payment's ledger key, so it can happen once and never besides a settlement credit."""
+    payment = _lock(payment)
     if payment.status not in (UNDERPAID, EXPIRED, REVIEW) or payment.ledger_entry_id is not None:
         raise UserError("Only an uncredited underpaid, expired or held payment can be credited by hand.")
     try:
