@@ -23,6 +23,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_DOWN, Decimal
@@ -30,7 +33,7 @@ from decimal import ROUND_DOWN, Decimal
 from flask import current_app, has_app_context
 from sqlalchemy import (JSON, BigInteger, Boolean, ForeignKey, String, UniqueConstraint, select, update)
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, lazyload, mapped_column, relationship
 
 from . import clock, ledger
 from .activity import audit, log_activity
@@ -158,6 +161,44 @@ def enabled_gateways() -> list[tuple[str, str]]:
     return [(r.name, classes[r.name].label) for r in rows if r.name in classes]
 
 
+GATEWAY_CACHE_SECONDS = 5.0
+SEEN_CACHE_SIZE = 50_000
+
+
+def _caches() -> dict:
+    ext = current_app.extensions
+    if "hostbay.payments" not in ext:
+        ext["hostbay.payments"] = {"gateways": {}, "seen": OrderedDict(), "lock": threading.Lock()}
+    return ext["hostbay.payments"]
+
+
+def _cached_gateway(name: str) -> PaymentGateway:
+    """``gateway(name)`` for the webhook path: the built driver is kept for GATEWAY_CACHE_SECONDS so verifying a
+    delivery needs no database round trip. Saving a gateway's settings drops this process's copy at once; other
+    processes follow within the cache time."""
+    caches = _caches()
+    hit = caches["gateways"].get(name)
+    now = time.monotonic()
+    if hit is not None and hit[0] > now:
+        return hit[1]
+    drv = gateway(name)
+    caches["gateways"][name] = (now + GATEWAY_CACHE_SECONDS, drv)
+    return drv
+
+
+def _remember(gateway_name: str, event_id: str) -> None:
+    caches = _caches()
+    with caches["lock"]:
+        seen = caches["seen"]
+        seen[(gateway_name, event_id)] = True
+        while len(seen) > SEEN_CACHE_SIZE:
+            seen.popitem(last=False)
+
+
+def _seen_recently(gateway_name: str, event_id: str) -> bool:
+    return (gateway_name, event_id) in _caches()["seen"]
+
+
 def gateway(name: str, *, require_enabled: bool = True) -> PaymentGateway:
     """A driver instance built from the stored settings. Raises NotFound for an unknown or disabled gateway."""
     cls = gateway_classes().get(name)
@@ -214,6 +255,7 @@ def save_gateway_config(name: str, raw: dict, enabled: bool, actor) -> GatewayCo
         db.session.add(cfg)
     before = {"enabled": cfg.enabled, "settings": masked_settings(name, old)} if old or cfg.id else None
     cfg.settings, cfg.enabled, cfg.updated_at = cleaned, bool(enabled), clock.now()
+    _caches()["gateways"].pop(name, None)
     audit("payments.gateway_settings", "gateway", name, actor=actor, before=before,
           after={"enabled": cfg.enabled, "settings": masked_settings(name, cleaned)})
     db.session.flush()
@@ -314,6 +356,12 @@ def _lock(payment: Payment) -> Payment:
                              .execution_options(populate_existing=True))
 
 
+def _lock_by_ref(gateway_name: str, provider_ref: str) -> Payment | None:
+    return db.session.scalar(select(Payment).filter_by(gateway=gateway_name, provider_ref=provider_ref)
+                             .options(lazyload(Payment.user)).with_for_update(of=Payment)
+                             .execution_options(populate_existing=True))
+
+
 def _seen(gateway_name: str, event_id: str) -> bool:
     return db.session.scalar(select(WebhookDelivery.id).filter_by(gateway=gateway_name, event_id=event_id)) \
         is not None
@@ -324,7 +372,7 @@ def handle_webhook(gateway_name: str, headers, raw_body: bytes) -> WebhookResult
     nothing. Commits. Fires ``hostbay_wallet_credited`` after a credit."""
     headers = {str(k).lower(): v for k, v in dict(headers).items()}
     try:
-        drv = gateway(gateway_name)
+        drv = _cached_gateway(gateway_name)
     except (NotFound, FatalDriverError):
         log.warning("webhook for unknown or disabled gateway %r rejected", gateway_name[:64])
         return WebhookResult(404, "unknown_gateway")
@@ -338,23 +386,27 @@ def handle_webhook(gateway_name: str, headers, raw_body: bytes) -> WebhookResult
         log.warning("malformed webhook rejected: gateway=%s: %s", gateway_name, type(exc).__name__)
         return WebhookResult(400, "malformed")
     event_id = str(event.event_id)[:200]
-    if _seen(gateway_name, event_id):
+    if _seen_recently(gateway_name, event_id):
         return WebhookResult(200, "duplicate")
-    payment = _find_payment(gateway_name, str(event.provider_ref))
+    if _seen(gateway_name, event_id):
+        db.session.rollback()  # end the read-only transaction
+        _remember(gateway_name, event_id)
+        return WebhookResult(200, "duplicate")
+    payment = _lock_by_ref(gateway_name, str(event.provider_ref))
     if payment is None:
+        db.session.rollback()
         log.warning("webhook for unknown invoice ignored: gateway=%s invoice=%s", gateway_name,
                     str(event.provider_ref)[:64])
         return WebhookResult(404, "unknown_invoice")
-    payment = _lock(payment)
-    try:
-        with db.session.begin_nested():
-            delivery = WebhookDelivery(gateway=gateway_name, event_id=event_id, event_type=event.raw_type[:64],
-                                       payment_id=payment.id, outcome="received")
-            db.session.add(delivery)
-            db.session.flush()
-    except IntegrityError:
+    # Deliveries of one event name one invoice, so with its row locked no other transaction can record this
+    # event now: check again (one may have committed while we waited) and record it.
+    if _seen(gateway_name, event_id):
         db.session.rollback()
+        _remember(gateway_name, event_id)
         return WebhookResult(200, "duplicate")
+    delivery = WebhookDelivery(gateway=gateway_name, event_id=event_id, event_type=event.raw_type[:64],
+                               payment_id=payment.id, outcome="received")
+    db.session.add(delivery)
     try:
         credited = _apply_event(drv, payment, event)
     except TransientDriverError as exc:
@@ -366,7 +418,12 @@ def handle_webhook(gateway_name: str, headers, raw_body: bytes) -> WebhookResult
         log.error("webhook for payment %s could not be applied: %s", payment.uuid, exc)
         return WebhookResult(502, "retry", payment.uuid)
     delivery.outcome = payment.status
-    db.session.commit()
+    try:
+        db.session.commit()
+    except IntegrityError:  # the same event id for another invoice: a provider bug, never applied twice
+        db.session.rollback()
+        return WebhookResult(200, "duplicate")
+    _remember(gateway_name, event_id)
     if credited is not None:
         _notify_credit(payment, credited)
     return WebhookResult(200, "processed", payment.uuid)
