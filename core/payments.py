@@ -534,7 +534,8 @@ def get_payment(payment_uuid: str) -> Payment:
 
 
 def reconcile(payment: Payment, actor) -> str:
-    """Re-fetch the invoice and apply it (credits if settled, once). Audited. Commits. Returns the new status."""
+    """Re-fetch the invoice and apply it (credits if settled, once). Audited. Commits. Returns the new status.
+    ``actor`` None means the system (the stale-payment sweep)."""
     if not payment.provider_ref:
         raise UserError("This payment never reached the provider; there is nothing to reconcile.")
     drv = gateway(payment.gateway, require_enabled=False)
@@ -586,3 +587,51 @@ def list_payments(status: str | None = None, limit: int = 200) -> list[Payment]:
     if status:
         q = q.where(Payment.status == status)
     return list(db.session.scalars(q))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Sweep: payments whose webhooks never arrived
+# --------------------------------------------------------------------------------------------------------------
+
+SWEEP_EVERY_SECONDS = 600
+SWEEP_AFTER_MINUTES = 30
+SWEEP_FOR_DAYS = 3
+
+
+def reconcile_stale(limit: int = 200) -> dict[str, int]:
+    """Reconcile open payments (pending, confirming) untouched for SWEEP_AFTER_MINUTES and younger than
+    SWEEP_FOR_DAYS, so a lost webhook never loses a top-up. Returns counts per resulting status."""
+    from datetime import timedelta
+
+    now = clock.now()
+    rows = db.session.scalars(
+        select(Payment).where(Payment.status.in_((PENDING, CONFIRMING)), Payment.provider_ref.is_not(None),
+                              Payment.updated_at < now - timedelta(minutes=SWEEP_AFTER_MINUTES),
+                              Payment.created_at > now - timedelta(days=SWEEP_FOR_DAYS))
+        .order_by(Payment.updated_at).limit(limit)).all()
+    counts: dict[str, int] = {}
+    for p in rows:
+        try:
+            status = reconcile(p, None)
+        except (UserError, DriverError) as exc:
+            db.session.rollback()
+            log.warning("sweep could not reconcile payment %s: %s", p.uuid, exc)
+            status = "error"
+        counts[status] = counts.get(status, 0) + 1
+    return counts
+
+
+def _register_jobs() -> None:
+    from . import jobs
+
+    if __name__ not in jobs.CORE_JOB_MODULES:
+        jobs.CORE_JOB_MODULES.append(__name__)
+    if ("payments.reconcile_stale", SWEEP_EVERY_SECONDS) not in jobs.CORE_SCHEDULE:
+        jobs.CORE_SCHEDULE.append(("payments.reconcile_stale", SWEEP_EVERY_SECONDS))
+
+    @jobs.handler("payments.reconcile_stale")
+    def _sweep(op, payload):
+        return reconcile_stale()  # the counts per resulting status become the operation's result
+
+
+_register_jobs()
