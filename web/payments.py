@@ -157,7 +157,7 @@ def staff_gateways():
     for name, cls in sorted(payments.gateway_classes().items()):
         cfg = payments.gateway_config(name)
         rows.append((name, cls, cfg))
-    return render_template("payments/staff_gateways.html", rows=rows)
+    return render_template("payments/staff_gateways.html", rows=rows, base_url=payments._base_url())
 
 
 @bp.route("/staff/payments/gateways/<name>", methods=["GET", "POST"])
@@ -183,4 +183,4 @@ def staff_gateway(name):
     if request.method == "POST":
         shown.update({s.key: request.form.get(s.key, "") for s in cls.settings if s.type != "secret"})
     return render_template("payments/staff_gateway.html", name=name, cls=cls, cfg=cfg, shown=shown,
-                           errors=errors), (400 if errors else 200)
+                           errors=errors, base_url=payments._base_url()), (400 if errors else 200)

@@ -4,12 +4,13 @@ TransientDriverError (retry may cure) or FatalDriverError (it will not). Secrets
 from __future__ import annotations
 
 import json
+import threading
 from decimal import Decimal
 from typing import Any
 
 from hostbay.core.errors import FatalDriverError, TransientDriverError
 
-_session = None
+_local = threading.local()
 
 
 def _requests():
@@ -21,10 +22,11 @@ def _requests():
 
 
 def session():
-    global _session
-    if _session is None:
-        _session = _requests().Session()
-    return _session
+    """One pooled ``requests.Session`` per thread (sessions are not safe to share between threads)."""
+    sess = getattr(_local, "session", None)
+    if sess is None:
+        sess = _local.session = _requests().Session()
+    return sess
 
 
 def call(provider: str, method: str, url: str, *, headers: dict[str, str], body: dict | None = None,
