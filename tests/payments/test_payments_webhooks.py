@@ -395,3 +395,31 @@ def test_no_card_details_anywhere(client, gateways, make_user):
     login(client, make_user())
     page = client.get("/panel/topup").get_data(as_text=True).lower()
     assert "card" not in page and "cvc" not in page and "cvv" not in page
+
+
+def test_payment_settled_event_alone_credits_after_refetch(client, gateways, make_user, db):
+    """InvoiceSettled lost: an InvoicePaymentSettled (which says nothing about the invoice) is re-fetched and the
+    provider's Settled decides."""
+    api = gateways["btcpay"]
+    user = make_user()
+    p = _start(client, user)
+    _post(client, "btcpay", *api.webhook(p.provider_ref, "InvoicePaymentSettled"))
+    assert _reload(db, p).status == "pending" and ledger.balance_cents(user.id) == 0
+    api.set_state(p.provider_ref, "Settled")
+    _post(client, "btcpay", *api.webhook(p.provider_ref, "InvoicePaymentSettled"))
+    assert _reload(db, p).status == "credited" and ledger.balance_cents(user.id) == 2500
+    from hostbay.core.activity import ActivityEntry
+
+    messages = [a.message for a in db.session.scalars(db.select(ActivityEntry).filter_by(user_id=user.id))]
+    assert "Top-up of $25.00 added to your wallet." in messages
+    assert not any(p.provider_ref in m for m in messages)
+
+
+def test_nowpayments_finished_claim_is_checked_with_the_provider(client, gateways, make_user, db):
+    api = gateways["nowpayments"]
+    user = make_user()
+    p = _start(client, user, gateway="nowpayments", amount="20")
+    pid = api.pay(p.provider_ref, "confirming")
+    headers, body = api.ipn(pid, payment_status="finished")  # signed, but the provider says confirming
+    assert _post(client, "nowpayments", headers, body).status_code == 200
+    assert _reload(db, p).status == "confirming" and ledger.balance_cents(user.id) == 0
