@@ -2,6 +2,7 @@
 provider re-fetch, and the end-to-end figure through the Flask endpoint.
 
     python bench/webhooks.py [--deliveries 3000] [--database-url postgresql+psycopg://...]
+    python bench/run.py webhooks      (through the bench runner: bench/bench_webhooks.py)
 
 Default database: a temporary SQLite file (embedded mode). The provider APIs are the loopback stand-ins of the
 tests. Single-threaded, so each rate is per core. Prints a table and writes bench/results/webhooks-<db>.json.
@@ -40,12 +41,10 @@ def _mix(api, refs, n, rng):
     return out
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--deliveries", type=int, default=3000)
-    ap.add_argument("--settlements", type=int, default=200)
-    ap.add_argument("--database-url", default=os.environ.get("HOSTBAY_BENCH_DATABASE_URL"))
-    args = ap.parse_args(argv)
+def run(deliveries: int = 3000, settlements: int = 200, database_url: str | None = None):
+    """Run every case; returns (database dialect, [(case, n, wall seconds, cpu seconds)])."""
+    args = argparse.Namespace(deliveries=deliveries, settlements=settlements,
+                              database_url=database_url or os.environ.get("HOSTBAY_BENCH_DATABASE_URL"))
 
     from hostbay.core import payments
     from hostbay.core.accounts import create_user
@@ -153,7 +152,33 @@ def main(argv=None) -> int:
         btc.close()
         nowp.close()
 
-    dialect = url.split(":")[0].split("+")[0]
+    return url.split(":")[0].split("+")[0], rows
+
+
+def webhook_throughput():
+    """Rows in the format of bench/run.py."""
+    dialect, rows = run()
+    out = []
+    for name, n, secs, cpu in rows:
+        target = 1000 if name.startswith("core replays") else None
+        row = {"case": f"webhooks: {name} ({dialect})", "metric": "deliveries/s per core (CPU)",
+               "value": round(n / max(cpu, 1e-9)), "unit": "1/s", "wall_per_s": round(n / secs)}
+        if target:
+            row["target"] = f">= {target}"
+        out.append(row)
+    return out
+
+
+CASES = [webhook_throughput]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--deliveries", type=int, default=3000)
+    ap.add_argument("--settlements", type=int, default=200)
+    ap.add_argument("--database-url", default=os.environ.get("HOSTBAY_BENCH_DATABASE_URL"))
+    args = ap.parse_args(argv)
+    dialect, rows = run(args.deliveries, args.settlements, args.database_url)
     print(f"\nWebhook throughput ({dialect}, 1 thread, Python {platform.python_version()})")
     print(f"{'case':<86} {'n':>6} {'wall s':>7} {'per s':>7} {'cpu s':>7} {'per cpu s':>9}")
     results = []
