@@ -196,3 +196,23 @@ def test_plugin_is_registered(registry):
     assert info.state == "loaded", info.error
     assert registry.drivers["payment"]["btcpay"] is BTCPayGateway
     assert registry.drivers["payment"]["nowpayments"] is NOWPaymentsGateway
+
+
+def test_plugin_loads_without_requests():
+    """``requests`` is needed to talk to a provider, not to load the plugin (hostbay stays up without it)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['requests'] = None\n"
+            "from decimal import Decimal\n"
+            "from hostbay.core.errors import FatalDriverError\n"
+            "import hostbay.plugins.crypto_payments as m\n"
+            "drv = m.BTCPayGateway({'base_url': 'http://127.0.0.1:9', 'store_id': 's', 'api_key': 'k',"
+            " 'webhook_secret': 'w'})\n"
+            "try:\n"
+            "    drv.create_checkout(Decimal('5'), 'r', 'http://x/r', 'http://x/n')\n"
+            "except FatalDriverError as exc:\n"
+            "    print('fatal:', exc)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "requests" in out.stdout and "fatal:" in out.stdout
