@@ -12,11 +12,13 @@
     fetch(url, { credentials: "same-origin", headers: { "Accept": "application/json" } })
       .then(function (r) { if (!r.ok) { throw new Error("HTTP " + r.status); } return r.json(); })
       .then(function (data) {
+        var changed = box.getAttribute("data-status") !== data.status;
         label.textContent = data.label;
         balance.textContent = data.balance;
         box.setAttribute("data-status", data.status);
         if (data.final) { box.setAttribute("data-final", "true"); if (wait) { wait.hidden = true; } return; }
-        delay = 3000;
+        // confirmations take minutes: ask less often while nothing changes
+        delay = changed ? 3000 : Math.min(Math.round(delay * 1.3), 30000);
         setTimeout(poll, delay);
       })
       .catch(function () { delay = Math.min(delay * 2, 60000); setTimeout(poll, delay); });
