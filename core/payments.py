@@ -533,7 +533,7 @@ def get_payment(payment_uuid: str) -> Payment:
     return p
 
 
-def reconcile(payment: Payment, actor) -> str:
+def reconcile(payment: Payment, actor, *, quiet: bool = False) -> str:
     """Re-fetch the invoice and apply it (credits if settled, once). Audited. Commits. Returns the new status.
     ``actor`` None means the system (the stale-payment sweep)."""
     if not payment.provider_ref:
@@ -547,13 +547,15 @@ def reconcile(payment: Payment, actor) -> str:
         state = _fetch(drv, payment)
     except DriverError as exc:
         db.session.rollback()
-        audit("payments.reconcile_failed", "payment", payment.uuid, actor=actor, detail=str(exc)[:500])
-        db.session.commit()
+        if not quiet:  # the sweep only logs, or every sweep would add an entry for a provider that is down
+            audit("payments.reconcile_failed", "payment", payment.uuid, actor=actor, detail=str(exc)[:500])
+            db.session.commit()
         raise UserError(f"The provider could not be asked: {exc}") from None
-    entry = _apply_state(payment, state, source="reconcile")
-    audit("payments.reconcile", "payment", payment.uuid, actor=actor, before=before,
-          after={"status": payment.status, "received_cents": payment.received_cents,
-                 "provider_status": state.raw_status})
+    entry = _apply_state(payment, state, source="sweep" if quiet else "reconcile")
+    if not quiet or payment.status != before["status"]:
+        audit("payments.reconcile", "payment", payment.uuid, actor=actor, before=before,
+              after={"status": payment.status, "received_cents": payment.received_cents,
+                     "provider_status": state.raw_status})
     db.session.commit()
     if entry is not None:
         _notify_credit(payment, entry)
@@ -612,7 +614,7 @@ def reconcile_stale(limit: int = 200) -> dict[str, int]:
     counts: dict[str, int] = {}
     for p in rows:
         try:
-            status = reconcile(p, None)
+            status = reconcile(p, None, quiet=True)
         except (UserError, DriverError) as exc:
             db.session.rollback()
             log.warning("sweep could not reconcile payment %s: %s", p.uuid, exc)
