@@ -15,6 +15,7 @@ from .extensions import csrf
 from .staff import STAFF_MENU, staff_required
 
 bp = Blueprint("payments", __name__)
+WEBHOOK_MAX_BYTES = 256 * 1024  # provider deliveries are a few kilobytes
 
 for _entry in (("Payments", "payments.staff_list", "money"), ("Payment gateways", "payments.staff_gateways", "money")):
     if _entry not in STAFF_MENU:
@@ -90,7 +91,12 @@ def status_json(payment_uuid):
 @bp.post("/payments/webhook/<gateway>")
 @csrf.exempt
 def webhook(gateway):
-    raw = request.get_data(cache=False, as_text=False)
+    if (request.content_length or 0) > WEBHOOK_MAX_BYTES:
+        return jsonify(outcome="too_large"), 413
+    raw = request.stream.read(WEBHOOK_MAX_BYTES + 1) if request.content_length is None else \
+        request.get_data(cache=False, as_text=False)
+    if len(raw) > WEBHOOK_MAX_BYTES:
+        return jsonify(outcome="too_large"), 413
     result = payments.handle_webhook(gateway[:64], request.headers, raw)
     return jsonify(outcome=result.outcome), result.http_status
 

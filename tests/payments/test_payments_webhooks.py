@@ -423,3 +423,9 @@ def test_nowpayments_finished_claim_is_checked_with_the_provider(client, gateway
     headers, body = api.ipn(pid, payment_status="finished")  # signed, but the provider says confirming
     assert _post(client, "nowpayments", headers, body).status_code == 200
     assert _reload(db, p).status == "confirming" and ledger.balance_cents(user.id) == 0
+
+
+def test_oversized_webhook_is_refused_unread(client, gateways, db):
+    resp = client.post("/payments/webhook/btcpay", data=b"{" + b" " * (300 * 1024) + b"}",
+                       headers={"BTCPay-Sig": "sha256=00"})
+    assert resp.status_code == 413 and _count(db, WebhookDelivery) == 0
