@@ -71,6 +71,10 @@ _FROM_PROVIDER = {
     PaymentStatus.INVALID: INVALID,
 }
 
+# Where the ledger itself writes the customer's activity line and fires ``hostbay_wallet_credited`` for every new
+# credit, crediting here must not do it a second time.
+LEDGER_REPORTS_CREDITS = hasattr(ledger, "activity_message")
+
 DEFAULT_MIN_CENTS = 500
 DEFAULT_MAX_CENTS = 1_000_000
 
@@ -509,7 +513,8 @@ def _credit(payment: Payment, cents: int, *, source: str, actor_type: str, actor
     db.session.refresh(payment)
     if claimed != 1:
         return None
-    log_activity(payment.user_id, "billing", f"Top-up of {format_cents(cents)} added to your wallet.")
+    if not LEDGER_REPORTS_CREDITS:
+        log_activity(payment.user_id, "billing", f"Top-up of {format_cents(cents)} added to your wallet.")
     audit("payments.credited", "payment", payment.uuid, actor=actor, actor_type=actor_type,
           after={"ledger_entry": entry.uuid, "amount_cents": cents}, detail=source)
     return entry
@@ -517,6 +522,9 @@ def _credit(payment: Payment, cents: int, *, source: str, actor_type: str, actor
 
 def _notify_credit(payment: Payment, entry) -> None:
     from .accounts import User
+
+    if LEDGER_REPORTS_CREDITS:
+        return
 
     user = db.session.get(User, payment.user_id)
     _registry().notify("hostbay_wallet_credited", user=user, entry=entry)
