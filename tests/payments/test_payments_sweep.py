@@ -7,7 +7,7 @@ from hostbay.core.payments import Payment
 from hostbay.testing.pytest_plugin import login
 
 
-def test_sweep_credits_settled_and_closes_expired(app, client, gateways, make_user, db, clock, credits):
+def test_sweep_credits_settled_and_closes_expired(app, client, gateways, make_user, db, clock, credits, job_runner):
     api = gateways["btcpay"]
     user = make_user()
     login(client, user)
@@ -23,6 +23,7 @@ def test_sweep_credits_settled_and_closes_expired(app, client, gateways, make_us
     assert ("payments.reconcile_stale", payments.SWEEP_EVERY_SECONDS) in jobs.CORE_SCHEDULE
     ops = [op for op in jobs.schedule_due() if op.kind == "payments.reconcile_stale"]
     assert len(ops) == 1
+    job_runner.run_all()
     db.session.expire_all()
     op = db.session.get(jobs.Operation, ops[0].id)
     assert op.state == "succeeded" and op.result == {"credited": 1, "expired": 1, "pending": 1}
