@@ -23,6 +23,8 @@ SETTINGS: dict[str, tuple[str | None, str]] = {
     "HOSTBAY_IP_COOLDOWN_HOURS": ("24", "Hours a released address rests before it is handed out again."),
     "HOSTBAY_LOGIN_RATE_LIMIT": ("10 per minute", "Rate limit of login attempts per client address."),
     "HOSTBAY_LOG_LEVEL": ("INFO", "Log level of the structured logs."),
+    "HOSTBAY_TOPUP_MIN_CENTS": (None, "Smallest wallet top-up in US cents (default 500, see docs/payments.md)."),
+    "HOSTBAY_TOPUP_MAX_CENTS": (None, "Largest wallet top-up in US cents (default 1000000, see docs/payments.md)."),
     "HOSTBAY_ISO_DIR": (None, "Folder for uploaded ISO images (never a static folder). Default: instance/isos."),
     "HOSTBAY_ISO_MAX_BYTES": (str(8 * 1024 ** 3), "Largest ISO image a customer may upload, in bytes."),
     "HOSTBAY_ISO_QUOTA_COUNT": ("3", "ISO images (pending or approved) an account may keep; a per-account override wins."),

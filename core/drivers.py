@@ -270,6 +270,8 @@ class WebhookEvent:
     status: PaymentStatus | None
     amount_received: Decimal | None = None
     raw_type: str = ""
+    # The reference ``fetch`` needs when it differs from ``provider_ref`` (e.g. a payment id under an invoice).
+    fetch_ref: str | None = None
 
 
 class PaymentGateway(Driver):

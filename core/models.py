@@ -13,3 +13,4 @@ from .console import ConsoleToken  # noqa: F401
 from .iso import IsoImage, IsoMount, IsoQuota  # noqa: F401
 from .ipam import IpAddress, IpPool  # noqa: F401
 from .rdns import DnsBackendConfig, RdnsRequest  # noqa: F401
+from .payments import GatewayConfig, Payment, WebhookDelivery  # noqa: F401

@@ -30,6 +30,7 @@ BLUEPRINT_MODULES = [
     "console",
     "network",
     "staff_network",
+    "payments",
 ]
 
 
