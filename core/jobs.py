@@ -26,6 +26,7 @@ from typing import Callable
 
 from flask import current_app
 from sqlalchemy import JSON, ForeignKey, String, Text, event, or_, select, update
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -42,6 +43,7 @@ RETRY_DELAYS = (5, 30, 120, 600)
 
 # Core modules that register job handlers with @handler; imported lazily when a job runs.
 CORE_JOB_MODULES: list[str] = []
+CORE_JOB_MODULES.append("hostbay.core.lifecycle")
 _HANDLERS: dict[str, Callable] = {}
 
 
@@ -88,8 +90,10 @@ class Operation(db.Model):
     def progress(self, pct: int, text: str) -> None:
         """Record progress at once, outside the handler's transaction, so the panel shows it live."""
         pct = max(0, min(100, int(pct)))
+        ident = sa_inspect(self).identity  # the key without reloading an expired row (SQLite: one writer)
+        op_id = ident[0] if ident else self.id
         with db.engine.begin() as conn:
-            conn.execute(update(Operation.__table__).where(Operation.__table__.c.id == self.id)
+            conn.execute(update(Operation.__table__).where(Operation.__table__.c.id == op_id)
                          .values(progress_pct=pct, progress_text=text[:255], heartbeat_at=_utcnow()))
         self.progress_pct, self.progress_text = pct, text
 

@@ -6,3 +6,5 @@ from .catalog import Image, Node, Package, PackagePrice  # noqa: F401
 from .jobs import Operation  # noqa: F401
 from .ledger import LedgerEntry, Wallet  # noqa: F401
 from .services import Service  # noqa: F401
+from .lifecycle import NodeReservation  # noqa: F401
+from .notices import Notice  # noqa: F401

@@ -20,6 +20,8 @@ BLUEPRINT_MODULES = [
     "auth",
     "panel",
     "staff",
+    "services",
+    "staff_services",
 ]
 
 
