@@ -124,6 +124,8 @@ def enqueue(kind: str, *, key: str | None = None, payload: dict | None = None, s
 
 @event.listens_for(Session, "after_commit")
 def _after_commit(session: Session) -> None:
+    if session.in_nested_transaction():  # a released SAVEPOINT: the enclosing transaction is still open
+        return
     ids = session.info.pop("hostbay_dispatch", None)
     if ids:
         app = current_app._get_current_object()
