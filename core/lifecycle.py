@@ -446,7 +446,7 @@ def renew_service(service: Service, actor=None, actor_type: str = "customer"):
     """Pay the current period of ``service`` now from its wallet and extend it by one cycle; a suspended service
     inside the retention window is then unsuspended by its driver (returns that operation). Raises
     InsufficientFunds (nothing written) or ActionNotAllowed. Shares the sweep's idempotency key."""
-    svc = db.session.scalar(select(Service).where(Service.id == service.id).with_for_update()
+    svc = db.session.scalar(select(Service).where(Service.id == service.id).with_for_update(of=Service)
                             .execution_options(populate_existing=True))
     now = clock.now()
     if svc.state == REMOVAL_QUEUED or svc.state in ENDED:
