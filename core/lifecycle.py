@@ -20,12 +20,13 @@ customer; that job renews suspended services inside the retention window while t
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import defaultdict
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import ForeignKey, bindparam, delete, insert, select, update
+from sqlalchemy import ForeignKey, bindparam, delete, insert, select, text, update
 from sqlalchemy.orm import Mapped, mapped_column
 
 from . import activity, clock, ipam, jobs, network
@@ -468,8 +469,8 @@ def renew_service(service: Service, actor=None, actor_type: str = "customer"):
     if res.rowcount != 1:
         raise ActionNotAllowed("This service was renewed a moment ago.")
     db.session.refresh(svc)
-    log_activity(svc.user_id, "renew", f"Renewed {svc.hostname} until {new:%Y-%m-%d}; "
-                 f"{format_cents(svc.price_cents)} charged from your wallet.", svc.id)
+    if svc.price_cents <= 0:  # no ledger entry records it
+        log_activity(svc.user_id, "renew", f"Renewed {svc.hostname} until {new:%Y-%m-%d}.", svc.id)
     audit("service.renewed", "service", svc.uuid, actor=actor, actor_type=None if actor else "system",
           before={"renews_at": old.isoformat(), "state": svc.state},
           after={"renews_at": new.isoformat(), "price_cents": svc.price_cents})
@@ -596,23 +597,26 @@ def _renewal_batch(now: datetime, batch_size: int, dispatch: bool) -> dict | Non
             db.session.rollback()
             return {"renewed": 0, "suspended": 0, "cancelled": 0}
     if wallet_debits:
-        _bulk_update(w, "id", [{"k": wid, "amt": amt} for wid, amt in wallet_debits.items()],
-                     {"balance_cents": w.c.balance_cents - bindparam("amt")}, guard=w.c.balance_cents >= bindparam("amt"),
+        _bulk_update(w, "id", [{"k": wid, "amt": -amt} for wid, amt in wallet_debits.items()],
+                     {"balance_cents": ("add", "amt")}, guard='"wallets"."balance_cents" + v.amt >= 0',
                      expect=len(wallet_debits))
     if renew_rows:
-        _bulk_update(s, "id", [{"k": r.id, "ps": r.renews_at, "ra": new, "now": now} for r, new, _ in renew_rows],
-                     {"period_start": bindparam("ps"), "renews_at": bindparam("ra"), "updated_at": bindparam("now")},
-                     guard=s.c.state == ACTIVE, expect=len(renew_rows))
+        _bulk_update(s, "id", [{"k": r.id, "ps": r.renews_at, "ra": new, "ua": now} for r, new, _ in renew_rows],
+                     {"period_start": "ps", "renews_at": "ra", "updated_at": "ua"},
+                     guard=f"\"services\".\"state\" = '{ACTIVE}'", expect=len(renew_rows))
 
+    # A renewal's record is its ledger entry (customer-safe description, actor, service reference, amount and
+    # balance after): the service pages show it in the activity log and the audit trail, so the sweep writes
+    # no second row per renewal. State changes (suspension, cancellation) get their own activity and audit rows.
     acts, audits, notices, ops = [], [], [], []
     for r, new, charged in renew_rows:
-        acts.append({"user_id": r.user_id, "service_id": r.id, "event": "renew", "created_at": now,
-                     "message": f"Renewed {r.hostname} until {new:%Y-%m-%d}"
-                                + (f"; {format_cents(r.price_cents)} charged from your wallet." if charged else ".")})
-        audits.append({"actor_type": "system", "actor_id": None, "action": "service.renewed", "target_type": "service",
-                       "target_id": r.uuid, "before": {"renews_at": r.renews_at.isoformat()},
-                       "after": {"renews_at": new.isoformat(), "charged_cents": r.price_cents if charged else 0},
-                       "detail": "renewal sweep", "created_at": now})
+        if not charged and r.price_cents <= 0:  # free services: no ledger entry, so log the renewal here
+            acts.append({"user_id": r.user_id, "service_id": r.id, "event": "renew", "created_at": now,
+                         "message": f"Renewed {r.hostname} until {new:%Y-%m-%d}."})
+            audits.append({"actor_type": "system", "actor_id": None, "action": "service.renewed",
+                           "target_type": "service", "target_id": r.uuid,
+                           "before": {"renews_at": r.renews_at.isoformat()}, "after": {"renews_at": new.isoformat()},
+                           "detail": "renewal sweep (free)", "created_at": now})
     if suspend_rows:
         db.session.execute(update(s).where(s.c.id.in_([r.id for r, _ in suspend_rows]), s.c.state == ACTIVE)
                            .values(state=SUSPENDED, suspended_at=now, updated_at=now))
@@ -647,10 +651,8 @@ def _renewal_batch(now: datetime, batch_size: int, dispatch: bool) -> dict | Non
                         "user_id": r.user_id, "payload": {"reason": "cancelled"}, "state": jobs.QUEUED,
                         "title": "Remove server", "progress_pct": 0, "progress_text": "Queued", "attempts": 0,
                         "max_attempts": 4, "created_at": jobs._utcnow()})
-    if acts:
-        db.session.execute(insert(ActivityEntry.__table__), acts)
-    if audits:
-        db.session.execute(insert(AuditEntry.__table__), audits)
+    _bulk_insert(ActivityEntry.__table__, acts)
+    _bulk_insert(AuditEntry.__table__, audits)
     new_ops = []
     if ops:
         op_t = jobs.Operation.__table__
@@ -665,27 +667,98 @@ def _renewal_batch(now: datetime, batch_size: int, dispatch: bool) -> dict | Non
     return {"renewed": len(renew_rows), "suspended": len(suspend_rows), "cancelled": len(cancels)}
 
 
-def _insert_ignore(table, rows: list[dict], key_col, returning=None) -> list:
-    """Bulk INSERT ... ON CONFLICT (key) DO NOTHING; returns the ``returning`` values of the rows inserted."""
+def _pg_array_type(col) -> str:
+    from sqlalchemy.dialects import postgresql
+
+    return col.type.compile(dialect=postgresql.dialect()) + "[]"
+
+
+def _pg_param(col, values: list) -> list:
+    from sqlalchemy import JSON
+
+    if isinstance(col.type, JSON):
+        return [None if v is None else json.dumps(v) for v in values]
+    return values
+
+
+def _pg_exec(sql: str, params: dict, fetch: bool = False) -> list:
+    """Run ``sql`` (``%(name)s`` placeholders) on the session's own connection with binary parameters: arrays of
+    thousands of values cross the wire without text escaping."""
+    raw = db.session.connection().connection.driver_connection
+    with raw.cursor(binary=True) as cur:
+        cur.execute(sql, params)
+        rows = [r[0] for r in cur.fetchall()] if fetch else []
+        return rows if fetch else cur.rowcount
+
+
+def _bulk_insert(table, rows: list[dict]) -> None:
+    """Plain bulk INSERT (append-only logs): ``unnest`` on PostgreSQL, multi-row VALUES elsewhere."""
+    if not rows:
+        return
     if is_postgres():
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        names = list(rows[0])
+        cols = [table.c[n] for n in names]
+        params = {f"p{i}": _pg_param(c, [r[n] for r in rows]) for i, (n, c) in enumerate(zip(names, cols))}
+        _pg_exec(f'INSERT INTO "{table.name}" (' + ", ".join(f'"{n}"' for n in names)
+                 + ") SELECT * FROM unnest(" + ", ".join(
+                     f"CAST(%(p{i})s AS {_pg_array_type(c)})" for i, c in enumerate(cols)) + ")", params)
     else:
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        db.session.execute(insert(table), rows)
+
+
+def _insert_ignore(table, rows: list[dict], key_col, returning=None) -> list:
+    """Bulk INSERT ... ON CONFLICT (key) DO NOTHING; returns the ``returning`` values of the rows inserted.
+    PostgreSQL: one statement over ``unnest`` of one array per column; SQLite: a multi-row VALUES insert."""
+    if not rows:
+        return []
+    if is_postgres():
+        names = list(rows[0])
+        cols = [table.c[n] for n in names]
+        params = {f"p{i}": _pg_param(c, [r[n] for r in rows]) for i, (n, c) in enumerate(zip(names, cols))}
+        sql = (f'INSERT INTO "{table.name}" (' + ", ".join(f'"{n}"' for n in names) + ") SELECT * FROM unnest("
+               + ", ".join(f"CAST(%(p{i})s AS {_pg_array_type(c)})" for i, c in enumerate(cols)) + ")"
+               + f' ON CONFLICT ("{key_col.name}") DO NOTHING')
+        if returning is not None:
+            return _pg_exec(sql + f' RETURNING "{returning.name}"', params, fetch=True)
+        _pg_exec(sql, params)
+        return []
+    from sqlalchemy.dialects.sqlite import insert as dialect_insert
+
     stmt = dialect_insert(table).on_conflict_do_nothing(index_elements=[key_col])
     if returning is not None:
-        stmt = stmt.returning(returning)
-        return list(db.session.scalars(stmt, rows))
+        return list(db.session.scalars(stmt.returning(returning), rows))
     db.session.execute(stmt, rows)
     return []
 
 
 def _bulk_update(table, key: str, rows: list[dict], values: dict, guard=None, expect: int | None = None) -> None:
-    """One UPDATE per batch: ``UPDATE .. FROM unnest(...)`` would be marginally faster, but an executemany of one
-    prepared statement keeps the SQL portable (psycopg pipelines it)."""
-    stmt = update(table).where(table.c[key] == bindparam("k")).values(**values)
-    if guard is not None:
-        stmt = stmt.where(guard)
-    res = db.session.connection().execute(stmt, rows)
+    """One UPDATE for a whole batch. ``values`` maps a column to the name of a per-row parameter, or to
+    ``("add", name)`` for ``column = column + parameter``; ``guard`` is SQL over the table and ``v.<param>``.
+    PostgreSQL: ``UPDATE .. FROM unnest(...)``; SQLite: an executemany of one statement."""
+    if not rows:
+        return
+    if is_postgres():
+        names = ["k"] + sorted({n for n in rows[0] if n != "k"})
+        types = {"k": _pg_array_type(table.c[key])}
+        for col, spec in values.items():
+            pname = spec[1] if isinstance(spec, tuple) else spec
+            types[pname] = _pg_array_type(table.c[col])
+        sets = ", ".join(f'"{col}" = ' + (f'"{table.name}"."{col}" + v.{spec[1]}' if isinstance(spec, tuple)
+                                          else f"v.{spec}") for col, spec in values.items())
+        sql = (f'UPDATE "{table.name}" SET {sets} FROM unnest('
+               + ", ".join(f"CAST(%({n})s AS {types[n]})" for n in names) + f") AS v({', '.join(names)}) "
+               f'WHERE "{table.name}"."{key}" = v.k' + (f" AND {guard}" if guard else ""))
+        count = _pg_exec(sql, {n: [r[n] for r in rows] for n in names})
+        if expect is not None and count != expect:
+            raise RuntimeError(f"bulk update of {table.name} touched {count} rows, expected {expect}")
+        return
+    else:
+        vals = {col: (table.c[col] + bindparam(spec[1]) if isinstance(spec, tuple) else bindparam(spec))
+                for col, spec in values.items()}
+        stmt = update(table).where(table.c[key] == bindparam("k")).values(**vals)
+        if guard:
+            stmt = stmt.where(text(guard.replace("v.", ":")))
+        res = db.session.connection().execute(stmt, rows)
     if expect is not None and res.rowcount not in (-1, expect):
         raise RuntimeError(f"bulk update of {table.name} touched {res.rowcount} rows, expected {expect}")
 
@@ -693,6 +766,45 @@ def _bulk_update(table, key: str, rows: list[dict], values: dict, guard=None, ex
 @jobs.handler("lifecycle.renewal_sweep")
 def renewal_sweep_job(op, payload):
     return renewal_sweep(batch_size=int(payload.get("batch", RENEWAL_BATCH)))
+
+
+def service_history(service: Service, limit: int = 50) -> list[dict]:
+    """The customer's view of a service's history: its activity entries and the wallet movements that reference
+    it (renewals and other charges), newest first, in customer-safe words."""
+    acts = db.session.scalars(select(ActivityEntry).where(ActivityEntry.service_id == service.id,
+                                                          ActivityEntry.user_id == service.user_id)
+                              .order_by(ActivityEntry.created_at.desc(), ActivityEntry.id.desc()).limit(limit))
+    out = [{"at": a.created_at, "event": a.event, "message": a.message} for a in acts]
+    for e in _ledger_of(service, limit):
+        out.append({"at": e.created_at, "event": "billing",
+                    "message": f"{e.description} ({format_cents(e.amount_cents)})"})
+    out.sort(key=lambda x: x["at"], reverse=True)
+    return out[:limit]
+
+
+def _ledger_of(service: Service, limit: int):
+    return db.session.scalars(select(LedgerEntry).where(LedgerEntry.reference_type == "service",
+                                                        LedgerEntry.reference_id == service.uuid)
+                              .order_by(LedgerEntry.created_at.desc(), LedgerEntry.id.desc()).limit(limit)).all()
+
+
+def audit_trail(service: Service, op_ids=(), limit: int = 200) -> list[dict]:
+    """The staff view: audit entries of the service and its operations, and its ledger entries, newest first."""
+    from sqlalchemy import or_
+
+    rows = db.session.scalars(select(AuditEntry).where(or_(
+        (AuditEntry.target_type == "service") & (AuditEntry.target_id == service.uuid),
+        (AuditEntry.target_type == "operation") & AuditEntry.target_id.in_(list(op_ids) or [""])))
+        .order_by(AuditEntry.created_at.desc(), AuditEntry.id.desc()).limit(limit)).all()
+    out = [{"at": a.created_at, "actor_type": a.actor_type, "actor_id": a.actor_id, "action": a.action,
+            "before": a.before, "after": a.after, "detail": a.detail} for a in rows]
+    for e in _ledger_of(service, limit):
+        out.append({"at": e.created_at, "actor_type": e.actor_type, "actor_id": e.actor_id,
+                    "action": f"ledger.{e.kind}", "before": None,
+                    "after": {"amount_cents": e.amount_cents, "balance_after_cents": e.balance_after_cents,
+                              "key": e.idempotency_key}, "detail": e.note or e.description})
+    out.sort(key=lambda x: x["at"], reverse=True)
+    return out[:limit]
 
 
 # ==============================================================================================================

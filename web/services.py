@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from hostbay.core import jobs, ledger
 from hostbay.core.actions import PANEL_ACTIONS, request_action
-from hostbay.core.activity import ActivityEntry
+from hostbay.core.lifecycle import service_history
 from hostbay.core.catalog import Image
 from hostbay.core.db import db
 from hostbay.core.errors import UserError
@@ -56,10 +56,7 @@ def detail(uuid):
     svc = _service_or_404(uuid)
     allowed = svc.actions_for(staff=False)
     actions = [(a, label, confirm) for a, label, confirm in PANEL_ACTIONS if a in allowed]
-    activity = db.session.scalars(select(ActivityEntry).where(ActivityEntry.service_id == svc.id,
-                                                              ActivityEntry.user_id == current_user.id)
-                                  .order_by(ActivityEntry.created_at.desc(), ActivityEntry.id.desc())
-                                  .limit(50)).all()
+    activity = service_history(svc)
     images = []
     if "reinstall" in allowed:
         images = db.session.scalars(select(Image).where(Image.driver == svc.package.driver,

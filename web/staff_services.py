@@ -10,11 +10,11 @@ from sqlalchemy import or_, select
 from hostbay.core import jobs
 from hostbay.core.accounts import User
 from hostbay.core.actions import STAFF_ACTIONS, request_action
-from hostbay.core.activity import ActivityEntry, AuditEntry, audit
+from hostbay.core.activity import ActivityEntry, audit
 from hostbay.core.catalog import Node
 from hostbay.core.db import db
 from hostbay.core.errors import HostbayError, UserError
-from hostbay.core.lifecycle import NodeReservation
+from hostbay.core.lifecycle import NodeReservation, audit_trail
 from hostbay.core.services import STATES, Service
 
 from .staff import STAFF_MENU, staff_required
@@ -60,12 +60,9 @@ def detail(uuid):
     ops = db.session.scalars(select(jobs.Operation).where(jobs.Operation.service_id == svc.id)
                              .order_by(jobs.Operation.created_at.desc()).limit(50)).all()
     op_ids = [o.id for o in ops]
-    trail = db.session.scalars(select(AuditEntry).where(or_(
-        (AuditEntry.target_type == "service") & (AuditEntry.target_id == svc.uuid),
-        (AuditEntry.target_type == "operation") & AuditEntry.target_id.in_(op_ids or [""])))
-        .order_by(AuditEntry.created_at.desc(), AuditEntry.id.desc()).limit(200)).all()
+    trail = audit_trail(svc, op_ids)
     actors = {u.id: u.email for u in db.session.scalars(
-        select(User).where(User.id.in_({a.actor_id for a in trail if a.actor_id} or {0})))}
+        select(User).where(User.id.in_({a["actor_id"] for a in trail if a["actor_id"]} or {0})))}
     activity = db.session.scalars(select(ActivityEntry).where(ActivityEntry.service_id == svc.id)
                                   .order_by(ActivityEntry.created_at.desc(), ActivityEntry.id.desc())
                                   .limit(50)).all()

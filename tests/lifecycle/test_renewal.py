@@ -107,13 +107,15 @@ def test_full_lifecycle(db, app, client, clock, setup, order, make_user, monkeyp
     assert "terminated" in detail and "service.removal_queued" in detail and "service.removed" in detail
     assert svc.infra_ref["domain"] in detail  # staff see the driver reference
 
-    # the customer's activity log tells the story in plain words
-    msgs = [a.message for a in db.session.scalars(db.select(ActivityEntry).filter_by(service_id=svc.id)
-                                                   .order_by(ActivityEntry.id))]
-    events = [a.event for a in db.session.scalars(db.select(ActivityEntry).filter_by(service_id=svc.id)
-                                                   .order_by(ActivityEntry.id))]
-    assert events == ["create", "renew", "suspend", "renew", "unsuspend", "suspend", "remove", "remove"]
-    assert not any("fake-" in m or "node" in m for m in msgs)
+    # the customer's activity log (activity entries and the wallet movements of the service) tells the story
+    history = list(reversed(lifecycle.service_history(svc)))
+    events = [h["event"] for h in history]
+    assert events == ["create", "billing", "suspend", "billing", "unsuspend", "suspend", "remove", "remove"]
+    assert history[1]["message"].startswith(f"Renewal of {svc.hostname} until") and "-$10.00" in history[1]["message"]
+    assert not any("fake-" in h["message"] or "node" in h["message"] for h in history)
+    # the staff trail has every system step, the renewals from the ledger included
+    trail = [a["action"] for a in lifecycle.audit_trail(svc)]
+    assert trail.count("ledger.renewal") == 2 and "service.suspended" in trail and "service.renewed" in trail
 
 
 def test_removal_queued_refuses_recovery(db, clock, setup, order, job_runner):
