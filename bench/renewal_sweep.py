@@ -1,7 +1,7 @@
 """Renewal sweep over 100,000 due services on PostgreSQL (80% renew, 20% suspend), timed beside one raw set-based
 SQL statement that performs the same ledger inserts, wallet updates and service updates.
 
-    HOSTBAY_BENCH_DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1/hostbay_bench .venv/bin/python bench/renewal_sweep.py [N]
+    HOSTBAY_BENCH_DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1/hostbay_lifecycle_bench .venv/bin/python bench/renewal_sweep.py [N]
 
 The database's tables are dropped and created. Customers own 5 services of $10 each and hold $40, so each renews
 four and has one suspended: the sweep must respect the balance across several services of one customer.
@@ -97,7 +97,7 @@ def verify(db, n):
 def main(argv):
     n = int(argv[1]) if len(argv) > 1 else 100_000
     batch = int(os.environ.get("HOSTBAY_BENCH_BATCH", "5000"))
-    url = os.environ.get("HOSTBAY_BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1/hostbay_lifecycle")
+    url = os.environ.get("HOSTBAY_BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1/hostbay_lifecycle_bench")
     app = build_app(url)
     from hostbay.core import lifecycle
     from hostbay.core.db import db

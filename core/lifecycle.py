@@ -701,7 +701,7 @@ def _bulk_insert(table, rows: list[dict]) -> None:
         params = {f"p{i}": _pg_param(c, [r[n] for r in rows]) for i, (n, c) in enumerate(zip(names, cols))}
         _pg_exec(f'INSERT INTO "{table.name}" (' + ", ".join(f'"{n}"' for n in names)
                  + ") SELECT * FROM unnest(" + ", ".join(
-                     f"CAST(%(p{i})s AS {_pg_array_type(c)})" for i, c in enumerate(cols)) + ")", params)
+                     f"CAST(%(p{i})b AS {_pg_array_type(c)})" for i, c in enumerate(cols)) + ")", params)
     else:
         db.session.execute(insert(table), rows)
 
@@ -716,7 +716,7 @@ def _insert_ignore(table, rows: list[dict], key_col, returning=None) -> list:
         cols = [table.c[n] for n in names]
         params = {f"p{i}": _pg_param(c, [r[n] for r in rows]) for i, (n, c) in enumerate(zip(names, cols))}
         sql = (f'INSERT INTO "{table.name}" (' + ", ".join(f'"{n}"' for n in names) + ") SELECT * FROM unnest("
-               + ", ".join(f"CAST(%(p{i})s AS {_pg_array_type(c)})" for i, c in enumerate(cols)) + ")"
+               + ", ".join(f"CAST(%(p{i})b AS {_pg_array_type(c)})" for i, c in enumerate(cols)) + ")"
                + f' ON CONFLICT ("{key_col.name}") DO NOTHING')
         if returning is not None:
             return _pg_exec(sql + f' RETURNING "{returning.name}"', params, fetch=True)
@@ -746,7 +746,7 @@ def _bulk_update(table, key: str, rows: list[dict], values: dict, guard=None, ex
         sets = ", ".join(f'"{col}" = ' + (f'"{table.name}"."{col}" + v.{spec[1]}' if isinstance(spec, tuple)
                                           else f"v.{spec}") for col, spec in values.items())
         sql = (f'UPDATE "{table.name}" SET {sets} FROM unnest('
-               + ", ".join(f"CAST(%({n})s AS {types[n]})" for n in names) + f") AS v({', '.join(names)}) "
+               + ", ".join(f"CAST(%({n})b AS {types[n]})" for n in names) + f") AS v({', '.join(names)}) "
                f'WHERE "{table.name}"."{key}" = v.k' + (f" AND {guard}" if guard else ""))
         count = _pg_exec(sql, {n: [r[n] for r in rows] for n in names})
         if expect is not None and count != expect:
