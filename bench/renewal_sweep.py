@@ -60,7 +60,7 @@ def build_app(url):
 
     return create_app({"SQLALCHEMY_DATABASE_URI": url, "HOSTBAY_JOBS": "manual", "TESTING": True,
                        "HOSTBAY_REDIS_URL": None, "SECRET_KEY": "bench", "HOSTBAY_LOG_LEVEL": "WARNING",
-                       "INSTANCE_PATH": str(ROOT / "instance-bench")}, clock=FrozenClock(DUE))
+                       "INSTANCE_PATH": str(ROOT / "instance" / "bench")}, clock=FrozenClock(DUE))
 
 
 def reset_and_seed(db, n):
@@ -96,7 +96,7 @@ def verify(db, n):
 
 def main(argv):
     n = int(argv[1]) if len(argv) > 1 else 100_000
-    batch = int(os.environ.get("HOSTBAY_BENCH_BATCH", "5000"))
+    batch = int(os.environ.get("HOSTBAY_BENCH_BATCH", "10000"))
     url = os.environ.get("HOSTBAY_BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1/hostbay_lifecycle_bench")
     app = build_app(url)
     from hostbay.core import lifecycle
