@@ -11,7 +11,7 @@ from hostbay.core import jobs, ledger
 from hostbay.core.actions import PANEL_ACTIONS, request_action
 from hostbay.core.lifecycle import service_history
 from hostbay.core.catalog import Image
-from hostbay.core.db import db
+from hostbay.core.db import db, new_uuid
 from hostbay.core.errors import UserError
 from hostbay.core.services import REFUSAL, SUSPENDED, Service, customer_services, get_customer_service
 
@@ -62,7 +62,7 @@ def detail(uuid):
         images = db.session.scalars(select(Image).where(Image.driver == svc.package.driver,
                                                         Image.enabled.is_(True)).order_by(Image.name)).all()
     balance = ledger.balance_cents(current_user.id)
-    return render_template("services/detail.html", service=svc, actions=actions, activity=activity,
+    return render_template("services/detail.html", service=svc, request_id=new_uuid(), actions=actions, activity=activity,
                            operations=[op_public(o) for o in _operations(svc)], images=images, balance=balance,
                            suspended=svc.state == SUSPENDED, refusal=REFUSAL.get(svc.state), allowed=allowed)
 
@@ -71,7 +71,9 @@ def detail(uuid):
 @login_required
 def action(uuid, action):
     svc = _service_or_404(uuid)
-    params = {"request_id": request.form.get("request_id") or None}
+    # the form's request_id makes a double submit the same operation (it is part of the idempotency key)
+    rid = (request.form.get("request_id") or "")[:36]
+    params = {"request_id": rid if len(rid) == 36 else None}
     if action == "reinstall" and request.form.get("image"):
         image = db.session.scalar(select(Image).filter_by(uuid=request.form["image"]))
         if image is None:

@@ -103,3 +103,31 @@ def test_customer_cancel_now_hides_service(db, client, setup, active):
     assert resp.status_code == 302 and resp.headers["Location"].endswith("/panel/services/")
     assert active.hostname not in client.get("/panel/services/").get_data(as_text=True)
     assert client.get(f"/panel/services/{active.uuid}").status_code == 404
+
+
+def test_double_submit_is_one_operation(db, client, setup, active, job_runner):
+    login(client, setup.user)
+    page = client.get(f"/panel/services/{active.uuid}").get_data(as_text=True)
+    rid = re.search(r'action/restart".*?name="request_id" value="([0-9a-f-]{36})"', page, re.S).group(1)
+    for _ in range(2):
+        client.post(f"/panel/services/{active.uuid}/action/restart", data={"request_id": rid})
+    ops = db.session.scalars(db.select(jobs.Operation).filter_by(kind="service.restart")).all()
+    assert len(ops) == 1
+
+
+def test_retention_days_is_configurable(db, app, clock, setup, order):
+    from hostbay.core import lifecycle
+    from datetime import timedelta
+
+    app.config["HOSTBAY_RETENTION_DAYS"] = 1
+    svc, _ = order()
+    db.session.expire_all()
+    svc = db.session.get(Service, svc.id)
+    clock.set(svc.renews_at)
+    lifecycle.renewal_sweep()
+    clock.advance(hours=23)
+    assert lifecycle.retention_sweep() == 0
+    clock.advance(hours=1)
+    assert lifecycle.retention_sweep() == 1
+    db.session.expire_all()
+    assert db.session.get(Service, svc.id).state == "terminated"

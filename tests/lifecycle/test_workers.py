@@ -52,7 +52,8 @@ def _now():
 
 
 def _balance(i):
-    return (i % 5) * 700  # 0..2800 cents: customers who can pay 0, 0, 1, 2 or 2 of their 3 services
+    # most customers pay all three services; every tenth pays one of three, every other tenth none
+    return {0: 1400, 5: 0}.get(i % 10, 3000)
 
 
 def _enqueue_sweeps(db, n, batch, tag):
@@ -90,7 +91,7 @@ def _check_exactly_once(db, user_ids, balance=_balance):
 def test_two_workers_charge_each_due_service_once(db, rq_app, make_package):
     app, env = rq_app
     pkg = make_package(monthly_cents=PRICE)
-    users = seed_due(pkg, users=150, per_user=PER_USER, price_cents=PRICE, balance_cents=_balance,
+    users = seed_due(pkg, users=600, per_user=PER_USER, price_cents=PRICE, balance_cents=_balance,
                      due_at=_now() - timedelta(hours=1), tag="w")
     _enqueue_sweeps(db, 6, 10, "two-workers")  # six overlapping sweeps, small batches: they contend
     procs = [subprocess.Popen([str(HOSTBAY), "worker", "--burst"], env=env, stdout=subprocess.PIPE,
@@ -99,7 +100,7 @@ def test_two_workers_charge_each_due_service_once(db, rq_app, make_package):
     assert [p.returncode for p in procs] == [0, 0], outs
     sweeps = db.session.scalars(select(jobs.Operation).where(jobs.Operation.kind == "lifecycle.renewal_sweep")).all()
     assert len(sweeps) == 6 and all(o.state == "succeeded" for o in sweeps), [(o.state, o.error) for o in sweeps]
-    assert sum(o.result["renewed"] + o.result["suspended"] for o in sweeps) == 150 * PER_USER
+    assert sum(o.result["renewed"] + o.result["suspended"] for o in sweeps) == 600 * PER_USER
     assert sum(1 for o in sweeps if o.result["batches"]) >= 2  # the work really was shared
     _check_exactly_once(db, users)
     suspends = db.session.scalars(select(jobs.Operation).where(jobs.Operation.kind == "service.suspend")).all()
