@@ -543,8 +543,8 @@ def renewal_sweep(now: datetime | None = None, batch_size: int = RENEWAL_BATCH, 
 def _renewal_batch(now: datetime, batch_size: int, dispatch: bool) -> dict | None:
     pg = is_postgres()
     s = Service.__table__
-    q = (select(s.c.id, s.c.uuid, s.c.user_id, s.c.hostname, s.c.price_cents, s.c.renews_at, s.c.cycle,
-                s.c.cancel_at_period_end)
+    q = (select(s.c.id, s.c.uuid, s.c.user_id, s.c.hostname, s.c.price_cents, s.c.period_start, s.c.renews_at,
+                s.c.cycle, s.c.cancel_at_period_end)
          .where(s.c.state == ACTIVE, s.c.renews_at <= now)
          .order_by(s.c.user_id, s.c.renews_at, s.c.id).limit(batch_size))
     if pg:
@@ -568,7 +568,11 @@ def _renewal_batch(now: datetime, batch_size: int, dispatch: bool) -> dict | Non
 
         for u in missing:
             wallets[u] = [wallet_for(u).id, 0]
-    keys = {r.id: renewal_key(r.uuid, r.renews_at) for r in due}
+    stamps: dict = {}  # formatted dates, computed once per distinct date rather than once per service
+    for r in due:
+        if r.renews_at not in stamps:
+            stamps[r.renews_at] = _ts(r.renews_at)
+    keys = {r.id: f"renewal:{r.uuid}:{stamps[r.renews_at]}" for r in due}
     le = LedgerEntry.__table__
     if pg:
         paid = set(_pg_exec("SELECT idempotency_key FROM ledger_entries WHERE idempotency_key = ANY(%(k)b)",
@@ -584,6 +588,7 @@ def _renewal_batch(now: datetime, batch_size: int, dispatch: bool) -> dict | Non
         new = cycles.get((r.renews_at, r.cycle))
         if new is None:
             new = cycles[(r.renews_at, r.cycle)] = add_cycle(r.renews_at, r.cycle)
+            stamps[new] = f"{new:%Y-%m-%d}"
         if keys[r.id] in paid or r.price_cents <= 0:
             renew_rows.append((r, new, False))
         elif wallet[1] >= r.price_cents:
@@ -593,7 +598,7 @@ def _renewal_batch(now: datetime, batch_size: int, dispatch: bool) -> dict | Non
                 "uuid": None if pg else new_uuid(), "wallet_id": wallet[0], "idempotency_key": keys[r.id], "kind": "renewal",
                 "amount_cents": -r.price_cents, "balance_after_cents": wallet[1], "reference_type": "service",
                 "reference_id": r.uuid, "actor_type": "system", "actor_id": None,
-                "description": f"Renewal of {r.hostname} until {new:%Y-%m-%d}"[:255], "note": None,
+                "description": f"Renewal of {r.hostname} until {stamps[new]}"[:255], "note": None,
                 "created_at": now})
             renew_rows.append((r, new, True))
         else:
@@ -608,10 +613,14 @@ def _renewal_batch(now: datetime, batch_size: int, dispatch: bool) -> dict | Non
         _bulk_update(w, "id", [{"k": wid, "amt": -amt} for wid, amt in wallet_debits.items()],
                      {"balance_cents": ("add", "amt")}, guard='"wallets"."balance_cents" + v.amt >= 0',
                      expect=len(wallet_debits))
-    if renew_rows:
-        _bulk_update(s, "id", [{"k": r.id, "ps": r.renews_at, "ra": new, "ua": now} for r, new, _ in renew_rows],
-                     {"period_start": "ps", "renews_at": "ra", "updated_at": "ua"},
-                     guard=f"\"services\".\"state\" = '{ACTIVE}'", expect=len(renew_rows))
+    # one UPDATE for the batch: renewed services move their period, suspended ones change state
+    svc_rows = [{"k": r.id, "ps": r.renews_at, "ra": new, "st": ACTIVE, "sa": None, "ua": now}
+                for r, new, _ in renew_rows]
+    svc_rows += [{"k": r.id, "ps": r.period_start, "ra": r.renews_at, "st": SUSPENDED, "sa": now, "ua": now}
+                 for r, _ in suspend_rows]
+    _bulk_update(s, "id", svc_rows, {"period_start": "ps", "renews_at": "ra", "state": "st", "suspended_at": "sa",
+                                     "updated_at": "ua"},
+                 guard=f"\"services\".\"state\" = '{ACTIVE}'", expect=len(svc_rows))
 
     # A renewal's record is its ledger entry (customer-safe description, actor, service reference, amount and
     # balance after): the service pages show it in the activity log and the audit trail, so the sweep writes
@@ -626,8 +635,6 @@ def _renewal_batch(now: datetime, batch_size: int, dispatch: bool) -> dict | Non
                            "before": {"renews_at": r.renews_at.isoformat()}, "after": {"renews_at": new.isoformat()},
                            "detail": "renewal sweep (free)", "created_at": now})
     if suspend_rows:
-        db.session.execute(update(s).where(s.c.id.in_([r.id for r, _ in suspend_rows]), s.c.state == ACTIVE)
-                           .values(state=SUSPENDED, suspended_at=now, updated_at=now))
         from .notices import suspension_notice_row
 
         for r, balance in suspend_rows:
@@ -641,7 +648,7 @@ def _renewal_batch(now: datetime, batch_size: int, dispatch: bool) -> dict | Non
                            "before": {"state": ACTIVE, "renews_at": r.renews_at.isoformat()},
                            "after": {"state": SUSPENDED, "balance_cents": balance, "price_cents": r.price_cents},
                            "detail": "renewal sweep: insufficient balance", "created_at": now})
-            ops.append({"id": new_uuid(), "key": f"suspend:{r.uuid}:{_ts(r.renews_at)}", "kind": "service.suspend",
+            ops.append({"id": None if pg else new_uuid(), "key": f"suspend:{r.uuid}:{stamps[r.renews_at]}", "kind": "service.suspend",
                         "service_id": r.id, "user_id": r.user_id, "payload": {"reason": "unpaid"},
                         "state": jobs.QUEUED, "title": "Suspend server", "progress_pct": 0,
                         "progress_text": "Queued", "attempts": 0, "max_attempts": 4, "created_at": jobs._utcnow()})
@@ -655,7 +662,7 @@ def _renewal_batch(now: datetime, batch_size: int, dispatch: bool) -> dict | Non
             audits.append({"actor_type": "system", "actor_id": None, "action": "service.cancelled",
                            "target_type": "service", "target_id": r.uuid, "before": {"state": ACTIVE},
                            "after": {"state": CANCELLED}, "detail": "cancelled at period end", "created_at": now})
-            ops.append({"id": new_uuid(), "key": f"remove:{r.uuid}", "kind": "service.remove", "service_id": r.id,
+            ops.append({"id": None if pg else new_uuid(), "key": f"remove:{r.uuid}", "kind": "service.remove", "service_id": r.id,
                         "user_id": r.user_id, "payload": {"reason": "cancelled"}, "state": jobs.QUEUED,
                         "title": "Remove server", "progress_pct": 0, "progress_text": "Queued", "attempts": 0,
                         "max_attempts": 4, "created_at": jobs._utcnow()})
@@ -721,7 +728,7 @@ def _insert_ignore(table, rows: list[dict], key_col, returning=None) -> list:
         return []
     if is_postgres():
         # a "uuid" column given as None is generated by the server (gen_random_uuid), not row by row in Python
-        gen = [n for n in ("uuid",) if n in rows[0] and rows[0][n] is None]
+        gen = [n for n in ("uuid", "id") if n in rows[0] and rows[0][n] is None]
         names = [n for n in rows[0] if n not in gen]
         cols = [table.c[n] for n in names]
         params = {f"p{i}": _pg_param(c, [r[n] for r in rows]) for i, (n, c) in enumerate(zip(names, cols))}
