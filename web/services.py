@@ -89,7 +89,12 @@ def action(uuid, action):
         db.session.rollback()
         flash(str(exc), "error")
         return redirect(url_for(".detail", uuid=uuid))
-    flash(f"{op.title}: started." if op is not None else "Done.", "info")
+    if op is not None:
+        flash(f"{op.title}: started.", "info")
+    elif action == "renew":
+        flash(f"Renewed until {svc.renews_at:%Y-%m-%d}; the price was charged from your wallet.", "info")
+    elif action == "cancel":
+        flash(f"The service will end on {svc.renews_at:%Y-%m-%d}, at the end of its paid period.", "info")
     if get_customer_service(current_user.id, uuid) is None:  # cancelled now: it is gone from the panel
         return redirect(url_for("services.index"))
     return redirect(url_for(".detail", uuid=uuid))

@@ -131,3 +131,19 @@ def test_retention_days_is_configurable(db, app, clock, setup, order):
     assert lifecycle.retention_sweep() == 1
     db.session.expire_all()
     assert db.session.get(Service, svc.id).state == "terminated"
+
+
+def test_customer_renews_early_from_the_page(db, client, setup, active):
+    from hostbay.core import ledger
+
+    ledger.credit(setup.user.id, 1000, kind="topup", key="early", description="Top-up")
+    db.session.commit()
+    old = active.renews_at
+    login(client, setup.user)
+    page = client.post(f"/panel/services/{active.uuid}/action/renew", follow_redirects=True).get_data(as_text=True)
+    assert "Renewed until" in page and f"Renewal of {active.hostname}" in page  # shown in the activity log
+    db.session.expire_all()
+    assert db.session.get(Service, active.id).renews_at > old
+    assert ledger.balance_cents(setup.user.id) == 0
+    page = client.post(f"/panel/services/{active.uuid}/action/renew", follow_redirects=True).get_data(as_text=True)
+    assert "Insufficient wallet balance" in page
