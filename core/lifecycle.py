@@ -540,7 +540,7 @@ def renewal_sweep(now: datetime | None = None, batch_size: int = RENEWAL_BATCH, 
     return totals
 
 
-def _renewal_batch(now: datetime, batch_size: int, dispatch: bool) -> dict | None:
+def _renewal_batch(now: datetime, batch_size: int, dispatch: bool, check_paid: bool = False) -> dict | None:
     pg = is_postgres()
     s = Service.__table__
     q = (select(s.c.id, s.c.uuid, s.c.user_id, s.c.hostname, s.c.price_cents, s.c.period_start, s.c.renews_at,
@@ -574,7 +574,10 @@ def _renewal_batch(now: datetime, batch_size: int, dispatch: bool) -> dict | Non
             stamps[r.renews_at] = _ts(r.renews_at)
     keys = {r.id: f"renewal:{r.uuid}:{stamps[r.renews_at]}" for r in due}
     le = LedgerEntry.__table__
-    if pg:
+    paid: set = set()
+    if not check_paid:
+        pass  # the ledger insert's ON CONFLICT tells whether a key exists; only then is the batch redone with a look
+    elif pg:
         paid = set(_pg_exec("SELECT idempotency_key FROM ledger_entries WHERE idempotency_key = ANY(%(k)b)",
                             {"k": list(keys.values())}, fetch=True))
     else:
@@ -606,9 +609,12 @@ def _renewal_batch(now: datetime, batch_size: int, dispatch: bool) -> dict | Non
 
     if ledger_rows:
         inserted = _insert_ignore(le, ledger_rows, le.c.idempotency_key, returning=le.c.idempotency_key)
-        if len(inserted) != len(ledger_rows):  # another path charged a key since we looked: start this batch over
+        if len(inserted) != len(ledger_rows):
+            # some period was paid already (a gateway renewal): redo the batch, renewing those without a charge
             db.session.rollback()
-            return {"renewed": 0, "suspended": 0, "cancelled": 0}
+            if check_paid:
+                raise RuntimeError("renewal keys appeared while the batch held its locks")
+            return _renewal_batch(now, batch_size, dispatch, check_paid=True)
     if wallet_debits:
         _bulk_update(w, "id", [{"k": wid, "amt": -amt} for wid, amt in wallet_debits.items()],
                      {"balance_cents": ("add", "amt")}, guard='"wallets"."balance_cents" + v.amt >= 0',

@@ -232,3 +232,20 @@ def test_scheduled_sweep_is_enqueued_once_per_period(db, app, setup):
     kinds = {o.kind for o in ops1}
     assert {"lifecycle.renewal_sweep", "lifecycle.retention_sweep", "lifecycle.notices"} <= kinds
     assert {o.id for o in ops1} == {o.id for o in ops2}
+
+
+def test_period_paid_elsewhere_is_extended_without_second_charge(db, clock, setup, make_service, make_user):
+    """A payment path charged the period with the shared key but did not extend the service yet: the sweep
+    renews it without charging again, and charges the customer's other services normally."""
+    user = make_user(balance_cents=3000)
+    a = make_service(user, setup.package)
+    b = make_service(user, setup.package)
+    ledger.debit(user.id, 1000, kind="renewal", key=lifecycle.renewal_key(a.uuid, a.renews_at),
+                 description="Renewal paid by the gateway", reference=("service", a.uuid))
+    db.session.commit()
+    due = a.renews_at
+    clock.set(due)
+    assert lifecycle.renewal_sweep()["renewed"] == 2
+    assert ledger.balance_cents(user.id) == 1000 == ledger.ledger_sum_cents(user.id)
+    assert len(_renewals(db, a)) == 1 and len(_renewals(db, b)) == 1
+    assert _fresh(db, a).renews_at == _fresh(db, b).renews_at == add_cycle(due, "monthly")
