@@ -29,7 +29,7 @@ from flask import current_app
 from sqlalchemy import ForeignKey, bindparam, delete, insert, select, text, update
 from sqlalchemy.orm import Mapped, mapped_column
 
-from . import activity, clock, ipam, jobs, network
+from . import clock, ipam, jobs, network
 from .activity import ActivityEntry, AuditEntry, audit, log_activity
 from .catalog import Image, Node, add_cycle
 from .db import db, is_postgres, new_uuid
@@ -874,4 +874,4 @@ def notices_job(op, payload):
 
 
 __all__ = ["driver_for", "place", "renewal_sweep", "retention_sweep", "renew_service", "NodeReservation",
-           "renewal_key", "activity"]
+           "renewal_key", "service_history", "audit_trail"]

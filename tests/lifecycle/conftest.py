@@ -21,8 +21,6 @@ def setup(make_user, make_package, make_node, make_image):
 @pytest.fixture
 def order(db, setup):
     """Create a pending service and enqueue its provisioning the way billing's order does."""
-    from datetime import datetime
-
     from hostbay.core import clock
     from hostbay.core.catalog import add_cycle
 

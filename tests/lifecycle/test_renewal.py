@@ -5,7 +5,7 @@ import pytest
 
 from hostbay.core import ipam, jobs, ledger, lifecycle
 from hostbay.core.actions import request_action
-from hostbay.core.activity import ActivityEntry, AuditEntry
+from hostbay.core.activity import AuditEntry
 from hostbay.core.catalog import Node, add_cycle
 from hostbay.core.errors import ActionNotAllowed, InsufficientFunds
 from hostbay.core.ledger import LedgerEntry
@@ -195,7 +195,7 @@ def test_cancel_at_period_end_and_now(db, clock, setup, order, make_user):
     a, b = _fresh(db, a), _fresh(db, b)
     assert request_action(a, "cancel", setup.user, when="end") is None
     db.session.commit()
-    op = request_action(b, "cancel", setup.user, when="now")
+    request_action(b, "cancel", setup.user, when="now")
     db.session.commit()
     b = _fresh(db, b)
     assert b.state == "cancelled" and b.uuid not in FakeVirtDriver.servers

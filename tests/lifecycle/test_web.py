@@ -33,7 +33,7 @@ def test_customer_page_actions_and_progress(db, client, setup, active, job_runne
     assert data["operations"][0]["title"] == "Reinstall" and data["operations"][0]["finished"] is False
     page = client.get(f"/panel/services/{active.uuid}").get_data(as_text=True)
     assert 'data-running="1"' in page and "being reinstalled" in page
-    assert f"/action/restart" not in page  # busy: no actions offered
+    assert "/action/restart" not in page  # busy: no actions offered
     resp = client.post(f"/panel/services/{active.uuid}/action/restart", follow_redirects=True)
     assert "being reinstalled" in resp.get_data(as_text=True)
     job_runner.run_all()
@@ -117,7 +117,6 @@ def test_double_submit_is_one_operation(db, client, setup, active, job_runner):
 
 def test_retention_days_is_configurable(db, app, clock, setup, order):
     from hostbay.core import lifecycle
-    from datetime import timedelta
 
     app.config["HOSTBAY_RETENTION_DAYS"] = 1
     svc, _ = order()
