@@ -15,6 +15,7 @@ from hostbay.core.catalog import Node
 from hostbay.core.db import db
 from hostbay.core.errors import HostbayError, UserError
 from hostbay.core.lifecycle import NodeReservation, audit_trail
+from hostbay.core.notices import Notice
 from hostbay.core.services import STATES, Service
 
 from .staff import STAFF_MENU, staff_required
@@ -66,9 +67,11 @@ def detail(uuid):
     activity = db.session.scalars(select(ActivityEntry).where(ActivityEntry.service_id == svc.id)
                                   .order_by(ActivityEntry.created_at.desc(), ActivityEntry.id.desc())
                                   .limit(50)).all()
+    notices = db.session.scalars(select(Notice).where(Notice.service_id == svc.id)
+                                 .order_by(Notice.id.desc()).limit(50)).all()
     allowed = svc.actions_for(staff=True)
     return render_template("staff/services/detail.html", service=svc, ops=ops, trail=trail, actors=actors,
-                           activity=activity, reservation=db.session.get(NodeReservation, svc.id),
+                           activity=activity, notices=notices, reservation=db.session.get(NodeReservation, svc.id),
                            actions=[(a, label) for a, label in STAFF_ACTIONS if a in allowed])
 
 

@@ -105,6 +105,7 @@ def test_full_lifecycle(db, app, client, clock, setup, order, make_user, monkeyp
     assert svc.hostname in client.get("/staff/services/").get_data(as_text=True)
     detail = client.get(f"/staff/services/{svc.uuid}").get_data(as_text=True)
     assert "terminated" in detail and "service.removal_queued" in detail and "service.removed" in detail
+    assert "is suspended: renew within 3 days" in detail and "waiting" in detail  # the notice (no SMTP set)
     assert svc.infra_ref["domain"] in detail  # staff see the driver reference
 
     # the customer's activity log (activity entries and the wallet movements of the service) tells the story
