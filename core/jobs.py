@@ -26,6 +26,7 @@ from typing import Callable
 
 from flask import current_app
 from sqlalchemy import JSON, ForeignKey, String, Text, event, or_, select, update
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -42,6 +43,7 @@ RETRY_DELAYS = (5, 30, 120, 600)
 
 # Core modules that register job handlers with @handler; imported lazily when a job runs.
 CORE_JOB_MODULES: list[str] = [
+    "hostbay.core.lifecycle",
     "hostbay.core.iso",
     "hostbay.core.console",
     "hostbay.core.network",
@@ -93,7 +95,9 @@ class Operation(db.Model):
     def progress(self, pct: int, text: str) -> None:
         """Record progress at once, outside the handler's transaction, so the panel shows it live."""
         pct = max(0, min(100, int(pct)))
-        stmt = (update(Operation.__table__).where(Operation.__table__.c.id == self.id)
+        ident = sa_inspect(self).identity  # the key without reloading an expired row (SQLite: one writer)
+        op_id = ident[0] if ident else self.id
+        stmt = (update(Operation.__table__).where(Operation.__table__.c.id == op_id)
                 .values(progress_pct=pct, progress_text=text[:255], heartbeat_at=_utcnow()))
         if db.engine.dialect.name == "sqlite" and db.session().in_transaction():
             # SQLite has one writer: while the handler's transaction holds it, write through that transaction.

@@ -31,6 +31,8 @@ BLUEPRINT_MODULES = [
     "network",
     "staff_network",
     "payments",
+    "services",
+    "staff_services",
 ]
 
 

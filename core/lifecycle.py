@@ -1,0 +1,877 @@
+"""Service lifecycle: the job handlers that drive servers, and the renewal, retention and removal sweeps.
+
+Every handler is safe to re-run after a crash: it reads the service's state, skips the steps that already
+happened (a node reservation exists, the driver's ``create`` is idempotent on the service UUID, a state
+transition is a conditional UPDATE) and commits before each slow driver call, so a worker that dies leaves a
+consistent row that the next attempt continues from. A handler that fails leaves the operation ``failed`` and the
+service in its busy state (never silently ``active``); staff retry the operation from the service's staff page.
+
+Renewal (``renewal_sweep``) works in set-based batches: one transaction claims a batch of due services
+(``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so several workers share the work), locks the customers' wallets in id
+order, walks each customer's due services in renewal order against the locked balance, and then writes all ledger
+entries (``ON CONFLICT DO NOTHING`` on the idempotency key ``renewal:<uuid>:<renews_at>``), wallet updates, service
+updates, suspension operations, notices, activity and audit rows with a handful of statements. A batch commits
+as a whole or not at all, so a killed worker leaves nothing half-done, and a re-run finds only what is still due.
+
+Recovery after a top-up: core registers its own pluggy hook implementation of ``hostbay_wallet_credited``
+(:class:`CoreHooks`, registered when the web app is built) which enqueues ``lifecycle.retry_renewals`` for the
+customer; that job renews suspended services inside the retention window while the balance covers them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from datetime import datetime, timedelta
+
+from flask import current_app
+from sqlalchemy import ForeignKey, bindparam, delete, insert, select, text, update
+from sqlalchemy.orm import Mapped, mapped_column
+
+from . import clock, ipam, jobs, network
+from .activity import ActivityEntry, AuditEntry, audit, log_activity
+from .catalog import Image, Node, add_cycle
+from .db import db, is_postgres, new_uuid
+from .drivers import ServerSpec
+from .errors import ActionNotAllowed, FatalDriverError, InsufficientFunds
+from .hookspecs import hookimpl
+from .ledger import LedgerEntry, Wallet, debit
+from .money import format_cents
+from .services import (ACTIVE, CANCELLED, ENDED, PENDING, PROVISIONING, REBUILDING, REINSTALLING, REMOVAL_QUEUED,
+                       RESIZING, SUSPENDED, TERMINATED, Service, transition)
+
+log = logging.getLogger(__name__)
+
+RENEWAL_BATCH = 10000  # services per transaction; bench/renewal_sweep.py measures 5000 and 10000
+RENEWAL_EVERY = 300      # seconds between scheduled renewal sweeps
+RETENTION_EVERY = 600
+NOTICES_EVERY = 900
+
+jobs.CORE_SCHEDULE.extend([("lifecycle.renewal_sweep", RENEWAL_EVERY),
+                           ("lifecycle.retention_sweep", RETENTION_EVERY),
+                           ("lifecycle.notices", NOTICES_EVERY)])
+
+
+class NodeReservation(db.Model):
+    """The capacity a service holds on its node. Created with the node's ``used_*`` increase in one transaction
+    and removed with the decrease in one transaction, so the node's counters always equal the sum of its rows."""
+
+    __tablename__ = "node_reservations"
+
+    service_id: Mapped[int] = mapped_column(ForeignKey("services.id"), primary_key=True)
+    node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id"), index=True)
+    vcpus: Mapped[int] = mapped_column(default=0)
+    memory_mib: Mapped[int] = mapped_column(default=0)
+    disk_gib: Mapped[int] = mapped_column(default=0)
+
+
+# ==============================================================================================================
+# Helpers
+# ==============================================================================================================
+
+def renewal_key(service_uuid: str, renews_at: datetime) -> str:
+    """One ledger idempotency key per service and period: gateway-triggered renewals and sweeps share it."""
+    return f"renewal:{service_uuid}:{renews_at:%Y%m%dT%H%M%S}"
+
+
+def retention_days() -> int:
+    return int(current_app.config.get("HOSTBAY_RETENTION_DAYS", 3))
+
+
+def _registry():
+    return current_app.extensions["hostbay"]
+
+
+def driver_for(service: Service):
+    """The service's VirtDriver instance, configured with its node's settings."""
+    if service.kind != "vps":
+        raise FatalDriverError(f"service {service.uuid} is a {service.kind} service; it has no virtualization driver")
+    node = service.node
+    name = node.driver if node is not None else service.package.driver
+    return _registry().driver("virt", name, node.settings if node is not None else {})
+
+
+def _service_of(op) -> Service:
+    svc = db.session.get(Service, op.service_id) if op.service_id else None
+    if svc is None:
+        raise FatalDriverError(f"operation {op.id} has no service")
+    db.session.refresh(svc)
+    return svc
+
+
+def _say(op, pct: int, text: str) -> None:
+    """Record progress. The handler's own transaction is committed first: progress is written on a separate
+    connection, and SQLite allows one writer at a time."""
+    db.session.commit()
+    op.progress(pct, text)
+
+
+def _progress(op, lo: int, hi: int):
+    """A driver progress callback mapped into [lo, hi] of the operation's bar."""
+    def cb(pct, text):
+        _say(op, lo + (hi - lo) * max(0, min(100, int(pct))) // 100, text)
+    return cb
+
+
+def _refs(service: Service) -> dict:
+    return {"node": service.node.name if service.node else None, "infra_ref": dict(service.infra_ref or {})}
+
+
+def _notify(hook: str, **kw) -> None:
+    _registry().notify(hook, **kw)
+
+
+# ==============================================================================================================
+# Placement
+# ==============================================================================================================
+
+def _need(package) -> dict:
+    return {"vcpus": package.vcpus, "memory_mib": package.memory_mib, "disk_gib": package.disk_gib}
+
+
+def _reserve_on(node_id: int, need: dict) -> bool:
+    """Conditionally add ``need`` to the node's reservations: no two concurrent orders can overfill it."""
+    res = db.session.execute(
+        update(Node).where(Node.id == node_id, Node.enabled.is_(True),
+                           Node.used_vcpus + need["vcpus"] <= Node.vcpus,
+                           Node.used_memory_mib + need["memory_mib"] <= Node.memory_mib,
+                           Node.used_disk_gib + need["disk_gib"] <= Node.disk_gib)
+        .values(used_vcpus=Node.used_vcpus + need["vcpus"],
+                used_memory_mib=Node.used_memory_mib + need["memory_mib"],
+                used_disk_gib=Node.used_disk_gib + need["disk_gib"])
+        .execution_options(synchronize_session=False))
+    return res.rowcount == 1
+
+
+def place(service: Service) -> Node:
+    """Reserve room for ``service`` on a node of its package's driver (idempotent: a service that holds a
+    reservation keeps it). Candidates with room are ordered by free memory; ``hostbay_choose_node`` may pick."""
+    existing = db.session.get(NodeReservation, service.id)
+    if existing is not None:
+        if service.node_id != existing.node_id:
+            service.node_id = existing.node_id
+        return db.session.get(Node, existing.node_id)
+    need = _need(service.package)
+    candidates = db.session.scalars(
+        select(Node).where(Node.driver == service.package.driver, Node.enabled.is_(True),
+                           Node.used_vcpus + need["vcpus"] <= Node.vcpus,
+                           Node.used_memory_mib + need["memory_mib"] <= Node.memory_mib,
+                           Node.used_disk_gib + need["disk_gib"] <= Node.disk_gib)
+        .order_by((Node.memory_mib - Node.used_memory_mib).desc(), Node.id)).all()
+    if not candidates:
+        raise FatalDriverError(f"no enabled {service.package.driver} node has room for package "
+                               f"{service.package.slug}", customer_message="No server capacity is available right "
+                               "now. Our staff have been notified and will set up your service.")
+    chosen = _registry().hook.hostbay_choose_node(service=service, candidates=list(candidates))
+    if chosen is not None and chosen in candidates:
+        candidates.remove(chosen)
+        candidates.insert(0, chosen)
+    for node in candidates:
+        if _reserve_on(node.id, need):
+            db.session.add(NodeReservation(service_id=service.id, node_id=node.id, **need))
+            service.node_id = node.id
+            db.session.flush()
+            db.session.refresh(node)
+            return node
+    raise FatalDriverError("every candidate node filled up during placement",
+                           customer_message="No server capacity is available right now. Our staff have been "
+                           "notified and will set up your service.")
+
+
+def adjust_reservation(service: Service) -> None:
+    """Make the service's reservation match its (new) package; growth is conditional on the node's room."""
+    res = db.session.get(NodeReservation, service.id)
+    if res is None:
+        return
+    need = _need(service.package)
+    delta = {k: need[k] - getattr(res, k) for k in need}
+    if not any(delta.values()):
+        return
+    grow = {k: max(0, v) for k, v in delta.items()}
+    if any(grow.values()) and not _reserve_on(res.node_id, grow):
+        raise FatalDriverError(f"node {res.node_id} lacks room to grow service {service.uuid}",
+                               customer_message="The package change needs more room than the server's host has. "
+                               "Our staff have been notified.")
+    shrink = {k: max(0, -v) for k, v in delta.items()}
+    if any(shrink.values()):
+        db.session.execute(update(Node).where(Node.id == res.node_id).values(
+            used_vcpus=Node.used_vcpus - shrink["vcpus"], used_memory_mib=Node.used_memory_mib - shrink["memory_mib"],
+            used_disk_gib=Node.used_disk_gib - shrink["disk_gib"]).execution_options(synchronize_session=False))
+    for k, v in need.items():
+        setattr(res, k, v)
+    db.session.flush()
+
+
+def release_reservation(service: Service) -> bool:
+    """Give the service's capacity back to its node (idempotent)."""
+    res = db.session.get(NodeReservation, service.id)
+    if res is None:
+        return False
+    gone = db.session.execute(delete(NodeReservation).where(NodeReservation.service_id == service.id)
+                              .execution_options(synchronize_session=False)).rowcount
+    if gone:
+        db.session.execute(update(Node).where(Node.id == res.node_id).values(
+            used_vcpus=Node.used_vcpus - res.vcpus, used_memory_mib=Node.used_memory_mib - res.memory_mib,
+            used_disk_gib=Node.used_disk_gib - res.disk_gib).execution_options(synchronize_session=False))
+    db.session.expunge(res)
+    return bool(gone)
+
+
+# ==============================================================================================================
+# Server spec
+# ==============================================================================================================
+
+def build_spec(service: Service, addresses=None) -> ServerSpec:
+    from .accounts import SSHKey
+
+    pkg = service.package
+    image = db.session.get(Image, service.image_id) if service.image_id else None
+    keys = ()
+    if service.ssh_key_ids:
+        keys = tuple(k.public_key for k in db.session.scalars(
+            select(SSHKey).where(SSHKey.id.in_(list(service.ssh_key_ids)), SSHKey.user_id == service.user_id)
+            .order_by(SSHKey.id)))
+    if addresses is None:
+        addresses = ipam.addresses_for(service)
+    node = service.node
+    settings = dict(node.settings or {}) if node else {}
+    return ServerSpec(
+        uuid=service.uuid, hostname=service.hostname, vcpus=pkg.vcpus, memory_mib=pkg.memory_mib,
+        disk_gib=pkg.disk_gib,
+        image={"name": image.name, "source": image.source, "os": image.os_family} if image else {},
+        node=settings, ssh_keys=keys, addresses=tuple(addresses or ()),
+        nameservers=tuple(settings.get("nameservers") or ()), port_speed_mbit=pkg.port_speed_mbit)
+
+
+# ==============================================================================================================
+# Job handlers
+# ==============================================================================================================
+
+@jobs.handler("service.provision")
+def provision(op, payload):
+    """Place, allocate addresses, create the server, filter its network, mark it active. Re-runnable: each step
+    is idempotent and committed before the next slow one."""
+    svc = _service_of(op)
+    if svc.state == ACTIVE:
+        return {"state": ACTIVE, "note": "already provisioned"}
+    if svc.state in ENDED or svc.state == REMOVAL_QUEUED:
+        return {"state": svc.state, "note": "service ended before provisioning"}
+    if svc.state == PENDING:
+        transition(svc, PROVISIONING, expect=PENDING)
+        db.session.commit()
+    if svc.state != PROVISIONING:
+        raise FatalDriverError(f"service {svc.uuid} is {svc.state}, not provisioning")
+    _say(op, 5, "Choosing a host")
+    node = place(svc)
+    audit("service.placed", "service", svc.uuid, after={"node": node.name, "node_id": node.id})
+    db.session.commit()
+    _say(op, 10, "Reserving IP addresses")
+    addresses = ipam.allocate_for_service(svc)
+    db.session.commit()
+    driver = driver_for(svc)
+    spec = build_spec(svc, addresses)
+    _say(op, 15, "Creating your server")
+    ref = driver.create(spec, _progress(op, 15, 90))
+    svc = db.session.get(Service, svc.id)
+    svc.infra_ref = dict(ref or {})
+    db.session.commit()
+    _say(op, 92, "Applying network protection")
+    network.apply_network_filter(svc, driver)
+    if not transition(svc, ACTIVE, expect=PROVISIONING):
+        raise FatalDriverError(f"service {svc.uuid} left provisioning while being set up (now {svc.state})")
+    log_activity(svc.user_id, "create", f"Server {svc.hostname} was set up and is running.", svc.id)
+    audit("service.provisioned", "service", svc.uuid, before={"state": PROVISIONING},
+          after={"state": ACTIVE, **_refs(svc)}, detail=f"operation {op.id}")
+    db.session.commit()
+    _say(op, 100, "Your server is ready")
+    _notify("hostbay_service_provisioned", service=svc)
+    return {"state": ACTIVE}
+
+
+def _simple_power(action: str, method: str, message: str):
+    @jobs.handler(f"service.{action}")
+    def _h(op, payload):
+        svc = _service_of(op)
+        if svc.state != ACTIVE:
+            raise FatalDriverError(f"cannot {action} service {svc.uuid} in state {svc.state}",
+                                   customer_message=f"The server could not be {message.split()[0].lower()}: "
+                                   "it is not active.")
+        _say(op, 20, f"{action.title()}ing" if action != "stop" else "Stopping")
+        getattr(driver_for(svc), method)(svc.infra_ref)
+        log_activity(svc.user_id, action, message.format(hostname=svc.hostname), svc.id)
+        audit(f"service.{action}", "service", svc.uuid, after=_refs(svc), detail=f"operation {op.id}",
+              actor_type=payload.get("actor_type"), actor=_actor(payload))
+        db.session.commit()
+        return {"done": action}
+    return _h
+
+
+def _actor(payload):
+    from .accounts import User
+
+    aid = payload.get("actor_id")
+    return db.session.get(User, aid) if aid else None
+
+
+_simple_power("start", "start", "Started {hostname}.")
+_simple_power("stop", "stop", "Stopped {hostname}.")
+_simple_power("restart", "restart", "Restarted {hostname}.")
+
+
+def _finish_busy(svc: Service, busy: str, op, event: str, message: str, before: dict) -> None:
+    if not transition(svc, ACTIVE, expect=busy):
+        raise FatalDriverError(f"service {svc.uuid} left {busy} while the job ran (now {svc.state})")
+    log_activity(svc.user_id, event, message, svc.id)
+    audit(f"service.{event}", "service", svc.uuid, before=before, after={"state": ACTIVE, **_refs(svc)},
+          detail=f"operation {op.id}")
+    db.session.commit()
+
+
+@jobs.handler("service.reinstall")
+def reinstall(op, payload):
+    """Fresh system disk from the service's image, with the same SSH keys as at creation."""
+    svc = _service_of(op)
+    if svc.state == ACTIVE and (op.result or {}).get("done"):
+        return {"state": ACTIVE}
+    if svc.state != REINSTALLING:
+        raise FatalDriverError(f"service {svc.uuid} is {svc.state}, not reinstalling")
+    before = _refs(svc)
+    _say(op, 10, "Preparing the reinstall")
+    ref = driver_for(svc).reinstall(svc.infra_ref, build_spec(svc), _progress(op, 10, 95))
+    svc = db.session.get(Service, svc.id)
+    svc.infra_ref = dict(ref or svc.infra_ref)
+    _finish_busy(svc, REINSTALLING, op, "reinstall", f"{svc.hostname} was reinstalled with a fresh system.", before)
+    return {"state": ACTIVE}
+
+
+def _resize_like(op, busy: str, method: str, message: str):
+    svc = _service_of(op)
+    if svc.state != busy:
+        raise FatalDriverError(f"service {svc.uuid} is {svc.state}, not {busy}")
+    before = {**_refs(svc), "old_package_id": op.payload.get("old_package_id")}
+    _say(op, 5, "Reserving capacity")
+    adjust_reservation(svc)
+    db.session.commit()
+    _say(op, 10, "Changing the server")
+    drv = driver_for(svc)
+    if not drv.supports(method):
+        raise FatalDriverError(f"driver {drv.name} does not support {method}")
+    ref = getattr(drv, method)(svc.infra_ref, build_spec(svc), _progress(op, 10, 95))
+    svc = db.session.get(Service, svc.id)
+    svc.infra_ref = dict(ref or svc.infra_ref)
+    db.session.commit()
+    network.apply_network_filter(svc, drv)
+    _finish_busy(svc, busy, op, "package_change", message.format(hostname=svc.hostname, package=svc.package.name),
+                 before)
+    return {"state": ACTIVE}
+
+
+@jobs.handler("service.resize")
+def resize(op, payload):
+    return _resize_like(op, RESIZING, "resize", "{hostname} now runs the {package} package.")
+
+
+@jobs.handler("service.rebuild")
+def rebuild(op, payload):
+    return _resize_like(op, REBUILDING, "rebuild", "{hostname} was rebuilt on the {package} package.")
+
+
+@jobs.handler("service.suspend")
+def suspend_job(op, payload):
+    """Stop the server of a suspended service (the state moved already, in the sweep or the staff action)."""
+    svc = _service_of(op)
+    if svc.state != SUSPENDED:
+        return {"skipped": svc.state}
+    if svc.infra_ref and svc.kind == "vps":
+        _say(op, 30, "Suspending")
+        driver_for(svc).suspend(svc.infra_ref)
+    audit("service.suspended.driver", "service", svc.uuid, after=_refs(svc), detail=f"operation {op.id}")
+    db.session.commit()
+    _notify("hostbay_service_suspended", service=svc, reason=payload.get("reason", "unpaid"))
+    return {"state": SUSPENDED}
+
+
+@jobs.handler("service.unsuspend")
+def unsuspend_job(op, payload):
+    """Start the server again and make the service active (after a renewal or a staff decision)."""
+    svc = _service_of(op)
+    if svc.state == ACTIVE:
+        return {"state": ACTIVE}
+    if svc.state != SUSPENDED:
+        raise FatalDriverError(f"service {svc.uuid} is {svc.state}, cannot unsuspend")
+    if svc.infra_ref and svc.kind == "vps":
+        _say(op, 30, "Starting your server again")
+        driver_for(svc).unsuspend(svc.infra_ref)
+    if not transition(svc, ACTIVE, expect=SUSPENDED, suspended_at=None):
+        raise FatalDriverError(f"service {svc.uuid} changed state during unsuspend (now {svc.state})")
+    log_activity(svc.user_id, "unsuspend", f"{svc.hostname} is active again.", svc.id)
+    audit("service.unsuspended", "service", svc.uuid, before={"state": SUSPENDED},
+          after={"state": ACTIVE, **_refs(svc)}, detail=f"operation {op.id}")
+    db.session.commit()
+    _notify("hostbay_service_unsuspended", service=svc)
+    return {"state": ACTIVE}
+
+
+@jobs.handler("service.remove")
+def remove_job(op, payload):
+    """Delete the server and its volumes, release its IPs and node capacity; removal-queued → terminated (a
+    cancelled service stays cancelled). Every step tolerates having run before."""
+    svc = _service_of(op)
+    if svc.state not in (REMOVAL_QUEUED, CANCELLED, TERMINATED):
+        raise FatalDriverError(f"service {svc.uuid} is {svc.state}; only queued or cancelled services are removed")
+    before = {"state": svc.state, **_refs(svc)}
+    if svc.infra_ref and svc.kind == "vps":
+        _say(op, 20, "Deleting the server")
+        driver_for(svc).delete(svc.infra_ref)
+    _say(op, 60, "Releasing addresses")
+    ipam.release_for_service(svc)
+    release_reservation(svc)
+    db.session.commit()
+    if svc.state == REMOVAL_QUEUED:
+        if not transition(svc, TERMINATED, expect=REMOVAL_QUEUED, ended_at=clock.now()):
+            raise FatalDriverError(f"service {svc.uuid} changed state during removal")
+        log_activity(svc.user_id, "remove", f"{svc.hostname} was removed.", svc.id)
+    audit("service.removed", "service", svc.uuid, before=before, after={"state": svc.state},
+          detail=f"operation {op.id}; addresses released; node capacity released")
+    db.session.commit()
+    _notify("hostbay_service_terminated", service=svc)
+    return {"state": svc.state}
+
+
+# ==============================================================================================================
+# Renewal
+# ==============================================================================================================
+
+def renew_service(service: Service, actor=None, actor_type: str = "customer"):
+    """Pay the current period of ``service`` now from its wallet and extend it by one cycle; a suspended service
+    inside the retention window is then unsuspended by its driver (returns that operation). Raises
+    InsufficientFunds (nothing written) or ActionNotAllowed. Shares the sweep's idempotency key."""
+    svc = db.session.scalar(select(Service).where(Service.id == service.id).with_for_update(of=Service)
+                            .execution_options(populate_existing=True))
+    now = clock.now()
+    if svc.state == REMOVAL_QUEUED or svc.state in ENDED:
+        raise ActionNotAllowed("This service is queued for removal and can no longer be recovered. "
+                               "Please order a new service.")
+    if svc.state == SUSPENDED and svc.renews_at > now:
+        raise ActionNotAllowed("Payment for this service was received; it is being reactivated.")
+    if svc.state not in (ACTIVE, SUSPENDED):
+        raise ActionNotAllowed("This service cannot be renewed right now.")
+    old = svc.renews_at
+    new = add_cycle(old, svc.cycle)
+    if svc.price_cents > 0:
+        debit(svc.user_id, svc.price_cents, kind="renewal", key=renewal_key(svc.uuid, old),
+              description=f"Renewal of {svc.hostname} until {new:%Y-%m-%d}", reference=("service", svc.uuid),
+              actor_type=actor_type, actor_id=getattr(actor, "id", None))
+    res = db.session.execute(update(Service).where(Service.id == svc.id, Service.renews_at == old)
+                             .values(period_start=old, renews_at=new, updated_at=now)
+                             .execution_options(synchronize_session=False))
+    if res.rowcount != 1:
+        raise ActionNotAllowed("This service was renewed a moment ago.")
+    db.session.refresh(svc)
+    if svc.price_cents <= 0:  # no ledger entry records it
+        log_activity(svc.user_id, "renew", f"Renewed {svc.hostname} until {new:%Y-%m-%d}.", svc.id)
+    audit("service.renewed", "service", svc.uuid, actor=actor, actor_type=None if actor else "system",
+          before={"renews_at": old.isoformat(), "state": svc.state},
+          after={"renews_at": new.isoformat(), "price_cents": svc.price_cents})
+    op = None
+    if svc.state == SUSPENDED:
+        op = jobs.enqueue("service.unsuspend", key=f"unsuspend:{svc.uuid}:{old:%Y%m%dT%H%M%S}", service=svc,
+                          title="Reactivate server", payload={"reason": "renewed"})
+    return op
+
+
+@jobs.handler("lifecycle.retry_renewals")
+def retry_renewals(op, payload):
+    """After a wallet credit: renew the customer's suspended services (oldest first) while the balance covers
+    them; each renewal is its own transaction."""
+    user_id = payload["user_id"]
+    cutoff = clock.now()
+    ids = db.session.scalars(select(Service.id).where(Service.user_id == user_id, Service.state == SUSPENDED,
+                                                      Service.renews_at <= cutoff)
+                             .order_by(Service.renews_at, Service.id)).all()
+    renewed = []
+    for sid in ids:
+        svc = db.session.get(Service, sid)
+        try:
+            renew_service(svc, actor=None, actor_type="system")
+            db.session.commit()
+            renewed.append(svc.uuid)
+        except (InsufficientFunds, ActionNotAllowed):
+            db.session.rollback()
+            break
+    return {"renewed": renewed}
+
+
+class CoreHooks:
+    """Core's own hook implementations, registered on the plugin manager by the web app factory's blueprints."""
+
+    @hookimpl
+    def hostbay_wallet_credited(self, user, entry):
+        if user is None:
+            return
+        jobs.enqueue("lifecycle.retry_renewals", key=f"retry-renewals:{getattr(entry, 'idempotency_key', new_uuid())}",
+                     user_id=user.id, payload={"user_id": user.id}, title="Renew suspended services")
+        db.session.commit()
+
+
+def register_core_hooks(registry) -> None:
+    if registry.pm.get_plugin("hostbay.core.lifecycle") is None:
+        registry.pm.register(CoreHooks(), name="hostbay.core.lifecycle")
+
+
+def _ts(d: datetime) -> str:
+    return f"{d:%Y%m%dT%H%M%S}"
+
+
+def renewal_sweep(now: datetime | None = None, batch_size: int = RENEWAL_BATCH, max_batches: int | None = None,
+                  dispatch: bool = True) -> dict:
+    """Renew every active service whose ``renews_at`` is due, in batches; suspend those the wallet cannot cover;
+    cancel those set to end with their period. Safe to run concurrently and repeatedly."""
+    now = now or clock.now()
+    totals = {"renewed": 0, "suspended": 0, "cancelled": 0, "batches": 0}
+    while max_batches is None or totals["batches"] < max_batches:
+        got = _renewal_batch(now, batch_size, dispatch)
+        if got is None:
+            break
+        totals["batches"] += 1
+        for k in ("renewed", "suspended", "cancelled"):
+            totals[k] += got[k]
+    return totals
+
+
+def _renewal_batch(now: datetime, batch_size: int, dispatch: bool, check_paid: bool = False) -> dict | None:
+    pg = is_postgres()
+    s = Service.__table__
+    q = (select(s.c.id, s.c.uuid, s.c.user_id, s.c.hostname, s.c.price_cents, s.c.period_start, s.c.renews_at,
+                s.c.cycle, s.c.cancel_at_period_end)
+         .where(s.c.state == ACTIVE, s.c.renews_at <= now)
+         .order_by(s.c.user_id, s.c.renews_at, s.c.id).limit(batch_size))
+    if pg:
+        q = q.with_for_update(skip_locked=True, of=s)
+    rows = db.session.execute(q).all()
+    if not rows:
+        db.session.rollback()
+        return None
+
+    cancels = [r for r in rows if r.cancel_at_period_end]
+    due = [r for r in rows if not r.cancel_at_period_end]
+    user_ids = sorted({r.user_id for r in due})
+    w = Wallet.__table__
+    wq = select(w.c.id, w.c.user_id, w.c.balance_cents).where(w.c.user_id.in_(user_ids)).order_by(w.c.id)
+    if pg:
+        wq = wq.with_for_update()
+    wallets = {r.user_id: [r.id, r.balance_cents] for r in db.session.execute(wq)} if user_ids else {}
+    missing = [u for u in user_ids if u not in wallets]
+    if missing:  # a customer who never had a wallet: create it so the suspension notice can quote a balance
+        from .ledger import wallet_for
+
+        for u in missing:
+            wallets[u] = [wallet_for(u).id, 0]
+    stamps: dict = {}  # formatted dates, computed once per distinct date rather than once per service
+    for r in due:
+        if r.renews_at not in stamps:
+            stamps[r.renews_at] = _ts(r.renews_at)
+    keys = {r.id: f"renewal:{r.uuid}:{stamps[r.renews_at]}" for r in due}
+    le = LedgerEntry.__table__
+    paid: set = set()
+    if not check_paid:
+        pass  # the ledger insert's ON CONFLICT tells whether a key exists; only then is the batch redone with a look
+    elif pg:
+        paid = set(_pg_exec("SELECT idempotency_key FROM ledger_entries WHERE idempotency_key = ANY(%(k)b)",
+                            {"k": list(keys.values())}, fetch=True))
+    else:
+        paid = set(db.session.scalars(select(le.c.idempotency_key)
+                                      .where(le.c.idempotency_key.in_(list(keys.values())))))
+    cycles: dict = {}
+
+    ledger_rows, wallet_debits, renew_rows, suspend_rows = [], defaultdict(int), [], []
+    for r in due:  # ordered by customer, then renewal date: each customer's balance is spent oldest first
+        wallet = wallets[r.user_id]
+        new = cycles.get((r.renews_at, r.cycle))
+        if new is None:
+            new = cycles[(r.renews_at, r.cycle)] = add_cycle(r.renews_at, r.cycle)
+            stamps[new] = f"{new:%Y-%m-%d}"
+        if keys[r.id] in paid or r.price_cents <= 0:
+            renew_rows.append((r, new, False))
+        elif wallet[1] >= r.price_cents:
+            wallet[1] -= r.price_cents
+            wallet_debits[wallet[0]] += r.price_cents
+            ledger_rows.append({
+                "uuid": None if pg else new_uuid(), "wallet_id": wallet[0], "idempotency_key": keys[r.id], "kind": "renewal",
+                "amount_cents": -r.price_cents, "balance_after_cents": wallet[1], "reference_type": "service",
+                "reference_id": r.uuid, "actor_type": "system", "actor_id": None,
+                "description": f"Renewal of {r.hostname} until {stamps[new]}"[:255], "note": None,
+                "created_at": now})
+            renew_rows.append((r, new, True))
+        else:
+            suspend_rows.append((r, wallet[1]))
+
+    if ledger_rows:
+        inserted = _insert_ignore(le, ledger_rows, le.c.idempotency_key, returning=le.c.idempotency_key)
+        if len(inserted) != len(ledger_rows):
+            # some period was paid already (a gateway renewal): redo the batch, renewing those without a charge
+            db.session.rollback()
+            if check_paid:
+                raise RuntimeError("renewal keys appeared while the batch held its locks")
+            return _renewal_batch(now, batch_size, dispatch, check_paid=True)
+    if wallet_debits:
+        _bulk_update(w, "id", [{"k": wid, "amt": -amt} for wid, amt in wallet_debits.items()],
+                     {"balance_cents": ("add", "amt")}, guard='"wallets"."balance_cents" + v.amt >= 0',
+                     expect=len(wallet_debits))
+    # one UPDATE for the batch: renewed services move their period, suspended ones change state
+    svc_rows = [{"k": r.id, "ps": r.renews_at, "ra": new, "st": ACTIVE, "sa": None, "ua": now}
+                for r, new, _ in renew_rows]
+    svc_rows += [{"k": r.id, "ps": r.period_start, "ra": r.renews_at, "st": SUSPENDED, "sa": now, "ua": now}
+                 for r, _ in suspend_rows]
+    _bulk_update(s, "id", svc_rows, {"period_start": "ps", "renews_at": "ra", "state": "st", "suspended_at": "sa",
+                                     "updated_at": "ua"},
+                 guard=f"\"services\".\"state\" = '{ACTIVE}'", expect=len(svc_rows))
+
+    # A renewal's record is its ledger entry (customer-safe description, actor, service reference, amount and
+    # balance after): the service pages show it in the activity log and the audit trail, so the sweep writes
+    # no second row per renewal. State changes (suspension, cancellation) get their own activity and audit rows.
+    acts, audits, notices, ops = [], [], [], []
+    for r, new, charged in renew_rows:
+        if not charged and r.price_cents <= 0:  # free services: no ledger entry, so log the renewal here
+            acts.append({"user_id": r.user_id, "service_id": r.id, "event": "renew", "created_at": now,
+                         "message": f"Renewed {r.hostname} until {new:%Y-%m-%d}."})
+            audits.append({"actor_type": "system", "actor_id": None, "action": "service.renewed",
+                           "target_type": "service", "target_id": r.uuid,
+                           "before": {"renews_at": r.renews_at.isoformat()}, "after": {"renews_at": new.isoformat()},
+                           "detail": "renewal sweep (free)", "created_at": now})
+    if suspend_rows:
+        from .notices import suspension_notice_row
+
+        for r, balance in suspend_rows:
+            short = r.price_cents - balance
+            acts.append({"user_id": r.user_id, "service_id": r.id, "event": "suspend", "created_at": now,
+                         "message": f"{r.hostname} was suspended: the renewal of {format_cents(r.price_cents)} "
+                                    f"could not be paid from your wallet ({format_cents(balance)}). Add at least "
+                                    f"{format_cents(short)} within {retention_days()} days and renew it to keep it."})
+            audits.append({"actor_type": "system", "actor_id": None, "action": "service.suspended",
+                           "target_type": "service", "target_id": r.uuid,
+                           "before": {"state": ACTIVE, "renews_at": r.renews_at.isoformat()},
+                           "after": {"state": SUSPENDED, "balance_cents": balance, "price_cents": r.price_cents},
+                           "detail": "renewal sweep: insufficient balance", "created_at": now})
+            ops.append({"id": None if pg else new_uuid(), "key": f"suspend:{r.uuid}:{stamps[r.renews_at]}", "kind": "service.suspend",
+                        "service_id": r.id, "user_id": r.user_id, "payload": {"reason": "unpaid"},
+                        "state": jobs.QUEUED, "title": "Suspend server", "progress_pct": 0,
+                        "progress_text": "Queued", "attempts": 0, "max_attempts": 4, "created_at": jobs._utcnow()})
+            notices.append(suspension_notice_row(r, balance, now))
+    for r in cancels:
+        ok = db.session.execute(update(s).where(s.c.id == r.id, s.c.state == ACTIVE)
+                                .values(state=CANCELLED, ended_at=now, updated_at=now)).rowcount
+        if ok:
+            acts.append({"user_id": r.user_id, "service_id": r.id, "event": "cancel", "created_at": now,
+                         "message": f"{r.hostname} ended with its billing period, as you asked."})
+            audits.append({"actor_type": "system", "actor_id": None, "action": "service.cancelled",
+                           "target_type": "service", "target_id": r.uuid, "before": {"state": ACTIVE},
+                           "after": {"state": CANCELLED}, "detail": "cancelled at period end", "created_at": now})
+            ops.append({"id": None if pg else new_uuid(), "key": f"remove:{r.uuid}", "kind": "service.remove", "service_id": r.id,
+                        "user_id": r.user_id, "payload": {"reason": "cancelled"}, "state": jobs.QUEUED,
+                        "title": "Remove server", "progress_pct": 0, "progress_text": "Queued", "attempts": 0,
+                        "max_attempts": 4, "created_at": jobs._utcnow()})
+    _bulk_insert(ActivityEntry.__table__, acts)
+    _bulk_insert(AuditEntry.__table__, audits)
+    new_ops = []
+    if ops:
+        op_t = jobs.Operation.__table__
+        new_ops = _insert_ignore(op_t, ops, op_t.c.key, returning=op_t.c.id)
+    if notices:
+        from .notices import Notice
+
+        _insert_ignore(Notice.__table__, notices, Notice.__table__.c.key)
+    if dispatch and new_ops:
+        db.session.info.setdefault("hostbay_dispatch", []).extend(new_ops)
+    db.session.commit()
+    return {"renewed": len(renew_rows), "suspended": len(suspend_rows), "cancelled": len(cancels)}
+
+
+def _pg_array_type(col) -> str:
+    from sqlalchemy.dialects import postgresql
+
+    return col.type.compile(dialect=postgresql.dialect()) + "[]"
+
+
+def _pg_param(col, values: list) -> list:
+    from sqlalchemy import JSON
+
+    if isinstance(col.type, JSON):
+        return [None if v is None else json.dumps(v) for v in values]
+    return values
+
+
+def _pg_exec(sql: str, params: dict, fetch: bool = False) -> list:
+    """Run ``sql`` (``%(name)s`` placeholders) on the session's own connection with binary parameters: arrays of
+    thousands of values cross the wire without text escaping."""
+    raw = db.session.connection().connection.driver_connection
+    with raw.cursor(binary=True) as cur:
+        cur.execute(sql, params)
+        rows = [r[0] for r in cur.fetchall()] if fetch else []
+        return rows if fetch else cur.rowcount
+
+
+def _bulk_insert(table, rows: list[dict]) -> None:
+    """Plain bulk INSERT (append-only logs): ``unnest`` on PostgreSQL, multi-row VALUES elsewhere."""
+    if not rows:
+        return
+    if is_postgres():
+        names = list(rows[0])
+        cols = [table.c[n] for n in names]
+        params = {f"p{i}": _pg_param(c, [r[n] for r in rows]) for i, (n, c) in enumerate(zip(names, cols))}
+        _pg_exec(f'INSERT INTO "{table.name}" (' + ", ".join(f'"{n}"' for n in names)
+                 + ") SELECT * FROM unnest(" + ", ".join(
+                     f"CAST(%(p{i})b AS {_pg_array_type(c)})" for i, c in enumerate(cols)) + ")", params)
+    else:
+        db.session.execute(insert(table), rows)
+
+
+def _insert_ignore(table, rows: list[dict], key_col, returning=None) -> list:
+    """Bulk INSERT ... ON CONFLICT (key) DO NOTHING; returns the ``returning`` values of the rows inserted.
+    PostgreSQL: one statement over ``unnest`` of one array per column; SQLite: a multi-row VALUES insert."""
+    if not rows:
+        return []
+    if is_postgres():
+        # a "uuid" column given as None is generated by the server (gen_random_uuid), not row by row in Python
+        gen = [n for n in ("uuid", "id") if n in rows[0] and rows[0][n] is None]
+        names = [n for n in rows[0] if n not in gen]
+        cols = [table.c[n] for n in names]
+        params = {f"p{i}": _pg_param(c, [r[n] for r in rows]) for i, (n, c) in enumerate(zip(names, cols))}
+        sql = (f'INSERT INTO "{table.name}" (' + ", ".join(f'"{n}"' for n in gen + names) + ") SELECT "
+               + "".join("gen_random_uuid()::text, " for _ in gen) + "u.* FROM unnest("
+               + ", ".join(f"CAST(%(p{i})b AS {_pg_array_type(c)})" for i, c in enumerate(cols)) + ") AS u"
+               + f' ON CONFLICT ("{key_col.name}") DO NOTHING')
+        if returning is not None:
+            return _pg_exec(sql + f' RETURNING "{returning.name}"', params, fetch=True)
+        _pg_exec(sql, params)
+        return []
+    from sqlalchemy.dialects.sqlite import insert as dialect_insert
+
+    stmt = dialect_insert(table).on_conflict_do_nothing(index_elements=[key_col])
+    if returning is not None:
+        return list(db.session.scalars(stmt.returning(returning), rows))
+    db.session.execute(stmt, rows)
+    return []
+
+
+def _bulk_update(table, key: str, rows: list[dict], values: dict, guard=None, expect: int | None = None) -> None:
+    """One UPDATE for a whole batch. ``values`` maps a column to the name of a per-row parameter, or to
+    ``("add", name)`` for ``column = column + parameter``; ``guard`` is SQL over the table and ``v.<param>``.
+    PostgreSQL: ``UPDATE .. FROM unnest(...)``; SQLite: an executemany of one statement."""
+    if not rows:
+        return
+    if is_postgres():
+        names = ["k"] + sorted({n for n in rows[0] if n != "k"})
+        types = {"k": _pg_array_type(table.c[key])}
+        for col, spec in values.items():
+            pname = spec[1] if isinstance(spec, tuple) else spec
+            types[pname] = _pg_array_type(table.c[col])
+        sets = ", ".join(f'"{col}" = ' + (f'"{table.name}"."{col}" + v.{spec[1]}' if isinstance(spec, tuple)
+                                          else f"v.{spec}") for col, spec in values.items())
+        sql = (f'UPDATE "{table.name}" SET {sets} FROM unnest('
+               + ", ".join(f"CAST(%({n})b AS {types[n]})" for n in names) + f") AS v({', '.join(names)}) "
+               f'WHERE "{table.name}"."{key}" = v.k' + (f" AND {guard}" if guard else ""))
+        count = _pg_exec(sql, {n: [r[n] for r in rows] for n in names})
+        if expect is not None and count != expect:
+            raise RuntimeError(f"bulk update of {table.name} touched {count} rows, expected {expect}")
+        return
+    else:
+        vals = {col: (table.c[col] + bindparam(spec[1]) if isinstance(spec, tuple) else bindparam(spec))
+                for col, spec in values.items()}
+        stmt = update(table).where(table.c[key] == bindparam("k")).values(**vals)
+        if guard:
+            stmt = stmt.where(text(guard.replace("v.", ":")))
+        res = db.session.connection().execute(stmt, rows)
+    if expect is not None and res.rowcount not in (-1, expect):
+        raise RuntimeError(f"bulk update of {table.name} touched {res.rowcount} rows, expected {expect}")
+
+
+@jobs.handler("lifecycle.renewal_sweep")
+def renewal_sweep_job(op, payload):
+    return renewal_sweep(batch_size=int(payload.get("batch", RENEWAL_BATCH)))
+
+
+def service_history(service: Service, limit: int = 50) -> list[dict]:
+    """The customer's view of a service's history: its activity entries and the wallet movements that reference
+    it (renewals and other charges), newest first, in customer-safe words."""
+    acts = db.session.scalars(select(ActivityEntry).where(ActivityEntry.service_id == service.id,
+                                                          ActivityEntry.user_id == service.user_id)
+                              .order_by(ActivityEntry.created_at.desc(), ActivityEntry.id.desc()).limit(limit))
+    out = [{"at": a.created_at, "event": a.event, "message": a.message} for a in acts]
+    for e in _ledger_of(service, limit):
+        out.append({"at": e.created_at, "event": "billing",
+                    "message": f"{e.description} ({format_cents(e.amount_cents)})"})
+    out.sort(key=lambda x: x["at"], reverse=True)
+    return out[:limit]
+
+
+def _ledger_of(service: Service, limit: int):
+    return db.session.scalars(select(LedgerEntry).where(LedgerEntry.reference_type == "service",
+                                                        LedgerEntry.reference_id == service.uuid)
+                              .order_by(LedgerEntry.created_at.desc(), LedgerEntry.id.desc()).limit(limit)).all()
+
+
+def audit_trail(service: Service, op_ids=(), limit: int = 200) -> list[dict]:
+    """The staff view: audit entries of the service and its operations, and its ledger entries, newest first."""
+    from sqlalchemy import or_
+
+    rows = db.session.scalars(select(AuditEntry).where(or_(
+        (AuditEntry.target_type == "service") & (AuditEntry.target_id == service.uuid),
+        (AuditEntry.target_type == "operation") & AuditEntry.target_id.in_(list(op_ids) or [""])))
+        .order_by(AuditEntry.created_at.desc(), AuditEntry.id.desc()).limit(limit)).all()
+    out = [{"at": a.created_at, "actor_type": a.actor_type, "actor_id": a.actor_id, "action": a.action,
+            "before": a.before, "after": a.after, "detail": a.detail} for a in rows]
+    for e in _ledger_of(service, limit):
+        out.append({"at": e.created_at, "actor_type": e.actor_type, "actor_id": e.actor_id,
+                    "action": f"ledger.{e.kind}", "before": None,
+                    "after": {"amount_cents": e.amount_cents, "balance_after_cents": e.balance_after_cents,
+                              "key": e.idempotency_key}, "detail": e.note or e.description})
+    out.sort(key=lambda x: x["at"], reverse=True)
+    return out[:limit]
+
+
+# ==============================================================================================================
+# Retention
+# ==============================================================================================================
+
+def retention_sweep(now: datetime | None = None, limit: int = 5000) -> int:
+    """Queue for removal every service suspended for unpaid renewal longer than the retention window (both its
+    paid period and its suspension ended that long ago; a staff suspension of a paid service is kept)."""
+    now = now or clock.now()
+    cutoff = now - timedelta(days=retention_days())
+    q = select(Service).where(Service.state == SUSPENDED, Service.suspended_at.is_not(None),
+                              Service.suspended_at <= cutoff, Service.renews_at <= cutoff).limit(limit)
+    if is_postgres():
+        q = q.with_for_update(skip_locked=True, of=Service)
+    count = 0
+    for svc in db.session.scalars(q).unique().all():
+        if not transition(svc, REMOVAL_QUEUED, expect=SUSPENDED, removal_queued_at=now):
+            continue
+        log_activity(svc.user_id, "remove", f"{svc.hostname} was not renewed within {retention_days()} days of its "
+                     "suspension and is being removed.", svc.id)
+        audit("service.removal_queued", "service", svc.uuid, before={"state": SUSPENDED},
+              after={"state": REMOVAL_QUEUED, **_refs(svc)}, detail=f"retention of {retention_days()} days over")
+        jobs.enqueue("service.remove", key=f"remove:{svc.uuid}", service=svc, title="Remove server",
+                     payload={"reason": "retention"})
+        count += 1
+    db.session.commit()
+    return count
+
+
+@jobs.handler("lifecycle.retention_sweep")
+def retention_sweep_job(op, payload):
+    return {"queued": retention_sweep()}
+
+
+@jobs.handler("lifecycle.notices")
+def notices_job(op, payload):
+    from . import notices
+
+    created = notices.create_reminders()
+    sent = notices.send_pending()
+    return {"created": created, "sent": sent}
+
+
+__all__ = ["driver_for", "place", "renewal_sweep", "retention_sweep", "renew_service", "NodeReservation",
+           "renewal_key", "service_history", "audit_trail"]

@@ -1,0 +1,111 @@
+"""Staff service pages: every service (also ended and removal-queued ones) with filters, and a detail page with
+infrastructure references, operations (retry the failed ones), staff actions and the audit trail."""
+
+from __future__ import annotations
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask_login import current_user
+from sqlalchemy import or_, select
+
+from hostbay.core import jobs
+from hostbay.core.accounts import User
+from hostbay.core.actions import STAFF_ACTIONS, request_action
+from hostbay.core.activity import ActivityEntry, audit
+from hostbay.core.catalog import Node
+from hostbay.core.db import db
+from hostbay.core.errors import HostbayError, UserError
+from hostbay.core.lifecycle import NodeReservation, audit_trail
+from hostbay.core.notices import Notice
+from hostbay.core.services import STATES, Service
+
+from .staff import STAFF_MENU, staff_required
+
+bp = Blueprint("staff_services", __name__, url_prefix="/staff/services")
+STAFF_MENU.append(("Services", "staff_services.index", "services"))
+
+PAGE = 100
+
+
+@bp.get("/")
+@staff_required("services")
+def index():
+    q = select(Service).join(User, User.id == Service.user_id)
+    state = request.args.get("state") or ""
+    if state in STATES:
+        q = q.where(Service.state == state)
+    node = request.args.get("node") or ""
+    if node:
+        q = q.join(Node, Node.id == Service.node_id).where(Node.name == node)
+    text = (request.args.get("q") or "").strip()
+    if text:
+        like = f"%{text.lower()}%"
+        q = q.where(or_(Service.hostname.ilike(like), Service.uuid == text, User.email.ilike(like)))
+    page = max(1, request.args.get("page", 1, type=int))
+    services = db.session.scalars(q.order_by(Service.id.desc()).offset((page - 1) * PAGE).limit(PAGE + 1)).unique().all()
+    nodes = db.session.scalars(select(Node.name).order_by(Node.name)).all()
+    return render_template("staff/services/list.html", services=services[:PAGE], more=len(services) > PAGE,
+                           page=page, states=STATES, state=state, node=node, nodes=nodes, text=text)
+
+
+def _service(uuid: str) -> Service:
+    svc = db.session.scalar(select(Service).filter_by(uuid=uuid))
+    if svc is None:
+        abort(404)
+    return svc
+
+
+@bp.get("/<uuid>")
+@staff_required("services")
+def detail(uuid):
+    svc = _service(uuid)
+    ops = db.session.scalars(select(jobs.Operation).where(jobs.Operation.service_id == svc.id)
+                             .order_by(jobs.Operation.created_at.desc()).limit(50)).all()
+    op_ids = [o.id for o in ops]
+    trail = audit_trail(svc, op_ids)
+    actors = {u.id: u.email for u in db.session.scalars(
+        select(User).where(User.id.in_({a["actor_id"] for a in trail if a["actor_id"]} or {0})))}
+    activity = db.session.scalars(select(ActivityEntry).where(ActivityEntry.service_id == svc.id)
+                                  .order_by(ActivityEntry.created_at.desc(), ActivityEntry.id.desc())
+                                  .limit(50)).all()
+    notices = db.session.scalars(select(Notice).where(Notice.service_id == svc.id)
+                                 .order_by(Notice.id.desc()).limit(50)).all()
+    allowed = svc.actions_for(staff=True)
+    return render_template("staff/services/detail.html", service=svc, ops=ops, trail=trail, actors=actors,
+                           activity=activity, notices=notices, reservation=db.session.get(NodeReservation, svc.id),
+                           actions=[(a, label) for a, label in STAFF_ACTIONS if a in allowed])
+
+
+@bp.post("/<uuid>/action/<action>")
+@staff_required("services")
+def action(uuid, action):
+    svc = _service(uuid)
+    params = {"reason": (request.form.get("reason") or "")[:200]}
+    if action == "cancel":
+        params["when"] = "now"
+    try:
+        request_action(svc, action, current_user, **params)
+        db.session.commit()
+        flash(f"{action.title()}: done or queued.", "info")
+    except UserError as exc:
+        db.session.rollback()
+        flash(str(exc), "error")
+    return redirect(url_for(".detail", uuid=uuid))
+
+
+@bp.post("/<uuid>/operations/<op_id>/retry")
+@staff_required("services")
+def retry(uuid, op_id):
+    svc = _service(uuid)
+    op = db.session.get(jobs.Operation, op_id)
+    if op is None or op.service_id != svc.id:
+        abort(404)
+    try:
+        jobs.retry(op, actor=current_user)
+        audit("service.operation_retry", "service", svc.uuid, actor=current_user,
+              after={"operation": op.id, "kind": op.kind})
+        db.session.commit()
+        flash("The operation runs again.", "info")
+    except HostbayError as exc:
+        db.session.rollback()
+        flash(str(exc), "error")
+    return redirect(url_for(".detail", uuid=uuid))
