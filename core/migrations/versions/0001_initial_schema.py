@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-26 08:31:06.883601
+Create Date: 2026-11-26 08:44:37.635768
 
 """
 from alembic import op
@@ -392,6 +392,42 @@ def upgrade():
         batch_op.create_index(batch_op.f('ix_ledger_entries_created_at'), ['created_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_ledger_entries_wallet_id'), ['wallet_id'], unique=False)
 
+    op.create_table('node_reservations',
+    sa.Column('service_id', sa.Integer(), nullable=False),
+    sa.Column('node_id', sa.Integer(), nullable=False),
+    sa.Column('vcpus', sa.Integer(), nullable=False),
+    sa.Column('memory_mib', sa.Integer(), nullable=False),
+    sa.Column('disk_gib', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['node_id'], ['nodes.id'], name=op.f('fk_node_reservations_node_id_nodes')),
+    sa.ForeignKeyConstraint(['service_id'], ['services.id'], name=op.f('fk_node_reservations_service_id_services')),
+    sa.PrimaryKeyConstraint('service_id', name=op.f('pk_node_reservations'))
+    )
+    with op.batch_alter_table('node_reservations', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_node_reservations_node_id'), ['node_id'], unique=False)
+
+    op.create_table('notices',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('key', sa.String(length=200), nullable=False),
+    sa.Column('user_id', sa.Integer(), nullable=False),
+    sa.Column('service_id', sa.Integer(), nullable=True),
+    sa.Column('kind', sa.String(length=32), nullable=False),
+    sa.Column('subject', sa.String(length=200), nullable=False),
+    sa.Column('body', sa.Text(), nullable=False),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.Column('sending_at', sa.DateTime(), nullable=True),
+    sa.Column('sent_at', sa.DateTime(), nullable=True),
+    sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('error', sa.String(length=500), nullable=True),
+    sa.ForeignKeyConstraint(['service_id'], ['services.id'], name=op.f('fk_notices_service_id_services')),
+    sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_notices_user_id_users')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_notices')),
+    sa.UniqueConstraint('key', name=op.f('uq_notices_key'))
+    )
+    with op.batch_alter_table('notices', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_notices_sent_at'), ['sent_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_notices_service_id'), ['service_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_notices_user_id'), ['user_id'], unique=False)
+
     op.create_table('operations',
     sa.Column('id', sa.String(length=36), nullable=False),
     sa.Column('key', sa.String(length=200), nullable=False),
@@ -605,6 +641,16 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_operations_kind'))
 
     op.drop_table('operations')
+    with op.batch_alter_table('notices', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_notices_user_id'))
+        batch_op.drop_index(batch_op.f('ix_notices_service_id'))
+        batch_op.drop_index(batch_op.f('ix_notices_sent_at'))
+
+    op.drop_table('notices')
+    with op.batch_alter_table('node_reservations', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_node_reservations_node_id'))
+
+    op.drop_table('node_reservations')
     with op.batch_alter_table('ledger_entries', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_ledger_entries_wallet_id'))
         batch_op.drop_index(batch_op.f('ix_ledger_entries_created_at'))
