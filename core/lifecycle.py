@@ -241,7 +241,8 @@ def build_spec(service: Service, addresses=None) -> ServerSpec:
         disk_gib=pkg.disk_gib,
         image={"name": image.name, "source": image.source, "os": image.os_family} if image else {},
         node=settings, ssh_keys=keys, addresses=tuple(addresses or ()),
-        nameservers=tuple(settings.get("nameservers") or ()), port_speed_mbit=pkg.port_speed_mbit)
+        nameservers=tuple(ipam.nameservers_for(service) or settings.get("nameservers") or ()),
+        port_speed_mbit=pkg.port_speed_mbit)
 
 
 # ==============================================================================================================
