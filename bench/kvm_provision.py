@@ -135,7 +135,75 @@ def _spec(i: int):
                       port_speed_mbit=100)
 
 
-CASES = [driver_create_to_running, driver_create_to_running_kept]
+def order_to_running(count: int = 20, uri: str = "qemu:///system") -> list[dict]:
+    """Paid order -> service active with its domain running, through RQ: ``place_order`` in this process, a
+    separate ``hostbay worker`` on the real Redis runs provisioning (placement, IPAM, KVM create). Orders are
+    placed one after another; each server is removed (driver delete) once it runs."""
+    import os
+    import signal
+    import tempfile
+
+    from hostbay.core import billing, ipam, ledger
+    from hostbay.core.accounts import create_user
+    from hostbay.core.catalog import CYCLES, Image, Node, Package, PackagePrice
+    from hostbay.core.db import db
+    from hostbay.core.services import Service
+    from hostbay.web import create_app
+
+    db_url = os.environ.get("HOSTBAY_BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1/hostbay_bench")
+    redis_url = os.environ.get("HOSTBAY_BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
+    queue = f"hostbay-bench-{uuid.uuid4().hex[:8]}"
+    instance = tempfile.mkdtemp()
+    app = create_app({"SQLALCHEMY_DATABASE_URI": db_url, "HOSTBAY_REDIS_URL": redis_url, "HOSTBAY_JOBS": "rq",
+                      "HOSTBAY_QUEUE": queue, "INSTANCE_PATH": instance, "SECRET_KEY": "bench"})
+    env = dict(os.environ, HOSTBAY_DATABASE_URL=db_url, HOSTBAY_REDIS_URL=redis_url, HOSTBAY_QUEUE=queue,
+               HOSTBAY_INSTANCE_PATH=instance)
+    seconds: list[float] = []
+    with kvm_host(uri) as settings, app.app_context():
+        db.drop_all()
+        db.create_all()
+        node = Node(name="bench-node", driver="kvm", settings=settings, vcpus=64, memory_mib=65536, disk_gib=1000)
+        image = Image(driver="kvm", slug="blank", name="Blank", source="blank.qcow2")
+        pkg = Package(slug="bench", name="Bench", driver="kvm", vcpus=1, memory_mib=128, disk_gib=1,
+                      ipv4_count=1, port_speed_mbit=100)
+        pkg.prices = [PackagePrice(cycle=c, price_cents=100 * m) for c, m in CYCLES.items()]
+        db.session.add_all([node, image, pkg])
+        db.session.commit()
+        ipam.create_pool(name="bench", cidr="192.0.2.0/24", gateway="192.0.2.1", node_ids=[node.id])
+        user = create_user("bench@example.test", "bench-password-1")
+        ledger.credit(user.id, 100 * (count + 1), kind="topup", key="bench-topup", description="Bench")
+        db.session.commit()
+        worker = subprocess.Popen([sys.executable, "-m", "hostbay.web.cli", "worker", "--without-scheduler"],
+                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            from hostbay.core.lifecycle import driver_for
+
+            for i in range(count + 1):  # the first order warms the worker up and is not counted
+                t0 = time.perf_counter()
+                svc = billing.place_order(user, pkg, "monthly", f"b{i}.example.test", image=image, key=f"b-{i}")
+                svc_id = svc.id
+                while True:
+                    db.session.expire_all()
+                    state = db.session.get(Service, svc_id).state
+                    db.session.commit()
+                    if state == "active":
+                        break
+                    if time.perf_counter() - t0 > 120:
+                        raise RuntimeError(f"order {i} still {state} after 120 s")
+                    time.sleep(0.05)
+                if i:
+                    seconds.append(time.perf_counter() - t0)
+                svc = db.session.get(Service, svc_id)
+                driver_for(svc).delete(svc.infra_ref)
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(timeout=30)
+            db.session.remove()
+            db.drop_all()
+    return summarize("paid order -> running through RQ + KVM (one at a time)", seconds, 3, 6)
+
+
+CASES = [driver_create_to_running, driver_create_to_running_kept, order_to_running]
 
 
 def table(rows: list[dict]) -> str:

@@ -48,6 +48,9 @@ def create_app(config: dict | None = None, *, extra_plugins: list | None = None,
     settings.update(config or {})
     app = Flask(__name__, instance_path=settings["INSTANCE_PATH"])
     app.config.update(settings)
+    if "HOSTBAY_EMBEDDED" not in (config or {}):
+        app.config["HOSTBAY_EMBEDDED"] = (app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite")
+                                          or app.config["HOSTBAY_JOBS"] != "rq")
     app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", _engine_options(app.config["SQLALCHEMY_DATABASE_URI"]))
     app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)
     app.config.setdefault("SESSION_COOKIE_HTTPONLY", True)
