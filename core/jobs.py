@@ -133,21 +133,39 @@ def enqueue(kind: str, *, key: str | None = None, payload: dict | None = None, s
     return op
 
 
+def notify_after_commit(hook_name: str, loader: Callable[[], dict]) -> None:
+    """Fire the event hook ``hook_name`` once the current transaction has committed (never if it rolls back), as
+    the hook specs promise. ``loader`` runs after the commit, in a fresh app context with its own session, and
+    returns the hook's keyword arguments (load the objects anew there, by id)."""
+    db.session.info.setdefault("hostbay_events", []).append((hook_name, loader))
+
+
 @event.listens_for(Session, "after_commit")
 def _after_commit(session: Session) -> None:
     if session.in_nested_transaction():  # a SAVEPOINT released (e.g. by enqueue): the outer work is not committed
         return
     ids = session.info.pop("hostbay_dispatch", None)
-    if ids:
-        app = current_app._get_current_object()
-        for op_id in ids:
-            dispatch(app, op_id)
+    events = session.info.pop("hostbay_events", None)
+    if not ids and not events:
+        return
+    app = current_app._get_current_object()
+    for op_id in ids or ():
+        dispatch(app, op_id)
+    for hook_name, loader in events or ():
+        with app.app_context():  # a new session: the committed one can emit no SQL inside this event
+            try:
+                app.extensions["hostbay"].notify(hook_name, **loader())
+                db.session.commit()
+            except Exception:  # noqa: BLE001 - the change is committed; a listener's failure must not undo it
+                db.session.rollback()
+                log.exception("after-commit event %s failed", hook_name)
 
 
 @event.listens_for(Session, "after_rollback")
 def _after_rollback(session: Session) -> None:
     if not session.in_transaction():
         session.info.pop("hostbay_dispatch", None)
+        session.info.pop("hostbay_events", None)
 
 
 def dispatch(app, op_id: str, delay: float = 0) -> None:

@@ -167,8 +167,11 @@ def _notify_credited(user_id: int, entry: LedgerEntry) -> None:
     from .accounts import User
 
     if has_app_context() and "hostbay" in current_app.extensions:
-        current_app.extensions["hostbay"].notify("hostbay_wallet_credited", user=db.session.get(User, user_id),
-                                                 entry=entry)
+        from .jobs import notify_after_commit
+
+        entry_id = entry.id
+        notify_after_commit("hostbay_wallet_credited", lambda: {"user": db.session.get(User, user_id),
+                                                                "entry": db.session.get(LedgerEntry, entry_id)})
 
 
 def credit(user_id: int, amount_cents: int, **kw) -> LedgerEntry:

@@ -85,5 +85,10 @@ def test_credit_fires_wallet_credited_hook(make_user, register_plugin):
         ledger.credit(user.id, 500, kind="bonus", key="b1", description="Welcome bonus")
         ledger.credit(user.id, 500, kind="bonus", key="b1", description="Welcome bonus")  # replay: no event
         ledger.debit(user.id, 100, kind="order", key="o1", description="Order")
-    db.session.commit()
-    assert seen == [(user.email, 500)]
+        assert seen == []  # event hooks fire after the commit, never inside the transaction
+        db.session.commit()
+        assert seen == [(user.email, 500)]
+        ledger.credit(user.id, 700, kind="bonus", key="b2", description="Rolled back")
+        db.session.rollback()
+        db.session.commit()
+        assert seen == [(user.email, 500)]  # a rolled-back credit announces nothing

@@ -34,7 +34,7 @@ def test_order_debits_creates_pending_service_and_queues_setup(make_user, make_p
     # replay: same service, no second charge, no second job
     again = billing.place_order(user, pkg, "quarterly", "web1.example.com", img.uuid, [k1.id], key="req-1")
     assert again.id == svc.id
-    assert _count(Service, user_id=user.id) == 1 and _count(jobs.Operation) == 1
+    assert _count(Service, user_id=user.id) == 1 and _count(jobs.Operation, kind="service.provision") == 1
     assert ledger.balance_cents(user.id) == 1400
 
 
@@ -47,7 +47,7 @@ def test_insufficient_funds_creates_nothing(make_user, make_package, make_image)
     with pytest.raises(InsufficientFunds) as exc:
         billing.place_order(user, pkg, "monthly", "web1.example.com", img, key="k")
     assert exc.value.shortfall_cents == 1 and "Add at least $0.01" in exc.value.customer_message
-    assert _count(Service) == 0 and _count(jobs.Operation) == 0
+    assert _count(Service) == 0 and _count(jobs.Operation, kind="service.provision") == 0
     assert ledger.balance_cents(user.id) == ledger.ledger_sum_cents(user.id) == 999
 
 

@@ -1,6 +1,6 @@
 import pytest
 
-from hostbay.core import jobs
+from hostbay.core import ipam, jobs
 from hostbay.core.services import Service
 
 
@@ -15,6 +15,8 @@ def setup(make_user, make_package, make_node, make_image):
     s.package = make_package(monthly_cents=1000)
     s.node = make_node(name="fake-node-a", vcpus=4, memory_mib=2048, disk_gib=100)
     s.image = make_image()
+    s.pool = ipam.create_pool(name="lifecycle-v4", cidr="198.51.100.0/24", gateway="198.51.100.1",
+                              node_ids=[s.node.id])
     return s
 
 

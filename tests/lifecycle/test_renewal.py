@@ -148,9 +148,11 @@ def test_customer_renews_suspended_service_by_hand(db, clock, setup, order):
     clock.set(svc.renews_at)
     due = svc.renews_at
     lifecycle.renewal_sweep()
+    # Funds and the customer's renewal in one transaction: the automatic retry that a committed top-up starts
+    # (after the commit) then finds nothing left to renew.
     ledger.credit(setup.user.id, 1000, kind="topup", key="t", description="Top-up")
-    db.session.commit()
-    svc = _fresh(db, svc)
+    svc = db.session.get(type(svc), svc.id)
+    db.session.refresh(svc)
     op = request_action(svc, "renew", setup.user)
     db.session.commit()
     svc = _fresh(db, svc)
