@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -34,8 +34,9 @@ class WallClock(SystemClock):
         return self._held or super().now()
 
     @contextlib.contextmanager
-    def held(self):
-        self._held = super().now()
+    def held(self, ahead: timedelta = timedelta(0)):
+        """Stand still at now + ``ahead`` until the block ends."""
+        self._held = super().now() + ahead
         try:
             yield self._held
         finally:
