@@ -5,6 +5,8 @@ driver on the real libvirtd with QEMU; the console goes through the real ``hostb
 the domain's real VNC port. The one stand-in is the crypto payment provider (a BTCPay Server Greenfield stand-in on
 loopback): its answer is the signed ``InvoiceSettled`` webhook BTCPay sends, posted to the panel's real endpoint.
 
+Without HOSTBAY_TEST_REDIS_URL the panel runs the jobs itself (its ``thread`` mode); everything else is the same.
+
 sign up -> top up through BTCPay -> credited balance -> order a VPS -> live progress to running -> noVNC console
 connected -> reinstall -> upgrade with the exact pro-rata amount shown before confirming. A numbered screenshot of
 every step goes to ``$HOSTBAY_TEST_ARTIFACTS/e2e/`` (default ``artifacts/e2e/``).
