@@ -7,7 +7,7 @@ loopback): its answer is the signed ``InvoiceSettled`` webhook BTCPay sends, pos
 
 Without HOSTBAY_TEST_REDIS_URL the panel runs the jobs itself (its ``thread`` mode); everything else is the same.
 
-sign up -> top up through BTCPay -> credited balance -> order a VPS -> live progress to running -> noVNC console
+sign up -> top up through BTCPay -> credited balance -> SSH key -> order a VPS with it -> live progress to running -> noVNC console
 connected -> reinstall -> upgrade with the exact pro-rata amount shown before confirming. A numbered screenshot of
 every step goes to ``$HOSTBAY_TEST_ARTIFACTS/e2e/`` (default ``artifacts/e2e/``).
 """
@@ -27,6 +27,7 @@ from hostbay.core.catalog import Image, Node
 from hostbay.core.jobs import Operation
 from hostbay.core.money import format_cents, prorata_cents
 from hostbay.core.services import Service
+from hostbay.testing.conformance import TEST_KEY
 
 expect = pytest.importorskip("playwright.sync_api").expect
 
@@ -34,6 +35,7 @@ pytestmark = [pytest.mark.libvirt, pytest.mark.redis, pytest.mark.slow]
 
 PASSWORD = "a strong password 42"
 TOPUP = "20.00"
+KEY_BODY = " ".join(TEST_KEY.split()[:2])  # type and key; the server gets the key's name as its comment
 STEP_TIMEOUT = 240_000  # ms: one libvirt operation on a busy 2-core machine
 
 
@@ -72,6 +74,26 @@ def _progress_midway(page, timeout: float = 60) -> bool:
             return False
         time.sleep(0.2)
     return False
+
+
+def _seed_user_data(dom) -> str:
+    """The cloud-init user-data in the domain's NoCloud seed CD-ROM, read with pycdlib (not the driver's code)."""
+    import io
+    import xml.etree.ElementTree as ET
+
+    import pycdlib
+
+    root = ET.fromstring(dom.XMLDesc(0))
+    path = next(d.find("source").get("file") for d in root.findall("./devices/disk[@device='cdrom']")
+                if d.find("source") is not None and "seed" in d.find("source").get("file", ""))
+    iso = pycdlib.PyCdlib()
+    iso.open(path)
+    try:
+        out = io.BytesIO()
+        iso.get_file_from_iso_fp(out, rr_path="/user-data")
+    finally:
+        iso.close()
+    return out.getvalue().decode()
 
 
 def _mark_page(page) -> None:
@@ -178,15 +200,23 @@ def test_customer_journey(kvm_host, worker, console_proxy, live_server, btcpay_a
         shots(page, "topup-credited")
         assert balance() == 2000
 
-        # 3. order a VPS on the KVM driver --------------------------------------------------------------------
+        # 3. add an SSH key and order a VPS on the KVM driver with it -----------------------------------------
+        page.goto(live_server + "/panel/account/ssh-keys")
+        page.get_by_label("Name").fill("laptop")
+        page.get_by_label(re.compile("^Public key")).fill(TEST_KEY)
+        page.get_by_role("button", name="Add key").click()
+        expect(page.get_by_role("row", name=re.compile("laptop"))).to_be_visible()
+        shots(page, "ssh-key-added")
         page.goto(live_server + "/panel/order")
         page.get_by_role("row", name=re.compile("VPS S")).get_by_role("link", name="Choose").click()
         page.get_by_label(re.compile("Monthly")).check()
         page.get_by_label("Operating system").select_option(label="Blank disk")
+        page.get_by_role("checkbox", name=re.compile("laptop")).check()
         page.get_by_label("Hostname").fill("web1.example.test")
         shots(page, "order-configure")
         page.get_by_role("button", name="Review order").click()
         assert page.inner_text(".charge") == "$5.00"
+        expect(page.locator(".summary")).to_contain_text("laptop")
         shots(page, "order-review")
         page.get_by_role("button", name="Pay $5.00 and order").click()
         page.wait_for_url(re.compile(r"/panel/services/[0-9a-f-]{36}$"))
@@ -211,6 +241,7 @@ def test_customer_journey(kvm_host, worker, console_proxy, live_server, btcpay_a
         conn = kvm_host.conn()
         dom = conn.lookupByName(svc["domain"])
         assert dom.info()[0] == libvirt.VIR_DOMAIN_RUNNING
+        assert KEY_BODY in _seed_user_data(dom)  # the key chosen in the order reached the server
         assert balance() == 1500
         assert "192.0.2.2" in page.inner_text("main")
         for secret in (node_name, svc["domain"]):
@@ -241,7 +272,9 @@ def test_customer_journey(kvm_host, worker, console_proxy, live_server, btcpay_a
         assert reinstall == ["succeeded"], reinstall
         shots(page, "reinstall-done")
         svc = _service(db, svc_id)
-        assert conn.lookupByName(svc["domain"]).info()[0] == libvirt.VIR_DOMAIN_RUNNING
+        dom = conn.lookupByName(svc["domain"])
+        assert dom.info()[0] == libvirt.VIR_DOMAIN_RUNNING
+        assert KEY_BODY in _seed_user_data(dom)  # "your SSH keys are kept"
 
         # 7. upgrade to the bigger package: the exact pro-rata amount is shown before confirming ------------
         # The panel's clock stands still for the quote shown and the amount charged, ten days and a bit into the
@@ -275,4 +308,4 @@ def test_customer_journey(kvm_host, worker, console_proxy, live_server, btcpay_a
         assert not errors, errors
     finally:
         context.close()
-    assert len(shots.taken) >= 12
+    assert len(shots.taken) >= 13
