@@ -15,7 +15,6 @@ every step goes to ``$HOSTBAY_TEST_ARTIFACTS/e2e/`` (default ``artifacts/e2e/``)
 from __future__ import annotations
 
 import re
-import time
 from datetime import timedelta
 import urllib.request
 
@@ -60,20 +59,6 @@ def _service(db, svc_id) -> dict:
 def _wait_state_label(page, label: str, timeout=STEP_TIMEOUT):
     # locator assertions, not wait_for_function: the panel's CSP (script-src 'self') forbids eval in the page
     expect(page.locator("[data-service-state]")).to_have_text(label, timeout=timeout)
-
-
-def _progress_midway(page, timeout: float = 60) -> bool:
-    """Whether the first operation's progress bar shows a value strictly between 0 and 100 within ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = page.evaluate("(() => { const p = document.querySelector('.ops progress'); "
-                              "return p ? p.value : null; })()")
-        if value is not None and 0 < value < 100:
-            return True
-        if value == 100:
-            return False
-        time.sleep(0.2)
-    return False
 
 
 def _seed_user_data(dom) -> str:
@@ -226,8 +211,9 @@ def test_customer_journey(kvm_host, worker, console_proxy, live_server, btcpay_a
         _mark_page(page)
         svc_id = _read(db, lambda: db.session.scalar(db.select(Service.id).filter_by(uuid=svc_uuid)))
         page.wait_for_selector(".ops progress")
-        if _progress_midway(page):  # the page while the set-up is under way (it may be too quick to catch)
-            shots(page, "service-setting-up")
+        assert page.inner_text("[data-service-state]") in ("Waiting to be set up", "Being set up")
+        assert page.get_by_role("button", name="Open console").count() == 0
+        shots(page, "service-setting-up")
         _wait_state_label(page, "Active")
         # once the set-up is done the page shows what the server now allows, still without a reload
         expect(page.get_by_role("button", name="Open console")).to_be_visible(timeout=30_000)
