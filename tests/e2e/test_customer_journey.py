@@ -7,9 +7,9 @@ loopback): its answer is the signed ``InvoiceSettled`` webhook BTCPay sends, pos
 
 Without HOSTBAY_TEST_REDIS_URL the panel runs the jobs itself (its ``thread`` mode); everything else is the same.
 
-sign up -> top up through BTCPay -> credited balance -> SSH key -> order a VPS with it -> live progress to running -> noVNC console
-connected -> reinstall -> upgrade with the exact pro-rata amount shown before confirming. A numbered screenshot of
-every step goes to ``$HOSTBAY_TEST_ARTIFACTS/e2e/`` (default ``artifacts/e2e/``).
+sign up -> top up through BTCPay -> credited balance -> SSH key -> order a VPS with it -> live progress to running
+-> noVNC console connected -> reinstall -> upgrade with the exact pro-rata amount shown before confirming. A
+numbered screenshot of every step goes to ``$HOSTBAY_TEST_ARTIFACTS/e2e/`` (default ``artifacts/e2e/``).
 """
 
 from __future__ import annotations
@@ -108,15 +108,15 @@ def _allow_checkout_origin(app, origin: str) -> None:
 def test_customer_journey(kvm_host, worker, console_proxy, live_server, btcpay_api, browser, shots, app, db,
                           clock, make_user, make_package):
     # -- what staff set up beforehand: a KVM node, an image, an address pool, two packages, the BTCPay gateway --
-    node = Node(name="kvm-e2e-node-secret", driver="kvm", settings=kvm_host.settings(name_prefix="hbe2e-"), vcpus=8, memory_mib=8192,
-                disk_gib=100)
+    node = Node(name="kvm-e2e-node-secret", driver="kvm", settings=kvm_host.settings(name_prefix="hbe2e-"), vcpus=8,
+                memory_mib=8192, disk_gib=100)
     image = Image(driver="kvm", slug="blank", name="Blank disk", source="blank.qcow2")
     db.session.add_all([node, image])
     db.session.commit()
     ipam.create_pool(name="e2e-v4", cidr="192.0.2.0/28", gateway="192.0.2.1", nameservers=["192.0.2.53"],
                      node_ids=[node.id])
-    make_package(slug="vps-s", name="VPS S", driver="kvm", vcpus=1, memory_mib=128, disk_gib=1,
-                         port_speed_mbit=100, monthly_cents=500)
+    make_package(slug="vps-s", name="VPS S", driver="kvm", vcpus=1, memory_mib=128, disk_gib=1, port_speed_mbit=100,
+                 monthly_cents=500)
     big = make_package(slug="vps-m", name="VPS M", driver="kvm", vcpus=2, memory_mib=192, disk_gib=2,
                        port_speed_mbit=100, monthly_cents=1000)
     admin = make_user(role="admin")
@@ -131,6 +131,8 @@ def test_customer_journey(kvm_host, worker, console_proxy, live_server, btcpay_a
     page.set_default_timeout(20_000)
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" and "Content Security Policy" in m.text
+            else None)
     # The provider's hosted checkout page is the one part of BTCPay the stand-in does not serve.
     page.route(f"{btcpay_api.url}/i/**", lambda route: route.fulfill(
         status=200, content_type="text/html",
