@@ -1,15 +1,12 @@
 // Live progress of a service's operations without a page reload. The page marks the container with
-// data-progress-url; this polls it while an operation runs and rewrites the list and the state label.
+// data-progress-url; this polls it while an operation runs and rewrites the list and the state label. When the work
+// is done, the page's other sections (actions, console, addresses, activity) are refreshed in place, so the
+// customer sees what the server now allows without reloading.
 (function () {
   "use strict";
-  var box = document.querySelector("[data-progress-url]");
-  if (!box) { return; }
-  var url = box.getAttribute("data-progress-url");
-  var stateEl = document.querySelector("[data-service-state]");
-  var list = box.querySelector("ul");
   var delay = 2000;
 
-  function render(ops) {
+  function render(list, ops) {
     while (list.firstChild) { list.removeChild(list.firstChild); }
     ops.forEach(function (op) {
       var li = document.createElement("li");
@@ -27,16 +24,41 @@
     });
   }
 
-  function tick() {
-    fetch(url, {credentials: "same-origin", headers: {"Accept": "application/json"}})
-      .then(function (r) { return r.ok ? r.json() : Promise.reject(r.status); })
-      .then(function (data) {
-        render(data.operations);
-        if (stateEl) { stateEl.textContent = data.label; }
-        var running = data.busy || data.operations.some(function (o) { return !o.finished; });
-        if (running) { setTimeout(tick, delay); }
+  function refreshSections() {
+    fetch(window.location.href, {credentials: "same-origin", headers: {"Accept": "text/html"}})
+      .then(function (r) { return r.ok ? r.text() : Promise.reject(r.status); })
+      .then(function (html) {
+        var fresh = new DOMParser().parseFromString(html, "text/html").getElementById("main");
+        var main = document.getElementById("main");
+        if (!fresh || !main) { return; }
+        Array.prototype.forEach.call(fresh.querySelectorAll("script"), function (s) { s.remove(); });
+        var focused = document.activeElement && document.activeElement.id;
+        main.replaceChildren.apply(main, Array.prototype.slice.call(fresh.childNodes));
+        if (focused && document.getElementById(focused)) { document.getElementById(focused).focus(); }
+        start();
       })
-      .catch(function () { setTimeout(tick, delay * 5); });
+      .catch(function () { /* the sections stay as they were; a reload shows them */ });
   }
-  if (box.getAttribute("data-running") === "1") { setTimeout(tick, delay); }
+
+  function start() {
+    var box = document.querySelector("[data-progress-url]");
+    if (!box || box.getAttribute("data-running") !== "1") { return; }
+    var url = box.getAttribute("data-progress-url");
+    var stateEl = document.querySelector("[data-service-state]");
+    var list = box.querySelector("ul");
+
+    function tick() {
+      fetch(url, {credentials: "same-origin", headers: {"Accept": "application/json"}})
+        .then(function (r) { return r.ok ? r.json() : Promise.reject(r.status); })
+        .then(function (data) {
+          render(list, data.operations);
+          if (stateEl) { stateEl.textContent = data.label; }
+          var running = data.busy || data.operations.some(function (o) { return !o.finished; });
+          if (running) { setTimeout(tick, delay); } else { refreshSections(); }
+        })
+        .catch(function () { setTimeout(tick, delay * 5); });
+    }
+    setTimeout(tick, delay);
+  }
+  start();
 })();

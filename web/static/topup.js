@@ -7,6 +7,7 @@
   var label = document.getElementById("topup-label");
   var balance = document.getElementById("topup-balance");
   var wait = document.getElementById("topup-wait");
+  var checkout = document.getElementById("topup-checkout");
   var delay = 3000;
   function poll() {
     fetch(url, { credentials: "same-origin", headers: { "Accept": "application/json" } })
@@ -16,7 +17,13 @@
         label.textContent = data.label;
         balance.textContent = data.balance;
         box.setAttribute("data-status", data.status);
-        if (data.final) { box.setAttribute("data-final", "true"); if (wait) { wait.hidden = true; } return; }
+        if (data.final) {
+          box.setAttribute("data-final", "true");
+          if (wait) { wait.hidden = true; }
+          if (checkout) { checkout.hidden = true; }  // nothing is left to pay
+          return;
+        }
+        if (checkout && data.status !== "pending") { checkout.hidden = true; }
         // confirmations take minutes: ask less often while nothing changes
         delay = changed ? 3000 : Math.min(Math.round(delay * 1.3), 30000);
         setTimeout(poll, delay);
