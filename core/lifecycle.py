@@ -29,7 +29,7 @@ from flask import current_app
 from sqlalchemy import ForeignKey, bindparam, delete, insert, select, text, update
 from sqlalchemy.orm import Mapped, mapped_column
 
-from . import clock, ipam, jobs, network
+from . import clock, ipam, jobs, ledger, network
 from .activity import ActivityEntry, AuditEntry, audit, log_activity
 from .catalog import Image, Node, add_cycle
 from .db import db, is_postgres, new_uuid
@@ -800,7 +800,10 @@ def service_history(service: Service, limit: int = 50) -> list[dict]:
                                                           ActivityEntry.user_id == service.user_id)
                               .order_by(ActivityEntry.created_at.desc(), ActivityEntry.id.desc()).limit(limit))
     out = [{"at": a.created_at, "event": a.event, "message": a.message} for a in acts]
+    logged = {a["message"] for a in out if a["event"] == "billing"}
     for e in _ledger_of(service, limit):
+        if ledger.activity_message(e) in logged:  # posted through the ledger: its activity line is shown already
+            continue
         out.append({"at": e.created_at, "event": "billing",
                     "message": f"{e.description} ({format_cents(e.amount_cents)})"})
     out.sort(key=lambda x: x["at"], reverse=True)

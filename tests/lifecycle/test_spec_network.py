@@ -17,3 +17,13 @@ def test_spec_has_addresses_resolvers_and_port_speed(db, make_user, make_package
     assert all(a.gateway == "198.51.100.1" and a.prefix == 24 for a in spec.addresses)
     assert spec.nameservers == ("198.51.100.53",)
     assert spec.port_speed_mbit == 250
+
+
+def test_service_history_shows_each_charge_once(db, setup, make_user):
+    from hostbay.core import billing
+    from hostbay.core.lifecycle import service_history
+
+    user = make_user(balance_cents=5000)
+    svc = billing.place_order(user, setup.package, "monthly", "h1.example.test", image=setup.image, key="k1")
+    lines = [h["message"] for h in service_history(svc) if h["event"] == "billing"]
+    assert len(lines) == 1 and "charged from your wallet" in lines[0], lines
