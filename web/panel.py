@@ -1,7 +1,7 @@
 """The customer panel: dashboard (every live service, wallet balance, notices, links) and the activity log.
 
 The dashboard runs a fixed number of SQL queries whatever the number of services: one for the services with their
-packages, one batched address lookup (``ipam.addresses_for_services``), one for the balance; plugins add notices
+packages, one address lookup for all of the customer's services (``ipam.addresses_for_user``), one for the balance; plugins add notices
 through ``hostbay_dashboard_notices``.
 """
 
@@ -71,19 +71,12 @@ def dashboard_services(user_id: int) -> list:
     return db.session.execute(stmt).all()
 
 
-def main_addresses(services) -> dict[int, str]:
-    """The main address of each service: the first IPv4, else the first address. Batched when IPAM offers it."""
-    if not services:
-        return {}
-    batched = getattr(ipam, "addresses_for_services", None)
-    found = batched(services) if batched else {s.id: ipam.addresses_for(s) for s in services}
+def main_addresses(user_id: int) -> dict[int, str]:
+    """The main address of each of a customer's services: the first IPv4, else the first address (one query)."""
     out = {}
-    for sid, addrs in found.items():
-        addrs = list(addrs or [])
-        v4 = [a for a in addrs if getattr(a, "version", 4) == 4]
-        pick = (v4 or addrs or [None])[0]
-        if pick is not None:
-            out[sid] = pick.address
+    for sid, addrs in ipam.addresses_for_user(user_id).items():
+        v4 = [a for a in addrs if ":" not in a.address]
+        out[sid] = (v4 or addrs)[0].address
     return out
 
 
@@ -151,7 +144,7 @@ def dashboard_rows(services, addresses: dict[int, str], link: bool = True) -> Ma
 @login_required
 def dashboard():
     services = dashboard_services(current_user.id)
-    rows = dashboard_rows(services, main_addresses(services), link=service_page_exists())
+    rows = dashboard_rows(services, main_addresses(current_user.id) if services else {}, link=service_page_exists())
     return render_template("panel/dashboard.html", rows=rows, count=len(services),
                            balance=ledger.balance_cents(current_user.id),
                            notices=dashboard_notices(current_user), links=quick_links())
