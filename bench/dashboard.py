@@ -71,6 +71,15 @@ def seed(app, n_services: int, email: str) -> None:
                     cycle="monthly", price_cents=500, period_start=now, renews_at=add_cycle(now, "monthly"))
             for i, (uid, state) in enumerate([(user.id, "terminated")] * 50 + [(other.id, "active")] * 500))
         db.session.commit()
+        # Every live service holds an address, as in production (the dashboard shows the main IP).
+        from hostbay.core import ipam
+
+        pool = ipam.create_pool(name=f"bench-{email}", cidr=f"10.{len(email) % 200}.0.0/16", gateway=None)
+        live = db.session.scalars(db.select(Service.id).where(Service.user_id == user.id,
+                                                              Service.state != "terminated")).all()
+        for sid in live:
+            ipam.take_ipv4(pool.id, 1, sid)
+        db.session.commit()
 
 
 def measure(app, email: str, requests: int) -> dict:

@@ -5,8 +5,8 @@ Lifecycle code calls exactly these functions:
 - ``allocate_for_service(service)`` during provisioning: reserve the package's addresses (idempotent per service)
   and return them as ``drivers.Address`` items. It commits, so no address lock is held while a driver works;
 - ``addresses_for(service)``: the addresses currently attached;
-- ``addresses_for_user(user_id)``: the same for all of a customer's services at once, as ``{service.id: [...]}``,
-  in a constant number of queries (the dashboard lists every service of a customer with its main address);
+- ``main_address_of(Service.id)``: a correlated subquery for a service's main address, so a list of services
+  shows its addresses in the same query (the customer dashboard);
 - ``release_for_service(service)`` on removal: put them into cooldown.
 
 Design
@@ -526,21 +526,15 @@ def _release_rows(rows: list[IpAddress], now: datetime) -> list[tuple[str, str |
     return out
 
 
-def addresses_for_user(user_id: int) -> dict[int, list[Address]]:
-    """``{service.id: [Address, ...]}`` for every service of a customer that holds addresses, in one query with a
-    fixed shape (no list of ids to bind: the dashboard of a customer with hundreds of services stays cheap)."""
-    from .services import Service
+def main_address_of(service_id_column):
+    """A correlated scalar subquery giving a service's main address (first IPv4 by pool and ordinal, else its first
+    address), to select beside service columns: lists of services need no second query and no Python join."""
+    from sqlalchemy import case
 
-    out: dict[int, list[Address]] = {}
-    rows = db.session.execute(
-        select(IpAddress.service_id, IpAddress.address, IpAddress.prefix, IpPool.gateway)
-        .join(IpPool, IpPool.id == IpAddress.pool_id)
-        .join(Service, Service.id == IpAddress.service_id)
-        .where(Service.user_id == user_id, IpAddress.state == ASSIGNED)
-        .order_by(IpAddress.service_id, IpAddress.pool_id, IpAddress.ordinal))
-    for sid, address, prefix, gateway in rows:
-        out.setdefault(sid, []).append(Address(address, prefix, gateway))
-    return out
+    return (select(IpAddress.address)
+            .where(IpAddress.service_id == service_id_column, IpAddress.state == ASSIGNED)
+            .order_by(case((IpAddress.address.like("%:%"), 1), else_=0), IpAddress.pool_id, IpAddress.ordinal)
+            .limit(1).scalar_subquery())
 
 
 def release_for_service(service) -> None:

@@ -1,7 +1,7 @@
 """The customer panel: dashboard (every live service, wallet balance, notices, links) and the activity log.
 
 The dashboard runs a fixed number of SQL queries whatever the number of services: one for the services with their
-packages, one address lookup for all of the customer's services (``ipam.addresses_for_user``), one for the balance; plugins add notices
+packages, their main addresses in the same query (``ipam.main_address_of``), one for the balance; plugins add notices
 through ``hostbay_dashboard_notices``.
 """
 
@@ -64,20 +64,11 @@ def dashboard_services(user_id: int) -> list:
     """Every live service of a customer as light rows (one query, whatever their number)."""
     stmt = (select(Service.id, Service.uuid, Service.hostname, Service.kind, Service.state, Service.cycle,
                    Service.renews_at, Service.price_cents, Service.cancel_at_period_end,
-                   Package.name.label("package_name"))
+                   Package.name.label("package_name"), ipam.main_address_of(Service.id).label("main_ip"))
             .join(Package, Package.id == Service.package_id)
             .where(Service.user_id == user_id, Service.state.not_in(HIDDEN_FROM_CUSTOMER))
             .order_by(Service.created_at, Service.id))
     return db.session.execute(stmt).all()
-
-
-def main_addresses(user_id: int) -> dict[int, str]:
-    """The main address of each of a customer's services: the first IPv4, else the first address (one query)."""
-    out = {}
-    for sid, addrs in ipam.addresses_for_user(user_id).items():
-        v4 = [a for a in addrs if ":" not in a.address]
-        out[sid] = (v4 or addrs)[0].address
-    return out
 
 
 def dashboard_notices(user) -> list[dict]:
@@ -110,12 +101,12 @@ ROW_HTML = ('<tr><th scope="row" data-label="Server">{server} <span class="kind"
 NO_IP = '<span class="muted">—</span>'
 
 
-def dashboard_rows(services, addresses: dict[int, str], link: bool = True) -> Markup:
+def dashboard_rows(services, link: bool = True) -> Markup:
     """The <tr> rows of the service table (see ``ROW_HTML``); repeated pieces (status badges, prices, dates,
     package names) are formatted once per distinct value."""
     badges, prices, days, packages = {}, {}, {}, {}
     out = []
-    for (sid, uuid, hostname, kind, state, cycle, renews_at, price_cents, ending, package) in services:
+    for (sid, uuid, hostname, kind, state, cycle, renews_at, price_cents, ending, package, ip) in services:
         status = badges.get(state)
         if status is None:
             status = badges[state] = (f'<span class="status status-{STATUS_TONE.get(state, "none")}">'
@@ -131,7 +122,6 @@ def dashboard_rows(services, addresses: dict[int, str], link: bool = True) -> Ma
         if pkg is None:
             pkg = packages[package] = escape(package)
         host = escape(hostname)
-        ip = addresses.get(sid)
         out.append(ROW_HTML.format(
             server=f'<a href="/panel/services/{escape(uuid)}">{host}</a>' if link else host,
             kind="Dedicated" if kind == "dedicated" else "VPS", status=status,
@@ -144,7 +134,7 @@ def dashboard_rows(services, addresses: dict[int, str], link: bool = True) -> Ma
 @login_required
 def dashboard():
     services = dashboard_services(current_user.id)
-    rows = dashboard_rows(services, main_addresses(current_user.id) if services else {}, link=service_page_exists())
+    rows = dashboard_rows(services, link=service_page_exists())
     return render_template("panel/dashboard.html", rows=rows, count=len(services),
                            balance=ledger.balance_cents(current_user.id),
                            notices=dashboard_notices(current_user), links=quick_links())
