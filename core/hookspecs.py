@@ -104,7 +104,9 @@ def hostbay_service_terminated(service):
 
 @hookspec
 def hostbay_wallet_credited(user, entry):
-    """Called after a ledger entry added funds to ``user``'s wallet (top-up, credit, bonus)."""
+    """Called when a ledger entry adds funds to ``user``'s wallet (top-up, credit, bonus), inside the crediting
+    transaction: a listener must not commit or roll back; jobs it enqueues are dispatched only if the credit
+    commits."""
 
 
 @hookspec

@@ -509,11 +509,12 @@ class CoreHooks:
 
     @hookimpl
     def hostbay_wallet_credited(self, user, entry):
+        # Fired inside the crediting transaction (often inside its SAVEPOINT): the retry job rides that
+        # transaction and is dispatched when it commits; committing here would commit the caller's half-done work.
         if user is None:
             return
         jobs.enqueue("lifecycle.retry_renewals", key=f"retry-renewals:{getattr(entry, 'idempotency_key', new_uuid())}",
                      user_id=user.id, payload={"user_id": user.id}, title="Renew suspended services")
-        db.session.commit()
 
 
 def register_core_hooks(registry) -> None:
