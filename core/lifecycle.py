@@ -513,6 +513,9 @@ class CoreHooks:
         # transaction and is dispatched when it commits; committing here would commit the caller's half-done work.
         if user is None:
             return
+        if db.session.scalar(select(Service.id).where(Service.user_id == user.id, Service.state == SUSPENDED,
+                                                      Service.renews_at <= clock.now()).limit(1)) is None:
+            return  # nothing to renew: no operation row for every top-up
         jobs.enqueue("lifecycle.retry_renewals", key=f"retry-renewals:{getattr(entry, 'idempotency_key', new_uuid())}",
                      user_id=user.id, payload={"user_id": user.id}, title="Renew suspended services")
 

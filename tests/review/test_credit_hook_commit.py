@@ -44,9 +44,23 @@ def test_credit_rolled_back_by_caller_leaves_nothing(setup):
     assert ledger.balance_cents(user.id) == before
 
 
-def test_credit_schedules_renewal_retry_at_commit(setup):
+def test_credit_schedules_renewal_retry_only_when_something_is_suspended(setup, clock):
     user, small, svc = setup
     ledger.credit(user.id, 700, kind="bonus", key="bonus-2", description="Bonus")
     db.session.commit()
+    assert db.session.scalar(db.select(jobs.Operation).filter_by(kind="lifecycle.retry_renewals")) is None
+    # the service falls due with a drained wallet: suspended; a credit then renews it at commit
+    ledger.debit(user.id, ledger.balance_cents(user.id), kind="admin_charge", key="drain", description="Drain")
+    db.session.commit()
+    clock.set(svc.renews_at)
+    from hostbay.core import lifecycle
+    lifecycle.renewal_sweep()
+    assert db.session.get(services.Service, svc.id).state == services.SUSPENDED
+    ledger.credit(user.id, 5000, kind="bonus", key="bonus-3", description="Bonus")
     op = db.session.scalar(db.select(jobs.Operation).filter_by(kind="lifecycle.retry_renewals"))
-    assert op is not None and op.state == jobs.SUCCEEDED
+    assert op is not None and op.state == jobs.QUEUED  # not dispatched before the credit commits
+    db.session.commit()
+    db.session.refresh(op)
+    assert op.state == jobs.SUCCEEDED
+    db.session.expire_all()
+    assert db.session.get(services.Service, svc.id).state == services.ACTIVE
