@@ -15,6 +15,9 @@ def setup(make_user, make_package, make_node, make_image):
     s.package = make_package(monthly_cents=1000)
     s.node = make_node(name="fake-node-a", vcpus=4, memory_mib=2048, disk_gib=100)
     s.image = make_image()
+    from hostbay.core.ipam import create_pool
+
+    s.pool = create_pool(name="lifecycle-v4", cidr="198.51.100.0/24", gateway="198.51.100.1")
     return s
 
 
