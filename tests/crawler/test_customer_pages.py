@@ -60,3 +60,71 @@ def test_customer_pages_hide_infrastructure(client, make_user, make_package, mak
         assert f"/{svc.id}/" not in url and not re.search(r"/panel/(?:[a-z-]+/)*\d+(?:/|$)", urlsplit(url).path), \
             f"internal id in customer URL {url}"
     _db.session.rollback()
+
+
+class ProgressLinks(Links):
+    """Also follows the service page's live-progress endpoint (a data attribute read by its script)."""
+
+    def handle_starttag(self, tag, attrs):
+        super().handle_starttag(tag, attrs)
+        a = dict(attrs)
+        if a.get("data-progress-url"):
+            self.urls.append(a["data-progress-url"])
+
+
+def crawl_all(client, starts, limit=300):
+    seen, queue, pages = set(), list(starts), {}
+    while queue and len(seen) < limit:
+        url = queue.pop(0)
+        path = urlsplit(url).path
+        if url in seen or not path.startswith("/panel") or "logout" in path:
+            continue
+        seen.add(url)
+        for accept in ("text/html", "application/json"):
+            resp = client.get(url, headers={"Accept": accept})
+            if resp.status_code != 200:
+                continue
+            body = resp.get_data(as_text=True)
+            pages[f"{url} [{resp.content_type}]"] = body
+            if resp.content_type.startswith("text/html"):
+                parser = ProgressLinks()
+                parser.feed(body)
+                queue.extend(urljoin(url, u) for u in parser.urls if not u.startswith(("http", "mailto:", "#")))
+    return pages
+
+
+def test_service_with_operations_addresses_iso_and_ledger_hides_infrastructure(
+        client, make_user, make_package, make_node, make_image, make_service):
+    from hostbay.core import clock, iso, jobs, ledger
+    from hostbay.core.ipam import allocate_for_service, create_pool
+
+    user = make_user(balance_cents=5000)
+    node = make_node(name=SECRETS[0], settings={"uri": SECRETS[4], "bmc": SECRETS[3]})
+    pkg = make_package()
+    make_image(source="/var/lib/templates/" + SECRETS[1] + ".qcow2")
+    svc = make_service(user, pkg, node=node, infra_ref={"domain": SECRETS[1], "vmid": SECRETS[2]})
+    create_pool(name="crawl-v4", cidr="203.0.113.0/28", gateway="203.0.113.1", node_ids=[node.id])
+    allocate_for_service(svc)
+    op = jobs.enqueue("service.restart", key=f"crawl:{svc.uuid}", service=svc, title="Restart")
+    op.state, op.progress_pct, op.progress_text = jobs.FAILED, 20, "Restarting"
+    op.error = f"libvirtError: domain {SECRETS[1]} on {SECRETS[0]} ({SECRETS[4]}) not found"
+    op.customer_error = "The operation could not be completed. Our staff have been notified."
+    ledger.debit(user.id, 1000, kind="renewal", key=f"crawl-renewal:{svc.uuid}", description="Renewal of server",
+                 reference=("service", svc.uuid), note=f"placed on {SECRETS[0]}", service_id=svc.id)
+    _db.session.add(iso.IsoImage(user_id=user.id, name="rescue.iso", stored_name="crawl-" + SECRETS[2],
+                                 size_bytes=1024, sha256="0" * 64, state=iso.APPROVED,
+                                 staff_note="Checked: a rescue image.", created_at=clock.now()))
+    _db.session.commit()
+    login(client, user)
+    base = f"/panel/services/{svc.uuid}"
+    pages = crawl_all(client, ["/panel/", base, base + "/progress", base + "/addresses", "/panel/isos",
+                               "/panel/billing", "/panel/billing/export.csv"])
+    for must in (base, base + "/progress", base + "/addresses", "/panel/isos", "/panel/billing"):
+        assert any(u.startswith(must + " [") for u in pages), f"{must} not reached"
+    assert any("203.0.113." in body for body in pages.values())  # the addresses were really shown
+    assert any("rescue.iso" in body for body in pages.values())
+    for url, body in pages.items():
+        for secret in SECRETS:
+            assert secret not in body, f"{secret} shown on {url}"
+        assert f'"id": {svc.id}' not in body and f'"service_id": {svc.id}' not in body
+    _db.session.rollback()
