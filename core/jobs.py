@@ -339,6 +339,21 @@ def scheduler_loop(app, stop: threading.Event, tick: float = 30.0) -> None:
         stop.wait(tick)
 
 
+def start_in_process_scheduler(app) -> threading.Event | None:
+    """Thread job mode has no ``hostbay worker``: the web process runs the periodic enqueuer itself (renewals,
+    sweeps, notices, stale recovery), once per process. Returns the thread's stop event."""
+    with _SCHEDULER_LOCK:
+        stop = app.extensions.get("hostbay.scheduler")
+        if stop is None:
+            stop = app.extensions["hostbay.scheduler"] = threading.Event()
+            threading.Thread(target=scheduler_loop, args=(app, stop), daemon=True,
+                             name="hostbay-scheduler").start()
+    return stop
+
+
+_SCHEDULER_LOCK = threading.Lock()
+
+
 def run_stale_recovery() -> None:
     """Re-dispatch operations whose worker died (stale heartbeat) and retries that are due."""
     now = _utcnow()

@@ -42,3 +42,37 @@ def test_demo_customer_order_becomes_active(app, client):
     assert any(0 < pct < 100 for pct, _ in seen)  # progress was shown while it ran
     page = client.get(f"/panel/services/{uuid}").get_data(as_text=True)
     assert "192.0.2." in page and "demo-node-1" not in page
+
+
+@pytest.fixture
+def scheduled_app(app_config):
+    app_config["HOSTBAY_IN_PROCESS_SCHEDULER"] = True
+    return app_config
+
+
+def test_thread_mode_schedules_renewals_in_process(scheduled_app, app, client, make_user, make_package,
+                                                   make_service, clock):
+    """Embedded mode has no worker: the panel process itself runs the renewal sweep."""
+    from hostbay.core import jobs, ledger
+    from hostbay.core.services import Service
+
+    user = make_user(balance_cents=2000)
+    svc = make_service(user, make_package(monthly_cents=1000))
+    clock.set(svc.renews_at)
+    assert client.get("/healthz").status_code == 200  # the first request starts the scheduler
+    try:
+        deadline, renewed = time.time() + 20, False
+        while time.time() < deadline and not renewed:
+            renewed = db.session.get(Service, svc.id).renews_at > clock.now()
+            db.session.rollback()  # hold no transaction (SQLite: BEGIN IMMEDIATE takes the write lock) while waiting
+            time.sleep(0.2)
+        assert renewed
+        assert ledger.balance_cents(user.id) == 1000
+    finally:
+        app.extensions["hostbay.scheduler"].set()
+        deadline = time.time() + 20  # let the scheduled operations finish before the tables are emptied
+        while time.time() < deadline and db.session.scalar(
+                db.select(jobs.Operation.id).where(jobs.Operation.state.not_in(jobs.FINISHED)).limit(1)):
+            db.session.rollback()
+            time.sleep(0.2)
+        db.session.rollback()
