@@ -13,6 +13,8 @@ SECRETS = ["node-secret-7f3a", "hb-dom-9c1e77", "vmid-48213", "10.66.77.88", "qe
 
 
 class Links(HTMLParser):
+    """Links, GET forms and the service page's live-progress endpoint (a data attribute its script reads)."""
+
     def __init__(self):
         super().__init__()
         self.urls = []
@@ -23,25 +25,31 @@ class Links(HTMLParser):
             self.urls.append(a["href"])
         if tag == "form" and (a.get("method") or "get").lower() == "get" and a.get("action"):
             self.urls.append(a["action"])
+        if a.get("data-progress-url"):
+            self.urls.append(a["data-progress-url"])
 
 
-def crawl(client, start="/panel/", limit=300):
-    seen, queue, pages = set(), [start], {}
+def crawl(client, *starts, limit=300, json=False):
+    """Pages reached from ``starts`` (default the panel home), keyed by URL; with ``json`` every URL is also asked
+    for as JSON, keyed ``<url> [json]``."""
+    seen, queue, pages = set(), list(starts or ["/panel/"]), {}
     while queue and len(seen) < limit:
         url = queue.pop(0)
         path = urlsplit(url).path
         if url in seen or not path.startswith("/panel") or "logout" in path:
             continue
         seen.add(url)
-        resp = client.get(url)
-        if resp.status_code != 200 or not resp.content_type.startswith(("text/html", "application/json", "text/csv")):
-            continue
-        body = resp.get_data(as_text=True)
-        pages[url] = body
-        if resp.content_type.startswith("text/html"):
-            parser = Links()
-            parser.feed(body)
-            queue.extend(urljoin(url, u) for u in parser.urls if not u.startswith(("http", "mailto:", "#")))
+        for accept in ("text/html", "application/json") if json else (None,):
+            resp = client.get(url, headers={"Accept": accept} if accept else {})
+            if resp.status_code != 200 or not resp.content_type.startswith(
+                    ("text/html", "application/json", "text/csv")):
+                continue
+            body = resp.get_data(as_text=True)
+            pages[url + (" [json]" if accept == "application/json" else "")] = body
+            if resp.content_type.startswith("text/html"):
+                parser = Links()
+                parser.feed(body)
+                queue.extend(urljoin(url, u) for u in parser.urls if not u.startswith(("http", "mailto:", "#")))
     return pages
 
 
@@ -60,37 +68,6 @@ def test_customer_pages_hide_infrastructure(client, make_user, make_package, mak
         assert f"/{svc.id}/" not in url and not re.search(r"/panel/(?:[a-z-]+/)*\d+(?:/|$)", urlsplit(url).path), \
             f"internal id in customer URL {url}"
     _db.session.rollback()
-
-
-class ProgressLinks(Links):
-    """Also follows the service page's live-progress endpoint (a data attribute read by its script)."""
-
-    def handle_starttag(self, tag, attrs):
-        super().handle_starttag(tag, attrs)
-        a = dict(attrs)
-        if a.get("data-progress-url"):
-            self.urls.append(a["data-progress-url"])
-
-
-def crawl_all(client, starts, limit=300):
-    seen, queue, pages = set(), list(starts), {}
-    while queue and len(seen) < limit:
-        url = queue.pop(0)
-        path = urlsplit(url).path
-        if url in seen or not path.startswith("/panel") or "logout" in path:
-            continue
-        seen.add(url)
-        for accept in ("text/html", "application/json"):
-            resp = client.get(url, headers={"Accept": accept})
-            if resp.status_code != 200:
-                continue
-            body = resp.get_data(as_text=True)
-            pages[f"{url} [{resp.content_type}]"] = body
-            if resp.content_type.startswith("text/html"):
-                parser = ProgressLinks()
-                parser.feed(body)
-                queue.extend(urljoin(url, u) for u in parser.urls if not u.startswith(("http", "mailto:", "#")))
-    return pages
 
 
 def test_service_with_operations_addresses_iso_and_ledger_hides_infrastructure(
@@ -117,10 +94,11 @@ def test_service_with_operations_addresses_iso_and_ledger_hides_infrastructure(
     _db.session.commit()
     login(client, user)
     base = f"/panel/services/{svc.uuid}"
-    pages = crawl_all(client, ["/panel/", base, base + "/progress", base + "/addresses", "/panel/isos",
-                               "/panel/billing", "/panel/billing/export.csv"])
-    for must in (base, base + "/progress", base + "/addresses", "/panel/isos", "/panel/billing"):
-        assert any(u.startswith(must + " [") for u in pages), f"{must} not reached"
+    pages = crawl(client, "/panel/", base, base + "/progress", base + "/addresses", "/panel/isos", "/panel/billing",
+                  "/panel/billing/export.csv", json=True)
+    for must in (base, base + "/progress", base + "/addresses", base + "/addresses [json]", "/panel/isos",
+                 "/panel/billing", "/panel/billing/export.csv"):
+        assert must in pages, f"{must} not reached"
     assert any("203.0.113." in body for body in pages.values())  # the addresses were really shown
     assert any("rescue.iso" in body for body in pages.values())
     for url, body in pages.items():
