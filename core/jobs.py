@@ -163,13 +163,13 @@ def dispatch(app, op_id: str, delay: float = 0) -> None:
         else:
             q.enqueue("hostbay.core.jobs.rq_entry", op_id, **kw)
     elif mode == "thread":
-        def later():
-            if delay:
-                time.sleep(delay)
-            with app.app_context():
-                run_operation(op_id)
         pool = app.extensions.setdefault("hostbay.pool", ThreadPoolExecutor(4, thread_name_prefix="hostbay-job"))
-        pool.submit(later)
+        if delay:  # a timer, not a sleeping pool thread: waiting retries must not starve the pool
+            timer = threading.Timer(delay, pool.submit, args=(_run_in_context, app, op_id))
+            timer.daemon = True
+            timer.start()
+        else:
+            pool.submit(_run_in_context, app, op_id)
     elif mode == "sync":
         if delay:  # a retry in sync mode is left for run_pending / the stale sweep
             return
