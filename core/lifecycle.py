@@ -482,6 +482,8 @@ def renew_service(service: Service, actor=None, actor_type: str = "customer"):
         raise ActionNotAllowed("Payment for this service was received; it is being reactivated.")
     if svc.state not in (ACTIVE, SUSPENDED):
         raise ActionNotAllowed("This service cannot be renewed right now.")
+    if svc.state == SUSPENDED and not getattr(actor, "is_staff", False) and not _suspended_for_nonpayment(svc):
+        raise ActionNotAllowed("This service was suspended by our staff; please open a support ticket.")
     old = svc.renews_at
     new = add_cycle(old, svc.cycle)
     if svc.price_cents > 0:
@@ -506,6 +508,15 @@ def renew_service(service: Service, actor=None, actor_type: str = "customer"):
     return op
 
 
+def _suspended_for_nonpayment(svc: Service) -> bool:
+    """Whether the service's latest suspension was the renewal sweep's (a staff suspension is lifted by staff, not
+    by a payment)."""
+    last = db.session.scalar(select(jobs.Operation.payload).where(jobs.Operation.service_id == svc.id,
+                                                                   jobs.Operation.kind == "service.suspend")
+                             .order_by(jobs.Operation.created_at.desc()).limit(1))
+    return last is None or (last or {}).get("reason") == "unpaid"
+
+
 @jobs.handler("lifecycle.retry_renewals")
 def retry_renewals(op, payload):
     """After a wallet credit: renew the customer's suspended services (oldest first) while the balance covers
@@ -518,6 +529,8 @@ def retry_renewals(op, payload):
     renewed = []
     for sid in ids:
         svc = db.session.get(Service, sid)
+        if not _suspended_for_nonpayment(svc):
+            continue  # suspended by staff: a payment does not lift it
         try:
             renew_service(svc, actor=None, actor_type="system")
             db.session.commit()
