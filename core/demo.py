@@ -26,6 +26,16 @@ def _driver() -> str:
     return "kvm" if "kvm" in virt and current_app.config.get("HOSTBAY_DEMO_DRIVER") == "kvm" else "fake"
 
 
+def _demo_pool() -> None:
+    """Addresses for the demo servers (a documentation range): every package has an IPv4 address, and an order
+    waits for one until a pool serves the node."""
+    from .ipam import IpPool, create_pool
+
+    if db.session.scalar(db.select(IpPool.id).filter_by(name="demo-ipv4")) is None:
+        create_pool(name="demo-ipv4", cidr="192.0.2.0/24", gateway="192.0.2.1", nameservers=["192.0.2.53"],
+                    commit=False)
+
+
 def load_demo() -> list[str]:
     driver = _driver()
     for sort, (slug, name, cpu, mem, disk, v4, speed, monthly) in enumerate(PACKAGES):
@@ -42,6 +52,8 @@ def load_demo() -> list[str]:
     if db.session.scalar(db.select(Node).filter_by(name="demo-node-1")) is None:
         db.session.add(Node(name="demo-node-1", driver=driver, settings={"step_delay": 1} if driver == "fake" else {},
                             vcpus=64, memory_mib=256 * 1024, disk_gib=4000))
+    db.session.flush()
+    _demo_pool()
     out = []
     for (email, password), role in ((DEMO_CUSTOMER, "customer"), (DEMO_ADMIN, "admin")):
         user = db.session.scalar(db.select(User).filter_by(email=email))

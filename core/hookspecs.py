@@ -104,7 +104,9 @@ def hostbay_service_terminated(service):
 
 @hookspec
 def hostbay_wallet_credited(user, entry):
-    """Called after a ledger entry added funds to ``user``'s wallet (top-up, credit, bonus)."""
+    """Called after a ledger entry that added funds to ``user``'s wallet (top-up, credit, bonus) was committed,
+    never for a credit that rolled back. The listener runs in a fresh session; what it writes or enqueues is
+    committed after it returns."""
 
 
 @hookspec

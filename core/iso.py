@@ -465,8 +465,9 @@ def handle_mount(op, payload):
         if not iso.path.exists():
             raise FatalDriverError(f"iso file {iso.path} is missing",
                                    customer_message="The ISO file is missing. Our staff have been notified.")
-        driver = _driver_for(service)
-        driver.mount_iso(service.infra_ref, str(iso.path))
+        driver, ref, path = _driver_for(service), dict(service.infra_ref), str(iso.path)
+        db.session.commit()  # no transaction (on SQLite: no write lock) while the host inserts the ISO
+        driver.mount_iso(ref, path)
     except TransientDriverError:
         if op.attempts < op.max_attempts:
             raise  # retried later; the drive stays reserved
@@ -497,8 +498,9 @@ def handle_eject(op, payload):
         return {"skipped": "nothing mounted"}
     name = mount.iso.name
     try:
-        driver = _driver_for(service)
-        driver.eject_iso(service.infra_ref)
+        driver, ref = _driver_for(service), dict(service.infra_ref)
+        db.session.commit()  # no transaction (on SQLite: no write lock) while the host ejects the ISO
+        driver.eject_iso(ref)
     except TransientDriverError:
         if op.attempts < op.max_attempts:
             raise

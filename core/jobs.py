@@ -181,13 +181,13 @@ def dispatch(app, op_id: str, delay: float = 0) -> None:
         else:
             q.enqueue("hostbay.core.jobs.rq_entry", op_id, **kw)
     elif mode == "thread":
-        def later():
-            if delay:
-                time.sleep(delay)
-            with app.app_context():
-                run_operation(op_id)
         pool = app.extensions.setdefault("hostbay.pool", ThreadPoolExecutor(4, thread_name_prefix="hostbay-job"))
-        pool.submit(later)
+        if delay:  # a timer, not a sleeping pool thread: waiting retries must not starve the pool
+            timer = threading.Timer(delay, pool.submit, args=(_run_in_context, app, op_id))
+            timer.daemon = True
+            timer.start()
+        else:
+            pool.submit(_run_in_context, app, op_id)
     elif mode == "sync":
         if delay:  # a retry in sync mode is left for run_pending / the stale sweep
             return
@@ -355,6 +355,21 @@ def scheduler_loop(app, stop: threading.Event, tick: float = 30.0) -> None:
         except Exception:  # noqa: BLE001 - the loop must survive a database hiccup
             log.exception("scheduler tick failed")
         stop.wait(tick)
+
+
+def start_in_process_scheduler(app) -> threading.Event | None:
+    """Thread job mode has no ``hostbay worker``: the web process runs the periodic enqueuer itself (renewals,
+    sweeps, notices, stale recovery), once per process. Returns the thread's stop event."""
+    with _SCHEDULER_LOCK:
+        stop = app.extensions.get("hostbay.scheduler")
+        if stop is None:
+            stop = app.extensions["hostbay.scheduler"] = threading.Event()
+            threading.Thread(target=scheduler_loop, args=(app, stop), daemon=True,
+                             name="hostbay-scheduler").start()
+    return stop
+
+
+_SCHEDULER_LOCK = threading.Lock()
 
 
 def run_stale_recovery() -> None:

@@ -107,6 +107,13 @@ def _say(op, pct: int, text: str) -> None:
     op.progress(pct, text)
 
 
+def _release() -> None:
+    """End the handler's transaction right before a slow driver call (its arguments are computed already): on
+    SQLite every transaction begins IMMEDIATE and so holds the only write lock, which must not be held while a
+    server starts, stops or is rebuilt."""
+    db.session.commit()
+
+
 def _progress(op, lo: int, hi: int):
     """A driver progress callback mapped into [lo, hi] of the operation's bar."""
     def cb(pct, text):
@@ -273,6 +280,7 @@ def provision(op, payload):
     driver = driver_for(svc)
     spec = build_spec(svc, addresses)
     _say(op, 15, "Creating your server")
+    _release()
     ref = driver.create(spec, _progress(op, 15, 90))
     svc = db.session.get(Service, svc.id)
     svc.infra_ref = dict(ref or {})
@@ -299,7 +307,10 @@ def _simple_power(action: str, method: str, message: str):
                                    customer_message=f"The server could not be {message.split()[0].lower()}: "
                                    "it is not active.")
         _say(op, 20, f"{action.title()}ing" if action != "stop" else "Stopping")
-        getattr(driver_for(svc), method)(svc.infra_ref)
+        call, ref = getattr(driver_for(svc), method), dict(svc.infra_ref or {})
+        _release()
+        call(ref)
+        svc = _service_of(op)
         log_activity(svc.user_id, action, message.format(hostname=svc.hostname), svc.id)
         audit(f"service.{action}", "service", svc.uuid, after=_refs(svc), detail=f"operation {op.id}",
               actor_type=payload.get("actor_type"), actor=_actor(payload))
@@ -339,7 +350,9 @@ def reinstall(op, payload):
         raise FatalDriverError(f"service {svc.uuid} is {svc.state}, not reinstalling")
     before = _refs(svc)
     _say(op, 10, "Preparing the reinstall")
-    ref = driver_for(svc).reinstall(svc.infra_ref, build_spec(svc), _progress(op, 10, 95))
+    drv, ref, spec = driver_for(svc), dict(svc.infra_ref or {}), build_spec(svc)
+    _release()
+    ref = drv.reinstall(ref, spec, _progress(op, 10, 95))
     svc = db.session.get(Service, svc.id)
     svc.infra_ref = dict(ref or svc.infra_ref)
     _finish_busy(svc, REINSTALLING, op, "reinstall", f"{svc.hostname} was reinstalled with a fresh system.", before)
@@ -358,7 +371,9 @@ def _resize_like(op, busy: str, method: str, message: str):
     drv = driver_for(svc)
     if not drv.supports(method):
         raise FatalDriverError(f"driver {drv.name} does not support {method}")
-    ref = getattr(drv, method)(svc.infra_ref, build_spec(svc), _progress(op, 10, 95))
+    call, ref, spec = getattr(drv, method), dict(svc.infra_ref or {}), build_spec(svc)
+    _release()
+    ref = call(ref, spec, _progress(op, 10, 95))
     svc = db.session.get(Service, svc.id)
     svc.infra_ref = dict(ref or svc.infra_ref)
     db.session.commit()
@@ -386,7 +401,10 @@ def suspend_job(op, payload):
         return {"skipped": svc.state}
     if svc.infra_ref and svc.kind == "vps":
         _say(op, 30, "Suspending")
-        driver_for(svc).suspend(svc.infra_ref)
+        drv, ref = driver_for(svc), dict(svc.infra_ref)
+        _release()
+        drv.suspend(ref)
+        svc = _service_of(op)
     audit("service.suspended.driver", "service", svc.uuid, after=_refs(svc), detail=f"operation {op.id}")
     db.session.commit()
     _notify("hostbay_service_suspended", service=svc, reason=payload.get("reason", "unpaid"))
@@ -403,7 +421,10 @@ def unsuspend_job(op, payload):
         raise FatalDriverError(f"service {svc.uuid} is {svc.state}, cannot unsuspend")
     if svc.infra_ref and svc.kind == "vps":
         _say(op, 30, "Starting your server again")
-        driver_for(svc).unsuspend(svc.infra_ref)
+        drv, ref = driver_for(svc), dict(svc.infra_ref)
+        _release()
+        drv.unsuspend(ref)
+        svc = _service_of(op)
     if not transition(svc, ACTIVE, expect=SUSPENDED, suspended_at=None):
         raise FatalDriverError(f"service {svc.uuid} changed state during unsuspend (now {svc.state})")
     log_activity(svc.user_id, "unsuspend", f"{svc.hostname} is active again.", svc.id)
@@ -424,7 +445,10 @@ def remove_job(op, payload):
     before = {"state": svc.state, **_refs(svc)}
     if svc.infra_ref and svc.kind == "vps":
         _say(op, 20, "Deleting the server")
-        driver_for(svc).delete(svc.infra_ref)
+        drv, ref = driver_for(svc), dict(svc.infra_ref)
+        _release()
+        drv.delete(ref)
+        svc = _service_of(op)
     _say(op, 60, "Releasing addresses")
     ipam.release_for_service(svc)
     release_reservation(svc)
@@ -458,6 +482,8 @@ def renew_service(service: Service, actor=None, actor_type: str = "customer"):
         raise ActionNotAllowed("Payment for this service was received; it is being reactivated.")
     if svc.state not in (ACTIVE, SUSPENDED):
         raise ActionNotAllowed("This service cannot be renewed right now.")
+    if svc.state == SUSPENDED and not getattr(actor, "is_staff", False) and not _suspended_for_nonpayment(svc):
+        raise ActionNotAllowed("This service was suspended by our staff; please open a support ticket.")
     old = svc.renews_at
     new = add_cycle(old, svc.cycle)
     if svc.price_cents > 0:
@@ -482,6 +508,15 @@ def renew_service(service: Service, actor=None, actor_type: str = "customer"):
     return op
 
 
+def _suspended_for_nonpayment(svc: Service) -> bool:
+    """Whether the service's latest suspension was the renewal sweep's (a staff suspension is lifted by staff, not
+    by a payment)."""
+    last = db.session.scalar(select(jobs.Operation.payload).where(jobs.Operation.service_id == svc.id,
+                                                                   jobs.Operation.kind == "service.suspend")
+                             .order_by(jobs.Operation.created_at.desc()).limit(1))
+    return last is None or (last or {}).get("reason") == "unpaid"
+
+
 @jobs.handler("lifecycle.retry_renewals")
 def retry_renewals(op, payload):
     """After a wallet credit: renew the customer's suspended services (oldest first) while the balance covers
@@ -494,6 +529,8 @@ def retry_renewals(op, payload):
     renewed = []
     for sid in ids:
         svc = db.session.get(Service, sid)
+        if not _suspended_for_nonpayment(svc):
+            continue  # suspended by staff: a payment does not lift it
         try:
             renew_service(svc, actor=None, actor_type="system")
             db.session.commit()
@@ -509,11 +546,14 @@ class CoreHooks:
 
     @hookimpl
     def hostbay_wallet_credited(self, user, entry):
+        # Fired after the credit committed, in a fresh session that the event mechanism commits afterwards.
         if user is None:
             return
+        if db.session.scalar(select(Service.id).where(Service.user_id == user.id, Service.state == SUSPENDED,
+                                                      Service.renews_at <= clock.now()).limit(1)) is None:
+            return  # nothing to renew: no operation row for every top-up
         jobs.enqueue("lifecycle.retry_renewals", key=f"retry-renewals:{getattr(entry, 'idempotency_key', new_uuid())}",
                      user_id=user.id, payload={"user_id": user.id}, title="Renew suspended services")
-        db.session.commit()
 
 
 def register_core_hooks(registry) -> None:

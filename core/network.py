@@ -22,13 +22,16 @@ def apply_network_filter(service, virt_driver=None) -> int:
     registry = current_app.extensions["hostbay"]
     if virt_driver is None:
         virt_driver = registry.driver("virt", service.node.driver, service.node.settings)
+    from .db import db
+
     addresses = ipam.addresses_for(service)
-    ran = 0
-    for cls in registry.drivers.get("network_filter", {}).values():
-        if service.node.driver in cls.drivers:
-            cls(service.node.settings).apply(virt_driver, service.infra_ref, addresses)
-            ran += 1
-    return ran
+    node_driver, settings, ref = service.node.driver, dict(service.node.settings or {}), dict(service.infra_ref)
+    filters = [cls for cls in registry.drivers.get("network_filter", {}).values() if node_driver in cls.drivers]
+    if filters:
+        db.session.commit()  # no transaction (on SQLite: no write lock) while the filters talk to the host
+    for cls in filters:
+        cls(settings).apply(virt_driver, ref, addresses)
+    return len(filters)
 
 
 def enqueue_filter_update(service):

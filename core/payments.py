@@ -71,10 +71,6 @@ _FROM_PROVIDER = {
     PaymentStatus.INVALID: INVALID,
 }
 
-# Where the ledger itself writes the customer's activity line and fires ``hostbay_wallet_credited`` for every new
-# credit, crediting here must not do it a second time.
-LEDGER_REPORTS_CREDITS = hasattr(ledger, "activity_message")
-
 DEFAULT_MIN_CENTS = 500
 DEFAULT_MAX_CENTS = 1_000_000
 
@@ -373,7 +369,7 @@ def _seen(gateway_name: str, event_id: str) -> bool:
 
 def handle_webhook(gateway_name: str, headers, raw_body: bytes) -> WebhookResult:
     """Verify, deduplicate and apply one delivery. Forged, malformed and unknown-invoice deliveries change
-    nothing. Commits. Fires ``hostbay_wallet_credited`` after a credit."""
+    nothing. Commits (a credit fires ``hostbay_wallet_credited`` from the ledger)."""
     headers = {str(k).lower(): v for k, v in dict(headers).items()}
     try:
         drv = _cached_gateway(gateway_name)
@@ -412,7 +408,7 @@ def handle_webhook(gateway_name: str, headers, raw_body: bytes) -> WebhookResult
                                payment_id=payment.id, outcome="received")
     db.session.add(delivery)
     try:
-        credited = _apply_event(drv, payment, event)
+        _apply_event(drv, payment, event)
     except TransientDriverError as exc:
         db.session.rollback()  # the delivery row goes too: the provider's retry is processed afresh
         log.warning("webhook for payment %s deferred: %s", payment.uuid, exc)
@@ -428,8 +424,6 @@ def handle_webhook(gateway_name: str, headers, raw_body: bytes) -> WebhookResult
         db.session.rollback()
         return WebhookResult(200, "duplicate")
     _remember(gateway_name, event_id)
-    if credited is not None:
-        _notify_credit(payment, credited)
     return WebhookResult(200, "processed", payment.uuid)
 
 
@@ -513,21 +507,9 @@ def _credit(payment: Payment, cents: int, *, source: str, actor_type: str, actor
     db.session.refresh(payment)
     if claimed != 1:
         return None
-    if not LEDGER_REPORTS_CREDITS:
-        log_activity(payment.user_id, "billing", f"Top-up of {format_cents(cents)} added to your wallet.")
     audit("payments.credited", "payment", payment.uuid, actor=actor, actor_type=actor_type,
           after={"ledger_entry": entry.uuid, "amount_cents": cents}, detail=source)
     return entry
-
-
-def _notify_credit(payment: Payment, entry) -> None:
-    from .accounts import User
-
-    if LEDGER_REPORTS_CREDITS:
-        return
-
-    user = db.session.get(User, payment.user_id)
-    _registry().notify("hostbay_wallet_credited", user=user, entry=entry)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -565,8 +547,6 @@ def reconcile(payment: Payment, actor, *, quiet: bool = False) -> str:
               after={"status": payment.status, "received_cents": payment.received_cents,
                      "provider_status": state.raw_status})
     db.session.commit()
-    if entry is not None:
-        _notify_credit(payment, entry)
     return payment.status
 
 
@@ -588,7 +568,6 @@ def credit_received(payment: Payment, actor, amount) -> Payment:
         db.session.rollback()
         raise UserError("This payment was credited meanwhile.")
     db.session.commit()
-    _notify_credit(payment, entry)
     return payment
 
 

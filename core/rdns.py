@@ -319,16 +319,24 @@ def _recheck_job(op, payload):
     if not waiting:
         return {"checked": 0, "applied": 0}
     backend = dns_backend()
+    ids = [req.id for req in waiting]
+    todo = [(req.id, req.hostname, req.address.address) for req in waiting
+            if req.created_at + FORWARD_WAIT >= now]
+    db.session.rollback()  # DNS lookups are slow: no transaction (on SQLite, no write lock) is held meanwhile
+    matched = {rid for rid, hostname, address in todo if forward_matches(hostname, address, backend)}
+    checked = {rid for rid, _, _ in todo}
     applied = 0
+    waiting = db.session.scalars(select(RdnsRequest).where(RdnsRequest.id.in_(ids),
+                                                           RdnsRequest.state == WAITING)).all()
     for req in waiting:
-        if req.created_at + FORWARD_WAIT < now:
+        if req.id not in checked:
             req.state, req.decided_at = EXPIRED, now
             log_activity(req.user_id, "rdns_change",
                          f"Reverse DNS request for {req.address.address} expired: {req.hostname} never resolved "
                          "to it.", req.service_id)
             continue
         req.checked_at = now
-        if forward_matches(req.hostname, req.address.address, backend):
+        if req.id in matched:
             req.state = APPLYING
             enqueue_apply(req.address.address, req.hostname, request=req)
             applied += 1

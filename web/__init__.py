@@ -97,6 +97,14 @@ def create_app(config: dict | None = None, *, extra_plugins: list | None = None,
         return db.session.scalar(db.select(User).filter_by(uuid=user_uuid, active=True)
                                  .options(lazyload(User.ssh_keys)))
 
+    if app.config.get("HOSTBAY_IN_PROCESS_SCHEDULER", app.config["HOSTBAY_JOBS"] == "thread" and not app.testing):
+        @app.before_request
+        def _scheduler():  # started by the first request, so short CLI commands never start it
+            from hostbay.core import jobs
+
+            if "hostbay.scheduler" not in app.extensions:
+                jobs.start_in_process_scheduler(app)
+
     @app.get("/healthz")
     def healthz():
         db.session.execute(db.text("SELECT 1"))

@@ -22,7 +22,9 @@ bp = Blueprint("auth", __name__)
 
 
 def _safe_next(target: str | None) -> str:
-    if target and not urlsplit(target).netloc and target.startswith("/") and not target.startswith("//"):
+    # browsers read "\\" as "/" (so "/\\evil.example" is another site) and drop tabs and newlines
+    if (target and not urlsplit(target).netloc and target.startswith("/") and not target.startswith("//")
+            and "\\" not in target and not any(ord(c) < 32 for c in target)):
         return target
     return url_for("panel.dashboard")
 

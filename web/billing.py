@@ -19,7 +19,7 @@ from hostbay.core.catalog import CYCLE_LABELS, Package, images_for, orderable_pa
 from hostbay.core.db import db, new_uuid
 from hostbay.core.errors import InsufficientFunds, UserError
 from hostbay.core.money import cents_to_decimal, to_cents
-from hostbay.core.services import get_customer_service
+from hostbay.web.common import own_service_or_404
 
 bp = Blueprint("billing", __name__, url_prefix="/panel")
 
@@ -167,11 +167,7 @@ def order_confirm(package_uuid):
 # Package change
 # --------------------------------------------------------------------------------------------------------------
 
-def _own_service(service_uuid: str):
-    svc = get_customer_service(current_user.id, service_uuid)
-    if svc is None:
-        abort(404)
-    return svc
+_own_service = own_service_or_404
 
 
 @bp.get("/services/<service_uuid>/change-package")

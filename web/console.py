@@ -15,16 +15,12 @@ from flask_login import current_user, login_required
 from hostbay.core import console as console_mod
 from hostbay.core.db import db
 from hostbay.core.errors import NotFound, UserError
-from hostbay.core.services import get_customer_service
+from hostbay.web.common import own_service_or_404
 
 bp = Blueprint("console", __name__, url_prefix="/panel/services")
 
 
-def _service_or_404(uuid):
-    service = get_customer_service(current_user.id, uuid)
-    if service is None:
-        abort(404)
-    return service
+_service_or_404 = own_service_or_404
 
 
 def websocket_url(token: str) -> str:

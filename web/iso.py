@@ -13,7 +13,7 @@ from wtforms import ValidationError
 from hostbay.core import iso as iso_mod
 from hostbay.core.db import db
 from hostbay.core.errors import NotFound, UserError
-from hostbay.core.services import get_customer_service
+from hostbay.web.common import own_service_or_404
 
 from .extensions import csrf
 
@@ -135,11 +135,7 @@ def delete(uuid):
     return redirect(url_for("iso.index"), 303)
 
 
-def _service_or_404(uuid):
-    service = get_customer_service(current_user.id, uuid)
-    if service is None:
-        abort(404)
-    return service
+_service_or_404 = own_service_or_404
 
 
 def _back(service):

@@ -14,7 +14,7 @@ from hostbay.core import rdns
 from hostbay.core.db import db
 from hostbay.core.errors import HostbayError, NotFound
 from hostbay.core.ipam import ASSIGNED, RDNS_POLICY_LABELS, IpAddress
-from hostbay.core.services import get_customer_service
+from hostbay.web.common import own_service_or_404
 
 bp = Blueprint("network", __name__, url_prefix="/panel")
 
@@ -42,11 +42,7 @@ def _partial_data():
     return {"service_addresses": service_addresses}
 
 
-def _owned_service(uuid: str):
-    service = get_customer_service(current_user.id, uuid)
-    if service is None:
-        abort(404)
-    return service
+_owned_service = own_service_or_404
 
 
 @bp.get("/services/<uuid>/addresses")

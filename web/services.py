@@ -3,7 +3,7 @@ the JSON progress endpoint the page's poller reads. Customers only ever see publ
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, flash, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, flash, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from sqlalchemy import select
 
@@ -14,6 +14,7 @@ from hostbay.core.catalog import Image
 from hostbay.core.db import db, new_uuid
 from hostbay.core.errors import UserError
 from hostbay.core.services import REFUSAL, SUSPENDED, Service, customer_services, get_customer_service
+from hostbay.web.common import own_service_or_404
 
 bp = Blueprint("services", __name__, url_prefix="/panel/services")
 
@@ -25,11 +26,7 @@ def _core_hooks(state):
     register_core_hooks(state.app.extensions["hostbay"])
 
 
-def _service_or_404(uuid: str) -> Service:
-    svc = get_customer_service(current_user.id, uuid)
-    if svc is None:
-        abort(404)
-    return svc
+_service_or_404 = own_service_or_404
 
 
 def _operations(svc: Service, limit: int = 10):

@@ -142,19 +142,21 @@ def test_removal_queued_refuses_recovery(db, clock, setup, order, job_runner):
     assert ledger.balance_cents(setup.user.id) == 5000
 
 
-def test_customer_renews_suspended_service_by_hand(db, clock, setup, order):
+def test_customer_renews_suspended_service_by_hand(db, clock, setup, order, job_runner):
     svc, _ = order()
+    job_runner.run_all()
     svc = _fresh(db, svc)
     clock.set(svc.renews_at)
     due = svc.renews_at
     lifecycle.renewal_sweep()
-    # Funds and the customer's renewal in one transaction: the automatic retry that a committed top-up starts
-    # (after the commit) then finds nothing left to renew.
+    job_runner.run_all()
+    # the top-up's automatic renewal retry stays queued: the customer renews first, by hand
     ledger.credit(setup.user.id, 1000, kind="topup", key="t", description="Top-up")
-    svc = db.session.get(type(svc), svc.id)
-    db.session.refresh(svc)
+    db.session.commit()
+    svc = _fresh(db, svc)
     op = request_action(svc, "renew", setup.user)
     db.session.commit()
+    job_runner.run_all()  # the unsuspend runs; the retry finds nothing left to renew
     svc = _fresh(db, svc)
     assert op.kind == "service.unsuspend" and svc.state == "active"
     assert svc.renews_at == add_cycle(due, "monthly")

@@ -1,0 +1,86 @@
+"""Every customer route whose URL names an owned object (``<uuid>``, ``<service_uuid>``, ``<payment_uuid>``, ...)
+is a 404 for another customer; every staff route is a 404 for customers and for staff without its permission.
+Routes are enumerated from app.url_map, so routes added later are covered."""
+
+from werkzeug.routing import Rule
+
+from hostbay.core import payments
+from hostbay.core.accounts import PERMISSIONS, STAFF_ROLES
+from hostbay.core.db import db as database
+from hostbay.testing.pytest_plugin import login
+
+PUBLIC_ARGS = {"package_uuid"}  # the catalogue is public: any customer may open any package's order page
+METHODS = ("GET", "POST")
+
+
+def _owned_rules(app) -> list[Rule]:
+    return [r for r in app.url_map.iter_rules() if r.rule.startswith("/panel/")
+            and any(a.endswith("uuid") and a not in PUBLIC_ARGS for a in r.arguments)]
+
+
+def test_every_owned_uuid_route_is_404_for_another_customer(app, make_user, make_package, make_service,
+                                                            url_for_rule):
+    a, b = make_user(), make_user()
+    svc = make_service(a, make_package(), hostname="a-private.example.test")
+    pay = payments.Payment(user_id=a.id, gateway="fake", amount_cents=1000, provider_ref="inv-a")
+    database.session.add(pay)
+    database.session.commit()
+    rules = _owned_rules(app)
+    names = {r.rule for r in rules}
+    assert {"/panel/services/<service_uuid>/change-package", "/panel/topup/<payment_uuid>",
+            "/panel/topup/<payment_uuid>/status"} <= names, names
+    client = app.test_client()
+    login(client, b)
+    for rule in rules:
+        values = {arg: (pay.uuid if "payment" in arg else svc.uuid) for arg in rule.arguments if arg.endswith("uuid")}
+        for method in METHODS:
+            if method not in rule.methods:
+                continue
+            resp = client.open(url_for_rule(rule, values), method=method, data={"package": "x", "key": "k"})
+            assert resp.status_code == 404, (method, rule.rule, resp.status_code)
+            assert b"a-private.example.test" not in resp.data
+    owner = app.test_client()
+    login(owner, a)  # the 404s come from ownership: the owner reaches the same pages
+    assert owner.get(f"/panel/topup/{pay.uuid}/status").status_code == 200
+    assert owner.get(f"/panel/services/{svc.uuid}/change-package").status_code == 200
+
+
+# The permission each staff area needs (accounts.PERMISSIONS says which roles hold it); None: any staff.
+AREA_PERMISSION = {"/staff/billing/": "money", "/staff/payments/": "money", "/staff/services/": "services",
+                   "/staff/tickets/": "tickets", "/staff/isos/": "approvals", "/staff/network/rdns": "approvals",
+                   "/staff/network/": "network"}
+
+
+def _permission(rule: str):
+    if rule == "/staff/":
+        return None
+    for prefix, perm in sorted(AREA_PERMISSION.items(), key=lambda kv: -len(kv[0])):  # longest prefix first
+        if rule.startswith(prefix):
+            return perm
+    raise AssertionError(f"staff route {rule} is in no known area: add it to AREA_PERMISSION")
+
+
+def test_staff_routes_need_staff_with_the_permission(app, make_user, url_for_rule):
+    users = {"customer": make_user()} | {role: make_user(role=role) for role in STAFF_ROLES}
+    clients = {}
+    for role, user in users.items():
+        clients[role] = app.test_client()
+        login(clients[role], user)
+    checked = 0
+    for rule in app.url_map.iter_rules():
+        if not rule.rule.startswith("/staff/"):
+            continue
+        perm = _permission(rule.rule)
+        allowed = set(STAFF_ROLES) if perm is None else {"admin", *PERMISSIONS[perm]}
+        url = url_for_rule(rule)
+        for method in METHODS:
+            if method not in rule.methods:
+                continue
+            for role, client in clients.items():
+                status = client.open(url, method=method, data={"note": "x", "amount": "1"}).status_code
+                if role not in allowed:
+                    assert status == 404, (role, method, rule.rule, status)
+                    checked += 1
+                elif method == "GET" and not rule.arguments:
+                    assert status == 200, (role, rule.rule, status)
+    assert checked > 50
