@@ -1,4 +1,5 @@
-"""Wallet-credit listeners run inside the crediting transaction: they must not commit it half-done."""
+"""Wallet-credit listeners run after the credit commits (never for one rolled back), so they cannot commit a caller's
+half-done work."""
 
 import pytest
 
@@ -58,9 +59,9 @@ def test_credit_schedules_renewal_retry_only_when_something_is_suspended(setup, 
     assert db.session.get(services.Service, svc.id).state == services.SUSPENDED
     ledger.credit(user.id, 5000, kind="bonus", key="bonus-3", description="Bonus")
     op = db.session.scalar(db.select(jobs.Operation).filter_by(kind="lifecycle.retry_renewals"))
-    assert op is not None and op.state == jobs.QUEUED  # not dispatched before the credit commits
+    assert op is None  # the listener has not run: the credit is not committed yet
     db.session.commit()
-    db.session.refresh(op)
-    assert op.state == jobs.SUCCEEDED
+    op = db.session.scalar(db.select(jobs.Operation).filter_by(kind="lifecycle.retry_renewals"))
+    assert op is not None and op.state == jobs.SUCCEEDED
     db.session.expire_all()
     assert db.session.get(services.Service, svc.id).state == services.ACTIVE
