@@ -17,7 +17,7 @@ from .staff import STAFF_MENU, staff_required
 bp = Blueprint("payments", __name__)
 WEBHOOK_MAX_BYTES = 256 * 1024  # provider deliveries are a few kilobytes
 
-for _entry in (("Payments", "payments.staff_list", "money"), ("Payment gateways", "payments.staff_gateways", "money")):
+for _entry in (("Payments", "payments.staff_list", "money"), ("Payment gateways", "payments.staff_gateways", "plugins")):
     if _entry not in STAFF_MENU:
         STAFF_MENU.append(_entry)
 
@@ -157,7 +157,7 @@ def staff_credit(payment_uuid):
 
 
 @bp.get("/staff/payments/gateways")
-@staff_required("money")
+@staff_required("plugins")  # API keys and webhook secrets: administrators only
 def staff_gateways():
     rows = []
     for name, cls in sorted(payments.gateway_classes().items()):
@@ -167,7 +167,7 @@ def staff_gateways():
 
 
 @bp.route("/staff/payments/gateways/<name>", methods=["GET", "POST"])
-@staff_required("money")
+@staff_required("plugins")
 def staff_gateway(name):
     cls = payments.gateway_classes().get(name)
     if cls is None:

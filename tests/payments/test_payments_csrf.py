@@ -45,3 +45,4 @@ def test_forms_need_token_webhook_does_not(client, gateways, make_user, db):
     _login(client, make_user(role="admin"))
     assert client.post(f"/staff/payments/{p.uuid}/reconcile").status_code == 400
     assert client.post("/staff/payments/gateways/btcpay", data={"enabled": "1"}).status_code == 400
+
