@@ -22,8 +22,11 @@ DISCOUNT_MONTHS = {"monthly": 1, "quarterly": 3, "semiannual": 6, "annual": 11} 
 
 
 def _driver() -> str:
+    """The virtualization driver of the demo packages: HOSTBAY_DEMO_DRIVER when that driver is loaded, else the
+    simulated one."""
     virt = current_app.extensions["hostbay"].drivers.get("virt", {})
-    return "kvm" if "kvm" in virt and current_app.config.get("HOSTBAY_DEMO_DRIVER") == "kvm" else "fake"
+    wanted = current_app.config.get("HOSTBAY_DEMO_DRIVER") or "fake"
+    return wanted if wanted in virt else "fake"
 
 
 def _demo_pool() -> None:

@@ -136,3 +136,13 @@ def test_fake_plugin_loads_without_pytest(tmp_path):
     out = run_hostbay(["plugins", "list"], tmp_path, tmp_path)
     line = next(l for l in out.stdout.splitlines() if l.startswith("fake "))
     assert "loaded" in line, out.stdout + out.stderr
+
+
+def test_core_and_web_never_import_a_plugin():
+    """The hook specs are the only door: core and the web app know no plugin module."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    offenders = [str(p.relative_to(root)) for d in ("core", "web") for p in (root / d).rglob("*.py")
+                 if "hostbay.plugins" in p.read_text()]
+    assert offenders == []
