@@ -78,35 +78,11 @@ E2E_BASE = Path(os.environ.get("HOSTBAY_TEST_E2E_KVM_DIR", "/var/lib/hostbay-tes
 
 
 def _remove_e2e_leftovers(uri: str, pools: bool) -> None:
-    """Remove this suite's domains, volumes and (at the end) pools: only names with E2E_PREFIX, only pools under
-    E2E_BASE, so the KVM plugin's own tests running on the same libvirtd are left alone."""
-    import libvirt
+    """This suite's domains, volumes and pools only (prefix E2E_PREFIX, under E2E_BASE), so the KVM plugin's own
+    tests running on the same libvirtd are left alone."""
+    from hostbay.plugins.kvm.tests.kvm_testhost import remove_leftovers
 
-    from hostbay.plugins.kvm import xml as X
-
-    conn = libvirt.open(uri)
-    try:
-        for dom in conn.listAllDomains(0):
-            if dom.name().startswith(E2E_PREFIX):
-                with contextlib.suppress(libvirt.libvirtError):
-                    dom.destroy()
-                with contextlib.suppress(libvirt.libvirtError):
-                    dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
-        for pool in conn.listAllStoragePools(0):
-            target = X.parse(pool.XMLDesc(0)).findtext("./target/path") or ""
-            if not target.startswith(str(E2E_BASE)):
-                continue
-            if pool.isActive():
-                pool.refresh(0)
-                for vol in pool.listAllVolumes(0):
-                    if vol.name().startswith(E2E_PREFIX):
-                        vol.delete(0)
-            if pools:
-                if pool.isActive():
-                    pool.destroy()
-                pool.undefine()
-    finally:
-        conn.close()
+    remove_leftovers(uri, E2E_BASE, pools, prefix=E2E_PREFIX)
 
 
 @pytest.fixture(scope="session")

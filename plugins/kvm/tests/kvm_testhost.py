@@ -7,6 +7,7 @@ HOSTBAY_TEST_KVM_DIR (default /var/lib/hostbay-test/kvm), so leftovers of an int
 from __future__ import annotations
 
 import io
+import contextlib
 import os
 import shutil
 import subprocess
@@ -77,7 +78,9 @@ class KvmHost:
         return connect(self.uri)
 
 
-def remove_leftovers(uri: str, base: Path, pools: bool) -> None:
+def remove_leftovers(uri: str, base: Path, pools: bool, prefix: str = PREFIX) -> None:
+    """Remove domains and volumes named ``prefix...`` and (with ``pools``) the storage pools under ``base``; other
+    suites' servers on the same libvirtd are left alone."""
     import libvirt
 
     from hostbay.plugins.kvm import xml as X
@@ -85,10 +88,11 @@ def remove_leftovers(uri: str, base: Path, pools: bool) -> None:
     conn = libvirt.open(uri)
     try:
         for dom in conn.listAllDomains(0):
-            if dom.name().startswith(PREFIX):
-                if dom.isActive():
+            if dom.name().startswith(prefix):
+                with contextlib.suppress(libvirt.libvirtError):  # it may have stopped on its own meanwhile
                     dom.destroy()
-                dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
+                with contextlib.suppress(libvirt.libvirtError):
+                    dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
         for pool in conn.listAllStoragePools(0):
             target = X.parse(pool.XMLDesc(0)).findtext("./target/path") or ""
             if not target.startswith(str(base)):
@@ -96,7 +100,7 @@ def remove_leftovers(uri: str, base: Path, pools: bool) -> None:
             if pool.isActive():
                 pool.refresh(0)
                 for vol in pool.listAllVolumes(0):
-                    if vol.name().startswith(PREFIX):
+                    if vol.name().startswith(prefix):
                         vol.delete(0)
             if pools:
                 if pool.isActive():
