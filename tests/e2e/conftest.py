@@ -73,7 +73,7 @@ def live_server(app):
     thread.join(timeout=10)
 
 
-E2E_PREFIX = "hbe2e-"
+E2E_PREFIX = os.environ.get("HOSTBAY_TEST_E2E_PREFIX", "hbe2e-")
 E2E_BASE = Path(os.environ.get("HOSTBAY_TEST_E2E_KVM_DIR", "/var/lib/hostbay-test/e2e"))
 
 

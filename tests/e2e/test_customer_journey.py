@@ -14,6 +14,7 @@ numbered screenshot of every step goes to ``$HOSTBAY_TEST_ARTIFACTS/e2e/`` (defa
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import timedelta
 import urllib.request
@@ -108,7 +109,7 @@ def _allow_checkout_origin(app, origin: str) -> None:
 def test_customer_journey(kvm_host, worker, console_proxy, live_server, btcpay_api, browser, shots, app, db,
                           clock, make_user, make_package):
     # -- what staff set up beforehand: a KVM node, an image, an address pool, two packages, the BTCPay gateway --
-    node = Node(name="kvm-e2e-node-secret", driver="kvm", settings=kvm_host.settings(name_prefix="hbe2e-"), vcpus=8,
+    node = Node(name="kvm-e2e-node-secret", driver="kvm", settings=kvm_host.settings(name_prefix=os.environ.get("HOSTBAY_TEST_E2E_PREFIX", "hbe2e-")), vcpus=8,
                 memory_mib=8192, disk_gib=100)
     image = Image(driver="kvm", slug="blank", name="Blank disk", source="blank.qcow2")
     db.session.add_all([node, image])

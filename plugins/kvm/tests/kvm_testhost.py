@@ -16,7 +16,7 @@ from pathlib import Path
 
 URI = os.environ.get("HOSTBAY_TEST_LIBVIRT_URI", "qemu:///system")
 BASE = Path(os.environ.get("HOSTBAY_TEST_KVM_DIR", "/var/lib/hostbay-test/kvm"))
-PREFIX = "hbtest-"
+PREFIX = os.environ.get("HOSTBAY_TEST_KVM_PREFIX", "hbtest-")
 TEMPLATE = "blank.qcow2"
 TEMPLATE_SIZE = 64 * 1024 * 1024
 
