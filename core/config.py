@@ -23,6 +23,7 @@ SETTINGS: dict[str, tuple[str | None, str]] = {
     "HOSTBAY_IP_COOLDOWN_HOURS": ("24", "Hours a released address rests before it is handed out again."),
     "HOSTBAY_LOGIN_RATE_LIMIT": ("10 per minute", "Rate limit of login attempts per client address."),
     "HOSTBAY_LOG_LEVEL": ("INFO", "Log level of the structured logs."),
+    "HOSTBAY_DEMO": (None, "Set to 1 by `scripts/demo`: loads the opt-in `fake` plugin (simulated drivers) with the others."),
     "HOSTBAY_DEMO_DRIVER": ("fake", "Virtualization driver of the `hostbay demo` packages and node (if loaded)."),
     "HOSTBAY_TOPUP_MIN_CENTS": (None, "Smallest wallet top-up in US cents (default 500, see docs/payments.md)."),
     "HOSTBAY_TOPUP_MAX_CENTS": (None, "Largest wallet top-up in US cents (default 1000000, see docs/payments.md)."),
@@ -77,7 +78,10 @@ def load(env=None) -> dict:
         "HOSTBAY_IP_COOLDOWN_HOURS": int(get("HOSTBAY_IP_COOLDOWN_HOURS")),
         "HOSTBAY_LOGIN_RATE_LIMIT": get("HOSTBAY_LOGIN_RATE_LIMIT"),
         "HOSTBAY_LOG_LEVEL": get("HOSTBAY_LOG_LEVEL"),
+        "HOSTBAY_DEMO": (get("HOSTBAY_DEMO") or "").lower() in ("1", "true", "yes", "on"),
         "HOSTBAY_DEMO_DRIVER": get("HOSTBAY_DEMO_DRIVER"),
+        "HOSTBAY_TOPUP_MIN_CENTS": get("HOSTBAY_TOPUP_MIN_CENTS"),
+        "HOSTBAY_TOPUP_MAX_CENTS": get("HOSTBAY_TOPUP_MAX_CENTS"),
         "HOSTBAY_ISO_DIR": get("HOSTBAY_ISO_DIR"),  # None: INSTANCE_PATH/isos (see iso.iso_dir)
         "HOSTBAY_ISO_MAX_BYTES": int(get("HOSTBAY_ISO_MAX_BYTES")),
         "HOSTBAY_ISO_QUOTA_COUNT": int(get("HOSTBAY_ISO_QUOTA_COUNT")),

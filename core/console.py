@@ -113,10 +113,7 @@ def purge_expired(older_than_seconds: int = 3600) -> int:
     return res.rowcount
 
 
-@jobs.handler("console.purge_tokens")
+@jobs.handler("console.purge_tokens", every=3600)
 def handle_purge(op, payload):
     return {"removed": purge_expired()}
 
-
-if ("console.purge_tokens", 3600) not in jobs.CORE_SCHEDULE:
-    jobs.CORE_SCHEDULE.append(("console.purge_tokens", 3600))

@@ -325,6 +325,15 @@ class DnsBackend(Driver):
             return []
 
 
+# The methods a driver must override to advertise each optional capability (the registry fails a driver that
+# advertises a capability without them; core offers an action only when the driver advertises its capability).
+CAPABILITY_METHODS: dict[type, dict[str, tuple[str, ...]]] = {
+    VirtDriver: {"resize": ("resize",), "rebuild": ("rebuild",), "iso": ("mount_iso", "eject_iso"),
+                 "console": ("console_target",), "suspend": ("suspend",)},
+    PowerDriver: {"boot_device": ("set_boot_device",)},
+    PaymentGateway: {"refetch": ("fetch",)},
+}
+
 INTERFACES = {
     "virt": VirtDriver,
     "power": PowerDriver,

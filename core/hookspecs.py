@@ -122,3 +122,8 @@ def hostbay_operation_failed(operation):
 def hostbay_choose_node(service, candidates):
     """Called during placement with the nodes that have room, best first. Return one of them to override the
     default choice, or None to keep it."""
+
+
+# Event hooks, fired after commit through hostbay.core.events (each listener isolated in a SAVEPOINT).
+EVENT_HOOKS = frozenset({"hostbay_service_provisioned", "hostbay_service_suspended", "hostbay_service_unsuspended",
+                         "hostbay_service_terminated", "hostbay_wallet_credited", "hostbay_operation_failed"})

@@ -531,10 +531,7 @@ def purge_stale_parts(max_age_seconds: int = 6 * 3600) -> int:
     return n
 
 
-@jobs.handler("iso.purge_parts")
+@jobs.handler("iso.purge_parts", every=3600)
 def handle_purge(op, payload):
     return {"removed": purge_stale_parts()}
 
-
-if ("iso.purge_parts", 3600) not in jobs.CORE_SCHEDULE:
-    jobs.CORE_SCHEDULE.append(("iso.purge_parts", 3600))

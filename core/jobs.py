@@ -16,11 +16,11 @@ commit, in a fresh app context, before the request returns: tests); ``manual`` (
 
 from __future__ import annotations
 
-import importlib
 import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 
@@ -41,21 +41,15 @@ FINISHED = (SUCCEEDED, FAILED)
 STALE_SECONDS = 600
 RETRY_DELAYS = (5, 30, 120, 600)
 
-# Core modules that register job handlers with @handler; imported lazily when a job runs.
-CORE_JOB_MODULES: list[str] = [
-    "hostbay.core.lifecycle",
-    "hostbay.core.iso",
-    "hostbay.core.console",
-    "hostbay.core.network",
-    "hostbay.core.rdns",
-]
-_HANDLERS: dict[str, Callable] = {}
 
 
-def handler(kind: str):
-    """Register a core job handler ``fn(op, payload)``. Plugins use the ``hostbay_job_handlers`` hook instead."""
+def handler(kind: str, *, every: int | None = None):
+    """Mark ``fn(op, payload)`` as the handler of job ``kind`` (run every ``every`` seconds by the scheduler when
+    given). Marking registers nothing: core's built-in plugin (``hostbay.core.builtin``) contributes the marked
+    functions of core's modules through ``hostbay_job_handlers`` / ``hostbay_scheduled_jobs``, like any plugin."""
     def deco(fn):
-        _HANDLERS[kind] = fn
+        fn.hostbay_job_kind = kind
+        fn.hostbay_every = every
         return fn
     return deco
 
@@ -136,7 +130,8 @@ def enqueue(kind: str, *, key: str | None = None, payload: dict | None = None, s
 def notify_after_commit(hook_name: str, loader: Callable[[], dict]) -> None:
     """Fire the event hook ``hook_name`` once the current transaction has committed (never if it rolls back), as
     the hook specs promise. ``loader`` runs after the commit, in a fresh app context with its own session, and
-    returns the hook's keyword arguments (load the objects anew there, by id)."""
+    returns the hook's keyword arguments (load the objects anew there, by id). The one event mechanism; see also
+    :func:`hostbay.core.events.after_commit`."""
     db.session.info.setdefault("hostbay_events", []).append((hook_name, loader))
 
 
@@ -154,6 +149,8 @@ def _after_commit(session: Session) -> None:
     for hook_name, loader in events or ():
         with app.app_context():  # a new session: the committed one can emit no SQL inside this event
             try:
+                # through pluggy's hook caller; each listener runs in its own SAVEPOINT and a failing one is
+                # logged while the others run (see plugins._isolated)
                 app.extensions["hostbay"].notify(hook_name, **loader())
                 db.session.commit()
             except Exception:  # noqa: BLE001 - the change is committed; a listener's failure must not undo it
@@ -200,6 +197,68 @@ def dispatch(app, op_id: str, delay: float = 0) -> None:
         raise RuntimeError(f"unknown HOSTBAY_JOBS mode {mode!r}")
 
 
+# --------------------------------------------------------------------------------------------------------------
+# The driver-call template
+# --------------------------------------------------------------------------------------------------------------
+
+def heartbeat_interval() -> float:
+    return max(0.05, min(60.0, STALE_SECONDS / 4))
+
+
+@contextmanager
+def heartbeat(op_id: str):
+    """Keep ``op_id``'s claim fresh while the block runs: a thread writes ``heartbeat_at`` every
+    :func:`heartbeat_interval` seconds on its own connection, so a live call longer than ``STALE_SECONDS`` is never
+    taken over as a dead worker's. The thread stops with the block (and with the process)."""
+    app = current_app._get_current_object()
+    stop = threading.Event()
+
+    def beat():
+        while not stop.wait(heartbeat_interval()):
+            try:
+                with app.app_context(), db.engine.begin() as conn:
+                    conn.execute(update(Operation.__table__).where(Operation.__table__.c.id == op_id,
+                                                                    Operation.__table__.c.state == RUNNING)
+                                 .values(heartbeat_at=_utcnow()))
+            except Exception:  # noqa: BLE001 - a missed beat is retried at the next interval
+                log.warning("heartbeat of operation %s failed", op_id, exc_info=True)
+
+    t = threading.Thread(target=beat, daemon=True, name=f"hostbay-heartbeat-{op_id[:8]}")
+    t.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        t.join(timeout=5)
+
+
+def call_driver(op: Operation, fn: Callable, *args, pct: int | None = None, text: str | None = None, **kwargs):
+    """The one template for a driver call inside a job handler:
+
+    1. end the handler's transaction (its arguments are computed already): no row lock, and on SQLite no write
+       lock, is held while a server starts, stops or is rebuilt;
+    2. record progress (``pct``, ``text``: customer-safe) when given;
+    3. call ``fn(*args, **kwargs)`` with the operation's heartbeat kept alive;
+    4. map errors: driver errors pass unchanged; ``NotImplementedError`` becomes a FatalDriverError (the driver
+       lacks the primitive), ``ConnectionError``/``TimeoutError`` a TransientDriverError (retried with back-off).
+    Returns what the driver returned. Reload rows after it: the session was committed."""
+    from .errors import DriverError, FatalDriverError
+
+    db.session.commit()
+    if text is not None:
+        op.progress(op.progress_pct if pct is None else pct, text)
+    try:
+        with heartbeat(sa_inspect(op).identity[0] if sa_inspect(op).identity else op.id):
+            return fn(*args, **kwargs)
+    except DriverError:
+        raise
+    except NotImplementedError as exc:
+        raise FatalDriverError(f"{getattr(fn, '__qualname__', fn)} is not implemented by this driver: {exc}",
+                               customer_message="This server's platform does not support this action.") from exc
+    except (ConnectionError, TimeoutError) as exc:
+        raise TransientDriverError(f"{type(exc).__name__}: {exc}") from exc
+
+
 def _run_in_context(app, op_id: str) -> None:
     with app.app_context():
         run_operation(op_id)
@@ -219,14 +278,8 @@ def redis_connection(app=None):
 # Run
 # --------------------------------------------------------------------------------------------------------------
 
-def load_core_modules() -> None:
-    for mod in CORE_JOB_MODULES:
-        importlib.import_module(mod)
-
-
 def _handler_for(kind: str) -> Callable:
-    load_core_modules()
-    fn = current_app.extensions["hostbay"].job_handlers.get(kind) or _HANDLERS.get(kind)
+    fn = current_app.extensions["hostbay"].job_handlers.get(kind)
     if fn is None:
         raise LookupError(f"no job handler for {kind!r}")
     return fn
@@ -258,8 +311,8 @@ def run_operation(op_id: str) -> str:
         result = _handler_for(op.kind)(op, payload)
         op = db.session.get(Operation, op_id)
         op.state, op.finished_at, op.progress_pct = SUCCEEDED, _utcnow(), 100
-        if op.progress_text in ("Queued", ""):
-            op.progress_text = "Done"
+        # a finished operation says what happened ("Stopped"), never the last step's intention ("Stopping")
+        op.progress_text = str((result or {}).get("text") or "Done")[:255] if isinstance(result, dict) else "Done"
         op.result = result if isinstance(result, dict) else None
         db.session.commit()
         return SUCCEEDED
@@ -283,10 +336,11 @@ def run_operation(op_id: str) -> str:
         from .activity import audit
 
         audit("operation.failed", "operation", op.id, detail=op.error)
+        notify_after_commit("hostbay_operation_failed",
+                            lambda: {"operation": db.session.get(Operation, op_id)})
         db.session.commit()
         log.error("operation %s (%s) failed: %s", op.id, op.kind, op.error,
                   exc_info=not isinstance(exc, HostbayError))
-        current_app.extensions["hostbay"].notify("hostbay_operation_failed", operation=op)
         return FAILED
 
 
@@ -297,6 +351,9 @@ def retry(op: Operation, actor=None) -> Operation:
     if op.state != FAILED:
         raise HostbayError("only failed operations can be retried")
     op.state, op.attempts, op.finished_at, op.progress_text = QUEUED, 0, None, "Queued"
+    op.progress_pct, op.error, op.customer_error = 0, None, None
+    # the handler runs again and learns it is a staff retry (it redoes a step a failure had closed)
+    op.payload = {**(op.payload or {}), "retried": int((op.payload or {}).get("retried", 0)) + 1}
     audit("operation.retry", "operation", op.id, actor=actor)
     db.session.info.setdefault("hostbay_dispatch", []).append(op.id)
     return op
@@ -330,14 +387,10 @@ def rq_entry(op_id: str) -> str:
 # Scheduling
 # --------------------------------------------------------------------------------------------------------------
 
-CORE_SCHEDULE: list[tuple[str, int]] = []  # (kind, every_seconds), filled by core modules
-
-
 def schedule_due(now_ts: float | None = None) -> list[Operation]:
     """Enqueue each scheduled kind once per period. Safe with many schedulers: the period is in the key."""
     now_ts = time.time() if now_ts is None else now_ts
-    load_core_modules()
-    entries = list(CORE_SCHEDULE) + current_app.extensions["hostbay"].collect("hostbay_scheduled_jobs")
+    entries = current_app.extensions["hostbay"].schedules  # core's and the plugins', gathered with the registry
     ops = []
     for kind, every in entries:
         period = int(now_ts // every)

@@ -13,8 +13,8 @@ entries (``ON CONFLICT DO NOTHING`` on the idempotency key ``renewal:<uuid>:<ren
 updates, suspension operations, notices, activity and audit rows with a handful of statements. A batch commits
 as a whole or not at all, so a killed worker leaves nothing half-done, and a re-run finds only what is still due.
 
-Recovery after a top-up: core registers its own pluggy hook implementation of ``hostbay_wallet_credited``
-(:class:`CoreHooks`, registered when the web app is built) which enqueues ``lifecycle.retry_renewals`` for the
+Recovery after a top-up: core's built-in plugin (:mod:`hostbay.core.builtin`) implements ``hostbay_wallet_credited``
+with :func:`queue_retry_renewals`, which enqueues ``lifecycle.retry_renewals`` for the
 customer; that job renews suspended services inside the retention window while the balance covers them.
 """
 
@@ -35,7 +35,6 @@ from .catalog import Image, Node, add_cycle
 from .db import db, is_postgres, new_uuid
 from .drivers import ServerSpec
 from .errors import ActionNotAllowed, FatalDriverError, InsufficientFunds
-from .hookspecs import hookimpl
 from .ledger import LedgerEntry, Wallet, debit
 from .money import format_cents
 from .services import (ACTIVE, CANCELLED, ENDED, PENDING, PROVISIONING, REBUILDING, REINSTALLING, REMOVAL_QUEUED,
@@ -47,11 +46,6 @@ RENEWAL_BATCH = 10000  # services per transaction; bench/renewal_sweep.py measur
 RENEWAL_EVERY = 300      # seconds between scheduled renewal sweeps
 RETENTION_EVERY = 600
 NOTICES_EVERY = 900
-
-jobs.CORE_SCHEDULE.extend([("lifecycle.renewal_sweep", RENEWAL_EVERY),
-                           ("lifecycle.retention_sweep", RETENTION_EVERY),
-                           ("lifecycle.notices", NOTICES_EVERY)])
-
 
 class NodeReservation(db.Model):
     """The capacity a service holds on its node. Created with the node's ``used_*`` increase in one transaction
@@ -326,9 +320,9 @@ def _actor(payload):
     return db.session.get(User, aid) if aid else None
 
 
-_simple_power("start", "start", "Started {hostname}.")
-_simple_power("stop", "stop", "Stopped {hostname}.")
-_simple_power("restart", "restart", "Restarted {hostname}.")
+start_job = _simple_power("start", "start", "Started {hostname}.")
+stop_job = _simple_power("stop", "stop", "Stopped {hostname}.")
+restart_job = _simple_power("restart", "restart", "Restarted {hostname}.")
 
 
 def _finish_busy(svc: Service, busy: str, op, event: str, message: str, before: dict) -> None:
@@ -541,24 +535,16 @@ def retry_renewals(op, payload):
     return {"renewed": renewed}
 
 
-class CoreHooks:
-    """Core's own hook implementations, registered on the plugin manager by the web app factory's blueprints."""
-
-    @hookimpl
-    def hostbay_wallet_credited(self, user, entry):
-        # Fired after the credit committed, in a fresh session that the event mechanism commits afterwards.
-        if user is None:
-            return
-        if db.session.scalar(select(Service.id).where(Service.user_id == user.id, Service.state == SUSPENDED,
-                                                      Service.renews_at <= clock.now()).limit(1)) is None:
-            return  # nothing to renew: no operation row for every top-up
-        jobs.enqueue("lifecycle.retry_renewals", key=f"retry-renewals:{getattr(entry, 'idempotency_key', new_uuid())}",
-                     user_id=user.id, payload={"user_id": user.id}, title="Renew suspended services")
-
-
-def register_core_hooks(registry) -> None:
-    if registry.pm.get_plugin("hostbay.core.lifecycle") is None:
-        registry.pm.register(CoreHooks(), name="hostbay.core.lifecycle")
+def queue_retry_renewals(user, entry) -> None:
+    """Core's ``hostbay_wallet_credited`` listener (see :mod:`hostbay.core.builtin`): fired after the credit
+    committed, in a fresh session that the event mechanism commits afterwards."""
+    if user is None:
+        return
+    if db.session.scalar(select(Service.id).where(Service.user_id == user.id, Service.state == SUSPENDED,
+                                                  Service.renews_at <= clock.now()).limit(1)) is None:
+        return  # nothing to renew: no operation row for every top-up
+    jobs.enqueue("lifecycle.retry_renewals", key=f"retry-renewals:{getattr(entry, 'idempotency_key', new_uuid())}",
+                 user_id=user.id, payload={"user_id": user.id}, title="Renew suspended services")
 
 
 def _ts(d: datetime) -> str:
@@ -828,7 +814,7 @@ def _bulk_update(table, key: str, rows: list[dict], values: dict, guard=None, ex
         raise RuntimeError(f"bulk update of {table.name} touched {res.rowcount} rows, expected {expect}")
 
 
-@jobs.handler("lifecycle.renewal_sweep")
+@jobs.handler("lifecycle.renewal_sweep", every=RENEWAL_EVERY)
 def renewal_sweep_job(op, payload):
     return renewal_sweep(batch_size=int(payload.get("batch", RENEWAL_BATCH)))
 
@@ -903,12 +889,12 @@ def retention_sweep(now: datetime | None = None, limit: int = 5000) -> int:
     return count
 
 
-@jobs.handler("lifecycle.retention_sweep")
+@jobs.handler("lifecycle.retention_sweep", every=RETENTION_EVERY)
 def retention_sweep_job(op, payload):
     return {"queued": retention_sweep()}
 
 
-@jobs.handler("lifecycle.notices")
+@jobs.handler("lifecycle.notices", every=NOTICES_EVERY)
 def notices_job(op, payload):
     from . import notices
 

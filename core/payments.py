@@ -264,11 +264,9 @@ def save_gateway_config(name: str, raw: dict, enabled: bool, actor) -> GatewayCo
 
 def limits() -> tuple[int, int]:
     """(minimum, maximum) top-up in cents: ``HOSTBAY_TOPUP_MIN_CENTS`` / ``HOSTBAY_TOPUP_MAX_CENTS``."""
-    import os
-
     cfg = current_app.config if has_app_context() else {}
-    lo = cfg.get("HOSTBAY_TOPUP_MIN_CENTS") or os.environ.get("HOSTBAY_TOPUP_MIN_CENTS") or DEFAULT_MIN_CENTS
-    hi = cfg.get("HOSTBAY_TOPUP_MAX_CENTS") or os.environ.get("HOSTBAY_TOPUP_MAX_CENTS") or DEFAULT_MAX_CENTS
+    lo = cfg.get("HOSTBAY_TOPUP_MIN_CENTS") or DEFAULT_MIN_CENTS  # settings come from the app config only
+    hi = cfg.get("HOSTBAY_TOPUP_MAX_CENTS") or DEFAULT_MAX_CENTS
     return int(lo), int(hi)
 
 
@@ -610,17 +608,14 @@ def reconcile_stale(limit: int = 200) -> dict[str, int]:
     return counts
 
 
-def _register_jobs() -> None:
-    from . import jobs
-
-    if __name__ not in jobs.CORE_JOB_MODULES:
-        jobs.CORE_JOB_MODULES.append(__name__)
-    if ("payments.reconcile_stale", SWEEP_EVERY_SECONDS) not in jobs.CORE_SCHEDULE:
-        jobs.CORE_SCHEDULE.append(("payments.reconcile_stale", SWEEP_EVERY_SECONDS))
-
-    @jobs.handler("payments.reconcile_stale")
-    def _sweep(op, payload):
-        return reconcile_stale()  # the counts per resulting status become the operation's result
+def _sweep(op, payload):
+    return reconcile_stale()  # the counts per resulting status become the operation's result
 
 
-_register_jobs()
+def _mark_sweep() -> None:
+    from . import jobs  # jobs imports nothing of payments; marked here to keep the import order of the module
+
+    jobs.handler("payments.reconcile_stale", every=SWEEP_EVERY_SECONDS)(_sweep)
+
+
+_mark_sweep()

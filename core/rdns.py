@@ -310,7 +310,7 @@ def _apply_job(op, payload):
     return {"address": address, "hostname": hostname}
 
 
-@jobs.handler("rdns.recheck")
+@jobs.handler("rdns.recheck", every=RECHECK_SECONDS)
 def _recheck_job(op, payload):
     """Apply forward-match requests whose forward record now matches; expire the ones that waited too long."""
     now = clock.now()
@@ -343,6 +343,3 @@ def _recheck_job(op, payload):
     db.session.commit()
     return {"checked": len(waiting), "applied": applied}
 
-
-if ("rdns.recheck", RECHECK_SECONDS) not in jobs.CORE_SCHEDULE:
-    jobs.CORE_SCHEDULE.append(("rdns.recheck", RECHECK_SECONDS))

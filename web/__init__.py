@@ -73,7 +73,9 @@ def create_app(config: dict | None = None, *, extra_plugins: list | None = None,
     app.config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
     limiter.init_app(app)
 
-    registry = build_registry(app.config["HOSTBAY_PLUGINS"], extra_plugins)
+    # the opt-in plugins (the simulated `fake` drivers) load in tests and the demo, or when HOSTBAY_PLUGINS names them
+    include = ["fake"] if app.testing or app.config.get("HOSTBAY_DEMO") else []
+    registry = build_registry(app.config["HOSTBAY_PLUGINS"], extra_plugins, include=include)
     app.extensions["hostbay"] = registry
     if clock is not None:
         app.extensions["hostbay.clock"] = clock

@@ -117,7 +117,8 @@ def plugins_list():
     reg = current_app.extensions["hostbay"]
     rows = [("NAME", "VERSION", "STATE", "HOOKS / REASON")]
     for p in reg.plugins:
-        rows.append((p.name, p.version or "-", p.state, p.error if p.state == "failed" else ", ".join(p.hooks) or "-"))
+        reason = " ".join((p.error or "").split())  # one line per plugin, whatever the exception text
+        rows.append((p.name, p.version or "-", p.state, reason if p.state != "loaded" else ", ".join(p.hooks) or "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     for r in rows:
         click.echo("  ".join(c.ljust(w) for c, w in zip(r[:3], widths)) + "  " + r[3])

@@ -12,14 +12,11 @@ from hostbay.core.errors import NotFound, SettingsError, UserError
 from hostbay.core.money import format_cents
 
 from .extensions import csrf
-from .staff import STAFF_MENU, staff_required
+from .staff import staff_required
 
 bp = Blueprint("payments", __name__)
 WEBHOOK_MAX_BYTES = 256 * 1024  # provider deliveries are a few kilobytes
 
-for _entry in (("Payments", "payments.staff_list", "money"), ("Payment gateways", "payments.staff_gateways", "plugins")):
-    if _entry not in STAFF_MENU:
-        STAFF_MENU.append(_entry)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -19,13 +19,6 @@ from hostbay.web.common import own_service_or_404
 bp = Blueprint("services", __name__, url_prefix="/panel/services")
 
 
-@bp.record_once
-def _core_hooks(state):
-    from hostbay.core.lifecycle import register_core_hooks
-
-    register_core_hooks(state.app.extensions["hostbay"])
-
-
 _service_or_404 = own_service_or_404
 
 

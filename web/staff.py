@@ -1,5 +1,5 @@
-"""Staff pages: the shared decorator, menu and landing page. Each area adds its own staff blueprint module and
-appends ``(label, endpoint, permission)`` to ``STAFF_MENU``; plugins add entries through ``hostbay_admin_menu``."""
+"""Staff pages: the shared decorator, menu and landing page. Each area adds its own staff blueprint module; the
+menu is what ``hostbay_admin_menu`` returns, core's entries included (``hostbay.core.builtin.STAFF_MENU``)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,6 @@ from flask import Blueprint, abort, current_app, render_template
 from flask_login import current_user, login_required
 
 bp = Blueprint("staff", __name__, url_prefix="/staff")
-
-STAFF_MENU: list[tuple[str, str, str | None]] = []
-
 
 def staff_required(permission: str | None = None):
     """Allow signed-in staff (with ``permission``, see accounts.PERMISSIONS); everyone else gets a 404."""
@@ -27,9 +24,14 @@ def staff_required(permission: str | None = None):
 
 
 def staff_menu() -> list[tuple[str, str]]:
-    items = [(label, ep) for label, ep, perm in STAFF_MENU if perm is None or current_user.can(perm)]
-    for extra in current_app.extensions["hostbay"].collect("hostbay_admin_menu"):
-        items.append(tuple(extra))
+    """``(label, endpoint)`` entries of ``hostbay_admin_menu`` (core's first); an entry may carry a third item, the
+    permission it needs."""
+    items = []
+    for entry in current_app.extensions["hostbay"].collect("hostbay_admin_menu"):
+        entry = tuple(entry)
+        label, endpoint, perm = (entry + (None,))[:3]
+        if perm is None or current_user.can(perm):
+            items.append((label, endpoint))
     return items
 
 

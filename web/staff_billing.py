@@ -14,12 +14,10 @@ from hostbay.core.errors import UserError
 from hostbay.core.money import format_cents
 
 from .billing import parse_amount
-from .staff import STAFF_MENU, staff_required
+from .staff import staff_required
 
 bp = Blueprint("staff_billing", __name__, url_prefix="/staff/billing")
 
-STAFF_MENU.append(("Billing", "staff_billing.home", "money"))
-STAFF_MENU.append(("Refund requests", "staff_billing.refunds", "money"))
 
 
 def _customer(user_uuid: str) -> User:

@@ -10,12 +10,10 @@ from hostbay.core import iso as iso_mod
 from hostbay.core.db import db
 from hostbay.core.errors import UserError
 
-from .staff import STAFF_MENU, staff_required
+from .staff import staff_required
 
 bp = Blueprint("staff_iso", __name__, url_prefix="/staff/isos")
 
-if ("ISO approvals", "staff_iso.queue", "approvals") not in STAFF_MENU:
-    STAFF_MENU.append(("ISO approvals", "staff_iso.queue", "approvals"))
 
 
 @bp.get("/")

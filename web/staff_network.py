@@ -14,11 +14,9 @@ from hostbay.core.db import db
 from hostbay.core.errors import HostbayError, SettingsError, UserError
 from hostbay.core.ipam import IpAddress, IpPool
 
-from .staff import STAFF_MENU, staff_required
+from .staff import staff_required
 
 bp = Blueprint("staff_network", __name__, url_prefix="/staff/network")
-STAFF_MENU.append(("Network", "staff_network.pools", "network"))
-STAFF_MENU.append(("Reverse DNS queue", "staff_network.rdns_queue", "approvals"))
 PAGE = 256
 
 

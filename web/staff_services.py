@@ -18,10 +18,9 @@ from hostbay.core.lifecycle import NodeReservation, audit_trail
 from hostbay.core.notices import Notice
 from hostbay.core.services import STATES, Service
 
-from .staff import STAFF_MENU, staff_required
+from .staff import staff_required
 
 bp = Blueprint("staff_services", __name__, url_prefix="/staff/services")
-STAFF_MENU.append(("Services", "staff_services.index", "services"))
 
 PAGE = 100
 

@@ -11,11 +11,10 @@ from hostbay.core.db import db
 from hostbay.core.errors import UserError
 from hostbay.core.mailer import send_mail
 
-from .staff import STAFF_MENU, staff_required
+from .staff import staff_required
 
 bp = Blueprint("staff_tickets", __name__, url_prefix="/staff/tickets")
 
-STAFF_MENU.append(("Tickets", "staff_tickets.queue", "tickets"))
 QUEUE_LIMIT = 200
 
 

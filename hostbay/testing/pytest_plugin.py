@@ -129,18 +129,11 @@ def register_plugin(app):
 
     @contextlib.contextmanager
     def _register(plugin, name: str | None = None):
-        name = reg.pm.register(plugin, name=name)
-        reg.pm.check_pending()
-        reg.drivers.clear()
-        reg.job_handlers.clear()
-        reg._collect()
+        name = reg.add(plugin, name=name)  # the checks and isolation of any plugin
         try:
             yield reg
         finally:
-            reg.pm.unregister(name=name)
-            reg.drivers.clear()
-            reg.job_handlers.clear()
-            reg._collect()
+            reg.remove(name)
 
     return _register
 

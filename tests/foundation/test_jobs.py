@@ -18,7 +18,7 @@ CALLS = []
 
 
 @pytest.fixture(autouse=True)
-def handlers(monkeypatch):
+def handlers(app, monkeypatch):
     CALLS.clear()
 
     def ok(op, payload):
@@ -36,9 +36,10 @@ def handlers(monkeypatch):
         CALLS.append(("fatal", op.attempts))
         raise FatalDriverError("template /var/lib/tpl/x.qcow2 missing")
 
-    monkeypatch.setitem(jobs._HANDLERS, "test.ok", ok)
-    monkeypatch.setitem(jobs._HANDLERS, "test.flaky", flaky)
-    monkeypatch.setitem(jobs._HANDLERS, "test.fatal", fatal)
+    handlers = app.extensions["hostbay"].job_handlers
+    monkeypatch.setitem(handlers, "test.ok", ok)
+    monkeypatch.setitem(handlers, "test.flaky", flaky)
+    monkeypatch.setitem(handlers, "test.fatal", fatal)
     monkeypatch.setattr(jobs, "RETRY_DELAYS", (0,))
 
 
@@ -49,7 +50,8 @@ def test_runs_after_commit_and_records_progress(db):
     db.session.refresh(op)
     assert CALLS == [("ok", {"a": 1})]
     assert op.state == "succeeded" and op.progress_pct == 100 and op.result == {"n": 1}
-    assert op.progress_text == "Halfway" and op.attempts == 1
+    # a finished operation's text says it finished, not the last step's intention ("Halfway")
+    assert op.progress_text == "Done" and op.attempts == 1
 
 
 def test_same_key_is_one_operation(db):
@@ -121,8 +123,8 @@ def test_stale_claim_is_taken_over(db, job_runner):
     assert jobs.run_operation(op.id) == "succeeded" and len(CALLS) == 1
 
 
-def test_schedule_enqueues_once_per_period(db, job_runner, monkeypatch):
-    monkeypatch.setattr(jobs, "CORE_SCHEDULE", [("test.ok", 300)])
+def test_schedule_enqueues_once_per_period(app, db, job_runner, monkeypatch):
+    monkeypatch.setattr(app.extensions["hostbay"], "schedules", [("test.ok", 300)])
     a = jobs.schedule_due(now_ts=3000.0)
     b = jobs.schedule_due(now_ts=3299.0)
     c = jobs.schedule_due(now_ts=3300.0)
