@@ -20,7 +20,7 @@ def test_sweep_credits_settled_and_closes_expired(app, client, gateways, make_us
     clock.advance(minutes=31)
     fresh.updated_at = clock.now()  # recently touched: left to its webhooks
     db.session.commit()
-    assert ("payments.reconcile_stale", payments.SWEEP_EVERY_SECONDS) in jobs.CORE_SCHEDULE
+    assert ("payments.reconcile_stale", payments.SWEEP_EVERY_SECONDS) in app.extensions["hostbay"].schedules
     ops = [op for op in jobs.schedule_due() if op.kind == "payments.reconcile_stale"]
     assert len(ops) == 1
     job_runner.run_all()
