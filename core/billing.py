@@ -254,9 +254,16 @@ def change_candidates(service: Service) -> list[Package]:
     from .catalog import orderable_packages
 
     min_disk = service.image.min_disk_gib if service.image is not None else 0
+    caps = service.capabilities
     return [p for p in orderable_packages(service.kind)
             if p.id != service.package_id and p.driver == service.package.driver
-            and p.price_cents(service.cycle) is not None and p.disk_gib >= min_disk]
+            and p.price_cents(service.cycle) is not None and p.disk_gib >= min_disk
+            and change_capability(service, p) in caps]
+
+
+def change_capability(service: Service, new_package: Package) -> str:
+    """The driver capability moving to ``new_package`` needs: ``rebuild`` for a smaller disk, else ``resize``."""
+    return "rebuild" if new_package.disk_gib < service.package.disk_gib else "resize"
 
 
 def quote_change(service: Service, new_package: Package) -> ChangeQuote:
@@ -275,6 +282,10 @@ def quote_change(service: Service, new_package: Package) -> ChangeQuote:
     if service.image is not None and service.image.min_disk_gib > new_package.disk_gib:
         raise UserError(f"The operating system of this server needs at least {service.image.min_disk_gib} GiB of "
                         "disk; this package has less.")
+    if change_capability(service, new_package) not in service.capabilities:
+        raise ActionNotAllowed("The package of this server cannot be changed to this one on its platform."
+                               if service.capabilities & {"resize", "rebuild"} else
+                               "The package of this server cannot be changed on its platform.")
     new_price = new_package.price_cents(service.cycle)
     if new_price is None:
         raise UserError(f"This package is not sold with {CYCLE_LABELS[service.cycle].lower()} billing.")

@@ -102,8 +102,9 @@ def redeem(token: str) -> ConsoleTarget:
         raise ConsoleRefused("The console is not available for this service right now.") from exc
     if service.node is None or not service.infra_ref:
         raise ConsoleRefused("The console is available once the server is set up.")
-    driver = current_app.extensions["hostbay"].driver("virt", service.node.driver, service.node.settings)
-    return driver.console_target(service.infra_ref)
+    from .service_drivers import driver_for
+
+    return driver_for(service, need_server=True).console_target(service.infra_ref)
 
 
 def purge_expired(older_than_seconds: int = 3600) -> int:

@@ -429,11 +429,9 @@ def request_eject(service, actor=None) -> jobs.Operation:
 
 
 def _driver_for(service):
-    if service.node is None or not service.infra_ref:
-        raise FatalDriverError(f"service {service.uuid} has no server yet",
-                               customer_message="This server is not set up yet.")
-    reg = current_app.extensions["hostbay"]
-    return reg.driver("virt", service.node.driver, service.node.settings)
+    from .service_drivers import driver_for
+
+    return driver_for(service, need_server=True)
 
 
 def _load(op):

@@ -77,13 +77,7 @@ def _registry():
     return current_app.extensions["hostbay"]
 
 
-def driver_for(service: Service):
-    """The service's VirtDriver instance, configured with its node's settings."""
-    if service.kind != "vps":
-        raise FatalDriverError(f"service {service.uuid} is a {service.kind} service; it has no virtualization driver")
-    node = service.node
-    name = node.driver if node is not None else service.package.driver
-    return _registry().driver("virt", name, node.settings if node is not None else {})
+from .service_drivers import driver_for  # noqa: E402,F401 - the one lookup; kept importable from here
 
 
 def _service_of(op) -> Service:

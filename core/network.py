@@ -21,7 +21,9 @@ def apply_network_filter(service, virt_driver=None) -> int:
         return 0
     registry = current_app.extensions["hostbay"]
     if virt_driver is None:
-        virt_driver = registry.driver("virt", service.node.driver, service.node.settings)
+        from .service_drivers import driver_for
+
+        virt_driver = driver_for(service)
     from .db import db
 
     addresses = ipam.addresses_for(service)

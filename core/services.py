@@ -75,6 +75,21 @@ ACTIONS: dict[str, dict[str, frozenset[str]]] = {
 KIND_ACTIONS = {"vps": None, "dedicated": frozenset({"start", "stop", "restart", "reinstall", "cancel", "renew",
                                                       "rdns", "suspend", "unsuspend", "terminate", "retry"})}
 
+# The capability rule: an action that needs an optional driver primitive is offered, charged and accepted only when
+# the service's driver advertises one of these capabilities (see drivers.CAPABILITY_METHODS).
+ACTION_CAPABILITIES: dict[str, frozenset[str]] = {
+    "change_package": frozenset({"resize", "rebuild"}),  # growing needs resize, a smaller disk rebuild
+    "mount_iso": frozenset({"iso"}),
+    "eject_iso": frozenset({"iso"}),
+    "console": frozenset({"console"}),
+}
+UNSUPPORTED = {
+    "change_package": "The package of this server cannot be changed on its platform.",
+    "mount_iso": "ISO images cannot be mounted on this server's platform.",
+    "eject_iso": "ISO images cannot be mounted on this server's platform.",
+    "console": "A web console is not available for this server's platform.",
+}
+
 REFUSAL = {
     PENDING: "This service is waiting to be set up; actions become available when it is ready.",
     PROVISIONING: "This service is being set up; actions become available when it is ready.",
@@ -127,20 +142,36 @@ class Service(db.Model):
     def busy(self) -> bool:
         return self.state in BUSY
 
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """What the service's driver advertises (see :mod:`hostbay.core.service_drivers`)."""
+        from .service_drivers import capabilities_of
+
+        return capabilities_of(self)
+
     def actions_for(self, staff: bool = False) -> frozenset[str]:
-        return allowed(self.state, self.kind, staff)
+        return allowed(self.state, self.kind, staff, self.capabilities)
 
 
-def allowed(state: str, kind: str = "vps", staff: bool = False) -> frozenset[str]:
+def allowed(state: str, kind: str = "vps", staff: bool = False,
+            capabilities: frozenset[str] | None = None) -> frozenset[str]:
+    """The actions of the table for ``state`` and ``kind``; with ``capabilities`` (the driver's), the actions that
+    need a capability the driver lacks are left out."""
     acts = ACTIONS[state]["staff" if staff else "customer"]
     limit = KIND_ACTIONS.get(kind)
-    return acts & limit if limit is not None else acts
+    acts = acts & limit if limit is not None else acts
+    if capabilities is not None:
+        acts = frozenset(a for a in acts if a not in ACTION_CAPABILITIES or ACTION_CAPABILITIES[a] & capabilities)
+    return acts
 
 
 def require_action(service: Service, action: str, staff: bool = False) -> None:
     if action not in allowed(service.state, service.kind, staff):
         raise ActionNotAllowed(REFUSAL.get(service.state)
                                or f"“{action.replace('_', ' ')}” is not available for this service right now.")
+    if action in ACTION_CAPABILITIES and not ACTION_CAPABILITIES[action] & service.capabilities:
+        raise ActionNotAllowed(UNSUPPORTED.get(action) or f"“{action.replace('_', ' ')}” is not available for "
+                               "this server's platform.")
 
 
 def transition(service: Service, to: str, *, expect: str | set[str] | None = None, **values) -> bool:
