@@ -73,8 +73,7 @@ def issue(user: User, service: services.Service) -> str:
     now = clock.now()
     db.session.add(ConsoleToken(token_hash=_hash(token), user_id=user.id, service_id=service.id, created_at=now,
                                 expires_at=now + timedelta(seconds=ttl_seconds())))
-    log_activity(user.id, "console", "Web console opened.", service.id)
-    db.session.flush()
+    db.session.flush()  # "Web console opened" is logged when the proxy has connected (see record_opened)
     return token
 
 
@@ -82,6 +81,17 @@ def redeem(token: str) -> ConsoleTarget:
     """Spend ``token`` and return where the console is. Raises :class:`ConsoleRefused` when refused.
 
     Commits the spending even when a later check refuses, so a refused token stays spent."""
+    return redeem_for(token)[0]
+
+
+def record_opened(user_id: int, service_id: int) -> None:
+    """The outcome, logged by the proxy once it has connected to the console (not when a link was issued)."""
+    log_activity(user_id, "console", "Web console opened.", service_id)
+    db.session.commit()
+
+
+def redeem_for(token: str) -> tuple[ConsoleTarget, int, int]:
+    """:func:`redeem`, also returning the token's user and service ids (for :func:`record_opened`)."""
     if not token or len(token) > 200:
         raise ConsoleRefused()
     h = _hash(token)
@@ -104,7 +114,7 @@ def redeem(token: str) -> ConsoleTarget:
         raise ConsoleRefused("The console is available once the server is set up.")
     from .service_drivers import driver_for
 
-    return driver_for(service, need_server=True).console_target(service.infra_ref)
+    return driver_for(service, need_server=True).console_target(service.infra_ref), row.user_id, row.service_id
 
 
 def purge_expired(older_than_seconds: int = 3600) -> int:

@@ -52,7 +52,7 @@ class HostbayTokenPlugin:
         self._fresh_connections()
         with self.app.app_context():
             try:
-                target = console.redeem(token)
+                target, user_id, service_id = console.redeem_for(token)
             except console.ConsoleRefused as exc:
                 log.info("console token refused: %s", exc.__cause__ or exc)
                 return None
@@ -64,7 +64,21 @@ class HostbayTokenPlugin:
         if target.protocol not in RELAYED_PROTOCOLS:
             log.error("console target protocol %r cannot be relayed by this proxy", target.protocol)
             return None
+        self.redeemed = (user_id, service_id)  # this forked handler's connection
         return target.host, int(target.port)
+
+    def opened(self, ids) -> None:
+        """Record "Web console opened" once the connection to the console stands."""
+        from . import console
+        from .db import db
+
+        with self.app.app_context():
+            try:
+                console.record_opened(*ids)
+            except Exception:  # noqa: BLE001 - the console works even if the activity line cannot be written
+                log.exception("could not record the console opening")
+            finally:
+                db.session.remove()
 
 
 class HostbayProxyHandler(ProxyRequestHandler):
@@ -96,7 +110,14 @@ class HostbayProxyHandler(ProxyRequestHandler):
         target = target_plugin.lookup(token)
         if target is None:
             self._refuse(403, "Console refused: the link has expired or was already used")
+        self.hostbay_plugin, self.hostbay_redeemed = target_plugin, getattr(target_plugin, "redeemed", None)
         return target
+
+    def do_proxy(self, target):
+        """Called by websockify once the console's socket is connected: now the console is open."""
+        if getattr(self, "hostbay_redeemed", None):
+            self.hostbay_plugin.opened(self.hostbay_redeemed)
+        return super().do_proxy(target)
 
 
 def _origin(url: str) -> str:

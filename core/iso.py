@@ -464,8 +464,7 @@ def handle_mount(op, payload):
             raise FatalDriverError(f"iso file {iso.path} is missing",
                                    customer_message="The ISO file is missing. Our staff have been notified.")
         driver, ref, path = _driver_for(service), dict(service.infra_ref), str(iso.path)
-        db.session.commit()  # no transaction (on SQLite: no write lock) while the host inserts the ISO
-        driver.mount_iso(ref, path)
+        jobs.call_driver(op, driver.mount_iso, ref, path)  # the driver-call template
     except TransientDriverError:
         if op.attempts < op.max_attempts:
             raise  # retried later; the drive stays reserved
@@ -478,7 +477,7 @@ def handle_mount(op, payload):
     log_activity(service.user_id, "iso_mount", f"ISO “{iso.name}” inserted; the server boots from it on its "
                                                f"next start.", service.id)
     db.session.commit()
-    return {"iso": iso.uuid}
+    return {"iso": iso.uuid, "text": "ISO inserted"}
 
 
 def _back_to_mounted(mount_id: int) -> None:
@@ -497,8 +496,7 @@ def handle_eject(op, payload):
     name = mount.iso.name
     try:
         driver, ref = _driver_for(service), dict(service.infra_ref)
-        db.session.commit()  # no transaction (on SQLite: no write lock) while the host ejects the ISO
-        driver.eject_iso(ref)
+        jobs.call_driver(op, driver.eject_iso, ref)  # the driver-call template
     except TransientDriverError:
         if op.attempts < op.max_attempts:
             raise
@@ -511,7 +509,7 @@ def handle_eject(op, payload):
     log_activity(service.user_id, "iso_eject", f"ISO “{name}” ejected; the server boots from its disk again.",
                  service.id)
     db.session.commit()
-    return {"ejected": True}
+    return {"ejected": True, "text": "ISO ejected"}
 
 
 def purge_stale_parts(max_age_seconds: int = 6 * 3600) -> int:

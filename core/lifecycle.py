@@ -96,9 +96,8 @@ def _say(op, pct: int, text: str) -> None:
 
 
 def _release() -> None:
-    """End the handler's transaction right before a slow driver call (its arguments are computed already): on
-    SQLite every transaction begins IMMEDIATE and so holds the only write lock, which must not be held while a
-    server starts, stops or is rebuilt."""
+    """End the handler's transaction (kept for callers outside the driver-call template; driver calls go through
+    :func:`hostbay.core.jobs.call_driver`, which also keeps the heartbeat alive and maps errors)."""
     db.session.commit()
 
 
@@ -113,8 +112,10 @@ def _refs(service: Service) -> dict:
     return {"node": service.node.name if service.node else None, "infra_ref": dict(service.infra_ref or {})}
 
 
-def _notify(hook: str, **kw) -> None:
-    _registry().notify(hook, **kw)
+def _notify(hook: str, service, **kw) -> None:
+    """Fire a service event hook once the handler's work has committed (the one after-commit mechanism)."""
+    sid = service.id
+    jobs.notify_after_commit(hook, lambda: {"service": db.session.get(Service, sid), **kw})
 
 
 # ==============================================================================================================
@@ -267,14 +268,12 @@ def provision(op, payload):
     db.session.commit()
     driver = driver_for(svc)
     spec = build_spec(svc, addresses)
-    _say(op, 15, "Creating your server")
-    _release()
-    ref = driver.create(spec, _progress(op, 15, 90))
+    ref = jobs.call_driver(op, driver.create, spec, _progress(op, 15, 90), pct=15, text="Creating your server")
     svc = db.session.get(Service, svc.id)
     svc.infra_ref = dict(ref or {})
     db.session.commit()
     _say(op, 92, "Applying network protection")
-    network.apply_network_filter(svc, driver)
+    network.apply_network_filter(svc, driver, op=op)
     if not transition(svc, ACTIVE, expect=PROVISIONING):
         raise FatalDriverError(f"service {svc.uuid} left provisioning while being set up (now {svc.state})")
     log_activity(svc.user_id, "create", f"Server {svc.hostname} was set up and is running.", svc.id)
@@ -283,7 +282,7 @@ def provision(op, payload):
     db.session.commit()
     _say(op, 100, "Your server is ready")
     _notify("hostbay_service_provisioned", service=svc)
-    return {"state": ACTIVE}
+    return {"state": ACTIVE, "text": "Your server is ready"}
 
 
 def _simple_power(action: str, method: str, message: str):
@@ -294,16 +293,14 @@ def _simple_power(action: str, method: str, message: str):
             raise FatalDriverError(f"cannot {action} service {svc.uuid} in state {svc.state}",
                                    customer_message=f"The server could not be {message.split()[0].lower()}: "
                                    "it is not active.")
-        _say(op, 20, f"{action.title()}ing" if action != "stop" else "Stopping")
         call, ref = getattr(driver_for(svc), method), dict(svc.infra_ref or {})
-        _release()
-        call(ref)
+        jobs.call_driver(op, call, ref, pct=20, text=f"{action.title()}ing" if action != "stop" else "Stopping")
         svc = _service_of(op)
         log_activity(svc.user_id, action, message.format(hostname=svc.hostname), svc.id)
         audit(f"service.{action}", "service", svc.uuid, after=_refs(svc), detail=f"operation {op.id}",
               actor_type=payload.get("actor_type"), actor=_actor(payload))
         db.session.commit()
-        return {"done": action}
+        return {"done": action, "text": {"start": "Started", "stop": "Stopped", "restart": "Restarted"}[action]}
     return _h
 
 
@@ -337,14 +334,12 @@ def reinstall(op, payload):
     if svc.state != REINSTALLING:
         raise FatalDriverError(f"service {svc.uuid} is {svc.state}, not reinstalling")
     before = _refs(svc)
-    _say(op, 10, "Preparing the reinstall")
     drv, ref, spec = driver_for(svc), dict(svc.infra_ref or {}), build_spec(svc)
-    _release()
-    ref = drv.reinstall(ref, spec, _progress(op, 10, 95))
+    ref = jobs.call_driver(op, drv.reinstall, ref, spec, _progress(op, 10, 95), pct=10, text="Preparing the reinstall")
     svc = db.session.get(Service, svc.id)
     svc.infra_ref = dict(ref or svc.infra_ref)
     _finish_busy(svc, REINSTALLING, op, "reinstall", f"{svc.hostname} was reinstalled with a fresh system.", before)
-    return {"state": ACTIVE}
+    return {"state": ACTIVE, "text": "Reinstalled"}
 
 
 def _resize_like(op, busy: str, method: str, message: str):
@@ -360,15 +355,14 @@ def _resize_like(op, busy: str, method: str, message: str):
     if not drv.supports(method):
         raise FatalDriverError(f"driver {drv.name} does not support {method}")
     call, ref, spec = getattr(drv, method), dict(svc.infra_ref or {}), build_spec(svc)
-    _release()
-    ref = call(ref, spec, _progress(op, 10, 95))
+    ref = jobs.call_driver(op, call, ref, spec, _progress(op, 10, 95))
     svc = db.session.get(Service, svc.id)
     svc.infra_ref = dict(ref or svc.infra_ref)
     db.session.commit()
-    network.apply_network_filter(svc, drv)
+    network.apply_network_filter(svc, drv, op=op)
     _finish_busy(svc, busy, op, "package_change", message.format(hostname=svc.hostname, package=svc.package.name),
                  before)
-    return {"state": ACTIVE}
+    return {"state": ACTIVE, "text": "Package changed"}
 
 
 @jobs.handler("service.resize")
@@ -388,15 +382,13 @@ def suspend_job(op, payload):
     if svc.state != SUSPENDED:
         return {"skipped": svc.state}
     if svc.infra_ref and svc.kind == "vps":
-        _say(op, 30, "Suspending")
         drv, ref = driver_for(svc), dict(svc.infra_ref)
-        _release()
-        drv.suspend(ref)
+        jobs.call_driver(op, drv.suspend, ref, pct=30, text="Suspending")
         svc = _service_of(op)
     audit("service.suspended.driver", "service", svc.uuid, after=_refs(svc), detail=f"operation {op.id}")
     db.session.commit()
     _notify("hostbay_service_suspended", service=svc, reason=payload.get("reason", "unpaid"))
-    return {"state": SUSPENDED}
+    return {"state": SUSPENDED, "text": "Suspended"}
 
 
 @jobs.handler("service.unsuspend")
@@ -408,10 +400,8 @@ def unsuspend_job(op, payload):
     if svc.state != SUSPENDED:
         raise FatalDriverError(f"service {svc.uuid} is {svc.state}, cannot unsuspend")
     if svc.infra_ref and svc.kind == "vps":
-        _say(op, 30, "Starting your server again")
         drv, ref = driver_for(svc), dict(svc.infra_ref)
-        _release()
-        drv.unsuspend(ref)
+        jobs.call_driver(op, drv.unsuspend, ref, pct=30, text="Starting your server again")
         svc = _service_of(op)
     if not transition(svc, ACTIVE, expect=SUSPENDED, suspended_at=None):
         raise FatalDriverError(f"service {svc.uuid} changed state during unsuspend (now {svc.state})")
@@ -420,7 +410,7 @@ def unsuspend_job(op, payload):
           after={"state": ACTIVE, **_refs(svc)}, detail=f"operation {op.id}")
     db.session.commit()
     _notify("hostbay_service_unsuspended", service=svc)
-    return {"state": ACTIVE}
+    return {"state": ACTIVE, "text": "Active again"}
 
 
 @jobs.handler("service.remove")
@@ -432,10 +422,8 @@ def remove_job(op, payload):
         raise FatalDriverError(f"service {svc.uuid} is {svc.state}; only queued or cancelled services are removed")
     before = {"state": svc.state, **_refs(svc)}
     if svc.infra_ref and svc.kind == "vps":
-        _say(op, 20, "Deleting the server")
         drv, ref = driver_for(svc), dict(svc.infra_ref)
-        _release()
-        drv.delete(ref)
+        jobs.call_driver(op, drv.delete, ref, pct=20, text="Deleting the server")
         svc = _service_of(op)
     _say(op, 60, "Releasing addresses")
     ipam.release_for_service(svc)
@@ -449,7 +437,7 @@ def remove_job(op, payload):
           detail=f"operation {op.id}; addresses released; node capacity released")
     db.session.commit()
     _notify("hostbay_service_terminated", service=svc)
-    return {"state": svc.state}
+    return {"state": svc.state, "text": "Removed"}
 
 
 # ==============================================================================================================

@@ -15,8 +15,9 @@ from . import ipam, jobs
 from .db import new_uuid
 
 
-def apply_network_filter(service, virt_driver=None) -> int:
-    """Apply the service's addresses through every matching filter; returns how many filters ran."""
+def apply_network_filter(service, virt_driver=None, op=None) -> int:
+    """Apply the service's addresses through every matching filter; returns how many filters ran. Inside a job
+    (``op``) each call goes through the driver-call template."""
     if not service.node or not service.infra_ref:
         return 0
     registry = current_app.extensions["hostbay"]
@@ -32,7 +33,10 @@ def apply_network_filter(service, virt_driver=None) -> int:
     if filters:
         db.session.commit()  # no transaction (on SQLite: no write lock) while the filters talk to the host
     for cls in filters:
-        cls(settings).apply(virt_driver, ref, addresses)
+        if op is not None:
+            jobs.call_driver(op, cls(settings).apply, virt_driver, ref, addresses)
+        else:
+            cls(settings).apply(virt_driver, ref, addresses)
     return len(filters)
 
 
@@ -53,4 +57,4 @@ def _apply_filter_job(op, payload):
     service = db.session.get(Service, op.service_id)
     if service is None:
         return {"filters": 0}
-    return {"filters": apply_network_filter(service)}
+    return {"filters": apply_network_filter(service, op=op)}

@@ -192,7 +192,7 @@ def request_ptr(service, address: str, hostname: str | None, actor) -> RdnsReque
         enqueue_apply(row.address, name, request=req)
     target = name or "(none)"
     message = {
-        APPLYING: f"Reverse DNS of {row.address} set to {target}.",
+        APPLYING: f"Reverse DNS of {row.address} → {target} requested.",  # "set" is logged once it is applied
         PENDING: f"Reverse DNS of {row.address} → {target} requested; it is applied after staff review.",
         WAITING: f"Reverse DNS of {row.address} → {target} requested; it is applied once {target} resolves to "
                  f"{row.address}.",
@@ -284,6 +284,11 @@ def _apply_job(op, payload):
     req = None
     if payload.get("request"):
         req = db.session.scalar(select(RdnsRequest).where(RdnsRequest.uuid == payload["request"]))
+        if req is not None and req.state == FAILED and payload.get("retried"):
+            # a staff retry of the failed apply: the request applies again (it is not reported done untried)
+            db.session.execute(update(RdnsRequest).where(RdnsRequest.id == req.id, RdnsRequest.state == FAILED)
+                               .values(state=APPLYING, error=None).execution_options(synchronize_session=False))
+            db.session.refresh(req)
         if req is None or req.state != APPLYING:
             return {"skipped": req.state if req else "missing"}
     else:
@@ -291,7 +296,7 @@ def _apply_job(op, payload):
         if row is not None and row.ptr and hostname is None:
             return {"skipped": "a newer record exists"}
     try:
-        dns_backend().set_ptr(address, hostname)
+        jobs.call_driver(op, dns_backend().set_ptr, address, hostname)  # the driver-call template
     except FatalDriverError as exc:
         if req is not None:
             db.session.execute(update(RdnsRequest).where(RdnsRequest.id == req.id, RdnsRequest.state == APPLYING)
@@ -306,8 +311,11 @@ def _apply_job(op, payload):
             db.session.execute(update(IpAddress).where(IpAddress.id == req.address_id,
                                                        IpAddress.service_id == req.service_id)
                                .values(ptr=hostname).execution_options(synchronize_session=False))
+            # the outcome, logged when it happened
+            log_activity(req.user_id, "rdns_change", f"Reverse DNS of {address} set to {hostname or '(none)'}."
+                         if hostname else f"Reverse DNS of {address} removed.", req.service_id)
     db.session.commit()
-    return {"address": address, "hostname": hostname}
+    return {"address": address, "hostname": hostname, "text": "Reverse DNS set" if hostname else "Reverse DNS removed"}
 
 
 @jobs.handler("rdns.recheck", every=RECHECK_SECONDS)

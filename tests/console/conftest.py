@@ -57,3 +57,17 @@ def active_service(app, make_user, make_package, make_node, registry):
 @pytest.fixture
 def make_iso():
     return iso_bytes
+
+
+@pytest.fixture(autouse=True)
+def loopvnc_driver(app, register_plugin):
+    """The loopback-VNC driver of proxy_main.py, known to the test app too: the console is offered only for a
+    driver that advertises it."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("console_proxy_main", Path(__file__).with_name("proxy_main.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    with register_plugin(mod.LoopVncPlugin(), name="loopvnc-tests"):
+        yield

@@ -18,6 +18,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from hostbay.core import console
+from hostbay.core.activity import ActivityEntry
 from hostbay.core.catalog import add_cycle
 from hostbay.core.db import db
 from hostbay.core.services import Service
@@ -160,6 +161,7 @@ def _refused(url: str, **kw) -> int:
 
 def test_proxy_relays_bytes_for_a_valid_token_once(proxy, vnc, vnc_service):
     user, service = vnc_service(vnc.port)
+    service_id = service.id
     token = _token(user, service)
     url = f"{proxy['url']}?token={token}"
     with connect(url, origin=ORIGIN, open_timeout=10) as ws:
@@ -174,6 +176,10 @@ def test_proxy_relays_bytes_for_a_valid_token_once(proxy, vnc, vnc_service):
     assert _refused(url, origin=ORIGIN) == 403
     assert vnc.connections == 1
     assert token not in proxy["log"].read_text()
+    # the activity entry records the outcome: one opened console, written by the proxy once it connected
+    db.session.expire_all()
+    assert db.session.scalars(db.select(ActivityEntry.message).filter_by(service_id=service_id)).all() == [
+        "Web console opened."]
 
 
 def test_proxy_refuses_bad_tokens(proxy, vnc, vnc_service, make_user, clock):
@@ -194,6 +200,8 @@ def test_proxy_refuses_bad_tokens(proxy, vnc, vnc_service, make_user, clock):
     assert _refused(f"{base}?token={token2}") == 403
     assert vnc.connections == 0
     assert "forged-token-value" not in proxy["log"].read_text() and token2 not in proxy["log"].read_text()
+    db.session.expire_all()
+    assert db.session.scalar(db.select(ActivityEntry).filter_by(event="console")) is None  # nothing was opened
 
 
 def test_proxy_refuses_expired_token(app, database_url, clock, tmp_path, vnc, vnc_service):

@@ -17,7 +17,8 @@
       bar.max = 100; bar.value = op.pct;
       bar.setAttribute("aria-label", op.title + " progress");
       var text = document.createElement("span");
-      text.textContent = " " + op.pct + "% " + op.text + (op.error ? " — " + op.error : "");
+      // a finished operation says what happened ("Stopped"), a running one how far it is ("40% Stopping")
+      text.textContent = " " + (op.finished ? "" : op.pct + "% ") + op.text + (op.error ? " — " + op.error : "");
       li.appendChild(title); li.appendChild(document.createTextNode(" "));
       li.appendChild(bar); li.appendChild(text);
       list.appendChild(li);
