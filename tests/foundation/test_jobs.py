@@ -169,3 +169,116 @@ def test_real_worker_process_completes_a_job(app, db, database_url, tmp_path):
             worker.kill()
             out, _ = worker.communicate()
     assert "hostbay worker listening" in out
+
+
+def test_a_driver_call_longer_than_the_stale_threshold_is_not_taken_over(app, db, job_runner, monkeypatch):
+    """The driver-call template keeps the heartbeat alive: while the worker lives, a call that outlasts
+    STALE_SECONDS is neither claimed nor run a second time by another worker's recovery."""
+    import threading
+
+    monkeypatch.setattr(jobs, "STALE_SECONDS", 1)  # heartbeats every 0.25 s
+    started, release, runs = threading.Event(), threading.Event(), []
+
+    def slow_driver_call(ref):
+        runs.append(ref)
+        started.set()
+        assert release.wait(20)
+
+    def handler(op, payload):
+        jobs.call_driver(op, slow_driver_call, "ref-1", pct=10, text="Working")
+        return {"text": "Worked"}
+
+    monkeypatch.setitem(app.extensions["hostbay"].job_handlers, "test.slow", handler)
+    op = jobs.enqueue("test.slow", key="slow")
+    db.session.commit()
+    op_id = op.id
+    worker = threading.Thread(target=jobs._run_in_context, args=(app, op_id))
+    worker.start()
+    try:
+        assert started.wait(20)
+        for _ in range(3):  # 3 s: three times the stale threshold
+            time.sleep(1)
+            db.session.expire_all()
+            assert jobs._claim(op_id) is False  # another worker may not take it
+            assert jobs.run_pending() == 0
+    finally:
+        release.set()
+        worker.join(30)
+    db.session.expire_all()
+    op = db.session.get(jobs.Operation, op_id)
+    assert op.state == jobs.SUCCEEDED and op.attempts == 1 and runs == ["ref-1"]
+    assert op.progress_text == "Worked"
+
+
+def test_without_the_template_a_long_call_is_taken_over(app, db, job_runner, monkeypatch):
+    """The counter-check of the test above: a call that does not beat looks like a dead worker's."""
+    import threading
+
+    monkeypatch.setattr(jobs, "STALE_SECONDS", 1)
+    started, release = threading.Event(), threading.Event()
+
+    def handler(op, payload):
+        db.session.commit()
+        started.set()
+        release.wait(20)
+        return {}
+
+    monkeypatch.setitem(app.extensions["hostbay"].job_handlers, "test.silent", handler)
+    op = jobs.enqueue("test.silent", key="silent")
+    db.session.commit()
+    op_id = op.id
+    worker = threading.Thread(target=jobs._run_in_context, args=(app, op_id))
+    worker.start()
+    try:
+        assert started.wait(20)
+        time.sleep(1.5)
+        db.session.expire_all()
+        assert jobs._claim(op_id) is True  # stale: taken over
+    finally:
+        release.set()
+        worker.join(30)
+
+
+def test_call_driver_maps_errors(app, db, monkeypatch):
+    from hostbay.core.errors import DriverError
+
+    op = jobs.enqueue("core.ping", key="map-errors")
+    db.session.commit()
+
+    def missing(ref):
+        raise NotImplementedError
+
+    def refused(ref):
+        raise ConnectionRefusedError("node-7 port 16509")
+
+    with pytest.raises(FatalDriverError) as fatal:
+        jobs.call_driver(op, missing, {})
+    assert "node-7" not in fatal.value.customer_message and "does not support" in fatal.value.customer_message
+    with pytest.raises(TransientDriverError):
+        jobs.call_driver(op, refused, {})
+    with pytest.raises(FatalDriverError):  # a driver error passes unchanged
+        jobs.call_driver(op, lambda ref: (_ for _ in ()).throw(FatalDriverError("x")), {})
+    assert issubclass(TransientDriverError, DriverError)
+
+
+def test_staff_retry_runs_the_handler_again(app, db, job_runner, monkeypatch):
+    attempts = []
+
+    def handler(op, payload):
+        attempts.append(payload.get("retried", 0))
+        if len(attempts) == 1:
+            raise FatalDriverError("first time fails")
+        return {"text": "Done again"}
+
+    monkeypatch.setitem(app.extensions["hostbay"].job_handlers, "test.retry", handler)
+    op = jobs.enqueue("test.retry", key="retry-me")
+    db.session.commit()
+    job_runner.run_all()
+    db.session.refresh(op)
+    assert op.state == jobs.FAILED
+    jobs.retry(op)
+    db.session.commit()
+    job_runner.run_all()
+    db.session.refresh(op)
+    assert attempts == [0, 1] and op.state == jobs.SUCCEEDED and op.progress_text == "Done again"
+    assert op.error is None and op.customer_error is None

@@ -193,3 +193,38 @@ def test_staff_review_queue(client, setup, fake_dns, db, make_user):
     client.post("/logout")
     login(client, svc.user)
     assert client.get("/staff/network/rdns").status_code == 404
+
+
+def test_staff_retry_of_a_failed_apply_sets_the_record(setup, fake_dns, db, job_runner, monkeypatch, make_user):
+    """Retrying a failed rdns.apply runs it again: the PTR is set, the request applied, and only then does the
+    activity log say so (before: the retry was marked succeeded with the PTR still unset)."""
+    from hostbay.core import jobs
+    from hostbay.core.errors import FatalDriverError
+
+    svc, addr = setup("immediate")
+    broken = {"on": True}
+    original = fake_dns.set_ptr
+
+    def flaky_set_ptr(self, address, hostname):
+        if broken["on"]:
+            raise FatalDriverError("pdns answered 422")
+        return original(self, address, hostname)
+
+    monkeypatch.setattr(fake_dns, "set_ptr", flaky_set_ptr)
+    req = rdns.request_ptr(svc, addr, "web.example.com", svc.user)
+    job_runner.run_all()
+    op = db.session.scalar(select(jobs.Operation).filter_by(kind="rdns.apply"))
+    db.session.refresh(req)
+    assert op.state == jobs.FAILED and req.state == rdns.FAILED and fake_dns.records == {}
+    messages = lambda: db.session.scalars(select(ActivityEntry.message).filter_by(service_id=svc.id)).all()  # noqa: E731
+    assert not any("set to" in m for m in messages())  # a request is not an outcome
+    broken["on"] = False
+    jobs.retry(op, actor=make_user(role="admin"))
+    db.session.commit()
+    job_runner.run_all()
+    db.session.refresh(op)
+    db.session.refresh(req)
+    assert op.state == jobs.SUCCEEDED and op.attempts == 1 and op.progress_text == "Reverse DNS set"
+    assert req.state == rdns.APPLIED and fake_dns.records == {addr: "web.example.com"}
+    assert ipam.get_address(addr).ptr == "web.example.com"
+    assert f"Reverse DNS of {addr} set to web.example.com." in messages()
