@@ -190,8 +190,8 @@ def test_a_driver_call_longer_than_the_stale_threshold_is_not_taken_over(app, db
 
     monkeypatch.setitem(app.extensions["hostbay"].job_handlers, "test.slow", handler)
     op = jobs.enqueue("test.slow", key="slow")
-    db.session.commit()
     op_id = op.id
+    db.session.commit()  # and no transaction left open here: on SQLite it would hold the only write lock
     worker = threading.Thread(target=jobs._run_in_context, args=(app, op_id))
     worker.start()
     try:
@@ -201,6 +201,7 @@ def test_a_driver_call_longer_than_the_stale_threshold_is_not_taken_over(app, db
             db.session.expire_all()
             assert jobs._claim(op_id) is False  # another worker may not take it
             assert jobs.run_pending() == 0
+            db.session.commit()
     finally:
         release.set()
         worker.join(30)
@@ -225,8 +226,8 @@ def test_without_the_template_a_long_call_is_taken_over(app, db, job_runner, mon
 
     monkeypatch.setitem(app.extensions["hostbay"].job_handlers, "test.silent", handler)
     op = jobs.enqueue("test.silent", key="silent")
-    db.session.commit()
     op_id = op.id
+    db.session.commit()
     worker = threading.Thread(target=jobs._run_in_context, args=(app, op_id))
     worker.start()
     try:
