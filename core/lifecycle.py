@@ -38,7 +38,7 @@ from .errors import ActionNotAllowed, FatalDriverError, InsufficientFunds
 from .ledger import LedgerEntry, Wallet, debit
 from .money import format_cents
 from .services import (ACTIVE, CANCELLED, ENDED, PENDING, PROVISIONING, REBUILDING, REINSTALLING, REMOVAL_QUEUED,
-                       RESIZING, SUSPENDED, TERMINATED, Service, transition)
+                       RESIZING, SUSPENDED, TERMINATED, Service, transition, transition_bulk)
 
 log = logging.getLogger(__name__)
 
@@ -628,14 +628,15 @@ def _renewal_batch(now: datetime, batch_size: int, dispatch: bool, check_paid: b
         _bulk_update(w, "id", [{"k": wid, "amt": -amt} for wid, amt in wallet_debits.items()],
                      {"balance_cents": ("add", "amt")}, guard='"wallets"."balance_cents" + v.amt >= 0',
                      expect=len(wallet_debits))
-    # one UPDATE for the batch: renewed services move their period, suspended ones change state
-    svc_rows = [{"k": r.id, "ps": r.renews_at, "ra": new, "st": ACTIVE, "sa": None, "ua": now}
-                for r, new, _ in renew_rows]
-    svc_rows += [{"k": r.id, "ps": r.period_start, "ra": r.renews_at, "st": SUSPENDED, "sa": now, "ua": now}
-                 for r, _ in suspend_rows]
-    _bulk_update(s, "id", svc_rows, {"period_start": "ps", "renews_at": "ra", "state": "st", "suspended_at": "sa",
-                                     "updated_at": "ua"},
+    # one UPDATE for the batch: renewed services move their period (their state stays); the suspended ones change
+    # state through the bulk form of the one state table
+    svc_rows = [{"k": r.id, "ps": r.renews_at, "ra": new, "ua": now} for r, new, _ in renew_rows]
+    _bulk_update(s, "id", svc_rows, {"period_start": "ps", "renews_at": "ra", "updated_at": "ua"},
                  guard=f"\"services\".\"state\" = '{ACTIVE}'", expect=len(svc_rows))
+    if suspend_rows:
+        moved = transition_bulk([r.id for r, _ in suspend_rows], SUSPENDED, expect=ACTIVE, suspended_at=now)
+        if len(moved) != len(suspend_rows):  # the batch holds the rows' locks: nobody else can have moved them
+            raise RuntimeError(f"bulk suspension moved {len(moved)} of {len(suspend_rows)} services")
 
     # A renewal's record is its ledger entry (customer-safe description, actor, service reference, amount and
     # balance after): the service pages show it in the activity log and the audit trail, so the sweep writes
@@ -668,10 +669,9 @@ def _renewal_batch(now: datetime, batch_size: int, dispatch: bool, check_paid: b
                         "state": jobs.QUEUED, "title": "Suspend server", "progress_pct": 0,
                         "progress_text": "Queued", "attempts": 0, "max_attempts": 4, "created_at": jobs._utcnow()})
             notices.append(suspension_notice_row(r, balance, now))
+    cancelled = set(transition_bulk([r.id for r in cancels], CANCELLED, expect=ACTIVE, ended_at=now))
     for r in cancels:
-        ok = db.session.execute(update(s).where(s.c.id == r.id, s.c.state == ACTIVE)
-                                .values(state=CANCELLED, ended_at=now, updated_at=now)).rowcount
-        if ok:
+        if r.id in cancelled:
             acts.append({"user_id": r.user_id, "service_id": r.id, "event": "cancel", "created_at": now,
                          "message": f"{r.hostname} ended with its billing period, as you asked."})
             audits.append({"actor_type": "system", "actor_id": None, "action": "service.cancelled",

@@ -8,6 +8,10 @@ move a service.
 
 from __future__ import annotations
 
+import contextvars
+import re
+import sys
+from contextlib import contextmanager
 from datetime import datetime
 
 from sqlalchemy import JSON, BigInteger, ForeignKey, String, select, update
@@ -174,21 +178,108 @@ def require_action(service: Service, action: str, staff: bool = False) -> None:
                                "this server's platform.")
 
 
+_TRANSITIONING: contextvars.ContextVar[bool] = contextvars.ContextVar("hostbay_transitioning", default=False)
+
+
+@contextmanager
+def _transitioning():
+    token = _TRANSITIONING.set(True)
+    try:
+        yield
+    finally:
+        _TRANSITIONING.reset(token)
+
+
+def _check_table(expected: set[str], to: str) -> None:
+    for frm in expected:
+        if to not in TRANSITIONS[frm]:
+            raise ValueError(f"illegal transition {frm} -> {to}")
+
+
 def transition(service: Service, to: str, *, expect: str | set[str] | None = None, **values) -> bool:
     """Move ``service`` to ``to`` if it is still in ``expect`` (default: its loaded state). Returns False when
     another actor moved it first. Extra column ``values`` are written in the same UPDATE."""
     expected = {expect} if isinstance(expect, str) else set(expect or {service.state})
-    for frm in expected:
-        if to not in TRANSITIONS[frm]:
-            raise ValueError(f"illegal transition {frm} -> {to}")
-    res = db.session.execute(
-        update(Service).where(Service.id == service.id, Service.state.in_(expected))
-        .values(state=to, updated_at=clock.now(), **values).execution_options(synchronize_session=False))
+    _check_table(expected, to)
+    with _transitioning():
+        res = db.session.execute(
+            update(Service).where(Service.id == service.id, Service.state.in_(expected))
+            .values(state=to, updated_at=clock.now(), **values).execution_options(synchronize_session=False))
     if res.rowcount != 1:
         db.session.refresh(service)
         return False
     db.session.refresh(service)
     return True
+
+
+def transition_bulk(service_ids: list[int], to: str, *, expect: str | set[str], **values) -> list[int]:
+    """The bulk form of :func:`transition` (the renewal sweep's suspensions and cancellations): move every service
+    of ``service_ids`` still in ``expect`` to ``to`` with one UPDATE per chunk, checked against the same table.
+    Extra column ``values`` (the same for every row) are written with it. Returns the ids that moved."""
+    expected = {expect} if isinstance(expect, str) else set(expect)
+    _check_table(expected, to)
+    ids = list(dict.fromkeys(service_ids))
+    if not ids:
+        return []
+    t = Service.__table__
+    moved: list[int] = []
+    chunk = 10000 if db.engine.dialect.name == "postgresql" else 5000
+    with _transitioning():
+        for i in range(0, len(ids), chunk):
+            part = ids[i:i + chunk]
+            if db.engine.dialect.name == "postgresql":
+                from sqlalchemy import Integer, any_, bindparam
+                from sqlalchemy.dialects.postgresql import ARRAY
+
+                cond = t.c.id == any_(bindparam("hb_ids", part, type_=ARRAY(Integer)))
+            else:
+                cond = t.c.id.in_(part)
+            stmt = (update(t).where(cond, t.c.state.in_(expected))
+                    .values(state=to, updated_at=clock.now(), **values).returning(t.c.id))
+            moved.extend(db.session.execute(stmt).scalars())
+    return moved
+
+
+# --- the guard: every write of services.state goes through the table ------------------------------------------
+class StateWriteOutsideTransition(RuntimeError):
+    """Code wrote ``services.state`` without :func:`transition` / :func:`transition_bulk`."""
+
+
+_STATE_SET = re.compile(r'^\s*UPDATE\s+"?services"?\s+SET\s+(?P<set>.*?)(?:\sFROM\s|\sWHERE\s|$)', re.S | re.I)
+_STATE_COL = re.compile(r'(?:^|[\s,.])"?state"?\s*=', re.I)
+
+
+def _from_test_code() -> bool:
+    """Test set-up may put a row into any state directly; the rule binds hostbay's own code. The caller is the
+    nearest frame outside SQLAlchemy, the standard library and this module."""
+    import sysconfig
+
+    libs = (sysconfig.get_paths()["stdlib"], "/sqlalchemy/", "/flask_sqlalchemy/", __file__)
+    f = sys._getframe(2)
+    while f is not None:
+        name = f.f_code.co_filename
+        if not any(part in name for part in libs) and not name.startswith("<"):
+            return "/tests/" in name or name.rsplit("/", 1)[-1].startswith(("test_", "conftest"))
+        f = f.f_back
+    return False
+
+
+def guard_state_writes(engine) -> None:
+    """Raise :class:`StateWriteOutsideTransition` for any UPDATE that sets ``services.state`` outside the table's
+    functions (installed by ``create_app`` in tests and when ``HOSTBAY_STATE_GUARD`` is set)."""
+    from sqlalchemy import event
+
+    if getattr(engine, "_hostbay_state_guard", False):
+        return
+    engine._hostbay_state_guard = True
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _guard(conn, cursor, statement, parameters, context, executemany):
+        if _TRANSITIONING.get() or not statement.lstrip()[:6].upper() == "UPDATE":
+            return
+        m = _STATE_SET.match(statement)
+        if m and _STATE_COL.search(m.group("set")) and not _from_test_code():
+            raise StateWriteOutsideTransition(f"services.state written outside services.transition: {statement[:200]}")
 
 
 def customer_services(user_id: int):

@@ -64,6 +64,10 @@ def create_app(config: dict | None = None, *, extra_plugins: list | None = None,
     db.init_app(app)
     with app.app_context():
         configure_sqlite(db.engine)
+        if app.testing or app.config.get("HOSTBAY_STATE_GUARD"):
+            from hostbay.core.services import guard_state_writes
+
+            guard_state_writes(db.engine)  # any write of services.state outside services.transition raises
     migrate.init_app(app, db, directory=_migrations_dir())
     csrf.init_app(app)
     login_manager.init_app(app)
