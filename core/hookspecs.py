@@ -66,7 +66,8 @@ def hostbay_cli_commands():
 
 @hookspec
 def hostbay_admin_menu():
-    """Called when an admin page renders. Return a list of ``(label, endpoint)`` entries for the staff menu."""
+    """Called when an admin page renders. Return a list of ``(label, endpoint)`` entries for the staff menu; an
+    entry may carry a third item, the staff permission it needs. Core's own entries come through this hook too."""
 
 
 @hookspec
