@@ -4,6 +4,12 @@ overrides the factory methods; every bundled and third-party driver runs the sam
     class TestMyDriver(VirtDriverConformance):
         def make_driver(self): return MyDriver({...})
         def make_spec(self, **kw): return super().make_spec(image={"name": "t", "source": "..."}, **kw)
+        def observe(self, drv, ref): return {...}          # what the infrastructure says (see observe)
+        def make_unreachable_driver(self): return MyDriver({"uri": "...:1"})   # or None: nothing to reach
+
+The cases check effects, not return values: each capability's case reads the infrastructure back through
+``observe`` (``boot_device_of`` for power drivers), so a driver whose resize, reinstall, rebuild or ISO methods do
+nothing fails them, and ``validate()`` must refuse a driver that cannot reach its infrastructure.
 """
 
 from __future__ import annotations
@@ -15,7 +21,8 @@ import pytest
 
 from hostbay.core.drivers import (Address, ConsoleTarget, DnsBackend, NetworkFilter, PaymentGateway, PowerDriver,
                                   PowerState, ServerSpec, SignatureError, VirtDriver)
-from hostbay.core.errors import SettingsError
+from hostbay.core.drivers import CAPABILITY_METHODS
+from hostbay.core.errors import DriverError, FatalDriverError, SettingsError
 
 TEST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEfZQmrHVr2i6OmnFzRzRu8LrbSZrvVdaROzW0DkmHh0 conformance"
 
@@ -39,6 +46,29 @@ class _DriverBasics:
         assert len(keys) == len(set(keys)), "setting keys must be unique"
         assert set(drv.capabilities) <= set(self.interface.OPTIONAL), "unknown capability advertised"
 
+    def test_advertised_capabilities_are_implemented(self):
+        cls = type(self.make_driver())
+        for cap in cls.capabilities:
+            for method in CAPABILITY_METHODS.get(self.interface, {}).get(cap, ()):
+                assert getattr(cls, method) is not getattr(self.interface, method), \
+                    f"{cls.__name__} advertises {cap!r} but does not implement {method}()"
+
+    def make_unreachable_driver(self):
+        """A driver configured for infrastructure that does not answer (a closed loopback port), or None when the
+        driver reaches nothing (in-memory, local files). Override it."""
+        raise NotImplementedError("override make_unreachable_driver() (return None if there is nothing to reach)")
+
+    def test_validate_accepts_the_working_configuration(self):
+        self.make_driver().validate()
+
+    def test_validate_refuses_unreachable_infrastructure(self):
+        drv = self.make_unreachable_driver()
+        if drv is None:
+            pytest.skip("the driver reaches no infrastructure")
+        with pytest.raises(DriverError) as err:
+            drv.validate()
+        assert str(err.value), "validate() must say what is wrong"
+
     def test_required_settings_are_enforced(self):
         cls = type(self.make_driver())
         required = [s for s in cls.settings if s.required and s.default is None]
@@ -60,6 +90,18 @@ class VirtDriverConformance(_DriverBasics):
                       port_speed_mbit=100)
         values.update(overrides)
         return ServerSpec(**values)
+
+    def observe(self, drv, ref) -> dict:
+        """What the infrastructure says about the server, read back independently of the call under test:
+        ``vcpus``, ``memory_mib``, ``disk_gib``, ``system_disk`` (an identity that changes whenever the system disk
+        is replaced) and ``iso`` (the mounted image's path, or None). Override it."""
+        raise NotImplementedError("override observe(drv, ref) so the capability cases can check their effect")
+
+    def iso_path(self, tmp_path) -> str:
+        """An ISO image the driver's host can read (default: a small file in the test's temporary folder)."""
+        path = tmp_path / "conformance.iso"
+        path.write_bytes(b"\0" * 32768)
+        return str(path)
 
     @pytest.fixture
     def server(self):
@@ -97,6 +139,22 @@ class VirtDriverConformance(_DriverBasics):
         new_ref = drv.reinstall(ref, spec, _noop)
         assert drv.status(new_ref) == PowerState.RUNNING
 
+    def test_reinstall_replaces_the_system_disk(self, server):
+        drv, spec, ref, _ = server
+        before = self.observe(drv, ref)["system_disk"]
+        new_ref = drv.reinstall(ref, spec, _noop) or ref
+        assert self.observe(drv, new_ref)["system_disk"] != before, "reinstall left the old system disk"
+        assert drv.status(new_ref) == PowerState.RUNNING
+
+    def test_a_missing_server_is_a_fatal_error(self):
+        drv = self.make_driver()
+        ref = drv.create(self.make_spec(), _noop)
+        drv.delete(ref)
+        assert drv.status(ref) == PowerState.MISSING
+        for call in (lambda: drv.start(ref), lambda: drv.reinstall(ref, self.make_spec(), _noop)):
+            with pytest.raises(FatalDriverError):  # not a raw exception, and not worth retrying
+                call()
+
     def test_delete_removes_and_is_idempotent(self):
         drv = self.make_driver()
         ref = drv.create(self.make_spec(), _noop)
@@ -117,9 +175,39 @@ class VirtDriverConformance(_DriverBasics):
             pytest.skip("no resize capability")
         from dataclasses import replace
 
-        new_ref = drv.resize(ref, replace(spec, vcpus=spec.vcpus + 1, memory_mib=spec.memory_mib * 2,
-                                          disk_gib=spec.disk_gib + 1), _noop)
+        bigger = replace(spec, vcpus=spec.vcpus + 1, memory_mib=spec.memory_mib * 2, disk_gib=spec.disk_gib + 1)
+        new_ref = drv.resize(ref, bigger, _noop) or ref
         assert drv.status(new_ref) in (PowerState.RUNNING, PowerState.STOPPED)
+        seen = self.observe(drv, new_ref)
+        assert (seen["vcpus"], seen["memory_mib"], seen["disk_gib"]) == (bigger.vcpus, bigger.memory_mib,
+                                                                           bigger.disk_gib)
+
+    def test_rebuild_recreates_the_server(self, server):
+        drv, spec, ref, _ = server
+        if not drv.supports("rebuild"):
+            pytest.skip("no rebuild capability")
+        from dataclasses import replace
+
+        before = self.observe(drv, ref)["system_disk"]
+        other = replace(spec, vcpus=spec.vcpus + 1)
+        new_ref = drv.rebuild(ref, other, _noop) or ref
+        seen = self.observe(drv, new_ref)
+        assert seen["system_disk"] != before, "rebuild left the old system disk"
+        assert (seen["vcpus"], seen["disk_gib"]) == (other.vcpus, other.disk_gib)
+        assert drv.status(new_ref) == PowerState.RUNNING
+
+    def test_iso_mount_and_eject(self, server, tmp_path):
+        drv, _spec, ref, _ = server
+        if not drv.supports("iso"):
+            pytest.skip("no iso capability")
+        path = self.iso_path(tmp_path)
+        assert self.observe(drv, ref)["iso"] is None
+        drv.mount_iso(ref, path)
+        assert self.observe(drv, ref)["iso"] == path
+        drv.mount_iso(ref, path)  # inserting the same image again is harmless
+        drv.eject_iso(ref)
+        assert self.observe(drv, ref)["iso"] is None
+        drv.eject_iso(ref)  # ejecting an empty drive is harmless
 
     def test_console_target(self, server):
         drv, _spec, ref, _ = server
@@ -144,11 +232,19 @@ class PowerDriverConformance(_DriverBasics):
         drv.power_cycle(target)
         assert drv.power_state(target) == PowerState.RUNNING
 
+    def boot_device_of(self, drv, target) -> str:
+        """The next boot device as the hardware reports it ('pxe', 'disk', 'cdrom'). Override it when the driver
+        advertises ``boot_device``."""
+        raise NotImplementedError("override boot_device_of(drv, target) to check set_boot_device")
+
     def test_boot_device(self):
         drv = self.make_driver()
         if not drv.supports("boot_device"):
             pytest.skip("no boot_device capability")
-        drv.set_boot_device(self.make_target(), "pxe")
+        target = self.make_target()
+        for device in ("pxe", "disk", "cdrom", "disk"):
+            drv.set_boot_device(target, device)
+            assert self.boot_device_of(drv, target) == device
 
 
 class PaymentGatewayConformance(_DriverBasics):

@@ -11,18 +11,36 @@ class TestFakeVirt(VirtDriverConformance):
     def make_driver(self):
         return FakeVirtDriver({})
 
+    def make_unreachable_driver(self):
+        return None  # in memory: nothing to reach
+
+    def observe(self, drv, ref):
+        server = FakeVirtDriver.servers[ref["id"]]
+        spec = server["spec"]
+        return {"vcpus": spec.vcpus, "memory_mib": spec.memory_mib, "disk_gib": server["disk_gib"],
+                "system_disk": server["installs"], "iso": server["iso"]}
+
 
 class TestFakePower(PowerDriverConformance):
     def make_driver(self):
         return FakePowerDriver({})
 
+    def make_unreachable_driver(self):
+        return None
+
     def make_target(self):
         return {"address": "127.0.0.1:6230"}
+
+    def boot_device_of(self, drv, target):
+        return FakePowerDriver.machines[target["address"]]["boot"]
 
 
 class TestFakePayments(PaymentGatewayConformance):
     def make_driver(self):
         return FakePaymentGateway({})
+
+    def make_unreachable_driver(self):
+        return None
 
     def signed_delivery(self, drv, provider_ref, settled):
         body = json.dumps({"id": "ev-1", "invoice": provider_ref, "status": "settled" if settled else "pending",
@@ -33,6 +51,9 @@ class TestFakePayments(PaymentGatewayConformance):
 class TestFakeFilter(NetworkFilterConformance):
     def make_driver(self):
         return FakeNetworkFilter({})
+
+    def make_unreachable_driver(self):
+        return None
 
     def make_server(self):
         virt = FakeVirtDriver({})
@@ -45,6 +66,9 @@ class TestFakeFilter(NetworkFilterConformance):
 class TestFakeDns(DnsBackendConformance):
     def make_driver(self):
         return FakeDns({})
+
+    def make_unreachable_driver(self):
+        return None
 
     def lookup_ptr(self, drv, address):
         return FakeDns.records.get(address)

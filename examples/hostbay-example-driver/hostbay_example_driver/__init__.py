@@ -41,7 +41,8 @@ class JsonFileDriver(VirtDriver):
         ref = {"id": spec.uuid}
         if not self._path(ref).exists():
             progress(50, "Writing server file")
-            self._save(ref, {"state": "running", "vcpus": spec.vcpus, "disk_gib": spec.disk_gib})
+            self._save(ref, {"state": "running", "vcpus": spec.vcpus, "memory_mib": spec.memory_mib,
+                             "disk_gib": spec.disk_gib, "installs": 1})
         progress(100, "Server running")
         return ref
 
@@ -65,7 +66,9 @@ class JsonFileDriver(VirtDriver):
         self._set(ref, "running")
 
     def reinstall(self, ref, spec, progress):
-        self._save(ref, {"state": "running", "vcpus": spec.vcpus, "disk_gib": spec.disk_gib})
+        data = self._load(ref)  # a missing server is a FatalDriverError
+        self._save(ref, {"state": "running", "vcpus": spec.vcpus, "memory_mib": spec.memory_mib,
+                         "disk_gib": spec.disk_gib, "installs": data.get("installs", 1) + 1})
         return ref
 
     def delete(self, ref):
@@ -73,7 +76,7 @@ class JsonFileDriver(VirtDriver):
 
     def resize(self, ref, spec, progress):
         data = self._load(ref)
-        data.update(vcpus=spec.vcpus, disk_gib=max(data["disk_gib"], spec.disk_gib))
+        data.update(vcpus=spec.vcpus, memory_mib=spec.memory_mib, disk_gib=max(data["disk_gib"], spec.disk_gib))
         self._save(ref, data)
         return ref
 

@@ -12,6 +12,16 @@ class TestJsonFileDriver(VirtDriverConformance):
     def make_driver(self):
         return JsonFileDriver({"directory": str(self.folder)})
 
+    def make_unreachable_driver(self):
+        return None  # local files: nothing to reach
+
+    def observe(self, drv, ref):
+        import json
+
+        data = json.loads((self.folder / f"{ref['id']}.json").read_text())
+        return {"vcpus": data["vcpus"], "memory_mib": data["memory_mib"], "disk_gib": data["disk_gib"],
+                "system_disk": data["installs"], "iso": None}
+
 
 def test_discovered_through_entry_point(registry):
     """Installed with pip, the plugin is found by hostbay's loader and its driver is registered."""

@@ -38,6 +38,9 @@ class TestBTCPayConformance(PaymentGatewayConformance):
     def make_driver(self):
         return BTCPayGateway(self.srv.settings())
 
+    def make_unreachable_driver(self):
+        return None  # validate() is not implemented by this gateway yet
+
     def signed_delivery(self, drv, provider_ref, settled):
         self.srv.set_state(provider_ref, "Settled" if settled else "New")
         return self.srv.webhook(provider_ref, "InvoiceSettled" if settled else "InvoiceCreated")
@@ -50,6 +53,9 @@ class TestNOWPaymentsConformance(PaymentGatewayConformance):
 
     def make_driver(self):
         return NOWPaymentsGateway(self.srv.settings())
+
+    def make_unreachable_driver(self):
+        return None  # validate() is not implemented by this gateway yet
 
     def signed_delivery(self, drv, provider_ref, settled):
         pid = self.srv.pay(provider_ref, "finished" if settled else "waiting")

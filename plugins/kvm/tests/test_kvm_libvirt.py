@@ -118,6 +118,31 @@ class TestKvmConformance(VirtDriverConformance):
         overrides.setdefault("memory_mib", 96)
         return super().make_spec(**overrides)
 
+    def make_unreachable_driver(self):
+        from hostbay.plugins.kvm import KvmDriver
+
+        return KvmDriver(self.host.settings(uri="qemu+tcp://127.0.0.1:1/system"))  # nothing listens there
+
+    def iso_path(self, tmp_path):
+        path = self.host.isos / "conformance.iso"
+        path.write_bytes(b"\0" * 32768)
+        return str(path)
+
+    def observe(self, drv, ref):
+        """Read the domain and its system disk from libvirt and qemu-img, not through the driver."""
+        from hostbay.plugins.kvm import xml as X
+
+        conn = self.host.conn()
+        dom = conn.lookupByName(ref["domain"])
+        root = _xml(dom, inactive=True)
+        disk = X.disk_source(root, X.DISK_TARGET)
+        vol_xml = conn.storageVolLookupByPath(disk).XMLDesc(0)
+        ctime = X.parse(vol_xml).findtext("./target/timestamps/ctime")
+        return {"vcpus": int(root.findtext("vcpu")), "memory_mib": int(root.findtext("memory")) // 1024
+                if root.find("memory").get("unit", "KiB") == "KiB" else int(root.findtext("memory")),
+                "disk_gib": _virtual_size(disk) // GIB, "system_disk": (disk, ctime),
+                "iso": X.disk_source(_xml(dom), X.ISO_TARGET)}
+
 
 class TestKvmNetworkFilterConformance(NetworkFilterConformance):
     @pytest.fixture(autouse=True)

@@ -60,6 +60,9 @@ class TestConformance(DnsBackendConformance):
     def make_driver(self):
         return backend()
 
+    def make_unreachable_driver(self):
+        return backend(api_url="http://127.0.0.1:1/api/v1")  # nothing listens there
+
     def lookup_ptr(self, drv, address):
         return lookup(drv, address)
 
