@@ -35,6 +35,7 @@ STAFF_MENU: tuple[tuple[str, str, str | None], ...] = (
     ("Payments", "payments.staff_list", "money"),
     ("Payment gateways", "payments.staff_gateways", "plugins"),
     ("Services", "staff_services.index", "services"),
+    ("Nodes", "staff_nodes.index", "plugins"),
 )
 
 

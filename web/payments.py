@@ -163,6 +163,21 @@ def staff_gateways():
     return render_template("payments/staff_gateways.html", rows=rows, base_url=payments._base_url())
 
 
+@bp.post("/staff/payments/gateways/<name>/test")
+@staff_required("plugins")
+def staff_gateway_test(name):
+    """ "Test connection" with the stored settings."""
+    from hostbay.core.connection_test import test_connection
+
+    cls = payments.gateway_classes().get(name)
+    cfg = payments.gateway_config(name)
+    if cls is None or cfg is None:
+        abort(404)
+    ok, message = test_connection(cls(cfg.settings or {}))
+    flash(f"{cls.label}: {message}", "info" if ok else "error")
+    return redirect(url_for("payments.staff_gateway", name=name), code=303)
+
+
 @bp.route("/staff/payments/gateways/<name>", methods=["GET", "POST"])
 @staff_required("plugins")
 def staff_gateway(name):
@@ -173,10 +188,13 @@ def staff_gateway(name):
     errors = {}
     if request.method == "POST":
         try:
-            payments.save_gateway_config(name, request.form.to_dict(), bool(request.form.get("enabled")),
-                                         current_user)
+            saved = payments.save_gateway_config(name, request.form.to_dict(), bool(request.form.get("enabled")),
+                                                 current_user)
             db.session.commit()
-            flash(f"{cls.label}: settings saved.", "info")
+            from hostbay.core.connection_test import test_connection
+
+            ok, message = test_connection(cls(saved.settings or {}))  # "Test connection" on every save
+            flash(f"{cls.label}: settings saved. {message}", "info" if ok else "error")
             return redirect(url_for("payments.staff_gateways"), code=303)
         except SettingsError as exc:
             db.session.rollback()

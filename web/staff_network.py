@@ -155,11 +155,10 @@ def add_dns_backend():
               after={"driver": name, "settings": {s.key: ("***" if s.type == "secret" else settings.get(s.key))
                                                   for s in cls.settings}})
         db.session.commit()
-        try:
-            registry.driver("dns", name, settings).validate()
-            flash(f"{cls.label} added; the connection test passed.", "info")
-        except HostbayError as exc:
-            flash(f"{cls.label} added, but the connection test failed: {exc}", "error")
+        from hostbay.core.connection_test import test_connection
+
+        ok, message = test_connection(registry.driver("dns", name, settings))
+        flash(f"{cls.label} added. {message}", "info" if ok else "error")
     except SettingsError as exc:
         db.session.rollback()
         flash(str(exc), "error")
@@ -176,6 +175,13 @@ def toggle_dns_backend(backend_id: int):
     cfg.enabled = not cfg.enabled
     audit("dns_backend.toggle", "dns_backend", cfg.id, actor=current_user, after={"enabled": cfg.enabled})
     db.session.commit()
+    if cfg.enabled:  # turned on: test it, as when it was added
+        from hostbay.core.connection_test import test_connection
+
+        cls = current_app.extensions["hostbay"].drivers.get("dns", {}).get(cfg.driver)
+        if cls is not None:
+            ok, message = test_connection(cls(cfg.settings or {}))
+            flash(f"{cfg.label} enabled. {message}", "info" if ok else "error")
     return redirect(url_for(".pools"))
 
 
