@@ -235,18 +235,18 @@ def heartbeat(op_id: str):
 def call_driver(op: Operation, fn: Callable, *args, pct: int | None = None, text: str | None = None, **kwargs):
     """The one template for a driver call inside a job handler:
 
-    1. end the handler's transaction (its arguments are computed already): no row lock, and on SQLite no write
+    1. record progress (``pct``, ``text``: customer-safe) when given;
+    2. end the handler's transaction (its arguments are computed already): no row lock, and on SQLite no write
        lock, is held while a server starts, stops or is rebuilt;
-    2. record progress (``pct``, ``text``: customer-safe) when given;
     3. call ``fn(*args, **kwargs)`` with the operation's heartbeat kept alive;
     4. map errors: driver errors pass unchanged; ``NotImplementedError`` becomes a FatalDriverError (the driver
        lacks the primitive), ``ConnectionError``/``TimeoutError`` a TransientDriverError (retried with back-off).
     Returns what the driver returned. Reload rows after it: the session was committed."""
     from .errors import DriverError, FatalDriverError
 
-    db.session.commit()
     if text is not None:
         op.progress(op.progress_pct if pct is None else pct, text)
+    db.session.commit()  # after the progress write: reading the operation's expired attributes would begin anew
     try:
         with heartbeat(sa_inspect(op).identity[0] if sa_inspect(op).identity else op.id):
             return fn(*args, **kwargs)
