@@ -25,7 +25,7 @@ _POWER = {"start": ("service.start", "Start server"), "stop": ("service.stop", "
           "restart": ("service.restart", "Restart server")}
 
 # Actions of the table that other parts of hostbay carry out (they still check the table with require_action).
-ELSEWHERE = {"change_package": "/panel/services/<uuid>/change-package", "mount_iso": "ISO page",
+ELSEWHERE = {"change_package": "package change page", "mount_iso": "ISO page",
              "eject_iso": "ISO page", "console": "console page", "rdns": "addresses section"}
 
 # Actions this module performs, for templates: (action, button label, confirmation needed).

@@ -22,7 +22,7 @@ from flask import current_app
 from sqlalchemy import ForeignKey, String, Text, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
-from . import clock
+from . import clock, links
 from .db import db
 from .money import format_cents
 
@@ -62,8 +62,8 @@ def suspension_notice_row(r, balance_cents: int, now: datetime) -> dict:
     body = (f"Your server {r.hostname} was suspended because its renewal of {format_cents(r.price_cents)} could "
             f"not be paid: your wallet balance is {format_cents(balance_cents)}.\n\n"
             f"Add at least {format_cents(short)} and renew the service within {days} days to keep it; after that it "
-            f"is removed with its data.\n\nTop up: {_base_url()}/panel/topup\n"
-            f"Your service: {_base_url()}/panel/services/{r.uuid}\n")
+            f"is removed with its data.\n\nTop up: {links.url('topup')}\n"
+            f"Your service: {links.url('service', uuid=r.uuid)}\n")
     return {"key": f"suspended:{r.uuid}:{r.renews_at:%Y%m%dT%H%M%S}", "user_id": r.user_id, "service_id": r.id,
             "kind": "suspended", "subject": f"{r.hostname} is suspended: renew within {days} days",
             "body": body, "created_at": now, "attempts": 0}
@@ -93,7 +93,7 @@ def create_reminders(now: datetime | None = None) -> int:
                     f"{format_cents(r.price_cents)}, paid from your wallet (balance {format_cents(bal)}).\n")
             if bal < r.price_cents:
                 body += (f"\nAdd at least {format_cents(r.price_cents - bal)} before then, or the service is "
-                         f"suspended.\nTop up: {_base_url()}/panel/topup\n")
+                         f"suspended.\nTop up: {links.url('topup')}\n")
             rows.append({"key": f"reminder{days}:{r.uuid}:{r.renews_at:%Y%m%dT%H%M%S}", "user_id": r.user_id,
                          "service_id": r.id, "kind": "reminder",
                          "subject": f"{r.hostname} renews on {r.renews_at:%Y-%m-%d}", "body": body,

@@ -304,10 +304,12 @@ def start_topup(user, gateway_name: str, amount) -> Payment:
     payment = Payment(user_id=user.id, gateway=gateway_name, amount_cents=cents, status=PENDING)
     db.session.add(payment)
     db.session.commit()
-    base = _base_url()
+    from . import links
+
     try:
-        co = drv.create_checkout(cents_to_decimal(cents), payment.uuid, f"{base}/panel/topup/{payment.uuid}",
-                                 f"{base}/payments/webhook/{gateway_name}")
+        co = drv.create_checkout(cents_to_decimal(cents), payment.uuid,
+                                 links.url("payment", payment_uuid=payment.uuid),
+                                 links.url("webhook", gateway=gateway_name))
     except DriverError as exc:
         payment.status, payment.note, payment.updated_at = INVALID, f"checkout failed: {exc}"[:500], clock.now()
         audit("payments.checkout_failed", "payment", payment.uuid, actor_type="system", detail=str(exc))

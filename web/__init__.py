@@ -80,6 +80,7 @@ def create_app(config: dict | None = None, *, extra_plugins: list | None = None,
 
     # the opt-in plugins (the simulated `fake` drivers) load in tests and the demo, or when HOSTBAY_PLUGINS names them
     include = ["fake"] if app.testing or app.config.get("HOSTBAY_DEMO") else []
+    _install_links(app)
     registry = build_registry(app.config["HOSTBAY_PLUGINS"], extra_plugins, include=include)
     app.extensions["hostbay"] = registry
     if clock is not None:
@@ -146,6 +147,24 @@ def create_app(config: dict | None = None, *, extra_plugins: list | None = None,
         app.logger.warning("hostbay runs in embedded mode (%s, jobs: %s): for trying it out, not for production.",
                            app.config["SQLALCHEMY_DATABASE_URI"].split(":")[0], app.config["HOSTBAY_JOBS"])
     return app
+
+
+# The pages core links to (notices, payment return and webhook URLs): core names them, the web layer builds them.
+LINK_ENDPOINTS = {"topup": "payments.topup", "payment": "payments.status", "webhook": "payments.webhook",
+                  "service": "services.detail"}
+
+
+def _install_links(app) -> None:
+    from urllib.parse import urlsplit
+
+    from hostbay.core import links
+
+    def build(page: str, **params) -> str:
+        base = urlsplit(app.config.get("HOSTBAY_BASE_URL") or "http://127.0.0.1:5000")
+        adapter = app.url_map.bind(base.netloc, script_name=base.path.rstrip("/") or "/", url_scheme=base.scheme)
+        return adapter.build(LINK_ENDPOINTS[page], params, force_external=True)
+
+    links.install(app, build)
 
 
 def _engine_options(url: str) -> dict:
