@@ -1,4 +1,6 @@
 """Service lifecycle: the job handlers that drive servers, and the renewal, retention and removal sweeps.
+Placement lives in :mod:`.placement`, the set-based SQL in :mod:`.bulk`, the history views in :mod:`.history`
+(their names stay importable from here).
 
 Every handler is safe to re-run after a crash: it reads the service's state, skips the steps that already
 happened (a node reservation exists, the driver's ``create`` is idempotent on the service UUID, a state
@@ -20,18 +22,16 @@ customer; that job renews suspended services inside the retention window while t
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import defaultdict
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import ForeignKey, bindparam, delete, insert, select, text, update
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import select, update
 
-from . import clock, ipam, jobs, ledger, network
+from . import clock, ipam, jobs, network
 from .activity import ActivityEntry, AuditEntry, audit, log_activity
-from .catalog import Image, Node, add_cycle
+from .catalog import Image, add_cycle
 from .db import db, is_postgres, new_uuid
 from .drivers import ServerSpec
 from .errors import ActionNotAllowed, FatalDriverError, InsufficientFunds
@@ -47,17 +47,8 @@ RENEWAL_EVERY = 300      # seconds between scheduled renewal sweeps
 RETENTION_EVERY = 600
 NOTICES_EVERY = 900
 
-class NodeReservation(db.Model):
-    """The capacity a service holds on its node. Created with the node's ``used_*`` increase in one transaction
-    and removed with the decrease in one transaction, so the node's counters always equal the sum of its rows."""
-
-    __tablename__ = "node_reservations"
-
-    service_id: Mapped[int] = mapped_column(ForeignKey("services.id"), primary_key=True)
-    node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id"), index=True)
-    vcpus: Mapped[int] = mapped_column(default=0)
-    memory_mib: Mapped[int] = mapped_column(default=0)
-    disk_gib: Mapped[int] = mapped_column(default=0)
+from .placement import (NodeReservation, _need, _reserve_on, adjust_reservation, place,  # noqa: E402,F401
+                        release_reservation)
 
 
 # ==============================================================================================================
@@ -69,8 +60,7 @@ def renewal_key(service_uuid: str, renews_at: datetime) -> str:
     return f"renewal:{service_uuid}:{renews_at:%Y%m%dT%H%M%S}"
 
 
-def retention_days() -> int:
-    return int(current_app.config.get("HOSTBAY_RETENTION_DAYS", 3))
+from .policy import retention_days  # noqa: E402,F401 - kept importable from here
 
 
 def _registry():
@@ -122,96 +112,7 @@ def _notify(hook: str, service, **kw) -> None:
 # Placement
 # ==============================================================================================================
 
-def _need(package) -> dict:
-    return {"vcpus": package.vcpus, "memory_mib": package.memory_mib, "disk_gib": package.disk_gib}
-
-
-def _reserve_on(node_id: int, need: dict) -> bool:
-    """Conditionally add ``need`` to the node's reservations: no two concurrent orders can overfill it."""
-    res = db.session.execute(
-        update(Node).where(Node.id == node_id, Node.enabled.is_(True),
-                           Node.used_vcpus + need["vcpus"] <= Node.vcpus,
-                           Node.used_memory_mib + need["memory_mib"] <= Node.memory_mib,
-                           Node.used_disk_gib + need["disk_gib"] <= Node.disk_gib)
-        .values(used_vcpus=Node.used_vcpus + need["vcpus"],
-                used_memory_mib=Node.used_memory_mib + need["memory_mib"],
-                used_disk_gib=Node.used_disk_gib + need["disk_gib"])
-        .execution_options(synchronize_session=False))
-    return res.rowcount == 1
-
-
-def place(service: Service) -> Node:
-    """Reserve room for ``service`` on a node of its package's driver (idempotent: a service that holds a
-    reservation keeps it). Candidates with room are ordered by free memory; ``hostbay_choose_node`` may pick."""
-    existing = db.session.get(NodeReservation, service.id)
-    if existing is not None:
-        if service.node_id != existing.node_id:
-            service.node_id = existing.node_id
-        return db.session.get(Node, existing.node_id)
-    need = _need(service.package)
-    candidates = db.session.scalars(
-        select(Node).where(Node.driver == service.package.driver, Node.enabled.is_(True),
-                           Node.used_vcpus + need["vcpus"] <= Node.vcpus,
-                           Node.used_memory_mib + need["memory_mib"] <= Node.memory_mib,
-                           Node.used_disk_gib + need["disk_gib"] <= Node.disk_gib)
-        .order_by((Node.memory_mib - Node.used_memory_mib).desc(), Node.id)).all()
-    if not candidates:
-        raise FatalDriverError(f"no enabled {service.package.driver} node has room for package "
-                               f"{service.package.slug}", customer_message="No server capacity is available right "
-                               "now. Our staff have been notified and will set up your service.")
-    chosen = _registry().hook.hostbay_choose_node(service=service, candidates=list(candidates))
-    if chosen is not None and chosen in candidates:
-        candidates.remove(chosen)
-        candidates.insert(0, chosen)
-    for node in candidates:
-        if _reserve_on(node.id, need):
-            db.session.add(NodeReservation(service_id=service.id, node_id=node.id, **need))
-            service.node_id = node.id
-            db.session.flush()
-            db.session.refresh(node)
-            return node
-    raise FatalDriverError("every candidate node filled up during placement",
-                           customer_message="No server capacity is available right now. Our staff have been "
-                           "notified and will set up your service.")
-
-
-def adjust_reservation(service: Service) -> None:
-    """Make the service's reservation match its (new) package; growth is conditional on the node's room."""
-    res = db.session.get(NodeReservation, service.id)
-    if res is None:
-        return
-    need = _need(service.package)
-    delta = {k: need[k] - getattr(res, k) for k in need}
-    if not any(delta.values()):
-        return
-    grow = {k: max(0, v) for k, v in delta.items()}
-    if any(grow.values()) and not _reserve_on(res.node_id, grow):
-        raise FatalDriverError(f"node {res.node_id} lacks room to grow service {service.uuid}",
-                               customer_message="The package change needs more room than the server's host has. "
-                               "Our staff have been notified.")
-    shrink = {k: max(0, -v) for k, v in delta.items()}
-    if any(shrink.values()):
-        db.session.execute(update(Node).where(Node.id == res.node_id).values(
-            used_vcpus=Node.used_vcpus - shrink["vcpus"], used_memory_mib=Node.used_memory_mib - shrink["memory_mib"],
-            used_disk_gib=Node.used_disk_gib - shrink["disk_gib"]).execution_options(synchronize_session=False))
-    for k, v in need.items():
-        setattr(res, k, v)
-    db.session.flush()
-
-
-def release_reservation(service: Service) -> bool:
-    """Give the service's capacity back to its node (idempotent)."""
-    res = db.session.get(NodeReservation, service.id)
-    if res is None:
-        return False
-    gone = db.session.execute(delete(NodeReservation).where(NodeReservation.service_id == service.id)
-                              .execution_options(synchronize_session=False)).rowcount
-    if gone:
-        db.session.execute(update(Node).where(Node.id == res.node_id).values(
-            used_vcpus=Node.used_vcpus - res.vcpus, used_memory_mib=Node.used_memory_mib - res.memory_mib,
-            used_disk_gib=Node.used_disk_gib - res.disk_gib).execution_options(synchronize_session=False))
-    db.session.expunge(res)
-    return bool(gone)
+# moved to hostbay.core.placement (imported above)
 
 
 # ==============================================================================================================
@@ -697,103 +598,7 @@ def _renewal_batch(now: datetime, batch_size: int, dispatch: bool, check_paid: b
     return {"renewed": len(renew_rows), "suspended": len(suspend_rows), "cancelled": len(cancels)}
 
 
-def _pg_array_type(col) -> str:
-    from sqlalchemy.dialects import postgresql
-
-    return col.type.compile(dialect=postgresql.dialect()) + "[]"
-
-
-def _pg_param(col, values: list) -> list:
-    from sqlalchemy import JSON
-
-    if isinstance(col.type, JSON):
-        return [None if v is None else json.dumps(v) for v in values]
-    return values
-
-
-def _pg_exec(sql: str, params: dict, fetch: bool = False) -> list:
-    """Run ``sql`` (``%(name)s`` placeholders) on the session's own connection with binary parameters: arrays of
-    thousands of values cross the wire without text escaping."""
-    raw = db.session.connection().connection.driver_connection
-    with raw.cursor(binary=True) as cur:
-        cur.execute(sql, params)
-        rows = [r[0] for r in cur.fetchall()] if fetch else []
-        return rows if fetch else cur.rowcount
-
-
-def _bulk_insert(table, rows: list[dict]) -> None:
-    """Plain bulk INSERT (append-only logs): ``unnest`` on PostgreSQL, multi-row VALUES elsewhere."""
-    if not rows:
-        return
-    if is_postgres():
-        names = list(rows[0])
-        cols = [table.c[n] for n in names]
-        params = {f"p{i}": _pg_param(c, [r[n] for r in rows]) for i, (n, c) in enumerate(zip(names, cols))}
-        _pg_exec(f'INSERT INTO "{table.name}" (' + ", ".join(f'"{n}"' for n in names)
-                 + ") SELECT * FROM unnest(" + ", ".join(
-                     f"CAST(%(p{i})b AS {_pg_array_type(c)})" for i, c in enumerate(cols)) + ")", params)
-    else:
-        db.session.execute(insert(table), rows)
-
-
-def _insert_ignore(table, rows: list[dict], key_col, returning=None) -> list:
-    """Bulk INSERT ... ON CONFLICT (key) DO NOTHING; returns the ``returning`` values of the rows inserted.
-    PostgreSQL: one statement over ``unnest`` of one array per column; SQLite: a multi-row VALUES insert."""
-    if not rows:
-        return []
-    if is_postgres():
-        # a "uuid" column given as None is generated by the server (gen_random_uuid), not row by row in Python
-        gen = [n for n in ("uuid", "id") if n in rows[0] and rows[0][n] is None]
-        names = [n for n in rows[0] if n not in gen]
-        cols = [table.c[n] for n in names]
-        params = {f"p{i}": _pg_param(c, [r[n] for r in rows]) for i, (n, c) in enumerate(zip(names, cols))}
-        sql = (f'INSERT INTO "{table.name}" (' + ", ".join(f'"{n}"' for n in gen + names) + ") SELECT "
-               + "".join("gen_random_uuid()::text, " for _ in gen) + "u.* FROM unnest("
-               + ", ".join(f"CAST(%(p{i})b AS {_pg_array_type(c)})" for i, c in enumerate(cols)) + ") AS u"
-               + f' ON CONFLICT ("{key_col.name}") DO NOTHING')
-        if returning is not None:
-            return _pg_exec(sql + f' RETURNING "{returning.name}"', params, fetch=True)
-        _pg_exec(sql, params)
-        return []
-    from sqlalchemy.dialects.sqlite import insert as dialect_insert
-
-    stmt = dialect_insert(table).on_conflict_do_nothing(index_elements=[key_col])
-    if returning is not None:
-        return list(db.session.scalars(stmt.returning(returning), rows))
-    db.session.execute(stmt, rows)
-    return []
-
-
-def _bulk_update(table, key: str, rows: list[dict], values: dict, guard=None, expect: int | None = None) -> None:
-    """One UPDATE for a whole batch. ``values`` maps a column to the name of a per-row parameter, or to
-    ``("add", name)`` for ``column = column + parameter``; ``guard`` is SQL over the table and ``v.<param>``.
-    PostgreSQL: ``UPDATE .. FROM unnest(...)``; SQLite: an executemany of one statement."""
-    if not rows:
-        return
-    if is_postgres():
-        names = ["k"] + sorted({n for n in rows[0] if n != "k"})
-        types = {"k": _pg_array_type(table.c[key])}
-        for col, spec in values.items():
-            pname = spec[1] if isinstance(spec, tuple) else spec
-            types[pname] = _pg_array_type(table.c[col])
-        sets = ", ".join(f'"{col}" = ' + (f'"{table.name}"."{col}" + v.{spec[1]}' if isinstance(spec, tuple)
-                                          else f"v.{spec}") for col, spec in values.items())
-        sql = (f'UPDATE "{table.name}" SET {sets} FROM unnest('
-               + ", ".join(f"CAST(%({n})b AS {types[n]})" for n in names) + f") AS v({', '.join(names)}) "
-               f'WHERE "{table.name}"."{key}" = v.k' + (f" AND {guard}" if guard else ""))
-        count = _pg_exec(sql, {n: [r[n] for r in rows] for n in names})
-        if expect is not None and count != expect:
-            raise RuntimeError(f"bulk update of {table.name} touched {count} rows, expected {expect}")
-        return
-    else:
-        vals = {col: (table.c[col] + bindparam(spec[1]) if isinstance(spec, tuple) else bindparam(spec))
-                for col, spec in values.items()}
-        stmt = update(table).where(table.c[key] == bindparam("k")).values(**vals)
-        if guard:
-            stmt = stmt.where(text(guard.replace("v.", ":")))
-        res = db.session.connection().execute(stmt, rows)
-    if expect is not None and res.rowcount not in (-1, expect):
-        raise RuntimeError(f"bulk update of {table.name} touched {res.rowcount} rows, expected {expect}")
+from .bulk import _bulk_insert, _bulk_update, _insert_ignore, _pg_array_type, _pg_exec, _pg_param  # noqa: E402,F401
 
 
 @jobs.handler("lifecycle.renewal_sweep", every=RENEWAL_EVERY)
@@ -801,46 +606,7 @@ def renewal_sweep_job(op, payload):
     return renewal_sweep(batch_size=int(payload.get("batch", RENEWAL_BATCH)))
 
 
-def service_history(service: Service, limit: int = 50) -> list[dict]:
-    """The customer's view of a service's history: its activity entries and the wallet movements that reference
-    it (renewals and other charges), newest first, in customer-safe words."""
-    acts = db.session.scalars(select(ActivityEntry).where(ActivityEntry.service_id == service.id,
-                                                          ActivityEntry.user_id == service.user_id)
-                              .order_by(ActivityEntry.created_at.desc(), ActivityEntry.id.desc()).limit(limit))
-    out = [{"at": a.created_at, "event": a.event, "message": a.message} for a in acts]
-    logged = {a["message"] for a in out if a["event"] == "billing"}
-    for e in _ledger_of(service, limit):
-        if ledger.activity_message(e) in logged:  # posted through the ledger: its activity line is shown already
-            continue
-        out.append({"at": e.created_at, "event": "billing",
-                    "message": f"{e.description} ({format_cents(e.amount_cents)})"})
-    out.sort(key=lambda x: x["at"], reverse=True)
-    return out[:limit]
-
-
-def _ledger_of(service: Service, limit: int):
-    return db.session.scalars(select(LedgerEntry).where(LedgerEntry.reference_type == "service",
-                                                        LedgerEntry.reference_id == service.uuid)
-                              .order_by(LedgerEntry.created_at.desc(), LedgerEntry.id.desc()).limit(limit)).all()
-
-
-def audit_trail(service: Service, op_ids=(), limit: int = 200) -> list[dict]:
-    """The staff view: audit entries of the service and its operations, and its ledger entries, newest first."""
-    from sqlalchemy import or_
-
-    rows = db.session.scalars(select(AuditEntry).where(or_(
-        (AuditEntry.target_type == "service") & (AuditEntry.target_id == service.uuid),
-        (AuditEntry.target_type == "operation") & AuditEntry.target_id.in_(list(op_ids) or [""])))
-        .order_by(AuditEntry.created_at.desc(), AuditEntry.id.desc()).limit(limit)).all()
-    out = [{"at": a.created_at, "actor_type": a.actor_type, "actor_id": a.actor_id, "action": a.action,
-            "before": a.before, "after": a.after, "detail": a.detail} for a in rows]
-    for e in _ledger_of(service, limit):
-        out.append({"at": e.created_at, "actor_type": e.actor_type, "actor_id": e.actor_id,
-                    "action": f"ledger.{e.kind}", "before": None,
-                    "after": {"amount_cents": e.amount_cents, "balance_after_cents": e.balance_after_cents,
-                              "key": e.idempotency_key}, "detail": e.note or e.description})
-    out.sort(key=lambda x: x["at"], reverse=True)
-    return out[:limit]
+from .history import _ledger_of, audit_trail, service_history  # noqa: E402,F401
 
 
 # ==============================================================================================================

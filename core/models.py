@@ -14,5 +14,5 @@ from .iso import IsoImage, IsoMount, IsoQuota  # noqa: F401
 from .ipam import IpAddress, IpPool  # noqa: F401
 from .rdns import DnsBackendConfig, RdnsRequest  # noqa: F401
 from .payments import GatewayConfig, Payment, WebhookDelivery  # noqa: F401
-from .lifecycle import NodeReservation  # noqa: F401
+from .placement import NodeReservation  # noqa: F401
 from .notices import Notice  # noqa: F401

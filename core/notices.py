@@ -55,7 +55,7 @@ def _base_url() -> str:
 def suspension_notice_row(r, balance_cents: int, now: datetime) -> dict:
     """The notice row for a service the renewal sweep suspended (``r``: a row with uuid, id, user_id, hostname,
     price_cents, renews_at)."""
-    from .lifecycle import retention_days
+    from .policy import retention_days
 
     short = r.price_cents - balance_cents
     days = retention_days()
@@ -73,7 +73,7 @@ def create_reminders(now: datetime | None = None) -> int:
     """Create a reminder for every active service whose renewal is within 7 days and within 1 day (one notice per
     threshold and period). Returns how many were new."""
     from . import ledger
-    from .lifecycle import _insert_ignore
+    from .bulk import _insert_ignore
     from .services import ACTIVE, Service
 
     now = now or clock.now()
