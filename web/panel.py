@@ -74,12 +74,9 @@ def dashboard_services(user_id: int) -> list:
 def dashboard_notices(user) -> list[dict]:
     """Notices from plugins (incident banners, reminders). A failing plugin costs its notice, not the page."""
     notices: list[dict] = []
-    hook = current_app.extensions["hostbay"].hook.hostbay_dashboard_notices
-    for impl in hook.get_hookimpls():
-        try:
-            part = impl.function(user=user) or []
-        except Exception:  # noqa: BLE001
-            log.exception("dashboard notices of plugin %s failed", impl.plugin_name)
+    # through pluggy's hook caller (order, wrappers); a raising plugin is logged and skipped by the registry's shim
+    for part in current_app.extensions["hostbay"].hook.hostbay_dashboard_notices(user=user):
+        if not isinstance(part, (list, tuple)):
             continue
         for n in part:
             if not isinstance(n, dict) or not n.get("title"):
