@@ -425,7 +425,7 @@ def unsuspend_job(op, payload):
         _release()
         drv.unsuspend(ref)
         svc = _service_of(op)
-    if not transition(svc, ACTIVE, expect=SUSPENDED, suspended_at=None):
+    if not transition(svc, ACTIVE, expect=SUSPENDED, suspended_at=None, suspension_reason=None):
         raise FatalDriverError(f"service {svc.uuid} changed state during unsuspend (now {svc.state})")
     log_activity(svc.user_id, "unsuspend", f"{svc.hostname} is active again.", svc.id)
     audit("service.unsuspended", "service", svc.uuid, before={"state": SUSPENDED},
@@ -478,12 +478,12 @@ def renew_service(service: Service, actor=None, actor_type: str = "customer"):
     if svc.state == REMOVAL_QUEUED or svc.state in ENDED:
         raise ActionNotAllowed("This service is queued for removal and can no longer be recovered. "
                                "Please order a new service.")
-    if svc.state == SUSPENDED and svc.renews_at > now:
-        raise ActionNotAllowed("Payment for this service was received; it is being reactivated.")
-    if svc.state not in (ACTIVE, SUSPENDED):
-        raise ActionNotAllowed("This service cannot be renewed right now.")
     if svc.state == SUSPENDED and not getattr(actor, "is_staff", False) and not _suspended_for_nonpayment(svc):
         raise ActionNotAllowed("This service was suspended by our staff; please open a support ticket.")
+    if svc.state == SUSPENDED and svc.renews_at > now:
+        raise ActionNotAllowed("This period is paid already; the service is being reactivated.")
+    if svc.state not in (ACTIVE, SUSPENDED):
+        raise ActionNotAllowed("This service cannot be renewed right now.")
     old = svc.renews_at
     new = add_cycle(old, svc.cycle)
     if svc.price_cents > 0:
@@ -511,6 +511,8 @@ def renew_service(service: Service, actor=None, actor_type: str = "customer"):
 def _suspended_for_nonpayment(svc: Service) -> bool:
     """Whether the service's latest suspension was the renewal sweep's (a staff suspension is lifted by staff, not
     by a payment)."""
+    if svc.suspension_reason is not None:
+        return svc.suspension_reason == "unpaid"
     last = db.session.scalar(select(jobs.Operation.payload).where(jobs.Operation.service_id == svc.id,
                                                                    jobs.Operation.kind == "service.suspend")
                              .order_by(jobs.Operation.created_at.desc()).limit(1))
@@ -661,12 +663,12 @@ def _renewal_batch(now: datetime, batch_size: int, dispatch: bool, check_paid: b
                      {"balance_cents": ("add", "amt")}, guard='"wallets"."balance_cents" + v.amt >= 0',
                      expect=len(wallet_debits))
     # one UPDATE for the batch: renewed services move their period, suspended ones change state
-    svc_rows = [{"k": r.id, "ps": r.renews_at, "ra": new, "st": ACTIVE, "sa": None, "ua": now}
+    svc_rows = [{"k": r.id, "ps": r.renews_at, "ra": new, "st": ACTIVE, "sa": None, "sr": None, "ua": now}
                 for r, new, _ in renew_rows]
-    svc_rows += [{"k": r.id, "ps": r.period_start, "ra": r.renews_at, "st": SUSPENDED, "sa": now, "ua": now}
-                 for r, _ in suspend_rows]
+    svc_rows += [{"k": r.id, "ps": r.period_start, "ra": r.renews_at, "st": SUSPENDED, "sa": now, "sr": "unpaid",
+                  "ua": now} for r, _ in suspend_rows]
     _bulk_update(s, "id", svc_rows, {"period_start": "ps", "renews_at": "ra", "state": "st", "suspended_at": "sa",
-                                     "updated_at": "ua"},
+                                     "suspension_reason": "sr", "updated_at": "ua"},
                  guard=f"\"services\".\"state\" = '{ACTIVE}'", expect=len(svc_rows))
 
     # A renewal's record is its ledger entry (customer-safe description, actor, service reference, amount and
@@ -885,6 +887,7 @@ def retention_sweep(now: datetime | None = None, limit: int = 5000) -> int:
     now = now or clock.now()
     cutoff = now - timedelta(days=retention_days())
     q = select(Service).where(Service.state == SUSPENDED, Service.suspended_at.is_not(None),
+                              Service.suspension_reason.is_distinct_from("staff"),
                               Service.suspended_at <= cutoff, Service.renews_at <= cutoff).limit(limit)
     if is_postgres():
         q = q.with_for_update(skip_locked=True, of=Service)
