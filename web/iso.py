@@ -88,13 +88,14 @@ def _first_field_token(environ) -> str | None:
         head += chunk
     environ["wsgi.input"] = io.BufferedReader(_Prefixed(head, stream))
     delim = b"--" + boundary
-    if not head.startswith(delim + b"\r\n"):
+    start = 2 if head.startswith(b"\r\n" + delim) else 0  # an empty preamble is allowed
+    if not head.startswith(delim + b"\r\n", start):
         return None
-    headers_end = head.find(b"\r\n\r\n")
+    headers_end = head.find(b"\r\n\r\n", start)
     value_end = head.find(b"\r\n" + delim, headers_end + 4) if headers_end >= 0 else -1
     if value_end < 0:
         return None
-    headers = head[len(delim) + 2:headers_end].decode("latin-1").lower()
+    headers = head[start + len(delim) + 2:headers_end].decode("latin-1").lower()
     if 'name="csrf_token"' not in headers or "filename=" in headers:
         return None
     return head[headers_end + 4:value_end].decode("ascii", "replace")
