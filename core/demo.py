@@ -75,7 +75,11 @@ def load_demo() -> list[str]:
         out.append(f"{role:9s} {email} / {password}")
         if role == "admin":
             if not user.totp_secret:
+                from .credentials import TotpState
+
                 user.totp_secret = DEMO_ADMIN_TOTP_SECRET
+                if db.session.get(TotpState, user.id) is None:
+                    db.session.add(TotpState(user_id=user.id, last_step=0))
             out.append(f"          two-factor secret {user.totp_secret} (oathtool --totp -b {user.totp_secret}); "
                        "staff home: /staff/")
             _demo_gateway(user)

@@ -244,6 +244,9 @@ def _pay_blueprint():
             req = urllib.request.Request(inv["notify_url"], data=body, method="POST",
                                          headers={"Content-Type": "application/json",
                                                   "X-Fake-Signature": drv.sign(body)})
+            from hostbay.core.db import db
+
+            db.session.commit()  # hold no transaction (nor SQLite's write lock) while the panel takes the webhook
             try:
                 with urllib.request.urlopen(req, timeout=20) as resp:  # noqa: S310 - the panel's own endpoint
                     resp.read()
