@@ -71,6 +71,9 @@ def create_app(config: dict | None = None, *, extra_plugins: list | None = None,
     login_manager.login_message_category = "info"
     app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["HOSTBAY_REDIS_URL"] or "memory://")
     app.config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
+    # The limiter is one module-level object and keeps the first app's key prefix otherwise (several apps in one
+    # process, as in tests, would share counters).
+    limiter._key_prefix = app.config.get("RATELIMIT_KEY_PREFIX", "")
     limiter.init_app(app)
 
     registry = build_registry(app.config["HOSTBAY_PLUGINS"], extra_plugins)
