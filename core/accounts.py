@@ -41,6 +41,8 @@ class User(UserMixin, db.Model):
     role: Mapped[str] = mapped_column(String(16), default="customer")
     active: Mapped[bool] = mapped_column(default=True)
     totp_secret: Mapped[str | None] = mapped_column(String(64))
+    # Bumped to end every login session of the account (see core/sessions.py).
+    session_generation: Mapped[int] = mapped_column(default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(default=lambda: clock.now())
 
     ssh_keys = relationship("SSHKey", back_populates="user", cascade="all, delete-orphan", lazy="selectin")

@@ -18,6 +18,7 @@ from .activity import audit, log_activity
 from .db import db, new_uuid
 from .errors import ActionNotAllowed, UserError
 from .services import (ACTIVE, CANCELLED, PENDING, PROVISIONING, REINSTALLING, REMOVAL_QUEUED, SUSPENDED,
+                       SUSPENDED_BY_STAFF,
                        Service, require_action, transition)
 
 # action -> (job kind, customer-safe title)
@@ -104,7 +105,8 @@ def request_action(service: Service, action: str, actor, **params):
         return op
 
     if action == "suspend":
-        if not transition(service, SUSPENDED, expect=ACTIVE, suspended_at=clock.now()):
+        if not transition(service, SUSPENDED, expect=ACTIVE, suspended_at=clock.now(),
+                          suspension_reason=SUSPENDED_BY_STAFF):
             raise ActionNotAllowed("This service changed a moment ago; reload the page and try again.")
         reason = (params.get("reason") or "staff")[:64]
         log_activity(service.user_id, "suspend", f"{service.hostname} was suspended by support staff.", service.id)

@@ -297,7 +297,7 @@ def quote_change(service: Service, new_package: Package) -> ChangeQuote:
 
 
 def change_package(service: Service, new_package: Package, actor: User, confirm: str | None = None, *,
-                   key: str) -> jobs.Operation:
+                   key: str, quoted_cents: int | None = None) -> jobs.Operation:
     """Move ``service`` to ``new_package`` mid-cycle and return the resize (or rebuild) operation.
 
     Upgrades debit the pro-rata amount (kind ``upgrade``), downgrades credit it (``downgrade_credit``); the renewal
@@ -318,6 +318,10 @@ def change_package(service: Service, new_package: Package, actor: User, confirm:
         return replay
     require_action(service, "change_package", staff=staff)
     quote = quote_change(service, new_package)
+    if quoted_cents is not None:  # a signed quote (core/quotes.py): charge exactly what the customer saw
+        from dataclasses import replace
+
+        quote = replace(quote, amount_cents=int(quoted_cents))
     if quote.disk_shrinks and (confirm or "").strip().lower().rstrip(".") != service.hostname.lower():
         raise UserError(f"{new_package.name} has a smaller disk ({new_package.disk_gib} GiB instead of "
                         f"{quote.old_package.disk_gib} GiB): the server will be rebuilt and all its data erased. "
@@ -491,9 +495,12 @@ def request_refund(user: User, amount_cents: int, reason: str, payout_details: s
         raise UserError("Tell us why you want a refund.")
     if db.session.scalar(select(RefundRequest.id).filter_by(user_id=user.id, state=REFUND_PENDING)):
         raise UserError("You have a refund request waiting for review already.")
-    balance = ledger.balance_cents(user.id)
-    if amount_cents > balance:
-        raise UserError(f"You can request at most your balance, {format_cents(balance)}.")
+    from .refunds import refundable_cents
+
+    refundable = refundable_cents(user.id)
+    if amount_cents > refundable:
+        raise UserError(f"You can request at most {format_cents(refundable)}: only top-ups you have not spent yet "
+                        "can be paid back; bonuses and credits stay in your wallet.")
     req = RefundRequest(user_id=user.id, amount_cents=amount_cents, reason=reason[:5000],
                         payout_details=(payout_details or "").strip()[:500])
     db.session.add(req)
@@ -524,6 +531,13 @@ def approve_refund(req: RefundRequest, actor: User, external_reference: str, not
     external_reference = (external_reference or "").strip()
     if not external_reference:
         raise UserError("Enter the external reference of the payout (e.g. the transaction id).")
+    from .refunds import refundable_cents
+
+    refundable = refundable_cents(req.user_id)
+    if req.state == REFUND_PENDING and req.amount_cents > refundable:
+        raise UserError(f"Only {format_cents(refundable)} of this wallet is unspent top-up money; the rest is "
+                        "wallet credit (bonuses, downgrade credits) that cannot be paid out. Decline the request "
+                        "with a note.")
     try:
         with db.session.begin_nested():
             _decide(req, actor, REFUND_APPROVED, external_reference=external_reference[:200],

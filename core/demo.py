@@ -11,6 +11,10 @@ from .db import db
 
 DEMO_CUSTOMER = ("demo@hostbay.test", "demo-password-123")
 DEMO_ADMIN = ("admin@hostbay.test", "admin-password-123")
+# The demo admin signs in with two-factor authentication, as staff must outside the demo: add this (published,
+# demo-only) secret to an authenticator app, or run `oathtool --totp -b <secret>`.
+DEMO_ADMIN_TOTP_SECRET = "HOSTBAYDEMOADMINTWOFACTORSECRET2"
+DEMO_GATEWAY = "fake"  # the test payment gateway, with its hosted pay page
 
 PACKAGES = [
     # slug, name, vcpus, memory MiB, disk GiB, IPv4, port Mbit/s, monthly price cents
@@ -52,9 +56,13 @@ def load_demo() -> list[str]:
     for slug, name in (("debian-12", "Debian 12"), ("ubuntu-24.04", "Ubuntu 24.04"), ("alma-9", "AlmaLinux 9")):
         if db.session.scalar(db.select(Image).filter_by(driver=driver, slug=slug)) is None:
             db.session.add(Image(driver=driver, slug=slug, name=name, source=f"{slug}.qcow2"))
-    if db.session.scalar(db.select(Node).filter_by(name="demo-node-1")) is None:
-        db.session.add(Node(name="demo-node-1", driver=driver, settings={"step_delay": 1} if driver == "fake" else {},
-                            vcpus=64, memory_mib=256 * 1024, disk_gib=4000))
+    node = db.session.scalar(db.select(Node).filter_by(name="demo-node-1"))
+    if node is None:
+        node = Node(name="demo-node-1", driver=driver, settings={}, vcpus=64, memory_mib=256 * 1024, disk_gib=4000)
+        db.session.add(node)
+    if driver == "fake" and not (node.settings or {}).get("console_screen"):
+        # the simulated servers answer the console with a text screen
+        node.settings = {**(node.settings or {}), "step_delay": 1, "console_screen": True}
     db.session.flush()
     _demo_pool()
     out = []
@@ -65,5 +73,25 @@ def load_demo() -> list[str]:
         if role == "customer":
             ledger.credit(user.id, 10000, kind="topup", key="demo:initial-topup", description="Demo balance")
         out.append(f"{role:9s} {email} / {password}")
+        if role == "admin":
+            if not user.totp_secret:
+                from .credentials import TotpState
+
+                user.totp_secret = DEMO_ADMIN_TOTP_SECRET
+                if db.session.get(TotpState, user.id) is None:
+                    db.session.add(TotpState(user_id=user.id, last_step=0))
+            out.append(f"          two-factor secret {user.totp_secret} (oathtool --totp -b {user.totp_secret}); "
+                       "staff home: /staff/")
+            _demo_gateway(user)
     db.session.commit()
     return ["Demo data ready. Log in with:"] + out
+
+
+def _demo_gateway(admin: User) -> None:
+    """Enable the test payment gateway, so a top-up in the demo goes through its hosted pay page and settles."""
+    from . import payments
+
+    if DEMO_GATEWAY in payments.gateway_classes() and payments.gateway_config(DEMO_GATEWAY) is None:
+        import secrets
+
+        payments.save_gateway_config(DEMO_GATEWAY, {"secret": secrets.token_hex(16)}, True, admin)

@@ -304,7 +304,7 @@ def unsuspend_job(op, payload):
         drv, ref = driver_for(svc), dict(svc.infra_ref)
         jobs.call_driver(op, drv.unsuspend, ref, pct=30, text="Starting your server again")
         svc = _service_of(op)
-    if not transition(svc, ACTIVE, expect=SUSPENDED, suspended_at=None):
+    if not transition(svc, ACTIVE, expect=SUSPENDED, suspended_at=None, suspension_reason=None):
         raise FatalDriverError(f"service {svc.uuid} changed state during unsuspend (now {svc.state})")
     log_activity(svc.user_id, "unsuspend", f"{svc.hostname} is active again.", svc.id)
     audit("service.unsuspended", "service", svc.uuid, before={"state": SUSPENDED},
@@ -355,12 +355,12 @@ def renew_service(service: Service, actor=None, actor_type: str = "customer"):
     if svc.state == REMOVAL_QUEUED or svc.state in ENDED:
         raise ActionNotAllowed("This service is queued for removal and can no longer be recovered. "
                                "Please order a new service.")
-    if svc.state == SUSPENDED and svc.renews_at > now:
-        raise ActionNotAllowed("Payment for this service was received; it is being reactivated.")
-    if svc.state not in (ACTIVE, SUSPENDED):
-        raise ActionNotAllowed("This service cannot be renewed right now.")
     if svc.state == SUSPENDED and not getattr(actor, "is_staff", False) and not _suspended_for_nonpayment(svc):
         raise ActionNotAllowed("This service was suspended by our staff; please open a support ticket.")
+    if svc.state == SUSPENDED and svc.renews_at > now:
+        raise ActionNotAllowed("This period is paid already; the service is being reactivated.")
+    if svc.state not in (ACTIVE, SUSPENDED):
+        raise ActionNotAllowed("This service cannot be renewed right now.")
     old = svc.renews_at
     new = add_cycle(old, svc.cycle)
     if svc.price_cents > 0:
@@ -388,6 +388,8 @@ def renew_service(service: Service, actor=None, actor_type: str = "customer"):
 def _suspended_for_nonpayment(svc: Service) -> bool:
     """Whether the service's latest suspension was the renewal sweep's (a staff suspension is lifted by staff, not
     by a payment)."""
+    if svc.suspension_reason is not None:
+        return svc.suspension_reason == "unpaid"
     last = db.session.scalar(select(jobs.Operation.payload).where(jobs.Operation.service_id == svc.id,
                                                                    jobs.Operation.kind == "service.suspend")
                              .order_by(jobs.Operation.created_at.desc()).limit(1))
@@ -535,7 +537,8 @@ def _renewal_batch(now: datetime, batch_size: int, dispatch: bool, check_paid: b
     _bulk_update(s, "id", svc_rows, {"period_start": "ps", "renews_at": "ra", "updated_at": "ua"},
                  guard=f"\"services\".\"state\" = '{ACTIVE}'", expect=len(svc_rows))
     if suspend_rows:
-        moved = transition_bulk([r.id for r, _ in suspend_rows], SUSPENDED, expect=ACTIVE, suspended_at=now)
+        moved = transition_bulk([r.id for r, _ in suspend_rows], SUSPENDED, expect=ACTIVE, suspended_at=now,
+                                suspension_reason="unpaid")
         if len(moved) != len(suspend_rows):  # the batch holds the rows' locks: nobody else can have moved them
             raise RuntimeError(f"bulk suspension moved {len(moved)} of {len(suspend_rows)} services")
 
@@ -619,6 +622,7 @@ def retention_sweep(now: datetime | None = None, limit: int = 5000) -> int:
     now = now or clock.now()
     cutoff = now - timedelta(days=retention_days())
     q = select(Service).where(Service.state == SUSPENDED, Service.suspended_at.is_not(None),
+                              Service.suspension_reason.is_distinct_from("staff"),
                               Service.suspended_at <= cutoff, Service.renews_at <= cutoff).limit(limit)
     if is_postgres():
         q = q.with_for_update(skip_locked=True, of=Service)

@@ -36,8 +36,17 @@ PENDING, WAITING, APPLYING, APPLIED, REJECTED, SUPERSEDED, CANCELLED, EXPIRED, F
 OPEN = (PENDING, WAITING, APPLYING)
 STATE_LABELS = {
     PENDING: "Waiting for staff review", WAITING: "Waiting for the forward record to match",
-    APPLYING: "Being applied", APPLIED: "Applied", REJECTED: "Not approved", SUPERSEDED: "Replaced by a newer request",
-    CANCELLED: "Cancelled", EXPIRED: "Expired: the forward record never matched", FAILED: "Could not be applied",
+    APPLYING: "Queued: being applied", APPLIED: "Applied", REJECTED: "Not approved", SUPERSEDED: "Replaced by a newer request",
+    CANCELLED: "Cancelled", EXPIRED: "Expired: the forward record never matched",
+    FAILED: "Could not be applied: the DNS server did not accept the change. Try again later or contact support.",
+}
+# What the customer is told right after asking, by the request's state at that moment (queued, applied, failed).
+OUTCOME_MESSAGES = {
+    APPLYING: "Reverse DNS change queued; it is applied within a minute.",
+    APPLIED: "Reverse DNS updated.",
+    FAILED: STATE_LABELS[FAILED].replace("Could not be applied", "The reverse DNS change could not be applied"),
+    PENDING: "Reverse DNS change requested; staff will review it.",
+    WAITING: "Reverse DNS change requested; it is applied once the host name resolves to the address.",
 }
 FORWARD_WAIT = timedelta(days=7)
 RECHECK_SECONDS = 300
@@ -192,7 +201,7 @@ def request_ptr(service, address: str, hostname: str | None, actor) -> RdnsReque
         enqueue_apply(row.address, name, request=req)
     target = name or "(none)"
     message = {
-        APPLYING: f"Reverse DNS of {row.address} → {target} requested.",  # "set" is logged once it is applied
+        APPLYING: f"Reverse DNS of {row.address} → {target} queued.",
         PENDING: f"Reverse DNS of {row.address} → {target} requested; it is applied after staff review.",
         WAITING: f"Reverse DNS of {row.address} → {target} requested; it is applied once {target} resolves to "
                  f"{row.address}.",
@@ -302,6 +311,8 @@ def _apply_job(op, payload):
             db.session.execute(update(RdnsRequest).where(RdnsRequest.id == req.id, RdnsRequest.state == APPLYING)
                                .values(state=FAILED, error=str(exc))
                                .execution_options(synchronize_session=False))
+            log_activity(req.user_id, "rdns_change", f"Reverse DNS of {address} → {hostname or '(none)'} could "
+                         "not be applied: the DNS server did not accept the change.", req.service_id)
             db.session.commit()
         raise
     if req is not None:

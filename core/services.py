@@ -38,6 +38,7 @@ STATES = (PENDING, PROVISIONING, ACTIVE, REBUILDING, REINSTALLING, RESIZING, SUS
 BUSY = frozenset({PENDING, PROVISIONING, REBUILDING, REINSTALLING, RESIZING})
 HIDDEN_FROM_CUSTOMER = frozenset({REMOVAL_QUEUED, TERMINATED, CANCELLED})
 ENDED = frozenset({TERMINATED, CANCELLED})
+SUSPENDED_UNPAID, SUSPENDED_BY_STAFF = "unpaid", "staff"
 
 STATE_LABELS = {
     PENDING: "Waiting to be set up", PROVISIONING: "Being set up", ACTIVE: "Active", REBUILDING: "Rebuilding",
@@ -107,6 +108,9 @@ REFUSAL = {
 }
 
 
+STAFF_SUSPENSION_REFUSAL = "This service was suspended by our staff; please open a support ticket."
+
+
 class Service(db.Model):
     __tablename__ = "services"
 
@@ -124,6 +128,9 @@ class Service(db.Model):
     period_start: Mapped[datetime] = mapped_column()
     renews_at: Mapped[datetime] = mapped_column(index=True)
     suspended_at: Mapped[datetime | None] = mapped_column()
+    # Why a suspended service is suspended: SUSPENDED_UNPAID (a renewal could not be paid: a payment lifts it) or
+    # SUSPENDED_BY_STAFF (only staff lift it; the retention sweep keeps it). None while not suspended.
+    suspension_reason: Mapped[str | None] = mapped_column(String(16))
     removal_queued_at: Mapped[datetime | None] = mapped_column()
     ended_at: Mapped[datetime | None] = mapped_column()
     cancel_at_period_end: Mapped[bool] = mapped_column(default=False)
@@ -171,6 +178,8 @@ def allowed(state: str, kind: str = "vps", staff: bool = False,
 
 def require_action(service: Service, action: str, staff: bool = False) -> None:
     if action not in allowed(service.state, service.kind, staff):
+        if service.state == SUSPENDED and service.suspension_reason == SUSPENDED_BY_STAFF:
+            raise ActionNotAllowed(STAFF_SUSPENSION_REFUSAL)
         raise ActionNotAllowed(REFUSAL.get(service.state)
                                or f"“{action.replace('_', ' ')}” is not available for this service right now.")
     if action in ACTION_CAPABILITIES and not ACTION_CAPABILITIES[action] & service.capabilities:

@@ -9,6 +9,7 @@ from flask import Flask, jsonify, render_template
 
 from hostbay import __version__
 from hostbay.core import config as config_mod
+from hostbay.core import sessions
 from hostbay.core.db import configure_sqlite, db
 from hostbay.core.plugins import build_registry
 
@@ -54,8 +55,7 @@ def create_app(config: dict | None = None, *, extra_plugins: list | None = None,
                                           or app.config["HOSTBAY_JOBS"] != "rq")
     app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", _engine_options(app.config["SQLALCHEMY_DATABASE_URI"]))
     app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)
-    app.config.setdefault("SESSION_COOKIE_HTTPONLY", True)
-    app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
+    _session_cookie_flags(app, config or {})
     app.config.setdefault("MAX_CONTENT_LENGTH", 8 * 1024 ** 3)
     logging.basicConfig(level=app.config["HOSTBAY_LOG_LEVEL"],
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -76,6 +76,9 @@ def create_app(config: dict | None = None, *, extra_plugins: list | None = None,
     login_manager.login_message_category = "info"
     app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["HOSTBAY_REDIS_URL"] or "memory://")
     app.config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
+    # The limiter is one module-level object and keeps the first app's key prefix otherwise (several apps in one
+    # process, as in tests, would share counters).
+    limiter._key_prefix = app.config.get("RATELIMIT_KEY_PREFIX", "")
     limiter.init_app(app)
 
     # the opt-in plugins (the simulated `fake` drivers) load in tests and the demo, or when HOSTBAY_PLUGINS names them
@@ -102,8 +105,14 @@ def create_app(config: dict | None = None, *, extra_plugins: list | None = None,
         from hostbay.core.accounts import User
 
         # SSH keys load when a page uses them, not on every request.
-        return db.session.scalar(db.select(User).filter_by(uuid=user_uuid, active=True)
+        user = db.session.scalar(db.select(User).filter_by(uuid=user_uuid, active=True)
                                  .options(lazyload(User.ssh_keys)))
+        if user is not None and not sessions.is_current(user):  # ended by logout, password change, staff lock
+            from flask import session
+
+            session.clear()
+            return None
+        return user
 
     if app.config.get("HOSTBAY_IN_PROCESS_SCHEDULER", app.config["HOSTBAY_JOBS"] == "thread" and not app.testing):
         @app.before_request
@@ -165,6 +174,26 @@ def _install_links(app) -> None:
         return adapter.build(LINK_ENDPOINTS[page], params, force_external=True)
 
     links.install(app, build)
+
+
+def _session_cookie_flags(app: Flask, overrides: dict) -> None:
+    """Flask defines the cookie keys itself (so ``setdefault`` would change nothing): set them here unless the
+    caller's configuration names them. Secure follows an https HOSTBAY_BASE_URL. Behind
+    ``HOSTBAY_TRUSTED_PROXIES`` reverse proxies, the client address, scheme and host come from their
+    X-Forwarded-* headers (ProxyFix), so rate limits and audit entries see the real client."""
+    from datetime import timedelta
+
+    defaults = {"SESSION_COOKIE_HTTPONLY": True, "SESSION_COOKIE_SAMESITE": "Lax",
+                "SESSION_COOKIE_SECURE": str(app.config.get("HOSTBAY_BASE_URL", "")).startswith("https://"),
+                "PERMANENT_SESSION_LIFETIME": timedelta(hours=int(app.config.get("HOSTBAY_SESSION_HOURS", 336)))}
+    for key, value in defaults.items():
+        if key not in overrides:
+            app.config[key] = value
+    hops = int(app.config.get("HOSTBAY_TRUSTED_PROXIES") or 0)
+    if hops > 0:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)
 
 
 def _engine_options(url: str) -> dict:

@@ -8,7 +8,7 @@ from flask import (Blueprint, abort, current_app, flash, redirect, render_templa
 from flask_login import current_user, login_required
 from sqlalchemy import select
 
-from hostbay.core import credentials
+from hostbay.core import credentials, sessions
 from hostbay.core.accounts import SSHKey, User, add_ssh_key, normalise_email
 from hostbay.core.activity import audit, log_activity
 from hostbay.core.db import db
@@ -98,13 +98,31 @@ def change_password():
         if new != request.form.get("confirm_password", ""):
             raise UserError("The two new passwords differ.")
         user.set_password(new)
+        sessions.end_all_sessions(user)
         log_activity(user.id, "account", "Password changed.")
         db.session.commit()
     except UserError as exc:
         return _fail(str(exc), "account/overview.html", **_overview_ctx())
+    sessions.renew_current(user)
     _security_notice(user.email, "The password of your hostbay account was changed.")
     flash("Your password is changed.", "info")
     return redirect(url_for("account.overview"))
+
+
+@bp.post("/panel/account/sessions/end")
+@login_required
+def end_sessions():
+    """Sign out of every session of the account, on every device, this one included."""
+    from flask_login import logout_user
+
+    user: User = current_user
+    sessions.end_all_sessions(user)
+    log_activity(user.id, "account", "Signed out of every session.")
+    db.session.commit()
+    logout_user()
+    session.clear()
+    flash("You are signed out of every session. Log in again to continue.", "info")
+    return redirect(url_for("auth.login"))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -161,6 +179,7 @@ def reset_confirm(token: str):
         if new != request.form.get("confirm_password", ""):
             raise UserError("The two passwords differ.")
         user.set_password(new)
+        sessions.end_all_sessions(user)
         log_activity(user.id, "account", "Password reset through an e-mailed link.")
         audit("auth.reset_done", "user", user.uuid, actor_type="customer")
         db.session.commit()
@@ -189,11 +208,13 @@ def two_factor_setup():
                                uri=credentials.provisioning_uri(user, secret))
     try:
         codes = credentials.enable_two_factor(user, secret, request.form.get("code", ""))
+        sessions.end_all_sessions(user)
         log_activity(user.id, "account", "Two-factor authentication turned on.")
         db.session.commit()
     except UserError as exc:
         return _fail(str(exc), "account/two_factor_setup.html", secret=secret,
                      uri=credentials.provisioning_uri(user, secret))
+    sessions.renew_current(user)
     session.pop("totp_setup", None)
     _security_notice(user.email, "Two-factor authentication was turned on for your hostbay account.")
     return render_template("account/recovery_codes.html", codes=codes, fresh=True)
@@ -216,10 +237,12 @@ def two_factor_disable():
     try:
         _confirm_identity(user)
         credentials.disable_two_factor(user)
+        sessions.end_all_sessions(user)
         log_activity(user.id, "account", "Two-factor authentication turned off.")
         db.session.commit()
     except UserError as exc:
         return _fail(str(exc), "account/overview.html", **_overview_ctx())
+    sessions.renew_current(user)
     _security_notice(user.email, "Two-factor authentication was turned off for your hostbay account.")
     flash("Two-factor authentication is off.", "info")
     return redirect(url_for("account.overview"))

@@ -188,8 +188,11 @@ def _change_target(svc):
 
 
 def _render_change_review(svc, pkg, key, status=200):
-    quote = billing.quote_change(svc, pkg)
-    return render_template("billing/change_review.html", service=svc, quote=quote, key=key,
+    from hostbay.core.quotes import create_quote
+
+    signed = create_quote(svc, pkg)
+    return render_template("billing/change_review.html", service=svc, quote=signed.quote, key=key,
+                           quote_token=signed.token, expires_at=signed.expires_at,
                            balance=ledger.balance_cents(current_user.id)), status
 
 
@@ -213,8 +216,18 @@ def change_confirm(service_uuid):
     svc = _own_service(service_uuid)
     pkg = _change_target(svc)
     key = request.form.get("key", "")
+    from hostbay.core.quotes import QuoteExpired, apply_quote
+
     try:
-        billing.change_package(svc, pkg, current_user, confirm=request.form.get("confirm_hostname"), key=key)
+        apply_quote(request.form.get("quote", ""), svc, current_user,
+                    confirm=request.form.get("confirm_hostname"), key=key)
+    except QuoteExpired as exc:  # back to the review, with the current price and a fresh quote
+        db.session.rollback()
+        flash(exc.customer_message, "error")
+        svc = _own_service(service_uuid)
+        if "change_package" not in svc.actions_for():
+            return redirect(url_for("billing.change_list", service_uuid=svc.uuid))
+        return _render_change_review(svc, pkg, new_uuid(), 409)
     except UserError as exc:
         flash(exc.customer_message, "error")
         svc = _own_service(service_uuid)
@@ -232,7 +245,10 @@ def change_confirm(service_uuid):
 @bp.route("/billing/refund", methods=["GET", "POST"])
 @login_required
 def refund():
+    from hostbay.core.refunds import refundable_cents
+
     balance = ledger.balance_cents(current_user.id)
+    refundable = refundable_cents(current_user.id)
     form = {"amount": request.form.get("amount", ""), "reason": request.form.get("reason", ""),
             "payout_details": request.form.get("payout_details", "")}
     if request.method == "POST":
@@ -241,7 +257,8 @@ def refund():
                                    form["payout_details"])
         except UserError as exc:
             flash(exc.customer_message, "error")
-            return render_template("billing/refund.html", balance=balance, form=form), 400
+            return render_template("billing/refund.html", balance=balance, refundable=refundable,
+                                   form=form), 400
         flash("Your refund request was received; our staff will review it.", "info")
         return redirect(url_for("billing.history"))
-    return render_template("billing/refund.html", balance=balance, form=form)
+    return render_template("billing/refund.html", balance=balance, refundable=refundable, form=form)

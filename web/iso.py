@@ -3,6 +3,8 @@ service page (the ``services/_iso.html`` partial posts here)."""
 
 from __future__ import annotations
 
+import io
+
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from flask_wtf.csrf import CSRFError, validate_csrf
@@ -45,17 +47,72 @@ def index():
     return _page()
 
 
-def _csrf_from_query(view):
+FIRST_FIELD_MAX = 4096  # the CSRF field must arrive within the first bytes of the body
+
+
+class _Prefixed(io.RawIOBase):
+    """The request body with the bytes already read for the CSRF check put back in front."""
+
+    def __init__(self, head: bytes, rest):
+        self.head, self.rest = head, rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:
+        if self.head:
+            n = min(len(buf), len(self.head))
+            buf[:n], self.head = self.head[:n], self.head[n:]
+            return n
+        data = self.rest.read(len(buf))
+        buf[:len(data)] = data
+        return len(data)
+
+
+def _first_field_token(environ) -> str | None:
+    """Read the first multipart part (at most FIRST_FIELD_MAX bytes) and return its value if it is the
+    ``csrf_token`` field; the bytes read are put back for the streaming parser."""
+    from werkzeug.http import parse_options_header
+
+    ctype, opts = parse_options_header(environ.get("CONTENT_TYPE", ""))
+    boundary = opts.get("boundary", "").encode("latin-1")
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    if ctype != "multipart/form-data" or not boundary or length <= 0:
+        return None
+    stream = environ["wsgi.input"]
+    head = b""
+    while len(head) < min(FIRST_FIELD_MAX, length):
+        chunk = stream.read(min(FIRST_FIELD_MAX, length) - len(head))
+        if not chunk:
+            break
+        head += chunk
+    environ["wsgi.input"] = io.BufferedReader(_Prefixed(head, stream))
+    delim = b"--" + boundary
+    start = 2 if head.startswith(b"\r\n" + delim) else 0  # an empty preamble is allowed
+    if not head.startswith(delim + b"\r\n", start):
+        return None
+    headers_end = head.find(b"\r\n\r\n", start)
+    value_end = head.find(b"\r\n" + delim, headers_end + 4) if headers_end >= 0 else -1
+    if value_end < 0:
+        return None
+    headers = head[start + len(delim) + 2:headers_end].decode("latin-1").lower()
+    if 'name="csrf_token"' not in headers or "filename=" in headers:
+        return None
+    return head[headers_end + 4:value_end].decode("ascii", "replace")
+
+
+def _csrf_first_field(view):
     """The upload body is parsed by a streaming parser inside the view, so the global CSRF check (which reads the
-    whole form into memory) is skipped for it; the token travels in the form's action URL instead and is checked
-    here, before anything else, as strictly as everywhere else."""
+    whole form into memory) is skipped for it. The token is the form's first field (never in a URL, which would
+    put it into access logs): it is read from the first bytes of the body and checked here, before the upload
+    is parsed, as strictly as everywhere else."""
     from functools import wraps
 
     @wraps(view)
     def wrapper(*args, **kwargs):
         if current_app.config.get("WTF_CSRF_ENABLED", True):
             try:
-                validate_csrf(request.args.get("csrf_token"))
+                validate_csrf(_first_field_token(request.environ))
             except ValidationError as exc:
                 raise CSRFError(str(exc)) from None
         return view(*args, **kwargs)
@@ -64,7 +121,7 @@ def _csrf_from_query(view):
 
 @bp.post("/isos")
 @csrf.exempt
-@_csrf_from_query
+@_csrf_first_field
 @login_required
 def upload():
     quota = iso_mod.quota_for(current_user.id)

@@ -71,12 +71,10 @@ def set_rdns(uuid: str):
             return jsonify(error=exc.customer_message), 400
         flash(exc.customer_message, "error")
         return redirect(_back(service))
+    db.session.refresh(req)  # the apply job may have run already (in-process jobs): say what actually happened
     if request.is_json:
         return jsonify(address=req.address.address, hostname=req.hostname, state=req.state, status=req.label)
-    flash({rdns.APPLYING: "Reverse DNS updated.", rdns.APPLIED: "Reverse DNS updated.",
-           rdns.PENDING: "Reverse DNS change requested; staff will review it.",
-           rdns.WAITING: "Reverse DNS change requested; it is applied once the host name resolves to the address."}
-          .get(req.state, req.label), "info")
+    flash(rdns.OUTCOME_MESSAGES.get(req.state, req.label), "error" if req.state == rdns.FAILED else "info")
     return redirect(_back(service))
 
 

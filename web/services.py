@@ -7,8 +7,10 @@ from flask import Blueprint, flash, jsonify, redirect, render_template, request,
 from flask_login import current_user, login_required
 from sqlalchemy import select
 
-from hostbay.core import jobs, ledger
+from hostbay.core import clock, jobs, ledger
+from hostbay.core import power as power_mod
 from hostbay.core.actions import PANEL_ACTIONS, request_action
+from hostbay.core.confirm import require_confirmation
 from hostbay.core.lifecycle import service_history
 from hostbay.core.catalog import Image
 from hostbay.core.db import db, new_uuid
@@ -45,6 +47,12 @@ def index():
 def detail(uuid):
     svc = _service_or_404(uuid)
     allowed = svc.actions_for(staff=False)
+    if svc.state == SUSPENDED and (svc.suspension_reason == "staff" or svc.renews_at > clock.now()):
+        allowed = allowed - {"renew"}  # a payment would not lift it (staff hold it, or the period is paid)
+    power = None
+    if allowed & power_mod.POWER_ACTIONS:
+        power = power_mod.power_of(svc)
+        allowed = allowed - (power_mod.POWER_ACTIONS - power_mod.power_actions(power))
     actions = [(a, label, confirm) for a, label, confirm in PANEL_ACTIONS if a in allowed]
     activity = service_history(svc)
     images = []
@@ -54,7 +62,8 @@ def detail(uuid):
     balance = ledger.balance_cents(current_user.id)
     return render_template("services/detail.html", service=svc, request_id=new_uuid(), actions=actions, activity=activity,
                            operations=[op_public(o) for o in _operations(svc)], images=images, balance=balance,
-                           suspended=svc.state == SUSPENDED, refusal=REFUSAL.get(svc.state), allowed=allowed)
+                           suspended=svc.state == SUSPENDED, refusal=REFUSAL.get(svc.state), allowed=allowed,
+                           now=clock.now(), power=power)
 
 
 @bp.post("/<uuid>/action/<action>")
@@ -72,7 +81,14 @@ def action(uuid, action):
         params["image_id"] = image.id
     if action == "cancel":
         params["when"] = request.form.get("when", "end")
+    if action in power_mod.POWER_ACTIONS:
+        why = power_mod.refusal(action, power_mod.power_of(svc))
+        if why:
+            flash(why, "error")
+            return redirect(url_for(".detail", uuid=uuid))
+        power_mod.mark_stale(svc)
     try:
+        require_confirmation(svc, action, request.form.get("confirm_hostname"), params)
         op = request_action(svc, action, current_user, **params)
         db.session.commit()
     except UserError as exc:

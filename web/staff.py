@@ -46,3 +46,29 @@ def _menu():
 @staff_required()
 def home():
     return render_template("staff/home.html", plugins=current_app.extensions["hostbay"].plugins)
+
+
+@bp.post("/accounts/<user_uuid>/lock")
+@staff_required("services")
+def lock_account(user_uuid):
+    """Lock an account: it can no longer log in, and every session it has ends at once. Unlock reverses it."""
+    from flask import flash, redirect, request, url_for
+
+    from hostbay.core import sessions
+    from hostbay.core.accounts import User
+    from hostbay.core.activity import audit
+    from hostbay.core.db import db
+
+    user = db.session.scalar(db.select(User).filter_by(uuid=user_uuid))
+    if user is None or user.id == current_user.id or (user.is_staff and current_user.role != "admin"):
+        abort(404)
+    lock = request.form.get("lock", "1") != "0"
+    user.active = not lock
+    if lock:
+        sessions.end_all_sessions(user)
+    audit("account.locked" if lock else "account.unlocked", "user", user.uuid, actor=current_user,
+          detail=(request.form.get("reason") or "")[:500])
+    db.session.commit()
+    flash(f"{user.email} is {'locked; every session of it ended' if lock else 'unlocked'}.", "info")
+    return redirect(request.referrer if request.referrer and request.referrer.startswith(request.host_url)
+                    else url_for("staff.home"))

@@ -82,6 +82,9 @@ def action(uuid, action):
     if action == "cancel":
         params["when"] = "now"
     try:
+        from hostbay.core.confirm import require_confirmation
+
+        require_confirmation(svc, action, request.form.get("confirm_hostname"), params)
         request_action(svc, action, current_user, **params)
         db.session.commit()
         flash(f"{action.title()}: done or queued.", "info")

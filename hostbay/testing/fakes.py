@@ -25,7 +25,10 @@ class FakeVirtDriver(VirtDriver):
     name = "fake"
     label = "Simulated (demo)"
     settings = [Setting("step_delay", "Seconds per simulated step", type="int", required=False, default=0,
-                        help="Slow the simulation down to watch progress in the panel.")]
+                        help="Slow the simulation down to watch progress in the panel."),
+                Setting("console_screen", "Serve a console screen", type="bool", required=False, default=False,
+                        help="Answer console connections with a small VNC server showing a text screen (the "
+                             "demo's console); otherwise the console target is a fixed placeholder.")]
     capabilities = frozenset({"resize", "rebuild", "iso", "console", "suspend"})
     servers: dict[str, dict[str, Any]] = {}
 
@@ -96,6 +99,12 @@ class FakeVirtDriver(VirtDriver):
         self._get(ref).update(iso=None, boot="hd")
 
     def console_target(self, ref):
+        if self.config.get("console_screen"):
+            # The console proxy runs in its own process, which does not share this class's server table: any
+            # server of this driver shows the same text screen there.
+            from .rfb import shared_server
+
+            return ConsoleTarget("127.0.0.1", shared_server().port, protocol="vnc")
         self._get(ref)
         return ConsoleTarget("127.0.0.1", 5700, protocol="vnc-websocket")
 
@@ -146,9 +155,14 @@ class FakePaymentGateway(PaymentGateway):
     invoices: dict[str, dict[str, Any]] = {}
 
     def create_checkout(self, amount: Decimal, reference: str, return_url: str, notify_url: str) -> Checkout:
+        """The checkout link is the hosted pay page (:data:`pay_page`), served by the panel itself."""
+        from urllib.parse import urlsplit
+
         ref = "fk_" + hashlib.sha256(reference.encode()).hexdigest()[:16]
-        self.invoices.setdefault(ref, {"amount": Decimal(amount), "status": PaymentStatus.PENDING})
-        return Checkout(ref, f"{return_url}?fake_invoice={ref}")
+        self.invoices.setdefault(ref, {"amount": Decimal(amount), "status": PaymentStatus.PENDING,
+                                       "return_url": return_url, "notify_url": notify_url})
+        origin = "{0.scheme}://{0.netloc}".format(urlsplit(notify_url))
+        return Checkout(ref, f"{origin}{PAY_PAGE_PREFIX}/{ref}")
 
     def sign(self, body: bytes) -> str:
         return hmac.new(self.config["secret"].encode(), body, hashlib.sha256).hexdigest()
@@ -166,6 +180,83 @@ class FakePaymentGateway(PaymentGateway):
         if inv is None:
             raise FatalDriverError(f"unknown invoice {provider_ref}")
         return PaymentState(provider_ref, inv["status"], inv["amount"], inv["status"].value)
+
+
+PAY_PAGE_PREFIX = "/test-gateway/pay"
+
+_PAY_PAGE = """{% extends "base.html" %}
+{% block title %}Test payment · hostbay{% endblock %}
+{% block content %}
+<h1>Test payment</h1>
+<p>This is the <strong>test payment gateway</strong>: no money moves. Paying here settles the invoice and sends
+   the gateway's signed webhook to the panel, exactly as a real provider would.</p>
+<dl class="summary"><dt>Amount</dt><dd data-amount>${{ amount }}</dd><dt>Status</dt><dd>{{ status }}</dd></dl>
+{% if status == "pending" %}
+<form method="post" class="inline">
+  <input type="hidden" name="csrf_token" value="{{ csrf_token() }}">
+  <input type="hidden" name="outcome" value="settled">
+  <button type="submit">Pay ${{ amount }}</button>
+</form>
+<form method="post" class="inline">
+  <input type="hidden" name="csrf_token" value="{{ csrf_token() }}">
+  <input type="hidden" name="outcome" value="expired">
+  <button type="submit" class="secondary">Cancel payment</button>
+</form>
+{% else %}
+<p><a class="button" href="{{ return_url }}">Back to the panel</a></p>
+{% endif %}
+{% endblock %}"""
+
+
+def _pay_blueprint():
+    """The test gateway's hosted pay page. It exists only while the test gateway is enabled (else 404), for
+    signed-in users: paying marks the invoice settled (so the panel's re-fetch sees it settled), posts the signed
+    webhook to the real webhook endpoint and returns the customer to the panel."""
+    import urllib.request
+
+    from flask import Blueprint, abort, redirect, render_template_string, request
+    from flask_login import login_required
+
+    bp = Blueprint("test_gateway", __name__, url_prefix=PAY_PAGE_PREFIX)
+
+    def _invoice(ref):
+        from hostbay.core import payments
+        from hostbay.core.errors import NotFound
+
+        try:
+            drv = payments.gateway(FakePaymentGateway.name)
+        except NotFound:
+            abort(404)
+        inv = FakePaymentGateway.invoices.get(ref)
+        if inv is None or not inv.get("notify_url"):
+            abort(404)
+        return drv, inv
+
+    @bp.route("/<ref>", methods=["GET", "POST"])
+    @login_required
+    def pay(ref):
+        drv, inv = _invoice(ref)
+        if request.method == "POST" and inv["status"] == PaymentStatus.PENDING:
+            outcome = PaymentStatus.SETTLED if request.form.get("outcome") == "settled" else PaymentStatus.EXPIRED
+            inv["status"] = outcome
+            body = json.dumps({"id": f"evt-{ref}-{outcome.value}", "invoice": ref, "status": outcome.value,
+                               "amount": str(inv["amount"])}).encode()
+            req = urllib.request.Request(inv["notify_url"], data=body, method="POST",
+                                         headers={"Content-Type": "application/json",
+                                                  "X-Fake-Signature": drv.sign(body)})
+            from hostbay.core.db import db
+
+            db.session.commit()  # hold no transaction (nor SQLite's write lock) while the panel takes the webhook
+            try:
+                with urllib.request.urlopen(req, timeout=20) as resp:  # noqa: S310 - the panel's own endpoint
+                    resp.read()
+            except OSError:
+                pass  # like a real provider: the panel's re-fetch and sweep settle it later
+            return redirect(inv["return_url"], 303)
+        return render_template_string(_PAY_PAGE, amount=f"{inv['amount']:.2f}", status=inv["status"].value,
+                                      return_url=inv["return_url"])
+
+    return bp
 
 
 class FakeDns(DnsBackend):
@@ -207,3 +298,8 @@ def hostbay_payment_gateways():
 @hookimpl
 def hostbay_dns_backends():
     return [FakeDns]
+
+
+@hookimpl
+def hostbay_blueprints():
+    return [_pay_blueprint()]

@@ -148,6 +148,11 @@ def test_customer_journey(kvm_host, worker, console_proxy, live_server, btcpay_a
         page.get_by_label("Password (at least 10 characters)").fill(PASSWORD)
         shots(page, "signup-form")
         page.get_by_role("button", name="Sign up").click()
+        # the same answer for a new and an existing address; a new account logs in right away
+        page.get_by_role("link", name="Log in").last.click()
+        page.get_by_label("E-mail").fill("ada@example.test")
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Log in").click()
         page.wait_for_url("**/panel/")
         assert page.get_by_role("heading", name="Dashboard").is_visible()
         shots(page, "dashboard-new-customer")
@@ -250,6 +255,7 @@ def test_customer_journey(kvm_host, worker, console_proxy, live_server, btcpay_a
         # 6. reinstall -------------------------------------------------------------------------------------
         page.get_by_role("link", name="Back to the server").click()
         page.get_by_label(re.compile("^Reinstall with")).select_option(label="Blank disk")
+        page.locator("#confirm-reinstall").fill(page.locator("h1").inner_text())
         page.get_by_role("button", name="Reinstall").click()
         page.wait_for_url(re.compile(rf"/panel/services/{svc_uuid}$"))
         _mark_page(page)

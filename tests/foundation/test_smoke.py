@@ -10,9 +10,10 @@ def test_health(client):
 
 def test_register_login_dashboard(client, db):
     resp = client.post("/register", data={"email": "New@Example.test", "password": "long enough pw", "name": "N"})
-    assert resp.status_code == 302
+    assert resp.status_code == 200 and b"We have sent the next step" in resp.data
     user = db.session.scalar(db.select(User).filter_by(email="new@example.test"))
     assert user is not None and user.password_hash.startswith("scrypt:")
+    login(client, user, "long enough pw")
     page = client.get("/panel/")
     assert page.status_code == 200 and b"$0.00" in page.data
 

@@ -96,6 +96,7 @@ def test_full_lifecycle(db, app, client, clock, setup, order, make_user, monkeyp
 
     # 5. hidden from the customer, visible to staff
     assert get_customer_service(setup.user.id, svc.uuid) is None
+    login(client, setup.user)  # months have passed on the clock: the first login session has expired
     assert client.get(f"/panel/services/{svc.uuid}").status_code == 404
     assert svc.hostname not in client.get("/panel/services/").get_data(as_text=True)
     assert svc.hostname not in client.get("/panel/").get_data(as_text=True)

@@ -20,13 +20,15 @@ def test_customer_page_actions_and_progress(db, client, setup, active, job_runne
     login(client, setup.user)
     page = client.get(f"/panel/services/{active.uuid}").get_data(as_text=True)
     assert active.hostname in page and "Active" in page
-    for action in ("start", "stop", "restart", "reinstall", "cancel", "renew"):
+    for action in ("stop", "restart", "reinstall", "cancel", "renew"):
         assert f"/panel/services/{active.uuid}/action/{action}" in page
+    assert f"/panel/services/{active.uuid}/action/start" not in page  # the server runs: no Start
     assert page.count('name="csrf_token"') >= 6
     assert "<script>" not in page and "service-progress.js" in page  # no inline script under the CSP
     assert setup.node.name not in page and active.infra_ref["domain"] not in page
     assert "Server web1.example.test was set up" in page  # activity log
-    resp = client.post(f"/panel/services/{active.uuid}/action/reinstall", data={"image": setup.image.uuid})
+    resp = client.post(f"/panel/services/{active.uuid}/action/reinstall", data={"image": setup.image.uuid,
+                                                                               "confirm_hostname": active.hostname})
     assert resp.status_code == 302
     data = client.get(f"/panel/services/{active.uuid}/progress").json
     assert data["state"] == "reinstalling" and data["busy"] is True
@@ -99,7 +101,8 @@ def test_billing_staff_cannot_see_services(client, make_user):
 
 def test_customer_cancel_now_hides_service(db, client, setup, active):
     login(client, setup.user)
-    resp = client.post(f"/panel/services/{active.uuid}/action/cancel", data={"when": "now"})
+    resp = client.post(f"/panel/services/{active.uuid}/action/cancel", data={"when": "now",
+                                                                           "confirm_hostname": active.hostname})
     assert resp.status_code == 302 and resp.headers["Location"].endswith("/panel/services/")
     assert active.hostname not in client.get("/panel/services/").get_data(as_text=True)
     assert client.get(f"/panel/services/{active.uuid}").status_code == 404

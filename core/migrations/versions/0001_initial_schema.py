@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-26 08:44:37.635768
+Create Date: 2026-12-01 16:43:10.492546
 
 """
 from alembic import op
@@ -127,6 +127,7 @@ def upgrade():
     sa.Column('role', sa.String(length=16), nullable=False),
     sa.Column('active', sa.Boolean(), nullable=False),
     sa.Column('totp_secret', sa.String(length=64), nullable=True),
+    sa.Column('session_generation', sa.Integer(), server_default='0', nullable=False),
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_users')),
     sa.UniqueConstraint('email', name=op.f('uq_users_email')),
@@ -244,6 +245,7 @@ def upgrade():
     sa.Column('period_start', sa.DateTime(), nullable=False),
     sa.Column('renews_at', sa.DateTime(), nullable=False),
     sa.Column('suspended_at', sa.DateTime(), nullable=True),
+    sa.Column('suspension_reason', sa.String(length=16), nullable=True),
     sa.Column('removal_queued_at', sa.DateTime(), nullable=True),
     sa.Column('ended_at', sa.DateTime(), nullable=True),
     sa.Column('cancel_at_period_end', sa.Boolean(), nullable=False),
@@ -459,6 +461,13 @@ def upgrade():
         batch_op.create_index(batch_op.f('ix_operations_state'), ['state'], unique=False)
         batch_op.create_index(batch_op.f('ix_operations_user_id'), ['user_id'], unique=False)
 
+    op.create_table('power_readings',
+    sa.Column('service_id', sa.Integer(), nullable=False),
+    sa.Column('state', sa.String(length=16), nullable=False),
+    sa.Column('checked_at', sa.DateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['service_id'], ['services.id'], name=op.f('fk_power_readings_service_id_services'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('service_id', name=op.f('pk_power_readings'))
+    )
     op.create_table('tickets',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('uuid', sa.String(length=36), nullable=False),
@@ -634,6 +643,7 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_tickets_status'))
 
     op.drop_table('tickets')
+    op.drop_table('power_readings')
     with op.batch_alter_table('operations', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_operations_user_id'))
         batch_op.drop_index(batch_op.f('ix_operations_state'))
