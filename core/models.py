@@ -16,3 +16,5 @@ from .rdns import DnsBackendConfig, RdnsRequest  # noqa: F401
 from .payments import GatewayConfig, Payment, WebhookDelivery  # noqa: F401
 from .lifecycle import NodeReservation  # noqa: F401
 from .notices import Notice  # noqa: F401
+from .idempotency import IdempotencyRecord  # noqa: F401
+from .webhooks import OutgoingDelivery, WebhookEndpoint  # noqa: F401

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-26 08:44:37.635768
+Create Date: 2026-12-01 15:55:04.749173
 
 """
 from alembic import op
@@ -132,6 +132,23 @@ def upgrade():
     sa.UniqueConstraint('email', name=op.f('uq_users_email')),
     sa.UniqueConstraint('uuid', name=op.f('uq_users_uuid'))
     )
+    op.create_table('api_idempotency_keys',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('user_id', sa.Integer(), nullable=False),
+    sa.Column('key', sa.String(length=200), nullable=False),
+    sa.Column('fingerprint', sa.String(length=64), nullable=False),
+    sa.Column('state', sa.String(length=16), nullable=False),
+    sa.Column('status_code', sa.Integer(), nullable=True),
+    sa.Column('response_body', sa.Text(), nullable=True),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_api_idempotency_keys_user_id_users'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_api_idempotency_keys')),
+    sa.UniqueConstraint('user_id', 'key', name=op.f('uq_api_idempotency_keys_user_id_key'))
+    )
+    with op.batch_alter_table('api_idempotency_keys', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_api_idempotency_keys_created_at'), ['created_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_api_idempotency_keys_user_id'), ['user_id'], unique=False)
+
     op.create_table('api_tokens',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('uuid', sa.String(length=36), nullable=False),
@@ -142,6 +159,10 @@ def upgrade():
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.Column('last_used_at', sa.DateTime(), nullable=True),
     sa.Column('revoked_at', sa.DateTime(), nullable=True),
+    sa.Column('scope', sa.String(length=8), nullable=False),
+    sa.Column('expires_at', sa.DateTime(), nullable=True),
+    sa.Column('allowed_networks', sa.JSON(), nullable=False),
+    sa.Column('last_used_ip', sa.String(length=45), nullable=True),
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_api_tokens_user_id_users'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_api_tokens')),
     sa.UniqueConstraint('token_hash', name=op.f('uq_api_tokens_token_hash')),
@@ -294,6 +315,20 @@ def upgrade():
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_wallets_user_id_users'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_wallets')),
     sa.UniqueConstraint('user_id', name=op.f('uq_wallets_user_id'))
+    )
+    op.create_table('webhook_endpoints',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('uuid', sa.String(length=36), nullable=False),
+    sa.Column('url', sa.String(length=500), nullable=False),
+    sa.Column('description', sa.String(length=200), nullable=False),
+    sa.Column('events', sa.JSON(), nullable=False),
+    sa.Column('secret', sa.String(length=80), nullable=False),
+    sa.Column('active', sa.Boolean(), nullable=False),
+    sa.Column('created_by', sa.Integer(), nullable=True),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['created_by'], ['users.id'], name=op.f('fk_webhook_endpoints_created_by_users')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_webhook_endpoints')),
+    sa.UniqueConstraint('uuid', name=op.f('uq_webhook_endpoints_uuid'))
     )
     op.create_table('activity_entries',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -482,6 +517,31 @@ def upgrade():
         batch_op.create_index(batch_op.f('ix_tickets_updated_at'), ['updated_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_tickets_user_id'), ['user_id'], unique=False)
 
+    op.create_table('webhook_outgoing_deliveries',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('uuid', sa.String(length=36), nullable=False),
+    sa.Column('endpoint_id', sa.Integer(), nullable=False),
+    sa.Column('event', sa.String(length=40), nullable=False),
+    sa.Column('event_id', sa.String(length=120), nullable=False),
+    sa.Column('body', sa.Text(), nullable=False),
+    sa.Column('state', sa.String(length=16), nullable=False),
+    sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('redeliveries', sa.Integer(), nullable=False),
+    sa.Column('last_status', sa.Integer(), nullable=True),
+    sa.Column('last_error', sa.String(length=255), nullable=True),
+    sa.Column('attempt_log', sa.JSON(), nullable=False),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.Column('delivered_at', sa.DateTime(), nullable=True),
+    sa.ForeignKeyConstraint(['endpoint_id'], ['webhook_endpoints.id'], name=op.f('fk_webhook_outgoing_deliveries_endpoint_id_webhook_endpoints'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_webhook_outgoing_deliveries')),
+    sa.UniqueConstraint('endpoint_id', 'event_id', name=op.f('uq_webhook_outgoing_deliveries_endpoint_id_event_id')),
+    sa.UniqueConstraint('uuid', name=op.f('uq_webhook_outgoing_deliveries_uuid'))
+    )
+    with op.batch_alter_table('webhook_outgoing_deliveries', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_webhook_outgoing_deliveries_created_at'), ['created_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_webhook_outgoing_deliveries_endpoint_id'), ['endpoint_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_webhook_outgoing_deliveries_state'), ['state'], unique=False)
+
     op.create_table('payments',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('uuid', sa.String(length=36), nullable=False),
@@ -628,6 +688,12 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_payments_created_at'))
 
     op.drop_table('payments')
+    with op.batch_alter_table('webhook_outgoing_deliveries', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_webhook_outgoing_deliveries_state'))
+        batch_op.drop_index(batch_op.f('ix_webhook_outgoing_deliveries_endpoint_id'))
+        batch_op.drop_index(batch_op.f('ix_webhook_outgoing_deliveries_created_at'))
+
+    op.drop_table('webhook_outgoing_deliveries')
     with op.batch_alter_table('tickets', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_tickets_user_id'))
         batch_op.drop_index(batch_op.f('ix_tickets_updated_at'))
@@ -677,6 +743,7 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_activity_entries_created_at'))
 
     op.drop_table('activity_entries')
+    op.drop_table('webhook_endpoints')
     op.drop_table('wallets')
     op.drop_table('totp_states')
     with op.batch_alter_table('ssh_keys', schema=None) as batch_op:
@@ -711,6 +778,11 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_api_tokens_user_id'))
 
     op.drop_table('api_tokens')
+    with op.batch_alter_table('api_idempotency_keys', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_api_idempotency_keys_user_id'))
+        batch_op.drop_index(batch_op.f('ix_api_idempotency_keys_created_at'))
+
+    op.drop_table('api_idempotency_keys')
     op.drop_table('users')
     op.drop_table('packages')
     op.drop_table('nodes')
