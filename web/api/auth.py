@@ -66,6 +66,9 @@ def install(app) -> None:
     def _api_auth():
         if not is_api_request() or request.path in PUBLIC_PATHS:
             return None
+        db.session.rollback()  # a request starts with a clean session (nothing of a previous one is pending)
+        if "\x00" in request.path or b"%00" in request.query_string or b"\x00" in request.query_string:
+            raise ApiProblem(400, "invalid-request", "The URL may not contain NUL characters.")
         raw = _bearer()
         if raw is None:
             raise ApiProblem(401, "unauthorized", "Send an API token: Authorization: Bearer <token>.",

@@ -164,6 +164,9 @@ class UtcDateTime(ma.fields.DateTime):
 
 
 class PageArgs(ma.Schema):
+    class Meta:
+        ordered = True
+
     page = ma.fields.Integer(load_default=1, validate=ma.validate.Range(min=1, max=100000))
     per_page = ma.fields.Integer(load_default=DEFAULT_PER_PAGE, validate=ma.validate.Range(min=1, max=MAX_PER_PAGE),
                                  metadata={"description": f"Items per page, at most {MAX_PER_PAGE}."})

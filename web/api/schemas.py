@@ -11,9 +11,27 @@ from hostbay.core.catalog import CYCLES
 from .common import UtcDateTime, page_schema
 
 
+def _has_nul(value) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 class Strict(ma.Schema):
+    """Every API input: unknown fields are refused, and so are NUL characters (no database stores them)."""
+
     class Meta:
         ordered = True
+
+    @ma.pre_load
+    def _no_nul(self, data, **kwargs):
+        if _has_nul(data):
+            raise ma.ValidationError("Text may not contain NUL characters.")
+        return data
 
 
 # --- customer ----------------------------------------------------------------------------------------------------
