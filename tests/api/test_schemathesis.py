@@ -41,6 +41,7 @@ def api_schema(app, make_user, make_package, make_image, make_service):
     return schemathesis.openapi.from_wsgi("/api/v1/openapi.json", app)
 
 
+@pytest.mark.slow
 def test_api_conforms_to_its_document(api_schema, app):
     from hypothesis import given
 
