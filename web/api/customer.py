@@ -85,14 +85,16 @@ def get_service(service_uuid):
 @blp.route("/services/<service_uuid>/power")
 @blp.response(200, s.PowerSchema)
 def get_power(service_uuid):
-    """The power state as the server's platform reports it now."""
+    """The power state as the server's platform reports it now (a live read, not a cached value)."""
     from hostbay.core import lifecycle
 
     svc = own_service(service_uuid)
     if not svc.infra_ref:
         raise ApiProblem(409, "action-not-allowed", "This service has no server yet.")
     try:
-        state = lifecycle.driver_for(svc).status(lifecycle._refs(svc))  # noqa: SLF001 - the lifecycle's own refs
+        driver, ref = lifecycle.driver_for(svc), dict(svc.infra_ref)
+        db.session.commit()  # no transaction is held while the platform answers
+        state = driver.status(ref)
     except HostbayError:
         raise ApiProblem(503, "unavailable", "The power state cannot be read right now.") from None
     return {"service": svc.uuid, "power": getattr(state, "value", str(state))}

@@ -81,7 +81,7 @@ class ServiceSchema(Strict):
 
 class PowerSchema(Strict):
     service = f.String(required=True)
-    power = f.String(required=True, metadata={"description": "running, stopped, paused or unknown"})
+    power = f.String(required=True, metadata={"description": "running, stopped, paused or missing"})
 
 
 class OperationSchema(Strict):
