@@ -92,7 +92,7 @@ class OperationSchema(Strict):
     progress_text = f.String(required=True)
     finished = f.Boolean(required=True)
     error = f.Function(lambda o: o.customer_error if o.state == "failed" else None, allow_none=True,
-                       required=True, metadata={"type": ["string", "null"]})
+                       required=True, metadata={"type": "string"})
     created_at = UtcDateTime(required=True)
 
 
@@ -225,7 +225,7 @@ class TicketSchema(Strict):
     subject = f.String(required=True)
     status = f.String(required=True)
     service = f.Function(lambda t: t.service.uuid if t.service is not None else None, allow_none=True,
-                         required=True, metadata={"type": ["string", "null"]})
+                         required=True, metadata={"type": "string"})
     created_at = UtcDateTime(required=True)
     updated_at = UtcDateTime(required=True)
 

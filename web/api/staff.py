@@ -53,7 +53,7 @@ class CustomerArgs(PageArgs):
 class StaffServiceSchema(cs.ServiceSchema):
     customer = f.Function(lambda s: s.user.uuid, required=True, metadata={"type": "string"})
     node = f.Function(lambda s: s.node.name if s.node else None, allow_none=True, required=True,
-                      metadata={"type": ["string", "null"]})
+                      metadata={"type": "string"})
     actions = f.Function(lambda s: sorted(s.actions_for(staff=True)), required=True,
                          metadata={"type": "array", "items": {"type": "string"}})
 
@@ -109,7 +109,7 @@ class PoolAddressSchema(Strict):
     state = f.String(required=True)
     ptr = f.String(allow_none=True, required=True)
     service = f.Function(lambda a: a.service_uuid, allow_none=True, required=True,
-                         metadata={"type": ["string", "null"]})
+                         metadata={"type": "string"})
 
 
 class ApprovalSchema(Strict):
@@ -134,13 +134,13 @@ class StaffOperationSchema(cs.OperationSchema):
     attempts = f.Integer(required=True)
     admin_error = f.String(attribute="error", allow_none=True, required=True)
     service = f.Function(lambda o: o.service_uuid, allow_none=True, required=True,
-                         metadata={"type": ["string", "null"]})
+                         metadata={"type": "string"})
 
 
 class AuditSchema(Strict):
     action = f.String(required=True)
     actor_type = f.String(required=True)
-    actor = f.Function(lambda a: a.actor_uuid, allow_none=True, required=True, metadata={"type": ["string", "null"]})
+    actor = f.Function(lambda a: a.actor_uuid, allow_none=True, required=True, metadata={"type": "string"})
     target_type = f.String(required=True)
     target_id = f.String(allow_none=True, required=True)
     detail = f.String(required=True)
