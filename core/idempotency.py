@@ -19,10 +19,12 @@ from sqlalchemy import ForeignKey, String, Text, UniqueConstraint, delete, selec
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
-from . import clock
+from . import clock, jobs
 from .db import db
 
 RUNNING, DONE = "running", "done"
+KEEP_DAYS = 7  # how long a key is remembered
+PURGE_KIND = "api.idempotency_purge"
 MAX_KEY_LEN = 200
 WAIT_SECONDS = 30.0
 
@@ -107,3 +109,13 @@ def purge(older_than: datetime) -> int:
     """Forget keys older than ``older_than`` (a client retries within hours, not months)."""
     res = db.session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.created_at < older_than))
     return res.rowcount or 0
+
+
+@jobs.handler(PURGE_KIND)
+def purge_job(op, payload):
+    """Scheduled (hourly, through ``hostbay_scheduled_jobs`` of the API's hooks): forget keys older than a week."""
+    from datetime import timedelta
+
+    n = purge(clock.now() - timedelta(days=KEEP_DAYS))
+    db.session.commit()
+    return {"purged": n}

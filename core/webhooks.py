@@ -187,7 +187,13 @@ def redeliver(d: OutgoingDelivery, actor) -> jobs.Operation:
 
 
 class WebhookHooks:
-    """Listens to core's event hooks and turns each event into deliveries."""
+    """Listens to core's event hooks and turns each event into deliveries; schedules the API's housekeeping."""
+
+    @hookimpl
+    def hostbay_scheduled_jobs(self):
+        from .idempotency import PURGE_KIND
+
+        return [(PURGE_KIND, 3600)]
 
     @staticmethod
     def _run(event: str, event_id: str, build) -> None:

@@ -133,3 +133,21 @@ def test_customer_answers_carry_no_infrastructure_or_row_ids(app, client, make_t
         json.loads(text)
         checked += 1
     assert checked >= 14, checked
+
+
+def test_topup_through_the_api(app, client, make_user, make_token):
+    from hostbay.core import payments
+
+    payments.save_gateway_config("fake", {}, True, make_user(role="admin"))
+    db.session.commit()
+    user = make_user()
+    h = bearer(make_token(user)) | {"Idempotency-Key": "t1"}
+    resp = client.post("/api/v1/topups", headers=h, json={"gateway": "fake", "amount_cents": 2500})
+    assert resp.status_code == 201, resp.data
+    body = resp.get_json()
+    assert body["status"] == "pending" and body["amount_cents"] == 2500 and "fake_invoice=" in body["checkout_url"]
+    again = client.post("/api/v1/topups", headers=h, json={"gateway": "fake", "amount_cents": 2500})
+    assert again.get_json()["uuid"] == body["uuid"]
+    assert db.session.scalar(db.select(db.func.count()).select_from(payments.Payment)) == 1
+    got = client.get(f"/api/v1/topups/{body['uuid']}", headers=bearer(make_token(user, "read")))
+    assert got.status_code == 200 and got.get_json()["uuid"] == body["uuid"]

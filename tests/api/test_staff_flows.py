@@ -45,3 +45,36 @@ def test_approvals_queue_lists_pending_isos(app, client, make_user, make_token):
     h = bearer(make_token(make_user(role="support"), "read"))
     q = client.get("/api/v1/staff/queues/approvals", headers=h).get_json()
     assert [(e["type"], e["uuid"], e["customer"]) for e in q] == [("iso", pending.uuid, customer.uuid)]
+
+
+def test_datacenter_queue_lists_open_work_on_dedicated_servers(app, client, make_user, make_token, make_package,
+                                                               make_service):
+    app.config["HOSTBAY_JOBS"] = "manual"
+    customer = make_user()
+    dedicated = make_service(customer, make_package(kind="dedicated", driver="fake"), hostname="metal.example.test")
+    vps = make_service(customer, make_package(), hostname="vps.example.test")
+    open_op = jobs.enqueue("service.restart", key="dc1", service=dedicated, title="Restart server")
+    jobs.enqueue("service.restart", key="vps1", service=vps, title="Restart server")
+    db.session.commit()
+    h = bearer(make_token(make_user(role="support"), "read"))
+    q = client.get("/api/v1/staff/queues/datacenter", headers=h).get_json()
+    assert [(o["id"], o["service"]) for o in q["items"]] == [(open_op.id, dedicated.uuid)]
+
+
+def test_idempotency_keys_are_purged_after_a_week(app, clock, make_user):
+    from datetime import timedelta
+
+    from hostbay.core import idempotency
+
+    user = make_user()
+    assert idempotency.begin(user.id, "old", "f" * 64) is None
+    idempotency.finish(user.id, "old", 201, "{}")
+    clock.advance(days=idempotency.KEEP_DAYS, seconds=1)
+    assert idempotency.begin(user.id, "new", "f" * 64) is None
+    assert (idempotency.PURGE_KIND, 3600) in app.extensions["hostbay"].collect("hostbay_scheduled_jobs")
+    op = jobs.enqueue(idempotency.PURGE_KIND, key="purge-test")
+    db.session.commit()
+    jobs.run_pending()
+    db.session.refresh(op)
+    assert op.result == {"purged": 1}
+    assert idempotency.purge(clock.now() + timedelta(days=1)) == 1  # the new one is still there until then

@@ -322,6 +322,21 @@ def approvals():
     return out
 
 
+@blp.route("/queues/datacenter")
+@staff_required("services")
+@blp.arguments(PageArgs, location="query")
+@blp.response(200, StaffOperationPage)
+def datacenter_tasks(args):
+    """Open work on dedicated servers (power, reinstall, set-up operations that have not finished): what the
+    datacenter has to handle or watch."""
+    page = paginate(select(jobs.Operation).join(Service, Service.id == jobs.Operation.service_id)
+                    .where(Service.kind == "dedicated",
+                           jobs.Operation.state.in_((jobs.QUEUED, jobs.RUNNING, jobs.RETRYING)))
+                    .order_by(jobs.Operation.created_at, jobs.Operation.id), args)
+    _with_service_uuids(page["items"])
+    return page
+
+
 @blp.route("/queues/refunds")
 @staff_required("money")
 @blp.arguments(PageArgs, location="query")
