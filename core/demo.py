@@ -66,4 +66,6 @@ def load_demo() -> list[str]:
             ledger.credit(user.id, 10000, kind="topup", key="demo:initial-topup", description="Demo balance")
         out.append(f"{role:9s} {email} / {password}")
     db.session.commit()
-    return ["Demo data ready. Log in with:"] + out
+    return ["Demo data ready. Log in with:"] + out + [
+        "REST API: /api/v1/docs (viewer), /api/v1/openapi.json; a token: Account -> API tokens, or "
+        f"`hostbay api-token create --email {DEMO_CUSTOMER[0]} --scope read`"]
