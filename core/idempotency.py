@@ -64,6 +64,14 @@ def begin(user_id: int, key: str, fp: str, wait: float = WAIT_SECONDS):
     """Claim ``key`` for this request. Returns ``None`` when this request is the first and must do the work, or
     ``(status_code, body_text)`` of the first request's response to replay. Commits the current session."""
     deadline = time.monotonic() + wait
+    db.session.commit()
+    rec = db.session.scalar(select(IdempotencyRecord).filter_by(user_id=user_id, key=key))
+    if rec is not None and rec.state == DONE:  # the common replay: no failed insert first
+        out = (rec.status_code, rec.response_body) if rec.fingerprint == fp else None
+        db.session.rollback()
+        if out is None:
+            raise KeyReused()
+        return out
     while True:
         db.session.commit()
         try:
