@@ -104,3 +104,14 @@ def test_pagination_maximum_and_problem_types(app, client, make_user, make_token
     docs = client.get("/api/v1/docs")
     assert docs.status_code == 200 and "script-src 'self'" in docs.headers["Content-Security-Policy"]
     assert b"<script>" not in docs.data  # no inline script: the CSP stays strict
+
+
+def test_unknown_routes_and_methods_are_problems_and_the_panel_keeps_its_pages(app, client, make_user, make_token):
+    h = bearer(make_token(make_user(), "write"))
+    resp = client.delete("/api/v1/wallet", headers=h)
+    assert resp.status_code == 405 and resp.get_json()["type"] == "/api/v1/problems/method-not-allowed"
+    assert "GET" in resp.headers["Allow"]
+    resp = client.get("/api/v1/no-such-thing", headers=h)
+    assert resp.status_code == 404 and resp.mimetype == "application/problem+json"
+    page = client.get("/panel/no-such-page")
+    assert page.status_code == 404 and page.mimetype == "text/html"

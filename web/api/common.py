@@ -85,7 +85,7 @@ def problem_for_http_exception(exc: HTTPException) -> Response:
         if status == 405:
             detail = "This method is not allowed on this resource."
         resp = problem_response(status, slug, detail, title=title, **extra)
-        if status == 405 and exc.valid_methods if hasattr(exc, "valid_methods") else False:
+        if status == 405 and getattr(exc, "valid_methods", None):
             resp.headers["Allow"] = ", ".join(exc.valid_methods)
     return resp
 
