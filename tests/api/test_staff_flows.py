@@ -78,3 +78,28 @@ def test_idempotency_keys_are_purged_after_a_week(app, clock, make_user):
     db.session.refresh(op)
     assert op.result == {"purged": 1}
     assert idempotency.purge(clock.now() + timedelta(days=1)) == 1  # the new one is still there until then
+
+
+def test_staff_decide_approvals_and_refunds(app, client, make_user, make_token):
+    from hostbay.core import billing, ledger
+
+    customer = make_user(balance_cents=5000)
+    pending = iso.upload_bytes(customer, b"\0" * 32768 + b"\x01CD001" + b"\0" * 4096, "rescue.iso")
+    db.session.commit()
+    support = bearer(make_token(make_user(role="support")))
+    no_note = client.post(f"/api/v1/staff/queues/approvals/iso/{pending.uuid}", headers=support,
+                          json={"decision": "reject"})
+    assert no_note.status_code == 400 and "reason" in no_note.get_json()["detail"]
+    ok = client.post(f"/api/v1/staff/queues/approvals/iso/{pending.uuid}", headers=support,
+                     json={"decision": "approve"})
+    assert ok.status_code == 200 and ok.get_json()["state"] == "approved"
+    assert client.get("/api/v1/staff/queues/approvals", headers=support).get_json() == []
+    req = billing.request_refund(customer, 2000, "Moving away")
+    money = bearer(make_token(make_user(role="billing")))
+    assert client.post(f"/api/v1/staff/queues/refunds/{req.uuid}", headers=support,
+                       json={"decision": "approve"}).status_code == 403  # support has no money permission
+    resp = client.post(f"/api/v1/staff/queues/refunds/{req.uuid}", headers=money,
+                       json={"decision": "approve", "external_reference": "tx-123"})
+    assert resp.status_code == 200, resp.data
+    assert resp.get_json()["state"] != "pending"
+    assert ledger.balance_cents(customer.id) == 3000 == ledger.ledger_sum_cents(customer.id)

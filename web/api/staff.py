@@ -322,6 +322,56 @@ def approvals():
     return out
 
 
+class DecisionArgs(Strict):
+    decision = f.String(required=True, validate=v.OneOf(["approve", "reject"]))
+    note = f.String(validate=v.Length(max=2000), metadata={"description": "Required to reject; the customer reads it"})
+
+
+class RefundDecisionArgs(DecisionArgs):
+    external_reference = f.String(validate=v.Length(max=200),
+                                  metadata={"description": "Required to approve: the payout's transaction id"})
+
+
+class DecisionSchema(Strict):
+    type = f.String(required=True)
+    uuid = f.String(required=True)
+    state = f.String(required=True)
+
+
+@blp.route("/queues/approvals/<kind>/<item_uuid>", methods=["POST"])
+@staff_required("approvals")
+@blp.arguments(DecisionArgs)
+@blp.response(200, DecisionSchema)
+def decide_approval(args, kind, item_uuid):
+    """Approve or reject an ISO image (`kind` iso) or a reverse DNS request (`kind` rdns), as on the staff pages."""
+    approve, note = args["decision"] == "approve", args.get("note", "")
+    if kind == "iso":
+        item = db.session.scalar(select(iso.IsoImage).filter_by(uuid=item_uuid))
+        if item is None:
+            raise ApiProblem(404, "not-found", "No such ISO image.")
+        iso.decide(item, approve, g.api_user, note)
+        db.session.commit()
+    elif kind == "rdns":
+        item = rdns.approve(item_uuid, g.api_user, note) if approve else rdns.reject(item_uuid, g.api_user, note)
+    else:
+        raise ApiProblem(404, "not-found", "Approvals are of kind iso or rdns.")
+    return {"type": kind, "uuid": item.uuid, "state": item.state}
+
+
+@blp.route("/queues/refunds/<refund_uuid>", methods=["POST"])
+@staff_required("money")
+@blp.arguments(RefundDecisionArgs)
+@blp.response(200, RefundSchema)
+def decide_refund(args, refund_uuid):
+    """Approve (after paying out externally, with its reference) or reject a refund request."""
+    req = db.session.scalar(select(billing.RefundRequest).filter_by(uuid=refund_uuid))
+    if req is None:
+        raise ApiProblem(404, "not-found", "No such refund request.")
+    if args["decision"] == "approve":
+        return billing.approve_refund(req, g.api_user, args.get("external_reference", ""), args.get("note", ""))
+    return billing.reject_refund(req, g.api_user, args.get("note", ""))
+
+
 @blp.route("/queues/datacenter")
 @staff_required("services")
 @blp.arguments(PageArgs, location="query")
