@@ -38,6 +38,8 @@ SETTINGS: dict[str, tuple[str | None, str]] = {
     "HOSTBAY_CONSOLE_TOKEN_SECONDS": ("60", "Lifetime of a console token in seconds (at most 60)."),
     "HOSTBAY_CONSOLE_PROXY_HOST": ("127.0.0.1", "Address `hostbay console-proxy` listens on (keep it on loopback behind the TLS proxy)."),
     "HOSTBAY_CONSOLE_PROXY_PORT": ("6080", "Port `hostbay console-proxy` listens on."),
+    "HOSTBAY_API_RATE_LIMIT": ("600 per minute", "Requests one API token may make (flask-limiter syntax, e.g. '600 per minute')."),
+    "HOSTBAY_WEBHOOK_ALLOW_PRIVATE": (None, "Set to 1 to allow outgoing webhook URLs on private or loopback addresses (tests, internal receivers)."),
     "HOSTBAY_CONSOLE_URL": (None, "WebSocket URL of the console proxy as the browser sees it (wss://panel.example.com/console-ws). Default: ws://127.0.0.1:<proxy port>/."),
 }
 
@@ -99,5 +101,7 @@ def load(env=None) -> dict:
         "HOSTBAY_CONSOLE_PROXY_PORT": int(get("HOSTBAY_CONSOLE_PROXY_PORT")),
         "HOSTBAY_CONSOLE_URL": get("HOSTBAY_CONSOLE_URL")
         or f"ws://127.0.0.1:{int(get('HOSTBAY_CONSOLE_PROXY_PORT'))}/",
+        "HOSTBAY_API_RATE_LIMIT": get("HOSTBAY_API_RATE_LIMIT"),
+        "HOSTBAY_WEBHOOK_ALLOW_PRIVATE": (get("HOSTBAY_WEBHOOK_ALLOW_PRIVATE") or "").lower() in ("1", "true", "yes"),
         "HOSTBAY_EMBEDDED": db_url.startswith("sqlite") or not redis_url,
     }

@@ -22,7 +22,7 @@ import pyotp
 from flask import current_app
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from itsdangerous.timed import TimestampSigner
-from sqlalchemy import BigInteger, ForeignKey, String, select, update
+from sqlalchemy import JSON, BigInteger, ForeignKey, String, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
 from . import clock
@@ -243,23 +243,71 @@ class ApiToken(db.Model):
     created_at: Mapped[datetime] = mapped_column(default=lambda: clock.now())
     last_used_at: Mapped[datetime | None] = mapped_column()
     revoked_at: Mapped[datetime | None] = mapped_column()
+    # REST API: "read" tokens may only read; "write" tokens may also change things. Optional expiry and client
+    # networks (CIDR list; empty: any address). Last use is recorded with the client address.
+    scope: Mapped[str] = mapped_column(String(8), default="write")
+    expires_at: Mapped[datetime | None] = mapped_column()
+    allowed_networks: Mapped[list] = mapped_column(JSON, default=list)
+    last_used_ip: Mapped[str | None] = mapped_column(String(45))
 
     @property
     def active(self) -> bool:
-        return self.revoked_at is None
+        return self.revoked_at is None and not self.expired
+
+    @property
+    def expired(self) -> bool:
+        return self.expires_at is not None and self.expires_at <= clock.now()
 
 
 def _token_hash(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
-def create_api_token(user: User, name: str) -> tuple[ApiToken, str]:
-    """Create a token; return the row and the plain token, which is shown once."""
+TOKEN_SCOPES = ("read", "write")
+MAX_TOKEN_DAYS = 3650
+
+
+def parse_networks(text) -> list[str]:
+    """Client networks a token may be used from: CIDRs or addresses separated by commas, spaces or new lines
+    (a list is accepted as well). Returns normalised CIDR strings; UserError for anything else."""
+    import ipaddress
+
+    items = text if isinstance(text, (list, tuple)) else (text or "").replace(",", " ").split()
+    out = []
+    for item in items:
+        try:
+            out.append(str(ipaddress.ip_network(str(item).strip(), strict=False)))
+        except ValueError:
+            raise UserError(f"“{str(item)[:60]}” is not an IP address or network (e.g. 203.0.113.0/24).") from None
+    if len(out) > 20:
+        raise UserError("A token accepts at most 20 client networks.")
+    return out
+
+
+def create_api_token(user: User, name: str, *, scope: str = "write", expires_days: int | None = None,
+                     networks=None) -> tuple[ApiToken, str]:
+    """Create a token; return the row and the plain token, which is shown once (only its SHA-256 is stored).
+    ``scope`` is "read" or "write"; ``expires_days`` (1..3650) sets an expiry; ``networks`` limits the client
+    addresses (see :func:`parse_networks`). A staff member's token carries that member's role permissions."""
     name = (name or "").strip()
     if not name or len(name) > 80:
         raise UserError("Give the token a name of at most 80 characters.")
+    if scope not in TOKEN_SCOPES:
+        raise UserError("A token's scope is read or write.")
+    expires_at = None
+    if expires_days not in (None, ""):
+        try:
+            days = int(expires_days)
+        except (TypeError, ValueError):
+            raise UserError("Enter the number of days the token stays valid.") from None
+        if not 1 <= days <= MAX_TOKEN_DAYS:
+            raise UserError(f"A token expires after 1 to {MAX_TOKEN_DAYS} days.")
+        from datetime import timedelta
+
+        expires_at = clock.now() + timedelta(days=days)
     raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    token = ApiToken(user_id=user.id, name=name, token_hash=_token_hash(raw), hint=raw[:9])
+    token = ApiToken(user_id=user.id, name=name, token_hash=_token_hash(raw), hint=raw[:9], scope=scope,
+                     expires_at=expires_at, allowed_networks=parse_networks(networks))
     db.session.add(token)
     db.session.flush()
     return token, raw
@@ -271,15 +319,37 @@ def revoke_api_token(token: ApiToken) -> None:
 
 
 def user_for_api_token(raw: str) -> User | None:
-    """The active user of an unrevoked token (for the REST API); records when it was last used."""
-    if not raw or not raw.startswith(TOKEN_PREFIX):
+    """The active user of an unrevoked, unexpired token; records when it was last used."""
+    found = authenticate_api_token(raw, None)
+    return found[1] if found and not isinstance(found, str) else None
+
+
+def authenticate_api_token(raw: str, remote_addr: str | None):
+    """Check a bearer token for a request from ``remote_addr``.
+
+    Returns ``(token, user)``; or None for an unknown, revoked or malformed token or an inactive user; or the
+    string ``"expired"`` / ``"network"`` for a known token that is expired or used from a network it does not
+    allow. Records the last-use time and client address on success (the caller commits)."""
+    import ipaddress
+
+    if not raw or not raw.startswith(TOKEN_PREFIX) or len(raw) > 200:
         return None
-    token = db.session.scalar(select(ApiToken).where(ApiToken.token_hash == _token_hash(raw),
-                                                     ApiToken.revoked_at.is_(None)))
-    if token is None or not hmac.compare_digest(token.token_hash, _token_hash(raw)):
+    digest = _token_hash(raw)
+    token = db.session.scalar(select(ApiToken).where(ApiToken.token_hash == digest, ApiToken.revoked_at.is_(None)))
+    if token is None or not hmac.compare_digest(token.token_hash, digest):
         return None
     user = db.session.get(User, token.user_id)
     if user is None or not user.active:
         return None
+    if token.expired:
+        return "expired"
+    if token.allowed_networks:
+        try:
+            addr = ipaddress.ip_address(remote_addr or "")
+        except ValueError:
+            return "network"
+        if not any(addr in ipaddress.ip_network(n) for n in token.allowed_networks):
+            return "network"
     token.last_used_at = clock.now()
-    return user
+    token.last_used_ip = (remote_addr or "")[:45] or None
+    return token, user

@@ -84,7 +84,9 @@ def load_demo() -> list[str]:
                        "staff home: /staff/")
             _demo_gateway(user)
     db.session.commit()
-    return ["Demo data ready. Log in with:"] + out
+    return ["Demo data ready. Log in with:"] + out + [
+        "REST API: /api/v1/docs (viewer), /api/v1/openapi.json; a token: Account -> API tokens, or "
+        f"`hostbay api-token create --email {DEMO_CUSTOMER[0]} --scope read`"]
 
 
 def _demo_gateway(admin: User) -> None:

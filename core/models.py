@@ -17,3 +17,5 @@ from .payments import GatewayConfig, Payment, WebhookDelivery  # noqa: F401
 from .placement import NodeReservation  # noqa: F401
 from .notices import Notice  # noqa: F401
 from .power import PowerReading  # noqa: F401
+from .idempotency import IdempotencyRecord  # noqa: F401
+from .webhooks import OutgoingDelivery, WebhookEndpoint  # noqa: F401

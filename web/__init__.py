@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from flask import Flask, jsonify, render_template
+from flask import Flask, jsonify, render_template, request
 
 from hostbay import __version__
 from hostbay.core import config as config_mod
@@ -95,6 +95,9 @@ def create_app(config: dict | None = None, *, extra_plugins: list | None = None,
         app.register_blueprint(importlib.import_module(f"hostbay.web.{name}").bp)
     for bp in registry.collect("hostbay_blueprints"):
         app.register_blueprint(bp)
+    from .api import init_api  # the REST API (/api/v1): token auth only, so CSRF is exempt there
+
+    init_api(app)
     for cmd in registry.collect("hostbay_cli_commands"):
         app.cli.add_command(cmd)
 
@@ -129,10 +132,18 @@ def create_app(config: dict | None = None, *, extra_plugins: list | None = None,
 
     @app.errorhandler(404)
     def not_found(_e):
+        if request.path.startswith("/api/"):
+            from .api.common import problem_for_http_exception
+
+            return problem_for_http_exception(_e)
         return render_template("error.html", code=404, message="Page not found."), 404
 
     @app.errorhandler(429)
     def too_many(_e):
+        if request.path.startswith("/api/"):
+            from .api.common import problem_for_http_exception
+
+            return problem_for_http_exception(_e)
         return render_template("error.html", code=429, message="Too many attempts. Wait a minute and try again."), 429
 
     @app.after_request

@@ -321,7 +321,9 @@ def _tokens():
 def api_tokens():
     if request.method == "POST":
         try:
-            token, raw = credentials.create_api_token(current_user, request.form.get("name", ""))
+            token, raw = credentials.create_api_token(
+                current_user, request.form.get("name", ""), scope=request.form.get("scope", "read"),
+                expires_days=request.form.get("expires_days") or None, networks=request.form.get("networks", ""))
             log_activity(current_user.id, "account", f"API token “{token.name}” created.")
             db.session.commit()
         except UserError as exc:

@@ -105,6 +105,39 @@ def console_proxy(host, port):
     serve(app, host, port)
 
 
+@main.group("api-token")
+def api_token_group():
+    """API tokens."""
+
+
+@api_token_group.command("create")
+@click.option("--email", required=True, help="The account the token acts as (customer or staff).")
+@click.option("--scope", type=click.Choice(["read", "write"]), required=True)
+@click.option("--name", default="command line", show_default=True)
+@click.option("--expires", "expires_days", type=int, default=None, help="Days until the token expires.")
+@click.option("--network", "networks", multiple=True, help="Allowed client network (CIDR); repeatable.")
+@with_appcontext
+def api_token_create(email, scope, name, expires_days, networks):
+    """Create an API token and print it (once: only its hash is stored)."""
+    from hostbay.core import credentials
+    from hostbay.core.accounts import User, normalise_email
+    from hostbay.core.activity import log_activity
+    from hostbay.core.db import db
+    from hostbay.core.errors import UserError
+
+    try:
+        user = db.session.scalar(db.select(User).filter_by(email=normalise_email(email), active=True))
+        if user is None:
+            raise UserError(f"No active account with the e-mail address {email}.")
+        token, raw = credentials.create_api_token(user, name, scope=scope, expires_days=expires_days,
+                                                  networks=list(networks))
+        log_activity(user.id, "account", f"API token “{token.name}” created.")
+        db.session.commit()
+    except UserError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(raw)
+
+
 @main.group("plugins")
 def plugins_group():
     """Inspect plugins."""

@@ -1,0 +1,143 @@
+"""Access rules of /api/v1, enumerated from the URL map so endpoints added later are covered:
+customer B's token gets 404 for every one of customer A's UUIDs on every endpoint; a read token is refused every
+write; each staff role is refused what its permissions exclude; no cookie authentication on /api/."""
+
+import re
+
+import pytest
+
+from hostbay.core import jobs, payments, tickets
+from hostbay.core.accounts import PERMISSIONS, STAFF_ROLES, add_ssh_key
+from hostbay.core.db import db
+from hostbay.testing.pytest_plugin import login
+
+from .conftest import bearer
+
+WRITE = ("POST", "PUT", "PATCH", "DELETE")
+# valid bodies, so that what answers is the ownership check and not the validation
+BODIES = {"quote_change": {"package": "x"}, "apply_change": {"package": "x"}, "mount_iso": {"iso": "x"},
+          "set_rdns": {"hostname": None}, "reply_ticket": {"body": "x"}}
+
+
+def _api_rules(app, prefix="/api/v1/"):
+    return [r for r in app.url_map.iter_rules() if r.rule.startswith(prefix)
+            and r.endpoint.startswith(("api_customer.", "api_staff."))]
+
+
+def _url(rule, values):
+    url = rule.rule
+    for arg in rule.arguments:
+        url = re.sub(r"<(?:[a-z]+:)?%s>" % arg, values.get(arg, "x"), url)
+    return url
+
+
+@pytest.fixture
+def tenant_a(app, make_user, make_package, make_service):
+    import base64
+    import os
+    import struct
+
+    a = make_user(balance_cents=5000)
+    svc = make_service(a, make_package(), hostname="a-private.example.test", infra_ref={"fake": "x"})
+    blob = struct.pack(">I", 11) + b"ssh-ed25519" + struct.pack(">I", 32) + os.urandom(32)
+    key = add_ssh_key(a, "a-key", "ssh-ed25519 " + base64.b64encode(blob).decode())
+    pay = payments.Payment(user_id=a.id, gateway="fake", amount_cents=1000, provider_ref="inv-a")
+    ticket = tickets.open_ticket(a, "A's ticket", "private words", svc.uuid)
+    op = jobs.Operation(key="a-op", kind="core.ping", service_id=svc.id, user_id=a.id, title="Ping")
+    db.session.add_all([pay, op])
+    db.session.commit()
+    return {"user": a, "service_uuid": svc.uuid, "key_uuid": key.uuid, "payment_uuid": pay.uuid,
+            "ticket_uuid": ticket.uuid, "operation_id": op.id}
+
+
+def test_customer_b_gets_404_for_every_uuid_of_customer_a(app, client, make_user, make_token, tenant_a):
+    b = make_user(balance_cents=5000)
+    headers = bearer(make_token(b, "write"))
+    owned = [r for r in _api_rules(app) if r.endpoint.startswith("api_customer.")
+             and any(a.endswith(("uuid", "_id")) for a in r.arguments) and "package_uuid" not in r.arguments]
+    values = {k: v for k, v in tenant_a.items() if k != "user"} | {"action": "start", "address": "192.0.2.1"}
+    checked = []
+    for rule in owned:
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            body = BODIES.get(rule.endpoint.split(".")[1], {})
+            resp = client.open(_url(rule, values), method=method, json=body,
+                               headers=headers | {"Idempotency-Key": f"k-{len(checked)}"})
+            assert resp.status_code == 404, (method, rule.rule, resp.status_code, resp.data)
+            assert resp.mimetype == "application/problem+json"
+            assert resp.get_json()["type"].endswith("/not-found")
+            assert b"a-private" not in resp.data
+            checked.append((method, rule.rule))
+    assert len(checked) >= 16, checked
+    # the owner reaches the same endpoints: the 404s come from ownership
+    owner = bearer(make_token(tenant_a["user"], "read"))
+    assert client.get(f"/api/v1/services/{tenant_a['service_uuid']}", headers=owner).status_code == 200
+    assert client.get(f"/api/v1/tickets/{tenant_a['ticket_uuid']}", headers=owner).status_code == 200
+    assert client.get(f"/api/v1/topups/{tenant_a['payment_uuid']}", headers=owner).status_code == 200
+    assert client.get(f"/api/v1/services/{tenant_a['service_uuid']}/operations/{tenant_a['operation_id']}",
+                      headers=owner).status_code == 200
+
+
+def test_read_token_is_refused_every_write(app, client, make_user, make_token, tenant_a):
+    headers = bearer(make_token(tenant_a["user"], "read"))
+    values = {k: v for k, v in tenant_a.items() if k != "user"} | {"action": "start", "address": "192.0.2.1",
+                                                                   "webhook_uuid": "x", "delivery_uuid": "x",
+                                                                   "customer_uuid": "x", "pool_uuid": "x"}
+    n = 0
+    for rule in _api_rules(app):
+        for method in sorted(set(rule.methods) & set(WRITE)):
+            resp = client.open(_url(rule, values), method=method, headers=headers, json={})
+            assert resp.status_code == 403, (method, rule.rule, resp.status_code)
+            assert resp.get_json()["type"].endswith("/insufficient-scope")
+            n += 1
+    assert n >= 18
+    # nothing changed: the service was not started, no key deleted
+    assert jobs.Operation.query.filter_by(kind="service.start").count() == 0
+
+
+def test_each_staff_role_is_refused_what_its_permissions_exclude(app, client, make_user, make_token, tenant_a):
+    from hostbay.web.api import staff as staff_api
+
+    tokens = {role: bearer(make_token(make_user(role=role), "write")) for role in STAFF_ROLES}
+    tokens["customer"] = bearer(make_token(tenant_a["user"], "write"))
+    values = {"service_uuid": tenant_a["service_uuid"], "customer_uuid": tenant_a["user"].uuid, "action": "stop",
+              "operation_id": tenant_a["operation_id"], "pool_uuid": "x", "webhook_uuid": "x", "delivery_uuid": "x"}
+    refused = allowed_checked = 0
+    for rule in _api_rules(app, "/api/v1/staff/"):
+        view = app.view_functions[rule.endpoint]
+        perms = getattr(view, "_hostbay_permission", None)
+        assert perms is not None, f"{rule.rule} has no staff_required"
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            for role, headers in tokens.items():
+                ok = role != "customer" and (role == "admin" or any(role in PERMISSIONS[p] for p in perms))
+                resp = client.open(_url(rule, values), method=method, headers=headers, json={})
+                if not ok:
+                    assert resp.status_code == 403, (role, method, rule.rule, resp.status_code)
+                    slug = "staff-only" if role == "customer" else "permission-denied"
+                    assert resp.get_json()["type"].endswith("/" + slug), resp.get_json()
+                    refused += 1
+                else:
+                    assert resp.status_code not in (401, 403), (role, method, rule.rule, resp.status_code)
+                    allowed_checked += 1
+    assert refused >= 30 and allowed_checked >= 20, (refused, allowed_checked)
+    assert staff_api.STAFF_API_ACTIONS
+
+
+def test_no_cookie_authentication_and_csrf_only_off_for_token_routes(app, make_user, make_token):
+    """A logged-in browser session is not an API credential; the panel keeps its CSRF check."""
+    app.config["WTF_CSRF_ENABLED"] = True
+    user = make_user()
+    c = app.test_client()
+    app.config["WTF_CSRF_ENABLED"] = False
+    login(c, user)
+    app.config["WTF_CSRF_ENABLED"] = True
+    assert c.get("/panel/").status_code == 200  # the session works on the panel
+    resp = c.get("/api/v1/wallet")
+    assert resp.status_code == 401 and resp.get_json()["type"].endswith("/unauthorized")
+    assert c.post("/api/v1/ssh-keys", json={"name": "k", "public_key": "x"}).status_code == 401
+    # the panel still refuses a POST without its CSRF token
+    assert c.post("/panel/account/api-tokens", data={"name": "x"}).status_code == 400
+    # with a token (and no CSRF token) the API accepts the write
+    raw = make_token(user, "write")
+    resp = app.test_client().post("/api/v1/tickets", headers=bearer(raw), json={"subject": "s", "body": "b"})
+    assert resp.status_code == 201, resp.data
+    assert "Set-Cookie" not in resp.headers
