@@ -21,7 +21,8 @@ from websockify.websocketproxy import ProxyRequestHandler, WebSocketProxy
 
 log = logging.getLogger(__name__)
 
-RELAYED_PROTOCOLS = ("vnc",)  # raw RFB over TCP; websockify cannot relay to another WebSocket
+RELAYED_PROTOCOLS = ("vnc",)  # raw RFB over TCP
+UPSTREAM_PROTOCOLS = ("websocket",)  # a WebSocket upstream that hostbay opens itself (core/console_relay.py)
 _TOKEN_RE = re.compile(r"(token=)[^&\s'\"]*")
 
 
@@ -61,6 +62,9 @@ class HostbayTokenPlugin:
                 return None
             finally:
                 db.session.remove()
+        if target.protocol in UPSTREAM_PROTOCOLS:
+            self.upstream = target  # this forked process serves one connection: new_websocket_client opens it
+            return "hostbay-upstream", 0
         if target.protocol not in RELAYED_PROTOCOLS:
             log.error("console target protocol %r cannot be relayed by this proxy", target.protocol)
             return None
@@ -93,10 +97,28 @@ class HostbayProxyHandler(ProxyRequestHandler):
         token = (args.get("token") or [""])[0].strip()
         if not token:
             self._refuse(403, "Console refused: no token")
+        target_plugin.upstream = None
         target = target_plugin.lookup(token)
         if target is None:
             self._refuse(403, "Console refused: the link has expired or was already used")
+        self.hostbay_upstream = getattr(target_plugin, "upstream", None)
         return target
+
+    def new_websocket_client(self):
+        upstream = getattr(self, "hostbay_upstream", None)
+        if upstream is None:
+            return super().new_websocket_client()
+        from .console_relay import start_relay
+
+        try:
+            local = start_relay(upstream)  # the upstream's address, headers and password stay in this process
+        except Exception as exc:  # noqa: BLE001 - refuse this connection only
+            log.error("console upstream could not be opened: %s", type(exc).__name__)
+            raise self.CClose(1011, "Failed to connect to the console")
+        try:
+            self.do_proxy(local)
+        finally:
+            local.close()
 
 
 def _origin(url: str) -> str:
