@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from hostbay.core.errors import DriverError, FatalDriverError, TransientDriverError
 
@@ -162,7 +162,7 @@ class PveClient:
         deadline = time.monotonic() + deadline_s
         delay = 0.05
         while True:
-            status = self.get(f"nodes/{node}/tasks/{upid}/status")
+            status = self.get(f"nodes/{node}/tasks/{quote(upid, safe='')}/status")
             if status.get("status") == "stopped":
                 exit_status = str(status.get("exitstatus") or "")
                 if exit_status == "OK":

@@ -441,7 +441,7 @@ class ProxmoxDriver(VirtDriver):
         volid = f"{st}:iso/{iso_filename(iso_path)}"
         if volid not in self._iso_volumes():
             return False
-        self._wait(self.pve.delete(f"nodes/{self.node}/storage/{st}/content/{volid}"), f"removing {volid}")
+        self._wait(self.pve.delete(f"nodes/{self.node}/storage/{st}/content/{quote(volid, safe='')}"), f"removing {volid}")
         return True
 
     # -- console --------------------------------------------------------------------------------------------

@@ -244,10 +244,11 @@ class ProxmoxStandin:
             else:
                 cfg.pop("lock", None)
 
-    def drop_next(self, method: str, path_re: str) -> None:
-        """Close the connection of the next matching request without answering (after reading it)."""
+    def drop_next(self, method: str, path_re: str, after: bool = False) -> None:
+        """Close the connection of the next matching request without answering: before acting on it, or with
+        ``after`` once it was carried out (the answer is lost, the effect is not)."""
         with self.lock:
-            self._drop.append((method, path_re))
+            self._drop.append((method, path_re, after))
 
     def stall_next(self, method: str, path_re: str, seconds: float) -> None:
         with self.lock:
@@ -397,6 +398,9 @@ class _Handler(BaseHTTPRequestHandler):
             body["errors"] = errors
         if message:
             body["message"] = message
+        if getattr(self, "_entry", None) is not None:
+            self._entry["status"] = status
+            self._entry = None
         raw = json.dumps(body).encode()
         reason = (message or "").splitlines()[0][:200] if message else None
         self.send_response(status, reason)
@@ -441,15 +445,20 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str):
         s = self.standin
+        self._entry = None
         parts = urlsplit(self.path)
         try:
             params = self._params()
         except Exception as exc:  # noqa: BLE001
             return self._send(400, errors={"body": str(exc)}, message="bad request")
+        drop_after = False
         with s.lock:
-            for i, (m, rx) in enumerate(s._drop):
+            for i, (m, rx, after) in enumerate(s._drop):
                 if m == method and re.search(rx, parts.path):
                     del s._drop[i]
+                    if after:
+                        drop_after = True
+                        break
                     self.close_connection = True
                     self.connection.close()
                     return
@@ -472,8 +481,9 @@ class _Handler(BaseHTTPRequestHandler):
         if tpl is None or method not in s.schema.paths[tpl]:
             return self._send(501, message=f"Method '{method} {path}' not implemented")
         values = {k: (v if not isinstance(v, dict) else "<file>") for k, v in params.items()}
+        self._entry = {"method": method, "path": path, "template": tpl, "params": values, "status": None}
         with s.lock:
-            s.requests.append({"method": method, "path": path, "template": tpl, "params": values})
+            s.requests.append(self._entry)
         errors = s.schema.check(method, tpl, {**params, **path_params})
         if errors:
             return self._send(400, errors=errors, message="Parameter verification failed.")
@@ -487,6 +497,11 @@ class _Handler(BaseHTTPRequestHandler):
                 result = handler(s, {**params, **path_params}, s.token_id)
         except ApiError as exc:
             return self._send(exc.status, errors=exc.errors, message=exc.message)
+        if drop_after:
+            self._entry["status"] = "dropped"
+            self.close_connection = True
+            self.connection.close()
+            return
         self._send(200, result)
 
 
@@ -661,9 +676,8 @@ def _apply_config(s, vm: VM, p):
     for k, v in p.items():
         if k in reserved:
             continue
-        if k == "sshkeys":
-            decoded = unquote(v)
-            if decoded == v and " " in v:
+        if k == "sshkeys":  # Proxmox expects the keys percent-encoded (%20); '+' or a raw space is not that
+            if " " in v or "+" in v or "\n" in v:
                 raise ApiError(400, "Parameter verification failed.", {"sshkeys": "invalid urlencoded string"})
         if re.fullmatch(r"net\d+", k) and re.match(r"^(virtio|e1000)(,|$)", v):  # no MAC given: a new one
             model, rest = v.split(",", 1) if "," in v else (v, "")
