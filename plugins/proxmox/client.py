@@ -21,6 +21,7 @@ from hostbay.core.errors import DriverError, FatalDriverError, TransientDriverEr
 TRANSIENT_MARKERS = ("can't lock file", "got timeout", "timeout", "temporarily", "try again",
                      "connection refused", "no quorum", "cluster not ready")
 LOCK_RETRIES = 6
+POLL_SECONDS = 0.05
 
 
 class PveError(FatalDriverError):
@@ -160,8 +161,10 @@ class PveClient:
             return  # a synchronous answer (some calls return null when done at once)
         node = upid.split(":")[1]
         deadline = time.monotonic() + deadline_s
-        delay = 0.05
+        delay = POLL_SECONDS
         while True:
+            time.sleep(delay)  # a task never ends the instant it starts; then every 50 ms (a cheap GET)
+            delay = POLL_SECONDS
             status = self.get(f"nodes/{node}/tasks/{quote(upid, safe='')}/status")
             if status.get("status") == "stopped":
                 exit_status = str(status.get("exitstatus") or "")
@@ -173,8 +176,6 @@ class PveClient:
                 raise PveError(text)
             if time.monotonic() > deadline:
                 raise PveTransient(f"{what} still running after {deadline_s:g} s (task {upid})")
-            time.sleep(delay)
-            delay = min(0.1, delay * 2)
 
 
 def as_driver_error(exc: Exception) -> DriverError:

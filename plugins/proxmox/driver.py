@@ -186,31 +186,33 @@ class ProxmoxDriver(VirtDriver):
             raise FatalDriverError(f"VM {vmid} (image {image.get('name')!r}) is not a template")
         return vmid, found["node"]
 
-    def _claim_vmid(self, spec: ServerSpec, progress: Progress) -> tuple[int, dict | None]:
-        """(vmid, existing config or None). The VMID is reserved (durably) before anything is created."""
+    def _claim_vmid(self, spec: ServerSpec, progress: Progress) -> tuple[int, dict | None, dict]:
+        """(vmid, existing config or None, the cluster's guests). The VMID is reserved (durably) before anything
+        is created."""
         numbering = self._numbering()
         for _ in range(100):
             vmid = numbering.reserve(self.scope, self.config["vmid_min"], self.config["vmid_max"], spec.uuid)
             vms = self._vms()
             if vmid not in vms:
-                return vmid, None
+                return vmid, None, vms
             where = vms[vmid]["node"]
             cfg = self.pve.get(f"nodes/{where}/qemu/{vmid}/config")
             if f"{MARKER}{spec.uuid}" in (cfg.get("description") or ""):
                 if where != self.node:
                     raise FatalDriverError(f"VM {vmid} of service {spec.uuid} is on node {where}, not {self.node}")
-                return vmid, cfg
+                return vmid, cfg, vms
             numbering.mark_foreign(self.scope, vmid, spec.uuid)  # someone else's guest: take the next VMID
         raise FatalDriverError(f"no free VMID in {self.config['vmid_min']}..{self.config['vmid_max']}")
 
     def create(self, spec: ServerSpec, progress: Progress, mac: str | None = None) -> dict[str, Any]:
         progress(5, "Preparing the server")
         for _ in range(20):
-            vmid, cfg = self._claim_vmid(spec, progress)
+            vmid, cfg, vms = self._claim_vmid(spec, progress)
             ref = {"vmid": vmid, "node": self.node, "service": spec.uuid}
-            if cfg is None:
+            fresh = cfg is None
+            if fresh:
                 progress(10, "Copying the system image")
-                template, tnode = self._template(spec.image, self._vms())
+                template, tnode = self._template(spec.image, vms)
                 params = {"newid": vmid, "name": self._name(spec), "full": int(bool(self.config["full_clone"])),
                           "description": f"{MARKER}{spec.uuid}"}
                 if self.config["full_clone"]:
@@ -227,7 +229,7 @@ class ProxmoxDriver(VirtDriver):
                 cfg = self._exists(ref)
             else:
                 cfg = self._wait_unlocked(ref, cfg)
-            return self._finish(ref, cfg, spec, progress, mac)
+            return self._finish(ref, cfg, spec, progress, mac, fresh)
         raise TransientDriverError(f"VMIDs kept being taken while creating service {spec.uuid}")
 
     def _wait_unlocked(self, ref, cfg: dict) -> dict:
@@ -304,8 +306,9 @@ class ProxmoxDriver(VirtDriver):
         return {"running": PowerState.RUNNING, "stopped": PowerState.STOPPED}.get(cur.get("status"),
                                                                                    PowerState.UNKNOWN)
 
-    def _finish(self, ref, cfg: dict, spec: ServerSpec, progress: Progress, mac: str | None) -> dict:
-        state = self._status(ref)
+    def _finish(self, ref, cfg: dict, spec: ServerSpec, progress: Progress, mac: str | None,
+                fresh: bool = False) -> dict:
+        state = PowerState.STOPPED if fresh else self._status(ref)  # a clone we just made is stopped
         if state != PowerState.RUNNING:  # configured before the first start; a running guest was done before
             progress(40, "Applying your settings")
             mac = mac or _mac_of(cfg.get("net0", ""))
@@ -315,12 +318,12 @@ class ProxmoxDriver(VirtDriver):
             progress(70, "Applying network protection")
             apply_filter(self, ref, list(spec.addresses))
             progress(80, "Starting the server")
-            self._ensure_running(ref)
+            self._ensure_running(ref, known=state)
         progress(100, "Server is running")
         return ref
 
-    def _ensure_running(self, ref) -> None:
-        state = self._status(ref)
+    def _ensure_running(self, ref, known: PowerState | None = None) -> None:
+        state = known or self._status(ref)
         if state == PowerState.MISSING:
             raise FatalDriverError(f"VM {ref['vmid']} does not exist", customer_message=GONE)
         if state == PowerState.PAUSED:

@@ -287,6 +287,7 @@ class ProxmoxStandin:
             def get_request(self):
                 sock, addr = super().get_request()
                 sock.settimeout(30)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # like pveproxy: no Nagle delay
                 return ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), addr
 
         class Handler(_Handler):
