@@ -26,6 +26,13 @@ def hostbay_network_filters():
 
 
 @hookimpl
+def hostbay_cli_commands():
+    from .demo import proxmox_demo
+
+    return [proxmox_demo]
+
+
+@hookimpl
 def hostbay_job_handlers():
     return {REMOVE_ISO: remove_iso_job}
 

@@ -1065,24 +1065,30 @@ def _rfb_server(ws: _ServerWs, password: str, name: str, session: dict):
             return
 
 
-def main() -> None:  # pragma: no cover - manual use
+def main() -> None:  # pragma: no cover - run by scripts/demo
     import argparse
+    import signal
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description="Proxmox VE API stand-in on loopback (HTTPS)")
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--task-delay", type=float, default=0.5)
-    ap.add_argument("--token-secret")
-    ap.add_argument("--workdir")
+    ap.add_argument("--workdir", help="where the certificate is written")
+    ap.add_argument("--info", help="write url, token and CA file as JSON to this file")
     args = ap.parse_args()
-    s = ProxmoxStandin(task_delay=args.task_delay, token_secret=args.token_secret,
-                       workdir=Path(args.workdir) if args.workdir else None).start(args.port)
-    print(json.dumps({"url": s.url, "token_id": s.token_id, "token_secret": s.token_secret,
-                      "ca_file": s.ca_file, "node": s.nodes[0], "template": 9000}), flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        s.stop()
+    s = ProxmoxStandin(task_delay=args.task_delay, workdir=Path(args.workdir) if args.workdir else None,
+                       templates={9000: {"name": "debian-12-cloudinit", "disk_gib": 2}}).start(args.port)
+    info = json.dumps({"url": s.url, "token_id": s.token_id, "token_secret": s.token_secret,
+                       "ca_file": s.ca_file, "node": s.nodes[0], "template": 9000})
+    if args.info:
+        Path(args.info).write_text(info)
+        os.chmod(args.info, 0o600)
+    else:
+        print(info, flush=True)
+    parent = os.getppid()
+    signal.signal(signal.SIGTERM, lambda *_: (s.stop(), os._exit(0)))
+    while os.getppid() == parent:  # ends with the process that started it (the demo's panel)
+        time.sleep(1)
+    s.stop()
 
 
 if __name__ == "__main__":  # pragma: no cover
