@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-26 08:44:37.635768
+Create Date: 2026-12-01 16:16:01.478542
 
 """
 from alembic import op
@@ -117,6 +117,16 @@ def upgrade():
     sa.PrimaryKeyConstraint('id', name=op.f('pk_packages')),
     sa.UniqueConstraint('slug', name=op.f('uq_packages_slug')),
     sa.UniqueConstraint('uuid', name=op.f('uq_packages_uuid'))
+    )
+    op.create_table('reserved_numbers',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('scope', sa.String(length=255), nullable=False),
+    sa.Column('number', sa.Integer(), nullable=False),
+    sa.Column('owner', sa.String(length=64), nullable=False),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_reserved_numbers')),
+    sa.UniqueConstraint('scope', 'number', name=op.f('uq_reserved_numbers_scope_number')),
+    sa.UniqueConstraint('scope', 'owner', name=op.f('uq_reserved_numbers_scope_owner'))
     )
     op.create_table('users',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -712,6 +722,7 @@ def downgrade():
 
     op.drop_table('api_tokens')
     op.drop_table('users')
+    op.drop_table('reserved_numbers')
     op.drop_table('packages')
     op.drop_table('nodes')
     op.drop_table('ip_pools')
