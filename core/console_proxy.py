@@ -3,7 +3,8 @@
 ``hostbay console-proxy`` listens on ``HOSTBAY_CONSOLE_PROXY_HOST:PORT`` (loopback by default) behind the TLS
 reverse proxy that serves the panel (see docs/console.md). A browser connects to ``HOSTBAY_CONSOLE_URL?token=…``;
 the plugin spends the token (single use, owner and state checked again) inside an app context and hands websockify
-the driver's raw VNC address, which websockify relays as binary WebSocket frames. websockify serves each
+the driver's raw VNC address, which websockify relays as binary WebSocket frames; a driver whose console is itself
+a WebSocket (Proxmox's ``vncwebsocket``) gets it opened server-side by :mod:`hostbay.core.console_relay`. websockify serves each
 connection in a forked process, so the plugin gives every process its own database connections.
 
 Refusals answer HTTP 403 before the WebSocket upgrade; tokens are never written to the log.
