@@ -10,7 +10,7 @@ from dataclasses import replace
 from urllib.parse import quote, unquote
 
 import pytest
-from conftest import TEMPLATE, settings_for
+from pve_testenv import TEMPLATE, settings_for
 
 from hostbay.core import numbering
 from hostbay.core.drivers import Address, PowerState

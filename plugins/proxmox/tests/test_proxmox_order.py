@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import TEMPLATE, settings_for
+from pve_testenv import TEMPLATE, settings_for
 from sqlalchemy import select
 from websockets.sync.client import connect
 
@@ -151,3 +151,31 @@ def test_panel_order_on_proxmox_reaches_active_and_its_console_opens(
     for secret in (ticket, info["password"], standin.token_secret):
         assert secret.encode() not in stream and secret not in log
     assert ws_token not in log
+
+
+def test_deleting_an_iso_removes_its_copy_from_the_iso_storage(app, standin, make_user, make_node, tmp_path):
+    from hostbay.core import iso as iso_mod
+    from hostbay.core.drivers import ServerSpec
+    from hostbay.plugins.proxmox import ProxmoxDriver
+
+    make_node(name="pve-a", driver="proxmox", settings=settings_for(standin))
+    make_node(name="pve-a-twin", driver="proxmox", settings=settings_for(standin))  # same node and storage
+    user = make_user()
+    data = b"\0" * 32768 + b"\x01CD001\x01" + b"\0" * 8192
+    image = iso_mod.upload_bytes(user, data, "installer.iso")
+    db.session.commit()
+    drv = ProxmoxDriver(settings_for(standin))
+    ref = drv.create(ServerSpec(uuid="6f1c0c9e-0000-4000-8000-000000000001", hostname="iso.example.test", vcpus=1,
+                                memory_mib=512, disk_gib=2, image={"name": "t", "source": str(TEMPLATE)},
+                                node={}), lambda p, t: None)
+    drv.mount_iso(ref, str(image.path))
+    drv.eject_iso(ref)
+    volid = f"local:iso/hostbay-{image.path.name}"
+    assert volid in standin.storages[("pve1", "local")]["volumes"]
+    iso_mod.delete_iso(user, image)
+    db.session.commit()  # the clean-up job runs after the commit (sync jobs in tests)
+    assert volid not in standin.storages[("pve1", "local")]["volumes"]
+    from hostbay.core import jobs
+
+    (op,) = db.session.scalars(select(jobs.Operation).where(jobs.Operation.kind == "proxmox.remove_iso")).all()
+    assert op.state == "succeeded" and op.result == {"removed": 1}

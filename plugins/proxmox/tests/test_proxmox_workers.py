@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from conftest import TEMPLATE, settings_for
+from pve_testenv import TEMPLATE, settings_for
 from sqlalchemy import select, update
 
 from hostbay.core import billing, ipam, jobs, numbering
