@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -58,6 +59,8 @@ def host_port(api_url: str) -> tuple[str, int]:
 
 
 class PveClient:
+    """One API endpoint with one token. ``calls`` counts the requests made (benchmarks report it)."""
+
     def __init__(self, api_url: str, token_id: str, token_secret: str, verify, timeout: float):
         try:
             from proxmoxer import ProxmoxAPI  # noqa: F401
@@ -71,6 +74,8 @@ class PveClient:
         self.timeout = timeout
         self.calls = 0
         self._api = None
+        # proxmoxer logs request bodies (SSH keys, cloud-init passwords) at INFO: never let them through
+        logging.getLogger("proxmoxer").setLevel(max(logging.WARNING, logging.getLogger("proxmoxer").level))
 
     def _make(self, timeout: float):
         from proxmoxer import ProxmoxAPI
