@@ -222,9 +222,15 @@ class ProxmoxDriver(VirtDriver):
                 try:
                     upid = self.pve.post(f"nodes/{tnode}/qemu/{template}/clone", **params)
                 except PveError as exc:
-                    if "already exists" in str(exc):
-                        continue  # a guest appeared under this VMID since we looked: check it again
-                    raise
+                    if "already exists" not in str(exc):
+                        raise
+                    # a guest appeared under this VMID since we looked (or an earlier attempt's clone did)
+                    cfg = self._config(ref)
+                    if cfg is None or f"{MARKER}{spec.uuid}" not in (cfg.get("description") or ""):
+                        self._numbering().mark_foreign(self.scope, vmid, spec.uuid)
+                        continue  # someone else's: the next VMID
+                    cfg = self._wait_unlocked(ref, cfg)
+                    return self._finish(ref, cfg, spec, progress, mac)
                 self._wait(upid, f"cloning template {template} to VM {vmid}")
                 cfg = self._exists(ref)
             else:

@@ -208,6 +208,7 @@ class ProxmoxStandin:
         self._drop: list[tuple[str, str]] = []
         self._stall: list[tuple[str, str, float]] = []
         self._pid = 1000
+        self.hidden: set[int] = set()  # VMIDs /cluster/resources does not list yet (a guest being created elsewhere)
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="pve-standin-"))
         self.storages = {}
         for node in self.nodes:
@@ -563,6 +564,8 @@ def _resources(s, p, user):
     out = []
     if p.get("type") in (None, "", "vm"):
         for vm in s.vms.values():
+            if vm.vmid in s.hidden:
+                continue
             out.append({"id": f"qemu/{vm.vmid}", "type": "qemu", "vmid": vm.vmid, "node": vm.node,
                         "name": vm.config.get("name"), "status": vm.status, "template": int(vm.template)})
     if p.get("type") in (None, "", "storage"):

@@ -140,6 +140,17 @@ def test_foreign_vmid_is_skipped(app, standin, pve_settings):
     assert ref2["vmid"] == 102
 
 
+def test_already_exists_moves_to_the_next_vmid(app, standin, pve_settings):
+    standin.vms[100] = VM(100, "pve2", {"name": "racing-guest"})
+    standin.hidden.add(100)  # created elsewhere after hostbay looked at /cluster/resources
+    drv = ProxmoxDriver(pve_settings)
+    ref = drv.create(_spec(), _noop)
+    assert ref["vmid"] == 101 and standin.vms[100].config == {"name": "racing-guest"}
+    clones = [r for r in standin.requests if r["path"].endswith("/clone")]
+    assert [c["params"]["newid"] for c in clones] == ["100", "101"] and clones[0]["status"] == 500
+    assert numbering.held_in(drv.scope)[100] == f"{numbering.FOREIGN}100"
+
+
 def test_failed_task_raises_and_a_retry_makes_one_vm(app, standin, pve_settings):
     drv = ProxmoxDriver(pve_settings)
     spec = _spec()
