@@ -17,7 +17,7 @@ import time
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from hostbay.core.errors import DriverError, FatalDriverError, TransientDriverError
+from hostbay.core.errors import FatalDriverError, TransientDriverError
 
 TRANSIENT_MARKERS = ("can't lock file", "got timeout", "timeout", "temporarily", "try again",
                      "connection refused", "no quorum", "cluster not ready")
@@ -181,7 +181,3 @@ class PveClient:
                 raise PveError(text)
             if time.monotonic() > deadline:
                 raise PveTransient(f"{what} still running after {deadline_s:g} s (task {upid})")
-
-
-def as_driver_error(exc: Exception) -> DriverError:
-    return exc if isinstance(exc, DriverError) else FatalDriverError(str(exc))

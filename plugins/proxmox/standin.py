@@ -719,9 +719,7 @@ def _clone(s, p, user):
         raise ApiError(400, "Parameter verification failed.", {"storage": "option is only valid for full clone"})
     if (target, storage) not in s.storages:
         raise ApiError(500, f"storage '{storage}' does not exist")
-    disk_gib = _size_gib(src.config.get("scsi0", ""))
-    if full and s._used(target, storage) + disk_gib > s.storages[(target, storage)]["total_gib"]:
-        pass  # surfaces as a failed task below, like Proxmox's "storage full" during the copy
+    disk_gib = _size_gib(src.config.get("scsi0", ""))  # a full storage fails the task below, as in Proxmox
     cfg = {k: v for k, v in src.config.items() if k not in ("template", "lock")}
     cfg["name"] = p.get("name") or f"Copy-of-VM-{src.config.get('name')}"
     if p.get("description"):
@@ -861,11 +859,10 @@ def _ipset_delete(s, p, user):
 
 def _cidr(v: str) -> str:
     try:
-        net = ipaddress.ip_network(v, strict=False)
+        ipaddress.ip_network(v, strict=False)
     except ValueError:
         raise ApiError(400, "Parameter verification failed.", {"cidr": f"invalid IP address or CIDR '{v}'"})
-    return str(net.network_address) if net.prefixlen == net.max_prefixlen and "/" not in v else str(net) \
-        if "/" in v else v
+    return v
 
 
 @route("GET", "/nodes/{node}/qemu/{vmid}/firewall/ipset/{name}")

@@ -14,7 +14,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 from pve_testenv import TEMPLATE, settings_for
 from sqlalchemy import select
 from websockets.sync.client import connect
