@@ -118,6 +118,8 @@ def test_two_workers_provision_twenty_orders_on_one_node(db, rq_env, slow_standi
     _check_one_guest_per_service(db, slow_standin, svc_ids, f"proxmox:127.0.0.1:{slow_standin.port}")
     clones = [r for r in slow_standin.requests if r["path"].endswith("/clone")]
     assert len(clones) == 20
+    spans = sorted((t.finish_at - 0.2, t.finish_at) for t in slow_standin.tasks.values() if t.type == "qmclone")
+    assert any(b[0] < a[1] for a, b in zip(spans, spans[1:])), "the two workers never cloned at the same time"
     assert all(o.progress_text == "Your server is ready" for o in ops)
 
 
