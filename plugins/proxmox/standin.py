@@ -47,7 +47,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 SCHEMA_ENV = "HOSTBAY_PVE_SCHEMA"
 _HERE = Path(__file__).resolve().parent
-DEFAULT_SCHEMA_PATHS = (_HERE / "pve-api-schema.json", Path("/work/shared/reference/pve-api-schema.json"))
+DEFAULT_SCHEMA_PATHS = (_HERE / "pve-api-schema.json",)  # Proxmox's API viewer schema, flattened
 BOOLEAN = {"0", "1", "true", "false", "yes", "no", "on", "off"}
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
