@@ -3,7 +3,8 @@
 ``hostbay console-proxy`` listens on ``HOSTBAY_CONSOLE_PROXY_HOST:PORT`` (loopback by default) behind the TLS
 reverse proxy that serves the panel (see docs/console.md). A browser connects to ``HOSTBAY_CONSOLE_URL?token=…``;
 the plugin spends the token (single use, owner and state checked again) inside an app context and hands websockify
-the driver's raw VNC address, which websockify relays as binary WebSocket frames. websockify serves each
+the driver's raw VNC address, which websockify relays as binary WebSocket frames; a driver whose console is itself
+a WebSocket (Proxmox's ``vncwebsocket``) gets it opened server-side by :mod:`hostbay.core.console_relay`. websockify serves each
 connection in a forked process, so the plugin gives every process its own database connections.
 
 Refusals answer HTTP 403 before the WebSocket upgrade; tokens are never written to the log.
@@ -21,7 +22,8 @@ from websockify.websocketproxy import ProxyRequestHandler, WebSocketProxy
 
 log = logging.getLogger(__name__)
 
-RELAYED_PROTOCOLS = ("vnc",)  # raw RFB over TCP; websockify cannot relay to another WebSocket
+RELAYED_PROTOCOLS = ("vnc",)  # raw RFB over TCP
+UPSTREAM_PROTOCOLS = ("websocket",)  # a WebSocket upstream that hostbay opens itself (core/console_relay.py)
 _TOKEN_RE = re.compile(r"(token=)[^&\s'\"]*")
 
 
@@ -61,6 +63,9 @@ class HostbayTokenPlugin:
                 return None
             finally:
                 db.session.remove()
+        if target.protocol in UPSTREAM_PROTOCOLS:
+            self.upstream = target  # this forked process serves one connection: new_websocket_client opens it
+            return "hostbay-upstream", 0
         if target.protocol not in RELAYED_PROTOCOLS:
             log.error("console target protocol %r cannot be relayed by this proxy", target.protocol)
             return None
@@ -107,10 +112,12 @@ class HostbayProxyHandler(ProxyRequestHandler):
         token = (args.get("token") or [""])[0].strip()
         if not token:
             self._refuse(403, "Console refused: no token")
+        target_plugin.upstream = None
         target = target_plugin.lookup(token)
         if target is None:
             self._refuse(403, "Console refused: the link has expired or was already used")
         self.hostbay_plugin, self.hostbay_redeemed = target_plugin, getattr(target_plugin, "redeemed", None)
+        self.hostbay_upstream = getattr(target_plugin, "upstream", None)
         return target
 
     def do_proxy(self, target):
@@ -118,6 +125,22 @@ class HostbayProxyHandler(ProxyRequestHandler):
         if getattr(self, "hostbay_redeemed", None):
             self.hostbay_plugin.opened(self.hostbay_redeemed)
         return super().do_proxy(target)
+
+    def new_websocket_client(self):
+        upstream = getattr(self, "hostbay_upstream", None)
+        if upstream is None:
+            return super().new_websocket_client()
+        from .console_relay import start_relay
+
+        try:
+            local = start_relay(upstream)  # the upstream's address, headers and password stay in this process
+        except Exception as exc:  # noqa: BLE001 - refuse this connection only
+            log.error("console upstream could not be opened: %s", type(exc).__name__)
+            raise self.CClose(1011, "Failed to connect to the console")
+        try:
+            self.do_proxy(local)
+        finally:
+            local.close()
 
 
 def _origin(url: str) -> str:

@@ -137,7 +137,7 @@ class ConsoleTarget:
 
     host: str
     port: int
-    protocol: str = "vnc-websocket"  # or "vnc" (raw RFB over TCP) or "pve-vncwebsocket"
+    protocol: str = "vnc-websocket"  # or "vnc" (raw RFB over TCP) or "websocket" (an upstream the proxy opens)
     path: str = "/"
     password: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)

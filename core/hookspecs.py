@@ -111,6 +111,13 @@ def hostbay_wallet_credited(user, entry):
 
 
 @hookspec
+def hostbay_iso_deleted(iso):
+    """Called when a customer deletes an ISO image (``iso``, with its ``uuid`` and local ``path``), inside the
+    deleting transaction: enqueue clean-up work with ``hostbay.core.jobs.enqueue`` so it runs only if the deletion
+    commits (e.g. removing copies uploaded to a hypervisor's storage)."""
+
+
+@hookspec
 def hostbay_operation_failed(operation):
     """Called when an operation failed for good (fatal error or retries exhausted); staff alerting goes here."""
 

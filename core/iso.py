@@ -322,6 +322,7 @@ def delete_iso(user: User, iso: IsoImage) -> None:
         raise UserError("This ISO is mounted on a server. Eject it first.") from None
     audit("iso.delete", "iso", iso.uuid, actor=user, before={"name": iso.name, "state": iso.state})
     db.session.info.setdefault("hostbay_iso_unlink", []).append(str(path))
+    current_app.extensions["hostbay"].notify("hostbay_iso_deleted", iso=iso)
 
 
 # --------------------------------------------------------------------------------------------------------------

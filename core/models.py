@@ -19,3 +19,4 @@ from .notices import Notice  # noqa: F401
 from .power import PowerReading  # noqa: F401
 from .idempotency import IdempotencyRecord  # noqa: F401
 from .webhooks import OutgoingDelivery, WebhookEndpoint  # noqa: F401
+from .numbering import ReservedNumber  # noqa: F401
