@@ -66,4 +66,19 @@ def load_demo() -> list[str]:
             ledger.credit(user.id, 10000, kind="topup", key="demo:initial-topup", description="Demo balance")
         out.append(f"{role:9s} {email} / {password}")
     db.session.commit()
-    return ["Demo data ready. Log in with:"] + out
+    extra = _plugin_demo_data()
+    return ["Demo data ready. Log in with:"] + out + extra
+
+
+def _plugin_demo_data() -> list[str]:
+    """Each plugin's own demo data (``hostbay_demo_data``); a failing plugin is logged and skipped."""
+    import logging
+
+    lines: list[str] = []
+    for impl in current_app.extensions["hostbay"].hook.hostbay_demo_data.get_hookimpls():
+        try:
+            lines.extend(impl.function() or [])
+        except Exception:  # noqa: BLE001 - one plugin's demo data must not stop the demo
+            db.session.rollback()
+            logging.getLogger(__name__).exception("demo data of plugin %s failed", impl.plugin_name)
+    return lines

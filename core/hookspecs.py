@@ -70,6 +70,12 @@ def hostbay_admin_menu():
 
 
 @hookspec
+def hostbay_demo_data():
+    """Called by ``hostbay demo`` after core's demo data is committed. Add the plugin's demo data (idempotently:
+    the command runs at every demo start) and return a list of lines to print (possibly empty)."""
+
+
+@hookspec
 def hostbay_dashboard_notices(user):
     """Called when a customer's dashboard renders. Return a list of notices for ``user``, each a dict with
     ``title`` and ``text`` (plain, customer-safe words), optional ``level`` (``"info"``, ``"warning"`` or
