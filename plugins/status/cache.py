@@ -1,0 +1,57 @@
+"""The public pages' cache: a rendered body per (path, cache version), kept ``HOSTBAY_STATUS_CACHE_SECONDS``.
+
+Serving a cached page costs one primary-key read (the version) and no rendering; every staff change and every
+clock-driven transition bumps the version, so nobody sees a stale incident. Responses also carry an ETag and a
+short public ``Cache-Control``, so a reverse proxy in front absorbs a spike too. The cache lives in each web
+process (no shared store needed: the version in the database keeps them in step).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+
+from flask import Response, current_app, request
+
+from .status import current_version
+
+_LOCK = threading.Lock()
+MAX_ENTRIES = 512
+
+
+def _store() -> dict:
+    return current_app.extensions.setdefault("hostbay.status.cache", {})
+
+
+def cached(builder, mimetype: str = "text/html; charset=utf-8") -> Response:
+    """Return the cached response for this request's full path, or build it (``builder()`` returns the body)."""
+    ttl = float(current_app.config.get("HOSTBAY_STATUS_CACHE_SECONDS", 30))
+    version = current_version()
+    key = request.full_path
+    store = _store()
+    hit = store.get(key)
+    now = time.monotonic()
+    if ttl <= 0 or hit is None or hit[0] != version or hit[1] < now:
+        body = builder()
+        if isinstance(body, str):
+            body = body.encode()
+        etag = hashlib.sha1(body).hexdigest()[:20]
+        hit = (version, now + ttl, body, etag)
+        with _LOCK:
+            if len(store) >= MAX_ENTRIES:
+                store.clear()
+            store[key] = hit
+        state = "miss"
+    else:
+        state = "hit"
+    _, _, body, etag = hit
+    max_age = int(current_app.config.get("HOSTBAY_STATUS_MAX_AGE", 15))
+    if request.if_none_match and etag in request.if_none_match:
+        resp = Response(status=304)
+    else:
+        resp = Response(body, mimetype=mimetype)
+    resp.set_etag(etag)
+    resp.headers["Cache-Control"] = f"public, max-age={max_age}"
+    resp.headers["X-Status-Cache"] = state
+    return resp
