@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-26 08:44:37.635768
+Create Date: 2026-12-01 15:54:54.139095
 
 """
 from alembic import op
@@ -117,6 +117,55 @@ def upgrade():
     sa.PrimaryKeyConstraint('id', name=op.f('pk_packages')),
     sa.UniqueConstraint('slug', name=op.f('uq_packages_slug')),
     sa.UniqueConstraint('uuid', name=op.f('uq_packages_uuid'))
+    )
+    op.create_table('status_incidents',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('uuid', sa.String(length=36), nullable=False),
+    sa.Column('name', sa.String(length=200), nullable=False),
+    sa.Column('impact', sa.String(length=16), nullable=False),
+    sa.Column('component_status', sa.String(length=32), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('started_at', sa.DateTime(), nullable=False),
+    sa.Column('monitoring_at', sa.DateTime(), nullable=True),
+    sa.Column('resolved_at', sa.DateTime(), nullable=True),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.Column('updated_at', sa.DateTime(), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_status_incidents')),
+    sa.UniqueConstraint('uuid', name=op.f('uq_status_incidents_uuid'))
+    )
+    with op.batch_alter_table('status_incidents', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_status_incidents_status'), ['status'], unique=False)
+
+    op.create_table('status_maintenances',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('uuid', sa.String(length=36), nullable=False),
+    sa.Column('name', sa.String(length=200), nullable=False),
+    sa.Column('body', sa.Text(), nullable=False),
+    sa.Column('scheduled_for', sa.DateTime(), nullable=False),
+    sa.Column('scheduled_until', sa.DateTime(), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('verify_minutes', sa.Integer(), nullable=False),
+    sa.Column('notify', sa.Boolean(), nullable=False),
+    sa.Column('notice_hours', sa.Integer(), nullable=False),
+    sa.Column('notices_created_at', sa.DateTime(), nullable=True),
+    sa.Column('started_at', sa.DateTime(), nullable=True),
+    sa.Column('completed_at', sa.DateTime(), nullable=True),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.Column('updated_at', sa.DateTime(), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_status_maintenances')),
+    sa.UniqueConstraint('uuid', name=op.f('uq_status_maintenances_uuid'))
+    )
+    with op.batch_alter_table('status_maintenances', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_status_maintenances_scheduled_for'), ['scheduled_for'], unique=False)
+        batch_op.create_index(batch_op.f('ix_status_maintenances_scheduled_until'), ['scheduled_until'], unique=False)
+        batch_op.create_index(batch_op.f('ix_status_maintenances_status'), ['status'], unique=False)
+
+    op.create_table('status_state',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('version', sa.Integer(), nullable=False),
+    sa.Column('rolled_until', sa.DateTime(), nullable=True),
+    sa.Column('meta', sa.JSON(), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_status_state'))
     )
     op.create_table('users',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -278,6 +327,51 @@ def upgrade():
     )
     with op.batch_alter_table('ssh_keys', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_ssh_keys_user_id'), ['user_id'], unique=False)
+
+    op.create_table('status_components',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('uuid', sa.String(length=36), nullable=False),
+    sa.Column('name', sa.String(length=120), nullable=False),
+    sa.Column('group_name', sa.String(length=120), nullable=False),
+    sa.Column('description', sa.String(length=500), nullable=False),
+    sa.Column('kind', sa.String(length=16), nullable=False),
+    sa.Column('location', sa.String(length=64), nullable=True),
+    sa.Column('node_id', sa.Integer(), nullable=True),
+    sa.Column('position', sa.Integer(), nullable=False),
+    sa.Column('override', sa.String(length=32), nullable=True),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.Column('updated_at', sa.DateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['node_id'], ['nodes.id'], name=op.f('fk_status_components_node_id_nodes'), ondelete='SET NULL'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_status_components')),
+    sa.UniqueConstraint('uuid', name=op.f('uq_status_components_uuid'))
+    )
+    op.create_table('status_incident_updates',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('uuid', sa.String(length=36), nullable=False),
+    sa.Column('incident_id', sa.Integer(), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('body', sa.Text(), nullable=False),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['incident_id'], ['status_incidents.id'], name=op.f('fk_status_incident_updates_incident_id_status_incidents'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_status_incident_updates')),
+    sa.UniqueConstraint('uuid', name=op.f('uq_status_incident_updates_uuid'))
+    )
+    with op.batch_alter_table('status_incident_updates', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_status_incident_updates_incident_id'), ['incident_id'], unique=False)
+
+    op.create_table('status_maintenance_updates',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('uuid', sa.String(length=36), nullable=False),
+    sa.Column('maintenance_id', sa.Integer(), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('body', sa.Text(), nullable=False),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['maintenance_id'], ['status_maintenances.id'], name=op.f('fk_status_maintenance_updates_maintenance_id_status_maintenances'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_status_maintenance_updates')),
+    sa.UniqueConstraint('uuid', name=op.f('uq_status_maintenance_updates_uuid'))
+    )
+    with op.batch_alter_table('status_maintenance_updates', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_status_maintenance_updates_maintenance_id'), ['maintenance_id'], unique=False)
 
     op.create_table('totp_states',
     sa.Column('user_id', sa.Integer(), nullable=False),
@@ -459,6 +553,54 @@ def upgrade():
         batch_op.create_index(batch_op.f('ix_operations_state'), ['state'], unique=False)
         batch_op.create_index(batch_op.f('ix_operations_user_id'), ['user_id'], unique=False)
 
+    op.create_table('status_incident_components',
+    sa.Column('incident_id', sa.Integer(), nullable=False),
+    sa.Column('component_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['component_id'], ['status_components.id'], name=op.f('fk_status_incident_components_component_id_status_components'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['incident_id'], ['status_incidents.id'], name=op.f('fk_status_incident_components_incident_id_status_incidents'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('incident_id', 'component_id', name=op.f('pk_status_incident_components'))
+    )
+    op.create_table('status_incident_services',
+    sa.Column('incident_id', sa.Integer(), nullable=False),
+    sa.Column('service_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['incident_id'], ['status_incidents.id'], name=op.f('fk_status_incident_services_incident_id_status_incidents'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['service_id'], ['services.id'], name=op.f('fk_status_incident_services_service_id_services'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('incident_id', 'service_id', name=op.f('pk_status_incident_services'))
+    )
+    op.create_table('status_maintenance_components',
+    sa.Column('maintenance_id', sa.Integer(), nullable=False),
+    sa.Column('component_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['component_id'], ['status_components.id'], name=op.f('fk_status_maintenance_components_component_id_status_components'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['maintenance_id'], ['status_maintenances.id'], name=op.f('fk_status_maintenance_components_maintenance_id_status_maintenances'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('maintenance_id', 'component_id', name=op.f('pk_status_maintenance_components'))
+    )
+    op.create_table('status_probes',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('uuid', sa.String(length=36), nullable=False),
+    sa.Column('name', sa.String(length=120), nullable=False),
+    sa.Column('component_id', sa.Integer(), nullable=False),
+    sa.Column('kind', sa.String(length=8), nullable=False),
+    sa.Column('host', sa.String(length=255), nullable=False),
+    sa.Column('port', sa.Integer(), nullable=True),
+    sa.Column('url', sa.String(length=500), nullable=False),
+    sa.Column('expected_status', sa.Integer(), nullable=False),
+    sa.Column('interval_seconds', sa.Integer(), nullable=False),
+    sa.Column('timeout_seconds', sa.Double(), nullable=False),
+    sa.Column('degraded_ms', sa.Integer(), nullable=False),
+    sa.Column('enabled', sa.Boolean(), nullable=False),
+    sa.Column('last_run_at', sa.DateTime(), nullable=True),
+    sa.Column('last_ok', sa.Boolean(), nullable=True),
+    sa.Column('last_latency_ms', sa.Double(), nullable=True),
+    sa.Column('last_error', sa.String(length=255), nullable=True),
+    sa.Column('fail_streak', sa.Integer(), nullable=False),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['component_id'], ['status_components.id'], name=op.f('fk_status_probes_component_id_status_components'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_status_probes')),
+    sa.UniqueConstraint('uuid', name=op.f('uq_status_probes_uuid'))
+    )
+    with op.batch_alter_table('status_probes', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_status_probes_component_id'), ['component_id'], unique=False)
+
     op.create_table('tickets',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('uuid', sa.String(length=36), nullable=False),
@@ -565,6 +707,37 @@ def upgrade():
         batch_op.create_index(batch_op.f('ix_refund_requests_state'), ['state'], unique=False)
         batch_op.create_index(batch_op.f('ix_refund_requests_user_id'), ['user_id'], unique=False)
 
+    op.create_table('status_rollups',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('probe_id', sa.Integer(), nullable=False),
+    sa.Column('resolution', sa.Integer(), nullable=False),
+    sa.Column('bucket', sa.DateTime(), nullable=False),
+    sa.Column('count', sa.Integer(), nullable=False),
+    sa.Column('ok_count', sa.Integer(), nullable=False),
+    sa.Column('maint_count', sa.Integer(), nullable=False),
+    sa.Column('maint_ok_count', sa.Integer(), nullable=False),
+    sa.Column('latency_sum', sa.Double(), nullable=False),
+    sa.Column('latency_n', sa.Integer(), nullable=False),
+    sa.Column('latency_max', sa.Double(), nullable=True),
+    sa.ForeignKeyConstraint(['probe_id'], ['status_probes.id'], name=op.f('fk_status_rollups_probe_id_status_probes'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_status_rollups')),
+    sa.UniqueConstraint('probe_id', 'resolution', 'bucket', name='uq_status_rollup_bucket')
+    )
+    op.create_table('status_samples',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('probe_id', sa.Integer(), nullable=False),
+    sa.Column('ts', sa.DateTime(), nullable=False),
+    sa.Column('ok', sa.Boolean(), nullable=False),
+    sa.Column('maintenance', sa.Boolean(), nullable=False),
+    sa.Column('latency_ms', sa.Double(), nullable=True),
+    sa.Column('error', sa.String(length=255), nullable=True),
+    sa.ForeignKeyConstraint(['probe_id'], ['status_probes.id'], name=op.f('fk_status_samples_probe_id_status_probes'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_status_samples'))
+    )
+    with op.batch_alter_table('status_samples', schema=None) as batch_op:
+        batch_op.create_index('ix_status_samples_probe_ts', ['probe_id', 'ts'], unique=False)
+        batch_op.create_index(batch_op.f('ix_status_samples_ts'), ['ts'], unique=False)
+
     op.create_table('ticket_messages',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('ticket_id', sa.Integer(), nullable=False),
@@ -609,6 +782,12 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_ticket_messages_ticket_id'))
 
     op.drop_table('ticket_messages')
+    with op.batch_alter_table('status_samples', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_status_samples_ts'))
+        batch_op.drop_index('ix_status_samples_probe_ts')
+
+    op.drop_table('status_samples')
+    op.drop_table('status_rollups')
     with op.batch_alter_table('refund_requests', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_refund_requests_user_id'))
         batch_op.drop_index(batch_op.f('ix_refund_requests_state'))
@@ -634,6 +813,13 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_tickets_status'))
 
     op.drop_table('tickets')
+    with op.batch_alter_table('status_probes', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_status_probes_component_id'))
+
+    op.drop_table('status_probes')
+    op.drop_table('status_maintenance_components')
+    op.drop_table('status_incident_services')
+    op.drop_table('status_incident_components')
     with op.batch_alter_table('operations', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_operations_user_id'))
         batch_op.drop_index(batch_op.f('ix_operations_state'))
@@ -679,6 +865,15 @@ def downgrade():
     op.drop_table('activity_entries')
     op.drop_table('wallets')
     op.drop_table('totp_states')
+    with op.batch_alter_table('status_maintenance_updates', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_status_maintenance_updates_maintenance_id'))
+
+    op.drop_table('status_maintenance_updates')
+    with op.batch_alter_table('status_incident_updates', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_status_incident_updates_incident_id'))
+
+    op.drop_table('status_incident_updates')
+    op.drop_table('status_components')
     with op.batch_alter_table('ssh_keys', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_ssh_keys_user_id'))
 
@@ -712,6 +907,17 @@ def downgrade():
 
     op.drop_table('api_tokens')
     op.drop_table('users')
+    op.drop_table('status_state')
+    with op.batch_alter_table('status_maintenances', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_status_maintenances_status'))
+        batch_op.drop_index(batch_op.f('ix_status_maintenances_scheduled_until'))
+        batch_op.drop_index(batch_op.f('ix_status_maintenances_scheduled_for'))
+
+    op.drop_table('status_maintenances')
+    with op.batch_alter_table('status_incidents', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_status_incidents_status'))
+
+    op.drop_table('status_incidents')
     op.drop_table('packages')
     op.drop_table('nodes')
     op.drop_table('ip_pools')
