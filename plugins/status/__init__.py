@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from hostbay.core.hookspecs import hookimpl
 
-from . import models  # noqa: F401  (the tables are part of the metadata once the plugin loads)
+if __name__ == "hostbay.plugins.status":
+    # The tables join the metadata once the plugin loads. (A test collector walking the source tree may import
+    # this folder a second time as ``plugins.status``; the tables are defined under the installed name only.)
+    from . import models  # noqa: F401
 
 PROBE_EVERY = 30
 TICK_EVERY = 60
