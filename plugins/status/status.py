@@ -208,21 +208,27 @@ def watermarks() -> dict[int, datetime | None]:
             for res in (RES_MINUTE, RES_HOUR, RES_DAY)}
 
 
-def _levels(start: datetime, end: datetime, marks: dict) -> list[tuple[int | None, datetime, datetime]]:
-    """Split [start, end) into parts, each read from the coarsest level that covers it: day rollups up to the
-    day watermark, then hour rollups, minute rollups, then raw samples."""
-    parts = []
-    lo = start
-    for res in (RES_DAY, RES_HOUR, RES_MINUTE):
-        mark = marks.get(res)
-        if mark is not None and mark > lo:
-            hi = min(mark, end)
-            parts.append((res, lo, hi))
-            lo = hi
-        if lo >= end:
-            return parts
-    parts.append((None, lo, end))
-    return parts
+def _levels(start: datetime, end: datetime, marks: dict, levels=(RES_DAY, RES_HOUR, RES_MINUTE)) -> list[tuple]:
+    """Split [start, end) into parts, each read from the coarsest level that holds it whole: day rollups for the
+    whole days before the day watermark, hour rollups around them, then minute rollups, then raw samples."""
+    if start >= end:
+        return []
+    if not levels:
+        return [(None, start, end)]
+    res, finer = levels[0], levels[1:]
+    mark = marks.get(res)
+    if mark is None:
+        return _levels(start, end, marks, finer)
+    lo = _ceil(start, res)
+    hi = min(_floor(end, res), mark)
+    if lo >= hi:
+        return _levels(start, end, marks, finer)
+    return _levels(start, lo, marks, finer) + [(res, lo, hi)] + _levels(hi, end, marks, finer)
+
+
+def _ceil(ts: datetime, res: int) -> datetime:
+    f = _floor(ts, res)
+    return f if f == ts else f + timedelta(seconds=res)
 
 
 def counts(probe_ids: list[int], start: datetime, end: datetime, marks: dict | None = None) -> dict[int, tuple]:
@@ -285,8 +291,9 @@ def latency_series(component_id: int, rng: str, now: datetime | None = None) -> 
     probe_ids = list(db.session.scalars(select(Probe.id).where(Probe.component_id == component_id)))
     buckets: dict[datetime, list] = {}
     if probe_ids:
-        marks = {lvl: m for lvl, m in watermarks().items() if lvl <= res}
-        for level, lo, hi in _levels(start, now + timedelta(seconds=1), marks):
+        marks = watermarks()
+        levels = tuple(lvl for lvl in (RES_DAY, RES_HOUR, RES_MINUTE) if lvl <= res)
+        for level, lo, hi in _levels(start, now + timedelta(seconds=1), marks, levels):
             if level is None:
                 rows = db.session.execute(
                     select(Sample.ts, Sample.latency_ms, func.cast(Sample.ok, db.Integer), Sample.ok)
