@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid as uuidlib
 from datetime import datetime, timedelta
+from functools import cached_property
 
 from flask import current_app
 from sqlalchemy import select
@@ -12,9 +13,10 @@ from sqlalchemy import select
 from hostbay.core import clock
 from hostbay.core.db import db
 
-from .models import (COMPONENT_LABELS, MAINT_COMPLETED, UNRESOLVED, Component, Incident, Maintenance)
-from .status import (active_maintenances, clock_status, component_statuses, component_uptime, page_status,
-                     upcoming_maintenances, worst)
+from .models import COMPONENT_LABELS, MAINT_COMPLETED, UNRESOLVED, Component, Incident, Maintenance, Probe
+from .settings import setting
+from .status import (clock_status, component_statuses, component_uptime, components_in_windows, page_status,
+                     worst)
 
 GROUP_NS = uuidlib.UUID("7b0c1f52-3c51-4b8e-9c61-6f1f4c2d9a10")
 
@@ -28,34 +30,82 @@ def _base() -> str:
 
 
 def page_id() -> str:
-    return current_app.config.get("HOSTBAY_STATUS_PAGE_ID") or "hostbay"
+    return setting("HOSTBAY_STATUS_PAGE_ID")
 
 
 def page_obj(updated_at: datetime) -> dict:
-    return {"id": page_id(), "name": current_app.config.get("HOSTBAY_STATUS_PAGE_NAME") or "hostbay",
+    return {"id": page_id(), "name": setting("HOSTBAY_STATUS_PAGE_NAME"),
             "url": _base() + "/status", "time_zone": "Etc/UTC", "updated_at": ts(updated_at)}
 
 
 class Snapshot:
-    """Everything the public surfaces show, read in a few queries."""
+    """Everything the public surfaces show, each part read once and only when a page uses it."""
 
     def __init__(self, now: datetime | None = None):
         self.now = now or clock.now()
-        self.components = db.session.scalars(select(Component).order_by(Component.position, Component.id)).all()
-        self.statuses = component_statuses(self.now)
-        self.open_incidents = db.session.scalars(select(Incident).where(Incident.status.in_(UNRESOLVED))
-                                                 .order_by(Incident.started_at.desc())).all()
-        self.recent_incidents = db.session.scalars(select(Incident).order_by(Incident.started_at.desc(),
-                                                                              Incident.id.desc()).limit(50)).all()
-        self.upcoming = upcoming_maintenances(self.now)
-        self.active = active_maintenances(self.now)
-        self.recent_maintenances = db.session.scalars(select(Maintenance).order_by(
-            Maintenance.scheduled_for.desc(), Maintenance.id.desc()).limit(50)).all()
-        self.uptime = component_uptime(self.now - timedelta(days=90), self.now)
-        self.status = page_status(self.statuses, self.open_incidents, bool(self.active))
-        stamps = [c.updated_at for c in self.components] + [i.updated_at for i in self.recent_incidents] + \
-                 [m.updated_at for m in self.recent_maintenances]
-        self.updated_at = max(stamps) if stamps else self.now
+
+    @cached_property
+    def components(self) -> list[Component]:
+        return db.session.scalars(select(Component).order_by(Component.position, Component.id)).all()
+
+    @cached_property
+    def probes(self) -> list[tuple]:
+        """(probe id, component id, enabled, last ok, fail streak, last latency, degraded threshold, ran)."""
+        return db.session.execute(select(Probe.id, Probe.component_id, Probe.enabled, Probe.last_ok,
+                                         Probe.fail_streak, Probe.last_latency_ms, Probe.degraded_ms,
+                                         Probe.last_run_at.is_not(None))).all()
+
+    @cached_property
+    def probed(self) -> set[int]:
+        return {p[1] for p in self.probes if p[2]}
+
+    @cached_property
+    def open_windows(self) -> list[Maintenance]:
+        return db.session.scalars(select(Maintenance).where(Maintenance.status != MAINT_COMPLETED)
+                                  .order_by(Maintenance.scheduled_for, Maintenance.id)).all()
+
+    @cached_property
+    def upcoming(self) -> list[Maintenance]:
+        return [m for m in self.open_windows if clock_status(m, self.now) == "scheduled"]
+
+    @cached_property
+    def active(self) -> list[Maintenance]:
+        return [m for m in self.open_windows if clock_status(m, self.now) in ("in_progress", "verifying")]
+
+    @cached_property
+    def open_incidents(self) -> list[Incident]:
+        return db.session.scalars(select(Incident).where(Incident.status.in_(UNRESOLVED))
+                                  .order_by(Incident.started_at.desc(), Incident.id.desc())).all()
+
+    @cached_property
+    def recent_incidents(self) -> list[Incident]:
+        return db.session.scalars(select(Incident).order_by(Incident.started_at.desc(), Incident.id.desc())
+                                  .limit(50)).all()
+
+    @cached_property
+    def recent_maintenances(self) -> list[Maintenance]:
+        return db.session.scalars(select(Maintenance).order_by(Maintenance.scheduled_for.desc(),
+                                                               Maintenance.id.desc()).limit(50)).all()
+
+    @cached_property
+    def statuses(self) -> dict[int, str]:
+        return component_statuses(self.now, components=self.components, open_incidents=self.open_incidents,
+                                  in_maintenance=components_in_windows(self.open_windows, self.now),
+                                  probe_rows=[(p[1], p[3], p[4], p[5], p[6]) for p in self.probes if p[2] and p[7]])
+
+    @cached_property
+    def uptime(self) -> dict[int, float | None]:
+        return component_uptime(self.now - timedelta(days=90), self.now, probes=[(p[0], p[1]) for p in self.probes])
+
+    @cached_property
+    def status(self) -> dict:
+        return page_status(self.statuses, self.open_incidents, bool(self.active))
+
+    @cached_property
+    def updated_at(self) -> datetime:
+        stamps = [c.updated_at for c in self.components] + [i.updated_at for i in self.recent_incidents[:1]] + \
+                 [m.updated_at for m in self.open_windows] + [m.updated_at for m in self.recent_maintenances[:1]]
+        return max(stamps) if stamps else self.now
 
     # -- groups ------------------------------------------------------------------------------------------------
     def groups(self) -> list[tuple[str, list[Component]]]:

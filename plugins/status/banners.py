@@ -20,7 +20,8 @@ from hostbay.core import clock
 from hostbay.core.db import db
 
 from .models import MAINT_COMPLETED, UNRESOLVED, Component, Incident, Maintenance, incident_services
-from .status import clock_status, current_version
+from .cache import version as current_version
+from .status import clock_status
 
 LEVEL = {"none": "info", "minor": "warning", "major": "danger", "critical": "danger"}
 

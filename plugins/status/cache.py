@@ -1,7 +1,7 @@
 """The public pages' cache: a rendered body per (path, cache version), kept ``HOSTBAY_STATUS_CACHE_SECONDS``.
 
-Serving a cached page costs one primary-key read (the version) and no rendering; every staff change and every
-clock-driven transition bumps the version, so nobody sees a stale incident. Responses also carry an ETag and a
+Serving a cached page costs no query (the version is re-read at most once a second) and no rendering; every
+staff change and every clock-driven transition bumps the version, so nobody sees a stale incident. Responses also carry an ETag and a
 short public ``Cache-Control``, so a reverse proxy in front absorbs a spike too. The cache lives in each web
 process (no shared store needed: the version in the database keeps them in step).
 """
@@ -14,10 +14,25 @@ import time
 
 from flask import Response, current_app, request
 
+from .settings import setting
 from .status import current_version
 
 _LOCK = threading.Lock()
 MAX_ENTRIES = 512
+
+
+VERSION_TTL = 1.0  # seconds a process trusts the version it read (another process's change shows within this)
+
+
+def version() -> int:
+    """The cache version, read from the database at most once a second per process (a change made in this
+    process clears the memo at once, see ``status.bump``)."""
+    memo = current_app.extensions.get("hostbay.status.version")
+    now = time.monotonic()
+    if memo is None or memo[1] < now:
+        memo = (current_version(), now + VERSION_TTL)
+        current_app.extensions["hostbay.status.version"] = memo
+    return memo[0]
 
 
 def _store() -> dict:
@@ -26,18 +41,18 @@ def _store() -> dict:
 
 def cached(builder, mimetype: str = "text/html; charset=utf-8") -> Response:
     """Return the cached response for this request's full path, or build it (``builder()`` returns the body)."""
-    ttl = float(current_app.config.get("HOSTBAY_STATUS_CACHE_SECONDS", 30))
-    version = current_version()
+    ttl = float(setting("HOSTBAY_STATUS_CACHE_SECONDS"))
+    ver = version()
     key = request.full_path
     store = _store()
     hit = store.get(key)
     now = time.monotonic()
-    if ttl <= 0 or hit is None or hit[0] != version or hit[1] < now:
+    if ttl <= 0 or hit is None or hit[0] != ver or hit[1] < now:
         body = builder()
         if isinstance(body, str):
             body = body.encode()
         etag = hashlib.sha1(body).hexdigest()[:20]
-        hit = (version, now + ttl, body, etag)
+        hit = (ver, now + ttl, body, etag)
         with _LOCK:
             if len(store) >= MAX_ENTRIES:
                 store.clear()
@@ -46,7 +61,7 @@ def cached(builder, mimetype: str = "text/html; charset=utf-8") -> Response:
     else:
         state = "hit"
     _, _, body, etag = hit
-    max_age = int(current_app.config.get("HOSTBAY_STATUS_MAX_AGE", 15))
+    max_age = int(setting("HOSTBAY_STATUS_MAX_AGE"))
     if request.if_none_match and etag in request.if_none_match:
         resp = Response(status=304)
     else:

@@ -97,7 +97,7 @@ class Incident(db.Model):
 
     components = relationship("Component", secondary=incident_components, lazy="selectin",
                               order_by="Component.position")
-    services = relationship("Service", secondary=incident_services, lazy="selectin")
+    services = relationship("Service", secondary=incident_services, lazy="select")  # staff pages only
     updates = relationship("IncidentUpdate", lazy="selectin", cascade="all, delete-orphan",
                            order_by="(IncidentUpdate.created_at.desc(), IncidentUpdate.id.desc())")
 

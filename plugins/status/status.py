@@ -41,6 +41,10 @@ def state() -> StatusState:
 
 def bump() -> None:
     """Invalidate every cached public page (call in the transaction of the change)."""
+    from flask import current_app, has_app_context
+
+    if has_app_context():
+        current_app.extensions.pop("hostbay.status.version", None)
     state()
     db.session.execute(update(StatusState).where(StatusState.id == 1).values(version=StatusState.version + 1))
 
@@ -141,21 +145,30 @@ def worst(statuses) -> str:
     return out
 
 
-def component_statuses(now: datetime | None = None) -> dict[int, str]:
-    """Every component's status (a few fixed queries, whatever the number of components)."""
+def component_statuses(now: datetime | None = None, *, components=None, open_incidents=None,
+                       in_maintenance: set[int] | None = None, probe_rows=None) -> dict[int, str]:
+    """Every component's status (a few fixed queries, whatever the number of components; callers that already
+    hold the components, open incidents, maintenance set or probe rows pass them in)."""
     now = now or clock.now()
-    comps = db.session.execute(select(Component.id, Component.override)).all()
+    if components is None:
+        comps = db.session.execute(select(Component.id, Component.override)).all()
+    else:
+        comps = [(c.id, c.override) for c in components]
     derived: dict[int, list[str]] = {cid: [] for cid, _ in comps}
-    for cid, status in db.session.execute(
+    if open_incidents is None:
+        pairs = db.session.execute(
             select(incident_components.c.component_id, Incident.component_status)
             .join(Incident, Incident.id == incident_components.c.incident_id)
-            .where(Incident.status.in_(UNRESOLVED))):
+            .where(Incident.status.in_(UNRESOLVED))).all()
+    else:
+        pairs = [(c.id, inc.component_status) for inc in open_incidents for c in inc.components]
+    for cid, status in pairs:
         derived.setdefault(cid, []).append(status)
-    in_maint = maintenance_component_ids(now)
+    in_maint = maintenance_component_ids(now) if in_maintenance is None else in_maintenance
+    if probe_rows is None:
+        probe_rows = probe_state()
     probes: dict[int, list] = {}
-    for cid, ok, streak, latency, slow in db.session.execute(
-            select(Probe.component_id, Probe.last_ok, Probe.fail_streak, Probe.last_latency_ms, Probe.degraded_ms)
-            .where(Probe.enabled.is_(True), Probe.last_run_at.is_not(None))):
+    for cid, ok, streak, latency, slow in probe_rows:
         probes.setdefault(cid, []).append((ok, streak, latency, slow))
     out = {}
     for cid, override in comps:
@@ -176,6 +189,18 @@ def component_statuses(now: datetime | None = None) -> dict[int, str]:
                 parts.append(DEGRADED)
         out[cid] = worst(parts)
     return out
+
+
+def probe_state() -> list[tuple]:
+    """(component id, last ok, fail streak, last latency, degraded threshold) of every enabled probe that ran."""
+    return db.session.execute(
+        select(Probe.component_id, Probe.last_ok, Probe.fail_streak, Probe.last_latency_ms, Probe.degraded_ms)
+        .where(Probe.enabled.is_(True), Probe.last_run_at.is_not(None))).all()
+
+
+def components_in_windows(windows, now: datetime) -> set[int]:
+    return {c.id for m in windows if clock_status(m, now) in (MAINT_IN_PROGRESS, MAINT_VERIFYING)
+            for c in m.components}
 
 
 INDICATOR = {OPERATIONAL: "none", MAINTENANCE: "none", DEGRADED: "minor", PARTIAL: "major", MAJOR: "critical"}
@@ -266,8 +291,10 @@ def uptime_percent(c: tuple | list) -> float | None:
     return 100.0 * (ok - mok) / considered
 
 
-def component_uptime(start: datetime, end: datetime) -> dict[int, float | None]:
-    probes = db.session.execute(select(Probe.id, Probe.component_id)).all()
+def component_uptime(start: datetime, end: datetime, probes=None) -> dict[int, float | None]:
+    """Uptime per component over [start, end) from its probes' samples; ``probes``: (probe id, component id)."""
+    if probes is None:
+        probes = db.session.execute(select(Probe.id, Probe.component_id)).all()
     per = counts([p for p, _ in probes], start, end)
     acc: dict[int, list[int]] = {}
     for pid, cid in probes:

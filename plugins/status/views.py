@@ -15,7 +15,7 @@ from hostbay.core.db import db
 
 from . import cache
 from .api import DOCUMENTS, Snapshot, _base, ts
-from .models import COMPONENT_LABELS, MAINT_COMPLETED, Component, Incident, Maintenance, Probe
+from .models import COMPONENT_LABELS, MAINT_COMPLETED, Component, Incident, Maintenance
 from .status import RANGES, clock_status, latency_series
 
 bp = Blueprint("status", __name__, url_prefix="/status", template_folder="templates", static_folder="static",
@@ -25,8 +25,7 @@ HISTORY_PAGE = 20
 
 
 def _ctx(snap: Snapshot) -> dict:
-    probed = set(db.session.scalars(select(Probe.component_id).where(Probe.enabled.is_(True))))
-    return {"snap": snap, "labels": COMPONENT_LABELS, "probed": probed, "clock_status": clock_status}
+    return {"snap": snap, "labels": COMPONENT_LABELS, "clock_status": clock_status}
 
 
 @bp.get("")
