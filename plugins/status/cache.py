@@ -19,6 +19,7 @@ from .status import current_version
 
 _LOCK = threading.Lock()
 MAX_ENTRIES = 512
+KEY_ARGS = ("range", "page")  # the only query arguments the pages read: others cannot fill the cache
 
 
 VERSION_TTL = 1.0  # seconds a process trusts the version it read (another process's change shows within this)
@@ -40,10 +41,10 @@ def _store() -> dict:
 
 
 def cached(builder, mimetype: str = "text/html; charset=utf-8") -> Response:
-    """Return the cached response for this request's full path, or build it (``builder()`` returns the body)."""
+    """Return the cached response for this request's path (and ``KEY_ARGS``), or build it (``builder()`` returns the body)."""
     ttl = float(setting("HOSTBAY_STATUS_CACHE_SECONDS"))
     ver = version()
-    key = request.full_path
+    key = request.path + "?" + "&".join(f"{k}={request.args[k]}" for k in KEY_ARGS if k in request.args)
     store = _store()
     hit = store.get(key)
     now = time.monotonic()

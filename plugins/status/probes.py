@@ -209,10 +209,16 @@ def sweep(now: datetime | None = None, probe_ids: list[int] | None = None) -> di
         rows.append({"probe_id": pid, "ts": now, "ok": r.ok, "maintenance": cid in in_maint,
                      "latency_ms": round(r.latency_ms, 3) if r.latency_ms is not None else None, "error": r.error})
     db.session.execute(Sample.__table__.insert(), rows)
+    flipped = False
     for p in db.session.scalars(select(Probe).where(Probe.id.in_(list(results)))).all():
         r = results[p.id]
+        flipped |= p.last_ok is not None and p.last_ok != r.ok or (not r.ok and p.fail_streak == 1)
         p.last_run_at, p.last_ok, p.last_error = now, r.ok, r.error
         p.last_latency_ms = round(r.latency_ms, 3) if r.latency_ms is not None else None
         p.fail_streak = 0 if r.ok else p.fail_streak + 1
+    if flipped:  # a component's derived status may have changed: the public pages show it at once
+        from .status import bump
+
+        bump()
     db.session.commit()
     return {"probes": len(specs), "down": down}

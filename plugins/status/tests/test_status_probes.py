@@ -108,3 +108,17 @@ def test_icmp_where_the_process_may(app, clock, job_runner, make_component, make
     s = _last(p)
     assert s.ok, s.error
     assert s.latency_ms is not None and s.latency_ms < 1000
+
+
+def test_an_outage_found_by_probes_reaches_the_cached_page_at_once(app, client, clock, job_runner, closed_port,
+                                                                   make_component, make_probe):
+    comp = make_component("Down soon")
+    make_probe(comp, kind="tcp", host="127.0.0.1", port=closed_port)
+    assert client.get("/status").headers["X-Status-Cache"] == "miss"
+    assert client.get("/status").headers["X-Status-Cache"] == "hit"
+    _sweep_job(clock)
+    clock.advance(seconds=61)
+    _sweep_job(clock)
+    resp = client.get("/status")
+    assert resp.headers["X-Status-Cache"] == "miss"
+    assert b'data-status="major_outage"' in resp.data
