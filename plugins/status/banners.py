@@ -5,65 +5,81 @@ component stands for, or is named in the incident itself; and a maintenance wind
 until it ends. The banner carries the incident's public title, its public link and the customer's own service
 names: never a node's name or any other infrastructure identifier.
 
-Cost per dashboard view: one read of the cache version and one query over the customer's services; the list of
-open incidents and windows with the nodes and locations they touch is cached per version.
+Cost per dashboard view: one query for what is open (incidents and windows with the nodes, locations and services
+they touch), and one over the customer's services only when something is open.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-from flask import current_app
 from sqlalchemy import select
 
 from hostbay.core import clock
 from hostbay.core.db import db
 
-from .models import MAINT_COMPLETED, UNRESOLVED, Component, Incident, Maintenance, incident_services
-from .cache import version as current_version
-from .status import clock_status
+from .models import (MAINT_COMPLETED, UNRESOLVED, Component, Incident, IncidentUpdate, Maintenance, incident_components,
+                     incident_services, maintenance_components)
 
 LEVEL = {"none": "info", "minor": "warning", "major": "danger", "critical": "danger"}
 
 
 def _affecting() -> list[dict]:
-    """Open incidents and current or near windows, each with the nodes, locations and services it touches."""
-    version = current_version()
-    store = current_app.extensions.setdefault("hostbay.status.banners", {})
+    """Open incidents and current or near windows, each with the nodes, locations and services it touches: one
+    query (a UNION of both), so a dashboard view costs the same whatever is open."""
+    from sqlalchemy import literal, null, union_all
+
     now = clock.now()
-    hit = store.get("v")
-    if hit and hit[0] == version and hit[1] > now:
-        return hit[2]
-    comps = {c.id: c for c in db.session.scalars(select(Component))}
-    out = []
-    for inc in db.session.scalars(select(Incident).where(Incident.status.in_(UNRESOLVED))
-                                  .order_by(Incident.started_at.desc())):
-        ids = [c.id for c in inc.components]
-        out.append({"kind": "incident", "title": inc.name, "level": LEVEL.get(inc.impact, "warning"),
-                    "url": f"/status/incidents/{inc.uuid}", "text": _latest(inc.updates),
-                    "everyone": any(comps[i].kind in ("panel", "api") for i in ids if i in comps),
-                    "nodes": {comps[i].node_id for i in ids if i in comps and comps[i].node_id},
-                    "locations": {comps[i].location for i in ids if i in comps and comps[i].location},
-                    "services": set(db.session.scalars(select(incident_services.c.service_id)
-                                                       .where(incident_services.c.incident_id == inc.id)))})
-    for m in db.session.scalars(select(Maintenance).where(Maintenance.status != MAINT_COMPLETED)):
-        status = clock_status(m, now)
-        if status == MAINT_COMPLETED:
-            continue
-        if status == "scheduled" and m.scheduled_for - timedelta(hours=max(m.notice_hours, 1)) > now:
-            continue  # announced on the dashboard from its notice lead time on
-        ids = [c.id for c in m.components]
-        when = f"{m.scheduled_for:%Y-%m-%d %H:%M}–{m.scheduled_until:%H:%M} UTC"
-        out.append({"kind": "maintenance", "title": f"Planned maintenance: {m.name}", "level": "info",
-                    "url": f"/status/maintenance/{m.uuid}",
-                    "text": ("In progress until " if status != "scheduled" else "Scheduled for ") + when + ".",
-                    "everyone": any(comps[i].kind in ("panel", "api") for i in ids if i in comps),
-                    "nodes": {comps[i].node_id for i in ids if i in comps and comps[i].node_id},
-                    "locations": {comps[i].location for i in ids if i in comps and comps[i].location},
-                    "services": set()})
-    # valid until the next clock-driven change could alter the list (at most a minute)
-    store["v"] = (version, now + timedelta(seconds=60), out)
-    return out
+    latest = (select(IncidentUpdate.body).where(IncidentUpdate.incident_id == Incident.id)
+              .order_by(IncidentUpdate.created_at.desc(), IncidentUpdate.id.desc()).limit(1).scalar_subquery())
+    inc = (select(literal("incident").label("what"), Incident.id.label("id"), Incident.uuid, Incident.name,
+                  Incident.impact, latest.label("body"), Component.kind, Component.node_id, Component.location,
+                  incident_services.c.service_id, null().label("starts"), null().label("ends"),
+                  null().label("verify"), null().label("done"), null().label("lead"))
+           .select_from(Incident)
+           .outerjoin(incident_components, incident_components.c.incident_id == Incident.id)
+           .outerjoin(Component, Component.id == incident_components.c.component_id)
+           .outerjoin(incident_services, incident_services.c.incident_id == Incident.id)
+           .where(Incident.status.in_(UNRESOLVED)))
+    mnt = (select(literal("maintenance"), Maintenance.id, Maintenance.uuid, Maintenance.name, literal("none"),
+                  null(), Component.kind, Component.node_id, Component.location, null(), Maintenance.scheduled_for,
+                  Maintenance.scheduled_until, Maintenance.verify_minutes, Maintenance.completed_at,
+                  Maintenance.notice_hours)
+           .select_from(Maintenance)
+           .join(maintenance_components, maintenance_components.c.maintenance_id == Maintenance.id)
+           .join(Component, Component.id == maintenance_components.c.component_id)
+           .where(Maintenance.status != MAINT_COMPLETED, Maintenance.scheduled_until
+                  >= now - timedelta(days=1)))
+    items: dict[tuple, dict] = {}
+    for r in db.session.execute(union_all(inc, mnt)).all():
+        key = (r[0], r[1])
+        item = items.get(key)
+        if item is None:
+            if r[0] == "incident":
+                item = {"title": r.name, "level": LEVEL.get(r.impact, "warning"),
+                        "url": f"/status/incidents/{r.uuid}", "text": (r.body or "")[:300]}
+            else:
+                starts, ends, verify, done = r[10], r[11], r[12] or 0, r[13]
+                if done is not None and done <= now or now >= ends + timedelta(minutes=verify):
+                    continue
+                if now < starts - timedelta(hours=max(r[14] or 0, 1)):
+                    continue  # announced on the dashboard from its notice lead time on
+                when = f"{starts:%Y-%m-%d %H:%M}–{ends:%H:%M} UTC"
+                item = {"title": f"Planned maintenance: {r.name}", "level": "info",
+                        "url": f"/status/maintenance/{r.uuid}",
+                        "text": ("In progress until " if now >= starts else "Scheduled for ") + when + "."}
+            item.update(everyone=False, nodes=set(), locations=set(), services=set())
+            items[key] = item
+        if r.kind in ("panel", "api"):
+            item["everyone"] = True
+        if r.node_id:
+            item["nodes"].add(r.node_id)
+        if r.location:
+            item["locations"].add(r.location)
+        if r[9]:
+            item["services"].add(r[9])
+    order = {"danger": 0, "warning": 1, "info": 2}
+    return sorted(items.values(), key=lambda i: order[i["level"]])
 
 
 def _latest(updates) -> str:

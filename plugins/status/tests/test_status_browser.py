@@ -87,6 +87,8 @@ def test_incident_banner_and_graph(app, clock, live_server, chromium, shots, htt
     customer = make_user(email="cust@example.test")
     svc = make_service(customer, make_package(), node=node, hostname="shop.customer.test")
     make_user(email="staff@example.test", role="admin")
+    svc_uuid, comp_uuid = svc.uuid, comp.uuid
+    db.session.commit()  # SQLite: this thread holds no transaction (and no write lock) while the server runs
     violations: list[str] = []
 
     # staff open the incident on the location
@@ -113,7 +115,7 @@ def test_incident_banner_and_graph(app, clock, live_server, chromium, shots, htt
     assert "shop.customer.test" in banner.first.inner_text()
     assert NODE_NAME not in pg.content()
     pg.screenshot(path=str(shots / "status-02-customer-banner.png"), full_page=True)
-    pg.goto(live_server + f"/panel/services/{svc.uuid}")
+    pg.goto(live_server + f"/panel/services/{svc_uuid}")
     assert "Network degradation in Frankfurt" in pg.locator(".notices").inner_text()
     banner.first.get_by_role("link", name="Details").click()
     pg.wait_for_url("**/status/incidents/**")
@@ -125,9 +127,9 @@ def test_incident_banner_and_graph(app, clock, live_server, chromium, shots, htt
     pg.goto(live_server + "/status")
     assert pg.locator("h1.indicator").get_attribute("data-indicator") == "major"
     assert "Network degradation in Frankfurt" in pg.locator(".incidents").inner_text()
-    fig = pg.locator(f'li[data-component="{comp.uuid}"] figure.graph')
+    fig = pg.locator(f'li[data-component="{comp_uuid}"] figure.graph')
     fig.locator("canvas").first.wait_for()
-    pg.locator(f'li[data-component="{comp.uuid}"] figure.graph[data-drawn="1"]').wait_for()
+    pg.locator(f'li[data-component="{comp_uuid}"] figure.graph[data-drawn="1"]').wait_for()
     assert int(fig.get_attribute("data-points")) >= 40
     inked = fig.locator("canvas").first.evaluate("""c => {
         const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
@@ -137,7 +139,7 @@ def test_incident_banner_and_graph(app, clock, live_server, chromium, shots, htt
     assert NODE_NAME not in pg.content()
     pg.screenshot(path=str(shots / "status-03-public-page.png"), full_page=True)
     fig.get_by_role("button", name="7 d").click()
-    pg.locator(f'li[data-component="{comp.uuid}"] figure.graph[data-drawn="1"]').wait_for()
+    pg.locator(f'li[data-component="{comp_uuid}"] figure.graph[data-drawn="1"]').wait_for()
     ctx.close()
     assert violations == [], violations
     db.session.commit()
