@@ -34,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 TARGET_P95_MS = 50.0
@@ -42,7 +42,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def build_app(url: str, cache_seconds: int = 0):
-    from hostbay.core.db import db
     from hostbay.web import create_app
 
     app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": "bench", "HOSTBAY_JOBS": "sync",

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from hostbay.core import clock
 from hostbay.core.db import db
 
-from .models import COMPONENT_LABELS, MAINT_COMPLETED, UNRESOLVED, Component, Incident, Maintenance, Probe
+from .models import MAINT_COMPLETED, UNRESOLVED, Component, Incident, Maintenance, Probe
 from .settings import setting
 from .status import (clock_status, component_statuses, component_uptime, components_in_windows, page_status,
                      worst)
@@ -195,5 +195,4 @@ class Snapshot:
 
 DOCUMENTS = ("summary", "status", "components", "incidents", "incidents/unresolved", "scheduled-maintenances",
              "scheduled-maintenances/upcoming", "scheduled-maintenances/active")
-LABELS = COMPONENT_LABELS
 

@@ -22,11 +22,20 @@ def _base_url() -> str:
     return current_app.config.get("HOSTBAY_BASE_URL", "http://127.0.0.1:5000").rstrip("/")
 
 
+def _insert_new(rows: list[dict]) -> int:
+    """INSERT ... ON CONFLICT (key) DO NOTHING: a notice that exists stays as it is. Returns how many were new."""
+    if db.engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    stmt = insert(Notice.__table__).on_conflict_do_nothing(index_elements=["key"]).returning(Notice.__table__.c.id)
+    return sum(len(db.session.execute(stmt, [row]).all()) for row in rows)
+
+
 def create_maintenance_notices(now: datetime) -> int:
     """For every window asking for notices whose start is within its notice lead time, add one notice per
     affected customer. Returns how many rows were new."""
     from hostbay.core.accounts import User
-    from hostbay.core.lifecycle import _insert_ignore
 
     from .status import services_of
 
@@ -55,7 +64,6 @@ def create_maintenance_notices(now: datetime) -> int:
                          "subject": f"Planned maintenance on {m.scheduled_for:%Y-%m-%d}: {m.name}"[:200],
                          "body": body, "created_at": now, "attempts": 0})
         if rows:
-            created += len(_insert_ignore(Notice.__table__, rows, Notice.__table__.c.key,
-                                          returning=Notice.__table__.c.id))
+            created += _insert_new(rows)
         m.notices_created_at = now
     return created

@@ -7,7 +7,6 @@ deadline, so a target that hangs costs at most its timeout and never holds the j
 
 from __future__ import annotations
 
-import errno
 import http.client
 import os
 import socket

@@ -121,18 +121,6 @@ def advance_maintenance(now: datetime | None = None) -> int:
     return changed + created
 
 
-def upcoming_maintenances(now: datetime) -> list[Maintenance]:
-    return [m for m in db.session.scalars(
-        select(Maintenance).where(Maintenance.status != MAINT_COMPLETED).order_by(Maintenance.scheduled_for)).all()
-        if clock_status(m, now) == MAINT_SCHEDULED]
-
-
-def active_maintenances(now: datetime) -> list[Maintenance]:
-    return [m for m in db.session.scalars(
-        select(Maintenance).where(Maintenance.status != MAINT_COMPLETED).order_by(Maintenance.scheduled_for)).all()
-        if clock_status(m, now) in (MAINT_IN_PROGRESS, MAINT_VERIFYING)]
-
-
 # --------------------------------------------------------------------------------------------------------------
 # Component status
 # --------------------------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@
         if (!has || typeof uPlot === "undefined") { fig.dataset.drawn = "0"; return; }
         var opts = {
           width: Math.max(280, box.clientWidth || 600), height: 160,
+          tzDate: function (ts) { return uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC"); },  // the page speaks UTC
           scales: {x: {time: true}, y: {range: function (u, min, max) { return [0, Math.max(1, max * 1.15)]; }}},
           legend: {show: false},
           series: [{}, {label: "latency (ms)", stroke: "#2563eb", width: 2, fill: "rgba(37,99,235,0.12)",
