@@ -79,7 +79,8 @@ def hostbay_demo_data():
 def hostbay_dashboard_notices(user):
     """Called when a customer's dashboard renders. Return a list of notices for ``user``, each a dict with
     ``title`` and ``text`` (plain, customer-safe words), optional ``level`` (``"info"``, ``"warning"`` or
-    ``"danger"``; default ``"info"``) and optional ``url`` (a link for details). Keep it cheap: it runs on every
+    ``"danger"``; default ``"info"``), optional ``url`` (a link for details) and optional ``services`` (public
+    UUIDs of the user's services it concerns: their pages show it too). Keep it cheap: it runs on every
     dashboard view."""
 
 
