@@ -181,3 +181,43 @@ def test_banner_for_a_named_service_and_for_the_panel(app, client, clock, world)
     assert "Panel sign-in errors" in client.get("/panel/").get_data(as_text=True)
     add_update(inc, status="resolved", body="Replaced.")
     db.session.commit()
+
+
+def test_staff_schedule_maintenance_and_probes_through_the_forms(app, client, clock, world, http_server):
+    from sqlalchemy import select
+
+    from hostbay.plugins.status.models import Maintenance, Probe
+
+    login(client, world["staff"])
+    resp = client.post("/staff/status/maintenance", data={
+        "name": "Core router swap", "body": "Up to 5 minutes without network.", "scheduled_for": "2026-01-16T02:00",
+        "scheduled_until": "2026-01-16T03:00", "components": [str(world["fra"].id)], "notify": "1",
+        "notice_hours": "24"})
+    assert resp.status_code == 302
+    m = db.session.scalar(select(Maintenance).filter_by(name="Core router swap"))
+    assert m.notify and m.notice_hours == 24 and m.scheduled_for.hour == 2
+    bad = client.post("/staff/status/maintenance", data={"name": "x", "scheduled_for": "2026-01-16T03:00",
+                                                         "scheduled_until": "2026-01-16T02:00",
+                                                         "components": [str(world["fra"].id)]},
+                      follow_redirects=True)
+    assert b"The window must end after it starts." in bad.data
+    client.post("/staff/status/probes", data={"name": "fra gw", "component_id": str(world["fra"].id),
+                                               "kind": "http", "url": http_server + "/", "expected_status": "200",
+                                               "interval_seconds": "30", "timeout_seconds": "2"})
+    p = db.session.scalar(select(Probe).filter_by(name="fra gw"))
+    assert p.kind == "http" and p.interval_seconds == 30 and p.timeout_seconds == 2.0
+    refused = client.post("/staff/status/probes", data={"name": "no port", "component_id": str(world["fra"].id),
+                                                         "kind": "tcp", "host": "127.0.0.1"}, follow_redirects=True)
+    assert b"A TCP probe needs a host and a port." in refused.data
+    # the job layer runs the window's steps: the tick and the rollup are ordinary scheduled jobs
+    from hostbay.core import jobs
+
+    clock.set(m.scheduled_for)
+    for kind in ("status.tick", "status.rollup", "status.probe_sweep"):
+        op = jobs.enqueue(kind, key=f"test:{kind}")
+        db.session.commit()
+        assert db.session.get(jobs.Operation, op.id).state == jobs.SUCCEEDED, kind
+    db.session.refresh(m)
+    assert m.status == "in_progress"
+    page = client.get("/staff/status/").get_data(as_text=True)
+    assert "Core router swap" in page and "up," in page  # the probe ran and is listed as up
