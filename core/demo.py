@@ -84,7 +84,8 @@ def load_demo() -> list[str]:
                        "staff home: /staff/")
             _demo_gateway(user)
     db.session.commit()
-    return ["Demo data ready. Log in with:"] + out + [
+    extra = _plugin_demo_data()
+    return ["Demo data ready. Log in with:"] + out + extra + [
         "REST API: /api/v1/docs (viewer), /api/v1/openapi.json; a token: Account -> API tokens, or "
         f"`hostbay api-token create --email {DEMO_CUSTOMER[0]} --scope read`"]
 
@@ -97,3 +98,17 @@ def _demo_gateway(admin: User) -> None:
         import secrets
 
         payments.save_gateway_config(DEMO_GATEWAY, {"secret": secrets.token_hex(16)}, True, admin)
+
+
+def _plugin_demo_data() -> list[str]:
+    """Each plugin's own demo data (``hostbay_demo_data``); a failing plugin is logged and skipped."""
+    import logging
+
+    lines: list[str] = []
+    for impl in current_app.extensions["hostbay"].hook.hostbay_demo_data.get_hookimpls():
+        try:
+            lines.extend(impl.function() or [])
+        except Exception:  # noqa: BLE001 - one plugin's demo data must not stop the demo
+            db.session.rollback()
+            logging.getLogger(__name__).exception("demo data of plugin %s failed", impl.plugin_name)
+    return lines

@@ -71,10 +71,17 @@ def hostbay_admin_menu():
 
 
 @hookspec
+def hostbay_demo_data():
+    """Called by ``hostbay demo`` after core's demo data is committed. Add the plugin's demo data (idempotently:
+    the command runs at every demo start) and return a list of lines to print (possibly empty)."""
+
+
+@hookspec
 def hostbay_dashboard_notices(user):
     """Called when a customer's dashboard renders. Return a list of notices for ``user``, each a dict with
     ``title`` and ``text`` (plain, customer-safe words), optional ``level`` (``"info"``, ``"warning"`` or
-    ``"danger"``; default ``"info"``) and optional ``url`` (a link for details). Keep it cheap: it runs on every
+    ``"danger"``; default ``"info"``), optional ``url`` (a link for details) and optional ``services`` (public
+    UUIDs of the user's services it concerns: their pages show it too). Keep it cheap: it runs on every
     dashboard view."""
 
 

@@ -83,7 +83,9 @@ def dashboard_notices(user) -> list[dict]:
                 continue
             level = n.get("level") if n.get("level") in NOTICE_LEVELS else "info"
             url = n.get("url") if isinstance(n.get("url"), str) and n["url"].startswith(("/", "https://")) else None
-            notices.append({"title": str(n["title"]), "text": str(n.get("text") or ""), "level": level, "url": url})
+            services = [str(u) for u in n.get("services") or () if isinstance(u, str)]
+            notices.append({"title": str(n["title"]), "text": str(n.get("text") or ""), "level": level, "url": url,
+                            "services": services})
     order = {"danger": 0, "warning": 1, "info": 2}
     notices.sort(key=lambda n: order[n["level"]])
     return notices

@@ -60,7 +60,10 @@ def detail(uuid):
         images = db.session.scalars(select(Image).where(Image.driver == svc.package.driver,
                                                         Image.enabled.is_(True)).order_by(Image.name)).all()
     balance = ledger.balance_cents(current_user.id)
-    return render_template("services/detail.html", service=svc, request_id=new_uuid(), actions=actions, activity=activity,
+    from .panel import dashboard_notices
+
+    notices = [n for n in dashboard_notices(current_user) if svc.uuid in n["services"]]
+    return render_template("services/detail.html", service=svc, notices=notices, request_id=new_uuid(), actions=actions, activity=activity,
                            operations=[op_public(o) for o in _operations(svc)], images=images, balance=balance,
                            suspended=svc.state == SUSPENDED, refusal=REFUSAL.get(svc.state), allowed=allowed,
                            now=clock.now(), power=power)
