@@ -16,3 +16,6 @@ from .rdns import DnsBackendConfig, RdnsRequest  # noqa: F401
 from .payments import GatewayConfig, Payment, WebhookDelivery  # noqa: F401
 from .lifecycle import NodeReservation  # noqa: F401
 from .notices import Notice  # noqa: F401
+from .inventory import HardwareServer  # noqa: F401
+from .dctasks import DatacenterTask  # noqa: F401
+from .dedicated import InstallRequest  # noqa: F401
