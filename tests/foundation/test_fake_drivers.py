@@ -19,6 +19,10 @@ class TestFakePower(PowerDriverConformance):
     def make_target(self):
         return {"address": "127.0.0.1:6230"}
 
+    def observed(self, target):
+        m = FakePowerDriver.machines[target["address"]]
+        return {"power": m["power"], "boot_device": m["boot"], "boot_efi": m.get("efi", False)}
+
 
 class TestFakePayments(PaymentGatewayConformance):
     def make_driver(self):

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-26 08:44:37.635768
+Create Date: 2026-12-01 15:55:06.536955
 
 """
 from alembic import op
@@ -329,6 +329,43 @@ def upgrade():
         batch_op.create_index(batch_op.f('ix_console_tokens_service_id'), ['service_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_console_tokens_user_id'), ['user_id'], unique=False)
 
+    op.create_table('hardware_servers',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('uuid', sa.String(length=36), nullable=False),
+    sa.Column('name', sa.String(length=64), nullable=False),
+    sa.Column('cpu_model', sa.String(length=120), nullable=False),
+    sa.Column('cpu_cores', sa.Integer(), nullable=False),
+    sa.Column('ram_gib', sa.Integer(), nullable=False),
+    sa.Column('disk_count', sa.Integer(), nullable=False),
+    sa.Column('disk_size_gib', sa.Integer(), nullable=False),
+    sa.Column('disk_type', sa.String(length=8), nullable=False),
+    sa.Column('nic_speed_mbit', sa.Integer(), nullable=False),
+    sa.Column('location', sa.String(length=64), nullable=False),
+    sa.Column('rack', sa.String(length=32), nullable=False),
+    sa.Column('rack_position', sa.String(length=32), nullable=False),
+    sa.Column('power_driver', sa.String(length=64), nullable=False),
+    sa.Column('bmc_host', sa.String(length=255), nullable=True),
+    sa.Column('bmc_port', sa.Integer(), nullable=False),
+    sa.Column('bmc_username', sa.String(length=64), nullable=True),
+    sa.Column('bmc_password_sealed', sa.Text(), nullable=True),
+    sa.Column('bmc_cipher_suite', sa.String(length=4), nullable=True),
+    sa.Column('auto_install', sa.Boolean(), nullable=False),
+    sa.Column('boot_efi', sa.Boolean(), nullable=False),
+    sa.Column('state', sa.String(length=16), nullable=False),
+    sa.Column('service_id', sa.Integer(), nullable=True),
+    sa.Column('notes', sa.Text(), nullable=False),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.Column('updated_at', sa.DateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['service_id'], ['services.id'], name=op.f('fk_hardware_servers_service_id_services')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_hardware_servers')),
+    sa.UniqueConstraint('name', name=op.f('uq_hardware_servers_name')),
+    sa.UniqueConstraint('service_id', name=op.f('uq_hardware_servers_service_id')),
+    sa.UniqueConstraint('uuid', name=op.f('uq_hardware_servers_uuid'))
+    )
+    with op.batch_alter_table('hardware_servers', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_hardware_servers_location'), ['location'], unique=False)
+        batch_op.create_index(batch_op.f('ix_hardware_servers_state'), ['state'], unique=False)
+
     op.create_table('ip_addresses',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('pool_id', sa.Integer(), nullable=False),
@@ -482,6 +519,57 @@ def upgrade():
         batch_op.create_index(batch_op.f('ix_tickets_updated_at'), ['updated_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_tickets_user_id'), ['user_id'], unique=False)
 
+    op.create_table('datacenter_tasks',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('uuid', sa.String(length=36), nullable=False),
+    sa.Column('key', sa.String(length=200), nullable=True),
+    sa.Column('kind', sa.String(length=16), nullable=False),
+    sa.Column('state', sa.String(length=16), nullable=False),
+    sa.Column('server_id', sa.Integer(), nullable=False),
+    sa.Column('service_id', sa.Integer(), nullable=True),
+    sa.Column('params', sa.JSON(), nullable=False),
+    sa.Column('requested_by_type', sa.String(length=16), nullable=False),
+    sa.Column('requested_by_id', sa.Integer(), nullable=True),
+    sa.Column('assignee_id', sa.Integer(), nullable=True),
+    sa.Column('notes', sa.Text(), nullable=False),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.Column('started_at', sa.DateTime(), nullable=True),
+    sa.Column('finished_at', sa.DateTime(), nullable=True),
+    sa.ForeignKeyConstraint(['assignee_id'], ['users.id'], name=op.f('fk_datacenter_tasks_assignee_id_users')),
+    sa.ForeignKeyConstraint(['requested_by_id'], ['users.id'], name=op.f('fk_datacenter_tasks_requested_by_id_users')),
+    sa.ForeignKeyConstraint(['server_id'], ['hardware_servers.id'], name=op.f('fk_datacenter_tasks_server_id_hardware_servers')),
+    sa.ForeignKeyConstraint(['service_id'], ['services.id'], name=op.f('fk_datacenter_tasks_service_id_services')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_datacenter_tasks')),
+    sa.UniqueConstraint('key', name=op.f('uq_datacenter_tasks_key')),
+    sa.UniqueConstraint('uuid', name=op.f('uq_datacenter_tasks_uuid'))
+    )
+    with op.batch_alter_table('datacenter_tasks', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_datacenter_tasks_created_at'), ['created_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_datacenter_tasks_kind'), ['kind'], unique=False)
+        batch_op.create_index(batch_op.f('ix_datacenter_tasks_server_id'), ['server_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_datacenter_tasks_service_id'), ['service_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_datacenter_tasks_state'), ['state'], unique=False)
+
+    op.create_table('install_requests',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('uuid', sa.String(length=36), nullable=False),
+    sa.Column('token_sha256', sa.String(length=64), nullable=False),
+    sa.Column('service_id', sa.Integer(), nullable=False),
+    sa.Column('server_id', sa.Integer(), nullable=False),
+    sa.Column('installer', sa.String(length=64), nullable=False),
+    sa.Column('payload', sa.JSON(), nullable=False),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.Column('expires_at', sa.DateTime(), nullable=False),
+    sa.Column('used_at', sa.DateTime(), nullable=True),
+    sa.ForeignKeyConstraint(['server_id'], ['hardware_servers.id'], name=op.f('fk_install_requests_server_id_hardware_servers')),
+    sa.ForeignKeyConstraint(['service_id'], ['services.id'], name=op.f('fk_install_requests_service_id_services')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_install_requests')),
+    sa.UniqueConstraint('token_sha256', name=op.f('uq_install_requests_token_sha256')),
+    sa.UniqueConstraint('uuid', name=op.f('uq_install_requests_uuid'))
+    )
+    with op.batch_alter_table('install_requests', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_install_requests_service_id'), ['service_id'], unique=False)
+
     op.create_table('payments',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('uuid', sa.String(length=36), nullable=False),
@@ -628,6 +716,18 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_payments_created_at'))
 
     op.drop_table('payments')
+    with op.batch_alter_table('install_requests', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_install_requests_service_id'))
+
+    op.drop_table('install_requests')
+    with op.batch_alter_table('datacenter_tasks', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_datacenter_tasks_state'))
+        batch_op.drop_index(batch_op.f('ix_datacenter_tasks_service_id'))
+        batch_op.drop_index(batch_op.f('ix_datacenter_tasks_server_id'))
+        batch_op.drop_index(batch_op.f('ix_datacenter_tasks_kind'))
+        batch_op.drop_index(batch_op.f('ix_datacenter_tasks_created_at'))
+
+    op.drop_table('datacenter_tasks')
     with op.batch_alter_table('tickets', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_tickets_user_id'))
         batch_op.drop_index(batch_op.f('ix_tickets_updated_at'))
@@ -665,6 +765,11 @@ def downgrade():
         batch_op.drop_index('ix_ip_addresses_free', postgresql_where=sa.text("state = 'free'"), sqlite_where=sa.text("state = 'free'"))
 
     op.drop_table('ip_addresses')
+    with op.batch_alter_table('hardware_servers', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_hardware_servers_state'))
+        batch_op.drop_index(batch_op.f('ix_hardware_servers_location'))
+
+    op.drop_table('hardware_servers')
     with op.batch_alter_table('console_tokens', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_console_tokens_user_id'))
         batch_op.drop_index(batch_op.f('ix_console_tokens_service_id'))
