@@ -10,9 +10,10 @@ Every state change is one conditional UPDATE on the expected state (:func:`move`
 move a server.
 
 **Matching** (:func:`reserve_for`) happens inside the order's transaction, *before* the wallet is debited: the
-first available server that meets the package's requirements is taken with ``UPDATE … WHERE id = :candidate AND
-state = 'available'``, after selecting candidates with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL (concurrent orders
-skip each other's candidates instead of queueing behind them). If no server can be taken, :class:`OutOfStock` is
+first available server that meets the package's requirements is selected with ``LIMIT 1 FOR UPDATE SKIP LOCKED``
+on PostgreSQL (so concurrent orders each lock a different row instead of queueing behind one another) and taken
+with ``UPDATE … WHERE id = :candidate AND state = 'available'`` (on SQLite, ``BEGIN IMMEDIATE`` serialises the
+orders and the conditional UPDATE alone decides). A server held by an order still in flight counts as taken. If no server can be taken, :class:`OutOfStock` is
 raised, the transaction rolls back and nothing is charged. The smallest fitting server is preferred, so a small
 package does not take the big machine a bigger package needs.
 """
@@ -179,9 +180,9 @@ def reserve_for(service, package=None, candidates: int = 8) -> HardwareServer:
     existing = server_of(service)
     if existing is not None:
         return existing
-    while True:
-        q = matching(package).limit(candidates)
-        if is_postgres():
+    for _ in range(candidates):
+        q = matching(package).limit(1)
+        if is_postgres():  # lock exactly the one row this order takes; concurrent orders skip it
             q = q.with_for_update(skip_locked=True, of=HardwareServer)
         ids = db.session.scalars(q.with_only_columns(HardwareServer.id)).all()
         if not ids:
@@ -198,8 +199,7 @@ def reserve_for(service, package=None, candidates: int = 8) -> HardwareServer:
                 service.infra_ref = {**(service.infra_ref or {}), "server": server.uuid}
                 audit("server.reserved", "server", server.uuid, after={"service": service.uuid})
                 return server
-        if not is_postgres():
-            raise OutOfStock(package.name)
+    raise OutOfStock(package.name)
 
 
 def assign_by_hand(service, server: HardwareServer, actor) -> HardwareServer:
