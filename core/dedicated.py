@@ -232,7 +232,8 @@ def provision(op, payload, svc: Service):
     image, _keys = _image_and_keys(svc)
     task = _queue_task(op, svc, server, dctasks.INSTALL_OS, f"install:{svc.uuid}:provision",
                        {"image": image.name if image else None, "hostname": svc.hostname},
-                       "create", f"Setting up {svc.hostname}: {dctasks.QUEUED_TEXT.lower()}.")
+                       "create", f"Setting up {svc.hostname}: {dctasks.QUEUED_TEXT.lower()}.",
+                       requested_by=svc.user)
     return {"queued": task.uuid}
 
 
