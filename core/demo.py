@@ -57,6 +57,9 @@ def load_demo() -> list[str]:
                             vcpus=64, memory_mib=256 * 1024, disk_gib=4000))
     db.session.flush()
     _demo_pool()
+    from .demo_dedicated import load_demo_dedicated  # dedicated package and inventory servers
+
+    load_demo_dedicated()
     out = []
     for (email, password), role in ((DEMO_CUSTOMER, "customer"), (DEMO_ADMIN, "admin")):
         user = db.session.scalar(db.select(User).filter_by(email=email))

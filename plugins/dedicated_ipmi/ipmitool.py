@@ -73,6 +73,8 @@ def clean_target(target: dict[str, Any]) -> dict[str, Any]:
         errors["bmc_username"] = "BMC user name is required"
     out["bmc_username"] = user
     out["bmc_password"] = str(target.get("bmc_password") or "")
+    if len(out["bmc_password"].encode()) > 20:
+        errors["bmc_password"] = "BMC password has more than 20 bytes (the IPMI v2 limit)"
     suite = str(target.get("bmc_cipher_suite") or "").strip()
     if suite and not suite.isdigit():
         errors["bmc_cipher_suite"] = "cipher suite must be a number (17 where supported, 3 otherwise)"

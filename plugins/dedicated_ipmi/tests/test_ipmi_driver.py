@@ -188,5 +188,6 @@ def test_bad_target_settings_are_refused_before_any_call(tmp_path):
     from hostbay.core.errors import SettingsError
 
     with pytest.raises(SettingsError) as err:
-        _drv(tmp_path).power_state({"bmc_host": "", "bmc_port": "99999", "bmc_username": ""})
-    assert set(err.value.errors) == {"bmc_host", "bmc_port", "bmc_username"}
+        _drv(tmp_path).power_state({"bmc_host": "", "bmc_port": "99999", "bmc_username": "",
+                                    "bmc_password": "x" * 21})
+    assert set(err.value.errors) == {"bmc_host", "bmc_port", "bmc_username", "bmc_password"}
