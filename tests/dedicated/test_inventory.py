@@ -152,3 +152,21 @@ def test_staff_assign_by_hand(db, client, make_user, make_service, ded_package, 
     client.post(f"/staff/inventory/{other.uuid}/assign", data={"service": svc.uuid})
     db.session.expire_all()
     assert inventory.server_of(svc).id == other.id and db.session.get(HardwareServer, other.id).state == "reserved"
+
+
+def test_secrets_rotate_command_reencrypts_with_the_newest_key(app, db, add_server):
+    from cryptography.fernet import Fernet
+
+    from hostbay.web.cli import main
+
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    app.config["HOSTBAY_SECRET_KEYS"] = old
+    server = add_server(bmc_host="10.0.0.9", bmc_username="operator")
+    server.set_bmc_password("rotate-me")
+    db.session.commit()
+    app.config["HOSTBAY_SECRET_KEYS"] = f"{new},{old}"
+    out = app.test_cli_runner().invoke(main, ["secrets", "rotate"])
+    assert out.exit_code == 0 and "re-encrypted 1" in out.output, out.output
+    app.config["HOSTBAY_SECRET_KEYS"] = new  # the old key is gone: the secret still opens
+    db.session.expire_all()
+    assert db.session.get(HardwareServer, server.id).power_target()["bmc_password"] == "rotate-me"
