@@ -10,6 +10,7 @@ from the optional ``--control`` JSON file before each request, so a test can cha
 
 - ``{"delay": 2.5}``: answer every request that late (a slow BMC);
 - ``{"busy": 3}``: answer the next three commands with completion code 0xC0 "node busy";
+- ``{"session_limit": 2}``: refuse the next two RMCP+ sessions ("insufficient resources to create a session");
 - ``{"ignore_power": true}``: acknowledge power commands without changing the state (a BMC that never gets there).
 
 :class:`BmcSimulator` starts and stops such a process from Python.
@@ -34,8 +35,11 @@ def _make_bmc_class():
     import pyghmi.ipmi.bmc as bmc
 
     class SimulatedBmc(bmc.Bmc):
+        current = None
+
         def __init__(self, authdata, port, state_path: str, control_path: str | None):
             super().__init__(authdata, port=port, address="127.0.0.1")
+            SimulatedBmc.current = self
             self.state_path = Path(state_path)
             self.control_path = Path(control_path) if control_path else None
             self.state = {"power": "off", "boot_device": "default", "boot_efi": False, "received": [],
@@ -131,6 +135,25 @@ def _make_bmc_class():
             self.state["boot_device"] = name
             self._record(f"boot_device:{name}{':efi' if self.state.get('boot_efi') else ''}")
 
+    import pyghmi.ipmi.private.constants as constants
+    import pyghmi.ipmi.private.serversession as serversession
+
+    original_open = serversession.ServerSession.create_open_session_response
+
+    def open_response(session, request):
+        # {"session_limit": n}: refuse the next n RMCP+ sessions with status 0x01, "insufficient resources to
+        # create a session", as a BMC whose session table is full does
+        sim = SimulatedBmc.current
+        ctl = sim._control() if sim is not None else {}
+        if ctl.get("session_limit"):
+            ctl["session_limit"] = int(ctl["session_limit"]) - 1
+            sim.control_path.write_text(json.dumps(ctl))
+            sim._record("session_refused")
+            session.clientsessionid = request[4:8]
+            return bytearray([request[0], 0x01, 0, 0]) + bytearray(request[4:8])
+        return original_open(session, request)
+
+    serversession.ServerSession.create_open_session_response = open_response
     return SimulatedBmc
 
 

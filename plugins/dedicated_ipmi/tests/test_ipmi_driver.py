@@ -191,3 +191,21 @@ def test_bad_target_settings_are_refused_before_any_call(tmp_path):
         _drv(tmp_path).power_state({"bmc_host": "", "bmc_port": "99999", "bmc_username": "",
                                     "bmc_password": "x" * 21})
     assert set(err.value.errors) == {"bmc_host", "bmc_port", "bmc_username", "bmc_password"}
+
+
+def test_session_limit_is_retried_then_works(sim, tmp_path):
+    """A BMC whose session table is full answers "insufficient resources for session": a transient answer."""
+    drv = _drv(tmp_path)
+    drv.power_on(sim.target)
+    start = len(sim.state()["received"])
+    sim.control({"session_limit": 2})
+    assert drv.power_state(sim.target) == PowerState.RUNNING
+    got = sim.state()["received"][start:]
+    assert got.count("session_refused") == 2 and got[-1] == "power_status"
+
+
+def test_session_limit_for_good_is_transient(sim, tmp_path):
+    sim.control({"session_limit": 100})
+    with pytest.raises(TransientDriverError) as err:
+        _drv(tmp_path, attempts=2).power_state(sim.target)
+    assert "insufficient resources for session" in str(err.value)
