@@ -1,6 +1,7 @@
 """Inventory: matching rules, stock, atomic reservation in the order transaction, CSV import, secrets at rest."""
 
 import logging
+import re
 
 import pytest
 from sqlalchemy import func, select, text
@@ -170,3 +171,27 @@ def test_secrets_rotate_command_reencrypts_with_the_newest_key(app, db, add_serv
     app.config["HOSTBAY_SECRET_KEYS"] = new  # the old key is gone: the secret still opens
     db.session.expire_all()
     assert db.session.get(HardwareServer, server.id).power_target()["bmc_password"] == "rotate-me"
+
+
+def test_staff_inventory_page_shows_demand_and_changes_states(db, client, make_user, ded_package, add_server):
+    pkg = ded_package()
+    staff, cust = make_user(role="admin"), make_user(balance_cents=50000)
+    a, b = add_server(), add_server(bmc_host="10.0.0.7", bmc_username="operator")
+    billing.place_order(cust, pkg, "monthly", "x1.example.com", key="x1")
+    billing.place_order(cust, pkg, "monthly", "x2.example.com", key="x2")
+    with pytest.raises(OutOfStock):
+        billing.place_order(cust, pkg, "monthly", "x3.example.com", key="x3")
+    login(client, staff)
+    page = client.get("/staff/inventory/").get_data(as_text=True)
+    row = re.search(rf'<tr data-package="{pkg.slug}">.*?</tr>', page, re.S).group(0)
+    assert re.search(r"data-available>0", row) and "out of stock" in row
+    assert re.search(r"data-waiting>2<", row) and re.search(r"data-refused>1<", row)
+    assert "10.0.0.7:623" in page and a.name in page
+    c = add_server()
+    resp = client.post(f"/staff/inventory/{c.uuid}/state", data={"state": "maintenance", "reason": "fan"})
+    assert resp.status_code == 302
+    assert db.session.get(HardwareServer, c.id).state == "maintenance"
+    client.post(f"/staff/inventory/{c.uuid}/state", data={"state": "in_use"})  # not a staff state: refused
+    db.session.expire_all()
+    assert db.session.get(HardwareServer, c.id).state == "maintenance"
+    assert inventory.stock(pkg) == 0
