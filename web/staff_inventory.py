@@ -38,6 +38,14 @@ def datacenter_view(service):
 
 
 @bp.app_template_global()
+def inventory_server(service):
+    """Staff pages: the inventory server of a dedicated service (or None)."""
+    if getattr(service, "kind", None) != "dedicated":
+        return None
+    return inventory.server_of(service)
+
+
+@bp.app_template_global()
 def dedicated_stock(package) -> int:
     return inventory.stock(package)
 

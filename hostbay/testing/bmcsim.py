@@ -135,7 +135,6 @@ def _make_bmc_class():
             self.state["boot_device"] = name
             self._record(f"boot_device:{name}{':efi' if self.state.get('boot_efi') else ''}")
 
-    import pyghmi.ipmi.private.constants as constants
     import pyghmi.ipmi.private.serversession as serversession
 
     original_open = serversession.ServerSession.create_open_session_response

@@ -16,7 +16,7 @@ def _login(page, base, user, password="correct horse battery"):
 
 def test_staff_resolve_install_task_customer_sees_outcome(live_server, browser, shot, db, make_user, make_package,
                                                          make_image):
-    pkg = make_package(kind="dedicated", driver="ipmi", name="Metal 8", monthly_cents=9900, ipv4_count=0,
+    make_package(kind="dedicated", driver="ipmi", name="Metal 8", monthly_cents=9900, ipv4_count=0,
                        hardware={"min_cores": 8, "location": "fra1"})
     make_image(driver="ipmi", source="debian-12", name="Debian 12")
     server = HardwareServer(name="fra1-r7-u12", cpu_model="Intel Xeon E-2388G", cpu_cores=8, ram_gib=64,

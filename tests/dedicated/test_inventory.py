@@ -176,7 +176,8 @@ def test_secrets_rotate_command_reencrypts_with_the_newest_key(app, db, add_serv
 def test_staff_inventory_page_shows_demand_and_changes_states(db, client, make_user, ded_package, add_server):
     pkg = ded_package()
     staff, cust = make_user(role="admin"), make_user(balance_cents=50000)
-    a, b = add_server(), add_server(bmc_host="10.0.0.7", bmc_username="operator")
+    a = add_server()
+    add_server(bmc_host="10.0.0.7", bmc_username="operator")
     billing.place_order(cust, pkg, "monthly", "x1.example.com", key="x1")
     billing.place_order(cust, pkg, "monthly", "x2.example.com", key="x2")
     with pytest.raises(OutOfStock):

@@ -11,8 +11,6 @@ from hostbay.core import billing, dctasks, inventory, jobs, ledger, lifecycle
 from hostbay.core.actions import request_action
 from hostbay.core.dctasks import DatacenterTask
 from hostbay.core.dedicated import InstallRequest
-from hostbay.core.inventory import HardwareServer
-from hostbay.core.services import Service
 from hostbay.testing.pytest_plugin import login
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEfZQmrHVr2i6OmnFzRzRu8LrbSZrvVdaROzW0DkmHh0 me@laptop"
