@@ -7,8 +7,10 @@ from hostbay.core.services import Service
 
 
 def _login(page, base, user, password="correct horse battery"):
+    email = user.email
+    _db.session.commit()
     page.goto(base + "/login")
-    page.get_by_label("E-mail").fill(user.email)
+    page.get_by_label("E-mail").fill(email)
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Log in").click()
     page.wait_for_url("**/panel/**")
@@ -24,6 +26,8 @@ def test_staff_resolve_install_task_customer_sees_outcome(live_server, browser, 
     _db.session.add(server)
     _db.session.commit()
     customer, staff = make_user(balance_cents=20000), make_user(role="admin")
+    customer_email = customer.email
+    _db.session.commit()  # on SQLite an open transaction of the test would hold the only write lock
     cust_ctx, staff_ctx = browser.new_context(), browser.new_context()
     try:
         page = cust_ctx.new_page()
@@ -52,7 +56,7 @@ def test_staff_resolve_install_task_customer_sees_outcome(live_server, browser, 
         spage.goto(live_server + "/staff/datacenter/")
         row = spage.locator("tr", has_text="fra1-r7-u12")
         assert "R7 U12" in row.inner_text() and "Install Debian 12" in row.inner_text()
-        assert customer.email in row.inner_text()  # who asked
+        assert customer_email in row.inner_text()  # who asked
         row.get_by_role("link", name="Install Debian 12").click()
         spage.get_by_role("button", name="Start").click()
         assert spage.locator("[data-task-state]").inner_text() == "In progress"

@@ -45,6 +45,9 @@ def test_dedicated_pages_hide_inventory(client, make_user, make_package, make_se
     pages = crawl(client, "/panel/", f"/panel/services/{active.uuid}", f"/panel/services/{waiting.uuid}",
                   json=True)
     assert f"/panel/services/{waiting.uuid}" in pages
+    # the same dashboard and services list as VPS: both dedicated services, with their state and renewal
+    for listing in ("/panel/", "/panel/services/"):
+        assert "metal1.example.com" in pages[listing] and "metal2.example.com" in pages[listing]
     assert "Queued for datacenter handling" in pages[f"/panel/services/{waiting.uuid}"]
     forbidden = SECRETS + [s.uuid for s in servers] + [t1.uuid, t2.uuid, "pw-secret"]
     for url, body in pages.items():
