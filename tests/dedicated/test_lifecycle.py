@@ -99,6 +99,7 @@ def test_datacenter_install_when_not_automated(db, client, make_user, ded_packag
     login(client, user)
     page = client.get(f"/panel/services/{svc.uuid}").get_data(as_text=True)
     assert "set up by our datacenter team" in page and "Completed" in page
+    assert 'id="console-h"' not in page and 'id="iso-h"' not in page and "Open console" not in page
     assert "installed from USB" not in page
 
 
