@@ -21,6 +21,7 @@ from .activity import audit, log_activity
 from .catalog import CYCLE_LABELS, CYCLES, Image, Package, add_cycle
 from .db import db, new_uuid
 from .errors import ActionNotAllowed, NotFound, UserError
+from .inventory import OutOfStock, record_demand
 from .money import format_cents, prorata_cents
 from .services import ACTIVE, PENDING, REBUILDING, RESIZING, Service, require_action, transition
 
@@ -176,6 +177,10 @@ def place_order(user: User, package: Package, cycle: str, hostname: str, image=N
                           renews_at=add_cycle(now, cycle))
             db.session.add(svc)
             db.session.flush()
+            if package.kind == "dedicated":  # one matching server, reserved before any charge (docs/dedicated.md)
+                from .inventory import reserve_for
+
+                reserve_for(svc, package)
             if price > 0:
                 entry = ledger.debit(
                     user.id, price, kind="order", key=ledger_key, reference=("service", svc_uuid),
@@ -190,6 +195,10 @@ def place_order(user: User, package: Package, cycle: str, hostname: str, image=N
     except _Replayed as r:
         db.session.rollback()
         return db.session.scalar(select(Service).filter_by(uuid=r.service_uuid))
+    except OutOfStock:  # nothing was reserved or charged; staff see the demand
+        db.session.rollback()
+        record_demand(user, package)
+        raise
     except Exception:
         db.session.rollback()
         raise

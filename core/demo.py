@@ -65,6 +65,9 @@ def load_demo() -> list[str]:
         node.settings = {**(node.settings or {}), "step_delay": 1, "console_screen": True}
     db.session.flush()
     _demo_pool()
+    from .demo_dedicated import load_demo_dedicated  # dedicated package and inventory servers
+
+    load_demo_dedicated()
     out = []
     for (email, password), role in ((DEMO_CUSTOMER, "customer"), (DEMO_ADMIN, "admin")):
         user = db.session.scalar(db.select(User).filter_by(email=email))

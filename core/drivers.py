@@ -228,8 +228,9 @@ class PowerDriver(Driver):
     @abc.abstractmethod
     def power_cycle(self, target: dict[str, Any]) -> None: ...
 
-    def set_boot_device(self, target: dict[str, Any], device: str) -> None:
-        """'pxe', 'disk' or 'cdrom' for the next boot (capability ``boot_device``)."""
+    def set_boot_device(self, target: dict[str, Any], device: str, efi: bool = False) -> None:
+        """'pxe', 'disk' or 'cdrom' for the next boot only, in EFI mode when ``efi`` (capability
+        ``boot_device``). Verified by reading it back; an unknown device is a DriverError."""
         raise NotImplementedError
 
 

@@ -134,6 +134,15 @@ def hostbay_operation_failed(operation):
 # ==============================================================================================================
 
 @hookspec(firstresult=True)
+def hostbay_dedicated_install_requested(service, server, image, ssh_keys):
+    """Called by the provisioning or reinstall job of a dedicated ``service`` whose inventory ``server`` is marked
+    for automated installs, before its next boot is set to PXE and it is power-cycled. ``image`` is the chosen
+    ``Image`` (or None), ``ssh_keys`` a list of public keys. An installer plugin that takes the install prepares
+    what the network boot needs (e.g. an answer file) and returns a dict describing it; return None to decline.
+    When no plugin takes it, the install is queued for datacenter handling."""
+
+
+@hookspec(firstresult=True)
 def hostbay_choose_node(service, candidates):
     """Called during placement with the nodes that have room, best first. Return one of them to override the
     default choice, or None to keep it."""

@@ -108,6 +108,13 @@ def _notify(hook: str, service, **kw) -> None:
     jobs.notify_after_commit(hook, lambda: {"service": db.session.get(Service, sid), **kw})
 
 
+def _dedicated():
+    """Dedicated services run the same job kinds; their steps live in hostbay.core.dedicated."""
+    from . import dedicated
+
+    return dedicated
+
+
 # ==============================================================================================================
 # Placement
 # ==============================================================================================================
@@ -151,6 +158,8 @@ def provision(op, payload):
     """Place, allocate addresses, create the server, filter its network, mark it active. Re-runnable: each step
     is idempotent and committed before the next slow one."""
     svc = _service_of(op)
+    if svc.kind == "dedicated":  # hardware inventory: hostbay.core.dedicated
+        return _dedicated().provision(op, payload, svc)
     if svc.state == ACTIVE:
         return {"state": ACTIVE, "note": "already provisioned"}
     if svc.state in ENDED or svc.state == REMOVAL_QUEUED:
@@ -190,6 +199,8 @@ def _simple_power(action: str, method: str, message: str):
     @jobs.handler(f"service.{action}")
     def _h(op, payload):
         svc = _service_of(op)
+        if svc.kind == "dedicated":  # hardware inventory: hostbay.core.dedicated
+            return _dedicated().power(op, payload, svc, action)
         if svc.state != ACTIVE:
             raise FatalDriverError(f"cannot {action} service {svc.uuid} in state {svc.state}",
                                    customer_message=f"The server could not be {message.split()[0].lower()}: "
@@ -230,6 +241,8 @@ def _finish_busy(svc: Service, busy: str, op, event: str, message: str, before: 
 def reinstall(op, payload):
     """Fresh system disk from the service's image, with the same SSH keys as at creation."""
     svc = _service_of(op)
+    if svc.kind == "dedicated":  # hardware inventory: hostbay.core.dedicated
+        return _dedicated().reinstall(op, payload, svc)
     if svc.state == ACTIVE and (op.result or {}).get("done"):
         return {"state": ACTIVE}
     if svc.state != REINSTALLING:
@@ -280,6 +293,8 @@ def rebuild(op, payload):
 def suspend_job(op, payload):
     """Stop the server of a suspended service (the state moved already, in the sweep or the staff action)."""
     svc = _service_of(op)
+    if svc.kind == "dedicated":  # hardware inventory: hostbay.core.dedicated
+        return _dedicated().suspend(op, payload, svc)
     if svc.state != SUSPENDED:
         return {"skipped": svc.state}
     if svc.infra_ref and svc.kind == "vps":
@@ -296,6 +311,8 @@ def suspend_job(op, payload):
 def unsuspend_job(op, payload):
     """Start the server again and make the service active (after a renewal or a staff decision)."""
     svc = _service_of(op)
+    if svc.kind == "dedicated":  # hardware inventory: hostbay.core.dedicated
+        return _dedicated().unsuspend(op, payload, svc)
     if svc.state == ACTIVE:
         return {"state": ACTIVE}
     if svc.state != SUSPENDED:
@@ -319,6 +336,8 @@ def remove_job(op, payload):
     """Delete the server and its volumes, release its IPs and node capacity; removal-queued → terminated (a
     cancelled service stays cancelled). Every step tolerates having run before."""
     svc = _service_of(op)
+    if svc.kind == "dedicated":  # hardware inventory: hostbay.core.dedicated
+        return _dedicated().remove(op, payload, svc)
     if svc.state not in (REMOVAL_QUEUED, CANCELLED, TERMINATED):
         raise FatalDriverError(f"service {svc.uuid} is {svc.state}; only queued or cancelled services are removed")
     before = {"state": svc.state, **_refs(svc)}

@@ -20,3 +20,6 @@ from .power import PowerReading  # noqa: F401
 from .idempotency import IdempotencyRecord  # noqa: F401
 from .webhooks import OutgoingDelivery, WebhookEndpoint  # noqa: F401
 from .numbering import ReservedNumber  # noqa: F401
+from .inventory import HardwareServer  # noqa: F401
+from .dctasks import DatacenterTask  # noqa: F401
+from .dedicated import InstallRequest  # noqa: F401

@@ -35,6 +35,7 @@ BLUEPRINT_MODULES = [
     "services",
     "staff_services",
     "staff_nodes",
+    "staff_inventory",
 ]
 
 

@@ -159,3 +159,24 @@ def plugins_list():
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+@main.group("secrets")
+def secrets_group():
+    """Secrets at rest (HOSTBAY_SECRET_KEYS)."""
+
+
+@secrets_group.command("rotate")
+@with_appcontext
+def secrets_rotate():
+    """Re-encrypt every stored secret with the newest key of HOSTBAY_SECRET_KEYS (then drop the old keys)."""
+    from hostbay.core import secretbox
+    from hostbay.core.db import db
+    from hostbay.core.inventory import HardwareServer
+
+    count = 0
+    for server in db.session.scalars(db.select(HardwareServer).where(HardwareServer.bmc_password_sealed.is_not(None))):
+        server.bmc_password_sealed = secretbox.rotate(server.bmc_password_sealed)
+        count += 1
+    db.session.commit()
+    click.echo(f"re-encrypted {count} secrets with the newest key")

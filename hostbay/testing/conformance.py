@@ -233,9 +233,9 @@ class PowerDriverConformance(_DriverBasics):
         assert drv.power_state(target) == PowerState.RUNNING
 
     def boot_device_of(self, drv, target) -> str:
-        """The next boot device as the hardware reports it ('pxe', 'disk', 'cdrom'). Override it when the driver
-        advertises ``boot_device``."""
-        raise NotImplementedError("override boot_device_of(drv, target) to check set_boot_device")
+        """The next boot device as the hardware reports it ('pxe', 'disk', 'cdrom'): by default what
+        :meth:`observed` says the machine recorded."""
+        return self.observed(target)["boot_device"]
 
     def test_boot_device(self):
         drv = self.make_driver()
@@ -245,6 +245,53 @@ class PowerDriverConformance(_DriverBasics):
         for device in ("pxe", "disk", "cdrom", "disk"):
             drv.set_boot_device(target, device)
             assert self.boot_device_of(drv, target) == device
+
+
+    # -- read-back checks: what the machine itself reports, not what the driver believes ---------------------
+    def observed(self, target) -> dict:
+        """Override: the machine's own view, ``{"power": PowerState, "boot_device": "pxe"|"disk"|"cdrom"|…,
+        "boot_efi": bool}`` (for a BMC simulator: what it recorded)."""
+        raise NotImplementedError("a PowerDriver conformance test must say what the machine reports")
+
+    def test_power_actions_reach_the_machine(self):
+        drv, target = self.make_driver(), self.make_target()
+        drv.power_on(target)
+        assert self.observed(target)["power"] == PowerState.RUNNING
+        drv.power_on(target)  # already on: not an error
+        assert drv.power_state(target) == PowerState.RUNNING
+        drv.power_off(target, soft=True)
+        assert self.observed(target)["power"] == PowerState.STOPPED
+        assert drv.power_state(target) == PowerState.STOPPED
+        drv.power_off(target)  # already off: not an error
+        drv.power_cycle(target)  # a cycle of a machine that is off leaves it on
+        assert self.observed(target)["power"] == PowerState.RUNNING
+        drv.power_cycle(target)
+        assert self.observed(target)["power"] == PowerState.RUNNING
+        drv.power_off(target)
+        assert self.observed(target)["power"] == PowerState.STOPPED
+
+    def test_boot_device_reaches_the_machine(self):
+        drv, target = self.make_driver(), self.make_target()
+        if not drv.supports("boot_device"):
+            pytest.skip("no boot_device capability")
+        for device in ("pxe", "cdrom", "disk", "pxe"):
+            drv.set_boot_device(target, device)
+            seen = self.observed(target)
+            assert seen["boot_device"] == device and not seen.get("boot_efi")
+        drv.set_boot_device(target, "pxe", efi=True)
+        seen = self.observed(target)
+        assert seen["boot_device"] == "pxe" and seen["boot_efi"] is True
+
+    def test_unknown_boot_device_is_refused(self):
+        from hostbay.core.errors import DriverError
+
+        drv, target = self.make_driver(), self.make_target()
+        if not drv.supports("boot_device"):
+            pytest.skip("no boot_device capability")
+        before = self.observed(target)["boot_device"]
+        with pytest.raises(DriverError):
+            drv.set_boot_device(target, "floppy")
+        assert self.observed(target)["boot_device"] == before
 
 
 class PaymentGatewayConformance(_DriverBasics):

@@ -139,10 +139,11 @@ class FakePowerDriver(PowerDriver):
     def power_cycle(self, target):
         self._m(target)["power"] = PowerState.RUNNING
 
-    def set_boot_device(self, target, device):
+    def set_boot_device(self, target, device, efi=False):
         if device not in ("pxe", "disk", "cdrom"):
             raise FatalDriverError(f"unknown boot device {device!r}")
         self._m(target)["boot"] = device
+        self._m(target)["efi"] = bool(efi)
 
 
 class FakePaymentGateway(PaymentGateway):

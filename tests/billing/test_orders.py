@@ -138,9 +138,18 @@ def test_retiring_a_package_keeps_existing_services(make_user, make_package, mak
 
 def test_dedicated_order_without_image(make_user, make_package):
     user = make_user(balance_cents=50000)
-    ded = make_package(kind="dedicated", driver="ipmi", monthly_cents=9900, hardware={"cpu": "E-2388G"})
+    ded = make_package(kind="dedicated", driver="ipmi", monthly_cents=9900, hardware={"cpu_pattern": "E-2388G"})
+    from hostbay.core.db import db
+    from hostbay.core.inventory import HardwareServer, OutOfStock
+
+    db.session.add(HardwareServer(name="m1", cpu_model="Intel Xeon E-2388G", cpu_cores=8, ram_gib=64,
+                                  disk_size_gib=960, location="fra1"))
+    db.session.commit()
     svc = billing.place_order(user, ded, "monthly", "metal1.example.com", None, key="k")
     assert svc.kind == "dedicated" and svc.image_id is None and ledger.balance_cents(user.id) == 50000 - 9900
+    with pytest.raises(OutOfStock):  # the only matching server is taken: refused, nothing charged
+        billing.place_order(user, ded, "monthly", "metal2.example.com", None, key="k2")
+    assert ledger.balance_cents(user.id) == 50000 - 9900
 
 
 def test_free_package_order_is_idempotent(make_user, make_package, make_image):

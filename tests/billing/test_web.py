@@ -270,6 +270,15 @@ def test_dedicated_order_pages(client, make_user, make_package):
     form = {"cycle": "monthly", "hostname": "metal1.example.com", "key": "k"}
     review = client.post(f"/panel/order/{ded.uuid}/review", data=form)
     assert b"Pay $99.00 and order" in review.data
+    refused = client.post(f"/panel/order/{ded.uuid}/confirm", data=form)  # no server in the inventory yet
+    assert refused.status_code == 400 and b"nothing was charged" in refused.data
+    assert ledger.balance_cents(user.id) == 20000
+    from hostbay.core.db import db
+    from hostbay.core.inventory import HardwareServer
+
+    db.session.add(HardwareServer(name="m1", cpu_model="Intel Xeon E-2388G", cpu_cores=8, ram_gib=64,
+                                  disk_size_gib=960, location="fra1"))
+    db.session.commit()
     assert client.post(f"/panel/order/{ded.uuid}/confirm", data=form).status_code == 302
     (svc,) = _services(user)
     assert svc.kind == "dedicated" and ledger.balance_cents(user.id) == 10100

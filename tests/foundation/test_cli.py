@@ -16,7 +16,7 @@ def test_demo_is_idempotent(app, db):
     assert second.exit_code == 0, second.output
     customer = db.session.scalar(db.select(User).filter_by(email=DEMO_CUSTOMER[0]))
     assert ledger.balance_cents(customer.id) == 10000 == ledger.ledger_sum_cents(customer.id)
-    assert db.session.scalar(db.select(db.func.count(Package.id))) == 3
+    assert db.session.scalar(db.select(db.func.count(Package.id))) == 4  # three VPS, one dedicated
     assert db.session.scalar(db.select(db.func.count(User.id))) == 2
 
 

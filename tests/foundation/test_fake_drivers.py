@@ -31,8 +31,9 @@ class TestFakePower(PowerDriverConformance):
     def make_target(self):
         return {"address": "127.0.0.1:6230"}
 
-    def boot_device_of(self, drv, target):
-        return FakePowerDriver.machines[target["address"]]["boot"]
+    def observed(self, target):
+        m = FakePowerDriver.machines[target["address"]]
+        return {"power": m["power"], "boot_device": m["boot"], "boot_efi": m.get("efi", False)}
 
 
 class TestFakePayments(PaymentGatewayConformance):
