@@ -15,7 +15,7 @@ from .conftest import bearer
 
 WRITE = ("POST", "PUT", "PATCH", "DELETE")
 # valid bodies, so that what answers is the ownership check and not the validation
-BODIES = {"quote_change": {"package": "x"}, "apply_change": {"package": "x"}, "mount_iso": {"iso": "x"},
+BODIES = {"quote_change": {"package": "x"}, "apply_change": {"package": "x", "quote": "x"}, "mount_iso": {"iso": "x"},
           "set_rdns": {"hostname": None}, "reply_ticket": {"body": "x"}}
 
 

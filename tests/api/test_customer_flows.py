@@ -65,17 +65,35 @@ def test_customer_journey(app, client, clock, make_token, world):
                         json={"package": world["big"].uuid}).get_json()
     assert quote["amount_cents"] > 0 and not quote["disk_shrinks"]
     before = ledger.balance_cents(world["user"].id)
+    # without a quote, with another package's quote, or with one that has aged: nothing moves
+    assert client.post(f"/api/v1/services/{uuid}/package-changes", headers=h | {"Idempotency-Key": "c0"},
+                       json={"package": world["big"].uuid}).status_code == 422
+    other = client.post(f"/api/v1/services/{uuid}/package-changes/quote", headers=h,
+                        json={"package": world["tiny"].uuid}).get_json()
+    wrong = client.post(f"/api/v1/services/{uuid}/package-changes", headers=h | {"Idempotency-Key": "c0b"},
+                        json={"package": world["big"].uuid, "quote": other["quote"]})
+    assert wrong.status_code == 409 and wrong.get_json()["type"].endswith("quote-expired")
+    clock.advance(minutes=6)
+    aged = client.post(f"/api/v1/services/{uuid}/package-changes", headers=h | {"Idempotency-Key": "c0c"},
+                       json={"package": world["big"].uuid, "quote": quote["quote"]})
+    assert aged.status_code == 409 and aged.get_json()["type"].endswith("quote-expired")
+    assert ledger.balance_cents(world["user"].id) == before
+    quote = client.post(f"/api/v1/services/{uuid}/package-changes/quote", headers=h,
+                        json={"package": world["big"].uuid}).get_json()
     applied = client.post(f"/api/v1/services/{uuid}/package-changes", headers=h | {"Idempotency-Key": "c1"},
-                          json={"package": world["big"].uuid})
+                          json={"package": world["big"].uuid, "quote": quote["quote"]})
     assert applied.status_code == 200, applied.data
     assert ledger.balance_cents(world["user"].id) == before - quote["amount_cents"]
     assert client.get(f"/api/v1/services/{uuid}", headers=h).get_json()["package"] == world["big"].uuid
     # a smaller disk needs the hostname as confirmation
+    tiny = client.post(f"/api/v1/services/{uuid}/package-changes/quote", headers=h,
+                       json={"package": world["tiny"].uuid}).get_json()
     shrink = client.post(f"/api/v1/services/{uuid}/package-changes", headers=h | {"Idempotency-Key": "c2"},
-                         json={"package": world["tiny"].uuid})
+                         json={"package": world["tiny"].uuid, "quote": tiny["quote"]})
     assert shrink.status_code == 400 and "web1.example.test" in shrink.get_json()["detail"]
     ok = client.post(f"/api/v1/services/{uuid}/package-changes", headers=h | {"Idempotency-Key": "c3"},
-                     json={"package": world["tiny"].uuid, "confirm_hostname": "web1.example.test"})
+                     json={"package": world["tiny"].uuid, "quote": tiny["quote"],
+                           "confirm_hostname": "web1.example.test"})
     assert ok.status_code == 200, ok.data
     ledger_page = client.get("/api/v1/wallet/ledger", headers=h).get_json()
     assert [e["kind"] for e in ledger_page["items"]][:3] == ["downgrade_credit", "upgrade", "order"]

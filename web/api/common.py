@@ -99,6 +99,10 @@ def problem_for_domain_error(exc: HostbayError) -> Response:
         return problem_response(402, "insufficient-funds", msg, title="Insufficient funds",
                                 needed_cents=exc.needed_cents, balance_cents=exc.balance_cents,
                                 shortfall_cents=exc.shortfall_cents)
+    from hostbay.core.quotes import QuoteExpired
+
+    if isinstance(exc, QuoteExpired):
+        return problem_response(409, "quote-expired", msg, title="Quote no longer valid")
     if isinstance(exc, ActionNotAllowed):
         return problem_response(409, "action-not-allowed", msg, title="Action not allowed")
     if isinstance(exc, UserError):

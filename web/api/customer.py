@@ -153,14 +153,21 @@ def get_operation(service_uuid, operation_id):
 # --- package change ----------------------------------------------------------------------------------------------
 
 def quote_package_change(service, package):
-    """The quote for a package change. The one place the API asks for it (point it at a signed quote when the
-    domain offers one)."""
-    return billing.quote_change(service, package)
+    """The signed quote for a package change, as the panel's review page makes it (core.quotes)."""
+    from hostbay.core.quotes import create_quote
+
+    return create_quote(service, package)
 
 
-def apply_package_change(service, package, actor, confirm, key):
-    """Apply a package change with the panel's rules (state, pro-rata, confirmation for a smaller disk)."""
-    return billing.change_package(service, package, actor, confirm=confirm, key=key)
+def apply_package_change(service, package, actor, confirm, key, quote_token):
+    """Apply a package change for exactly the amount its signed quote carries, with the panel's rules (state,
+    quote age and inputs, confirmation for a smaller disk)."""
+    from hostbay.core.quotes import QuoteExpired, apply_quote, read_quote
+
+    quoted_package, _amount = read_quote(quote_token, service)
+    if quoted_package.id != package.id:
+        raise QuoteExpired("This quote is for another package. Here is the current price.")
+    return apply_quote(quote_token, service, actor, key=key, confirm=confirm)
 
 
 def _change_target(svc, package_uuid):
@@ -198,11 +205,12 @@ def quote_change(args, service_uuid):
 @blp.response(200, s.OperationSchema)
 @blp.doc(parameters=[IDEMPOTENCY_PARAM])
 def apply_change(args, service_uuid):
-    """Change the package: charges (upgrade) or credits (downgrade) the pro-rata amount; a smaller disk rebuilds
-    the server and needs `confirm_hostname`."""
+    """Change the package for exactly the amount of its quote (`quote` from `.../package-changes/quote`, valid
+    5 minutes; an expired or outdated quote is a 409 `quote-expired`: quote again). Upgrades are charged,
+    downgrades credited; a smaller disk rebuilds the server and needs `confirm_hostname`."""
     svc = own_service(service_uuid)
     pkg = _change_target(svc, args["package"])
-    return apply_package_change(svc, pkg, _user(), args.get("confirm_hostname"), request_key())
+    return apply_package_change(svc, pkg, _user(), args.get("confirm_hostname"), request_key(), args["quote"])
 
 
 # --- wallet, top-ups, orders -------------------------------------------------------------------------------------

@@ -111,21 +111,33 @@ class ChangeArgs(Strict):
 
 
 class ApplyChangeArgs(ChangeArgs):
+    quote = f.String(required=True, metadata={"description": "The `quote` token of a quote for this package "
+                                                             "(valid 5 minutes): the amount charged or credited"})
     confirm_hostname = f.String(metadata={"description": "Required when the new disk is smaller: the service's "
                                                          "hostname, confirming that its data is erased."})
 
 
 class QuoteSchema(Strict):
-    package = f.Function(lambda q: q.new_package.uuid, required=True, metadata={"type": "string"})
-    package_name = f.Function(lambda q: q.new_package.name, required=True, metadata={"type": "string"})
-    old_price_cents = f.Integer(required=True)
-    new_price_cents = f.Integer(required=True)
-    amount_cents = f.Integer(required=True, metadata={"description": "+ charged now, - credited to the wallet"})
-    disk_shrinks = f.Boolean(required=True, metadata={"description": "true: the server is rebuilt, data erased; "
-                                                                     "apply needs confirm_hostname"})
-    at = UtcDateTime(required=True)
-    renews_at = f.Function(lambda q: q.service.renews_at.isoformat() + "Z", required=True,
+    """A signed quote (core.quotes.SignedQuote): the amounts and the token that applies exactly them."""
+
+    package = f.Function(lambda q: q.quote.new_package.uuid, required=True, metadata={"type": "string"})
+    package_name = f.Function(lambda q: q.quote.new_package.name, required=True, metadata={"type": "string"})
+    old_price_cents = f.Function(lambda q: q.quote.old_price_cents, required=True, metadata={"type": "integer"})
+    new_price_cents = f.Function(lambda q: q.quote.new_price_cents, required=True, metadata={"type": "integer"})
+    amount_cents = f.Function(lambda q: q.quote.amount_cents, required=True,
+                              metadata={"type": "integer", "description": "+ charged now, - credited to the wallet"})
+    disk_shrinks = f.Function(lambda q: q.quote.disk_shrinks, required=True,
+                              metadata={"type": "boolean", "description": "true: the server is rebuilt, data "
+                                                                          "erased; apply needs confirm_hostname"})
+    at = f.Function(lambda q: q.quote.at.isoformat() + "Z", required=True,
+                    metadata={"type": "string", "format": "date-time"})
+    renews_at = f.Function(lambda q: q.quote.service.renews_at.isoformat() + "Z", required=True,
                            metadata={"type": "string", "format": "date-time"})
+    quote = f.Function(lambda q: q.token, required=True,
+                       metadata={"type": "string", "description": "Pass it to `POST .../package-changes` to apply "
+                                                                  "exactly this amount"})
+    expires_at = f.Function(lambda q: q.expires_at.isoformat() + "Z", required=True,
+                            metadata={"type": "string", "format": "date-time"})
 
 
 class WalletSchema(Strict):
