@@ -22,6 +22,8 @@ CORE_MODULES: tuple[str, ...] = (
     "hostbay.core.network",
     "hostbay.core.rdns",
     "hostbay.core.payments",
+    "hostbay.core.idempotency",
+    "hostbay.core.webhooks",
 )
 
 # (label, endpoint, permission) of core's staff pages, in menu order.
@@ -36,6 +38,8 @@ STAFF_MENU: tuple[tuple[str, str, str | None], ...] = (
     ("Payment gateways", "payments.staff_gateways", "plugins"),
     ("Services", "staff_services.index", "services"),
     ("Nodes", "staff_nodes.index", "plugins"),
+    ("Inventory", "staff_inventory.index", "services"),
+    ("Datacenter tasks", "staff_inventory.tasks", "services"),
 )
 
 

@@ -20,11 +20,9 @@ from hostbay.core.errors import HostbayError, UserError
 from hostbay.core.inventory import HardwareServer
 from hostbay.core.services import PENDING, PROVISIONING, Service
 
-from .staff import STAFF_MENU, staff_required
+from .staff import staff_required
 
-bp = Blueprint("staff_inventory", __name__)
-STAFF_MENU.append(("Inventory", "staff_inventory.index", "services"))
-STAFF_MENU.append(("Datacenter tasks", "staff_inventory.tasks", "services"))
+bp = Blueprint("staff_inventory", __name__)  # its menu entries are core's (hostbay.core.builtin.STAFF_MENU)
 
 FIELDS_INT = ("cpu_cores", "ram_gib", "disk_count", "disk_size_gib", "nic_speed_mbit", "bmc_port")
 
