@@ -22,7 +22,8 @@ SETTINGS: dict[str, tuple[str | None, str]] = {
     "HOSTBAY_RETENTION_DAYS": ("3", "Days a suspended service is kept before it is queued for removal."),
     "HOSTBAY_IP_COOLDOWN_HOURS": ("24", "Hours a released address rests before it is handed out again."),
     "HOSTBAY_LOGIN_RATE_LIMIT": ("10 per minute", "Rate limit of login attempts per client address."),
-    "HOSTBAY_LOG_LEVEL": ("INFO", "Log level of the structured logs."),
+    "HOSTBAY_LOG_LEVEL": ("INFO", "Log level (DEBUG, INFO, WARNING, ERROR)."),
+    "HOSTBAY_LOG_FORMAT": ("text", "Log format: 'text' (one readable line per record) or 'json' (JSON lines with request id, operation id, service and user UUID)."),
     "HOSTBAY_DEMO_DRIVER": ("fake", "Virtualization driver of the `hostbay demo` packages and node (if loaded)."),
     "HOSTBAY_TOPUP_MIN_CENTS": (None, "Smallest wallet top-up in US cents (default 500, see docs/payments.md)."),
     "HOSTBAY_TOPUP_MAX_CENTS": (None, "Largest wallet top-up in US cents (default 1000000, see docs/payments.md)."),
@@ -77,6 +78,7 @@ def load(env=None) -> dict:
         "HOSTBAY_IP_COOLDOWN_HOURS": int(get("HOSTBAY_IP_COOLDOWN_HOURS")),
         "HOSTBAY_LOGIN_RATE_LIMIT": get("HOSTBAY_LOGIN_RATE_LIMIT"),
         "HOSTBAY_LOG_LEVEL": get("HOSTBAY_LOG_LEVEL"),
+        "HOSTBAY_LOG_FORMAT": get("HOSTBAY_LOG_FORMAT"),
         "HOSTBAY_DEMO_DRIVER": get("HOSTBAY_DEMO_DRIVER"),
         "HOSTBAY_ISO_DIR": get("HOSTBAY_ISO_DIR"),  # None: INSTANCE_PATH/isos (see iso.iso_dir)
         "HOSTBAY_ISO_MAX_BYTES": int(get("HOSTBAY_ISO_MAX_BYTES")),
