@@ -105,6 +105,21 @@ def console_proxy(host, port):
     serve(app, host, port)
 
 
+@main.command("check")
+@with_appcontext
+def check():
+    """Print what is misconfigured for production; exits 1 when anything must be fixed."""
+    from hostbay.core.checks import run_checks
+
+    findings = run_checks(current_app._get_current_object())
+    for f in findings:
+        click.echo(f"{f.level.upper():8} {f.text}")
+    if not findings:
+        click.echo("ok: nothing to fix")
+    if any(f.level == "error" for f in findings):
+        raise SystemExit(1)
+
+
 @main.group("plugins")
 def plugins_group():
     """Inspect plugins."""
