@@ -255,10 +255,23 @@ def run_operation(op_id: str) -> str:
     payload = dict(op.payload or {})
     log_context = logs.bind(operation_id=op.id, service_uuid=_service_uuid(op.service_id))
     db.session.commit()  # no transaction (and no lock) is held when the handler starts
+    kind, started = op.kind, time.perf_counter()
+    outcome = FAILED
     try:
-        return _run_claimed(op, op_id, payload)
+        outcome = _run_claimed(op, op_id, payload)
+        return outcome
     finally:
+        from . import metrics
+
+        metrics.JOBS.labels(kind, outcome).inc()
+        metrics.JOB_DURATION.labels(kind).observe(time.perf_counter() - started)
         logs.unbind(log_context)
+
+
+def queue_names(app=None) -> list[str]:
+    """The RQ queues hostbay's jobs go to."""
+    app = app or current_app
+    return [app.config["HOSTBAY_QUEUE"]]
 
 
 def _service_uuid(service_id: int | None) -> str | None:

@@ -33,6 +33,7 @@ BLUEPRINT_MODULES = [
     "payments",
     "services",
     "staff_services",
+    "metrics",
 ]
 
 
