@@ -81,6 +81,11 @@ class Driver(abc.ABC):
                 errors[s.key] = f"{s.label} {exc}"
         if errors:
             raise SettingsError(errors)
+        from .logs import register_secret
+
+        for s in cls.settings:  # a secret setting never reaches a log line, whatever logs it
+            if s.type == "secret":
+                register_secret(out.get(s.key))
         return out
 
     def validate(self) -> None:

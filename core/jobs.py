@@ -30,7 +30,7 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from . import clock
+from . import clock, logs
 from .db import db, new_uuid
 from .errors import HostbayError, TransientDriverError
 
@@ -306,7 +306,36 @@ def run_operation(op_id: str) -> str:
     op = db.session.get(Operation, op_id)
     db.session.refresh(op)
     payload = dict(op.payload or {})
+    log_context = logs.bind(operation_id=op.id, service_uuid=_service_uuid(op.service_id))
     db.session.commit()  # no transaction (and no lock) is held when the handler starts
+    kind, started = op.kind, time.perf_counter()
+    outcome = FAILED
+    try:
+        outcome = _run_claimed(op, op_id, payload)
+        return outcome
+    finally:
+        from . import metrics
+
+        metrics.JOBS.labels(kind, outcome).inc()
+        metrics.JOB_DURATION.labels(kind).observe(time.perf_counter() - started)
+        logs.unbind(log_context)
+
+
+def queue_names(app=None) -> list[str]:
+    """The RQ queues hostbay's jobs go to."""
+    app = app or current_app
+    return [app.config["HOSTBAY_QUEUE"]]
+
+
+def _service_uuid(service_id: int | None) -> str | None:
+    if service_id is None:
+        return None
+    from .services import Service
+
+    return db.session.scalar(db.select(Service.uuid).where(Service.id == service_id))
+
+
+def _run_claimed(op: Operation, op_id: str, payload: dict) -> str:
     try:
         result = _handler_for(op.kind)(op, payload)
         op = db.session.get(Operation, op_id)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 from flask import Flask, jsonify, render_template, request
@@ -10,6 +9,7 @@ from flask import Flask, jsonify, render_template, request
 from hostbay import __version__
 from hostbay.core import config as config_mod
 from hostbay.core import sessions
+from hostbay.core import logs
 from hostbay.core.db import configure_sqlite, db
 from hostbay.core.plugins import build_registry
 
@@ -36,6 +36,7 @@ BLUEPRINT_MODULES = [
     "staff_services",
     "staff_nodes",
     "staff_inventory",
+    "metrics",
 ]
 
 
@@ -58,8 +59,7 @@ def create_app(config: dict | None = None, *, extra_plugins: list | None = None,
     app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)
     _session_cookie_flags(app, config or {})
     app.config.setdefault("MAX_CONTENT_LENGTH", 8 * 1024 ** 3)
-    logging.basicConfig(level=app.config["HOSTBAY_LOG_LEVEL"],
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(app.config["HOSTBAY_LOG_LEVEL"], app.config.get("HOSTBAY_LOG_FORMAT") or "text")
 
     from hostbay.core import models  # noqa: F401  (complete metadata)
 
@@ -146,6 +146,28 @@ def create_app(config: dict | None = None, *, extra_plugins: list | None = None,
 
             return problem_for_http_exception(_e)
         return render_template("error.html", code=429, message="Too many attempts. Wait a minute and try again."), 429
+
+    @app.before_request
+    def _log_context():
+        from flask import g, request, session
+
+        g.hostbay_log_context = logs.bind(
+            request_id=logs.new_request_id(request.headers.get("X-Request-ID")),
+            user_uuid=session.get("_user_id"),
+            service_uuid=(request.view_args or {}).get("service_uuid"))
+
+    @app.after_request
+    def _request_id_header(resp):
+        rid = logs.get("request_id")
+        if rid:
+            resp.headers["X-Request-ID"] = rid
+        return resp
+
+    @app.teardown_request
+    def _log_context_end(_exc):
+        from flask import g
+
+        logs.unbind(g.pop("hostbay_log_context", []))
 
     @app.after_request
     def security_headers(resp):

@@ -137,6 +137,20 @@ def api_token_create(email, scope, name, expires_days, networks):
         raise click.ClickException(str(exc)) from None
     click.echo(raw)
 
+@main.command("check")
+@with_appcontext
+def check():
+    """Print what is misconfigured for production; exits 1 when anything must be fixed."""
+    from hostbay.core.checks import run_checks
+
+    findings = run_checks(current_app._get_current_object())
+    for f in findings:
+        click.echo(f"{f.level.upper():8} {f.text}")
+    if not findings:
+        click.echo("ok: nothing to fix")
+    if any(f.level == "error" for f in findings):
+        raise SystemExit(1)
+
 
 @main.group("plugins")
 def plugins_group():
