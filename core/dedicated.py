@@ -23,7 +23,7 @@ from flask import current_app
 from sqlalchemy import JSON, ForeignKey, String, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
-from . import clock, dctasks, inventory
+from . import clock, dctasks, inventory, jobs
 from .activity import audit, log_activity
 from .db import db, new_uuid
 from .drivers import PowerState
@@ -112,11 +112,6 @@ def can_automate_install(server) -> bool:
     return bool(server.auto_install and drv is not None and drv.supports("boot_device") and _installer_loaded())
 
 
-def _commit() -> None:
-    """End the transaction before a slow driver call (SQLite has one writer)."""
-    db.session.commit()
-
-
 def _say(op, pct: int, text: str) -> None:
     db.session.commit()
     op.progress(pct, text)
@@ -176,10 +171,9 @@ def _auto_install(op, svc, server, reinstall: bool) -> bool:
     audit("server.install_requested", "server", server.uuid, after={"service": svc.uuid, "reinstall": reinstall,
                                                                      "image": image.name if image else None})
     target = server.power_target()
-    _say(op, 50, "Setting the next boot to the network installer")
-    drv.set_boot_device(target, "pxe", efi=server.boot_efi)
-    _say(op, 70, "Restarting the server into the installer")
-    drv.power_cycle(target)
+    jobs.call_driver(op, drv.set_boot_device, target, "pxe", efi=server.boot_efi, pct=50,
+                     text="Setting the next boot to the network installer")
+    jobs.call_driver(op, drv.power_cycle, target, pct=70, text="Restarting the server into the installer")
     return True
 
 
@@ -272,20 +266,16 @@ _POWER_WORDS = {"start": ("on", "Started {h}.", "Starting"), "stop": ("off", "St
                 "restart": ("cycle", "Restarted {h}.", "Restarting")}
 
 
-def _drive(server, action: str) -> None:
+def _drive(op, server, action: str) -> None:
+    """One power action through the driver-call template (transaction ended, heartbeat kept, errors mapped)."""
     drv = power_driver_for(server)
     target = server.power_target()
-    _commit()
-    if action == "on":
-        drv.power_on(target)
-    elif action == "off":
-        drv.power_off(target)
-    elif action == "soft_off":
-        drv.power_off(target, soft=True)
-    elif action == "cycle":
-        drv.power_cycle(target)
-    else:
+    calls = {"on": (drv.power_on, {}), "off": (drv.power_off, {}), "soft_off": (drv.power_off, {"soft": True}),
+             "cycle": (drv.power_cycle, {})}
+    if action not in calls:
         raise FatalDriverError(f"unknown power action {action!r}")
+    fn, kwargs = calls[action]
+    jobs.call_driver(op, fn, target, **kwargs)
 
 
 def power(op, payload, svc: Service, action: str):
@@ -300,7 +290,7 @@ def power(op, payload, svc: Service, action: str):
                            requested_by=_requester(payload))
         return {"queued": task.uuid}
     _say(op, 20, doing)
-    _drive(server, "soft_off" if action == "stop" else what)
+    _drive(op, server, "soft_off" if action == "stop" else what)
     svc = db.session.get(Service, svc.id)
     log_activity(svc.user_id, action, message.format(h=svc.hostname), svc.id)
     audit(f"service.{action}", "service", svc.uuid, after={"server": server.name}, detail=f"operation {op.id}",
@@ -319,7 +309,7 @@ def suspend(op, payload, svc: Service):
                            key=f"power:{svc.uuid}:{op.id}")
         else:
             _say(op, 30, "Suspending")
-            _drive(server, "off")
+            _drive(op, server, "off")
     audit("service.suspended.driver", "service", svc.uuid, after={"server": getattr(server, "name", None)},
           detail=f"operation {op.id}")
     db.session.commit()
@@ -341,7 +331,7 @@ def unsuspend(op, payload, svc: Service):
             queued = True
         else:
             _say(op, 30, "Starting your server again")
-            _drive(server, "on")
+            _drive(op, server, "on")
             svc = db.session.get(Service, svc.id)
     if not transition(svc, ACTIVE, expect=SUSPENDED, suspended_at=None):
         raise FatalDriverError(f"service {svc.uuid} changed state during unsuspend (now {svc.state})")
@@ -365,7 +355,7 @@ def remove(op, payload, svc: Service):
     if server is not None:
         if server.state in (IN_USE, HW_PROVISIONING) and power_driver_for(server) is not None:
             _say(op, 20, "Powering the server off")
-            _drive(server, "off")
+            _drive(op, server, "off")
             server = db.session.get(inventory.HardwareServer, server.id)
         if server.state in (RESERVED,):
             inventory.move(server, AVAILABLE, expect=RESERVED, service_id=None)
