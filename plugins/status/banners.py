@@ -27,15 +27,20 @@ LEVEL = {"none": "info", "minor": "warning", "major": "danger", "critical": "dan
 def _affecting() -> list[dict]:
     """Open incidents and current or near windows, each with the nodes, locations and services it touches: one
     query (a UNION of both), so a dashboard view costs the same whatever is open."""
-    from sqlalchemy import literal, null, union_all
+    from sqlalchemy import cast, literal, null, union_all
 
     now = clock.now()
     latest = (select(IncidentUpdate.body).where(IncidentUpdate.incident_id == Incident.id)
               .order_by(IncidentUpdate.created_at.desc(), IncidentUpdate.id.desc()).limit(1).scalar_subquery())
     inc = (select(literal("incident").label("what"), Incident.id.label("id"), Incident.uuid, Incident.name,
                   Incident.impact, latest.label("body"), Component.kind, Component.node_id, Component.location,
-                  incident_services.c.service_id, null().label("starts"), null().label("ends"),
-                  null().label("verify"), null().label("done"), null().label("lead"))
+                  incident_services.c.service_id,
+                  # typed NULLs: the union's result types come from this first select (SQLite returns text otherwise)
+                  cast(null(), Maintenance.scheduled_for.type).label("starts"),
+                  cast(null(), Maintenance.scheduled_until.type).label("ends"),
+                  cast(null(), Maintenance.verify_minutes.type).label("verify"),
+                  cast(null(), Maintenance.completed_at.type).label("done"),
+                  cast(null(), Maintenance.notice_hours.type).label("lead"))
            .select_from(Incident)
            .outerjoin(incident_components, incident_components.c.incident_id == Incident.id)
            .outerjoin(Component, Component.id == incident_components.c.component_id)

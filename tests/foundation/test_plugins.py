@@ -12,7 +12,7 @@ from hostbay.core.drivers import VirtDriver
 from hostbay.core.hookspecs import hookimpl
 from hostbay.core.plugins import build_registry
 
-BUNDLED = {"kvm", "proxmox", "dedicated_ipmi", "crypto_payments", "status", "powerdns"}  # every bundled plugin
+BUNDLED = {"kvm", "proxmox", "dedicated_ipmi", "crypto_payments", "status", "powerdns", "os_installer"}  # every bundled plugin
 OPT_IN_BUNDLED = {"fake"}  # bundled too, loaded only when named (tests, the demo)
 
 

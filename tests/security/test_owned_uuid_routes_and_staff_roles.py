@@ -49,7 +49,8 @@ def test_every_owned_uuid_route_is_404_for_another_customer(app, make_user, make
 AREA_PERMISSION = {"/staff/billing/": "money", "/staff/payments/": "money", "/staff/payments/gateways": "plugins", "/staff/services/": "services",
                    "/staff/tickets/": "tickets", "/staff/isos/": "approvals", "/staff/network/rdns": "approvals",
                    "/staff/network/": "network", "/staff/nodes/": "plugins", "/staff/accounts/": "services",
-                   "/staff/status/": "services"}
+                   "/staff/status/": "services", "/staff/inventory/": "services",
+                   "/staff/datacenter/": "services"}
 
 
 def _permission(rule: str):
