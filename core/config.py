@@ -33,6 +33,9 @@ SETTINGS: dict[str, tuple[str | None, str]] = {
     "HOSTBAY_CONSOLE_TOKEN_SECONDS": ("60", "Lifetime of a console token in seconds (at most 60)."),
     "HOSTBAY_CONSOLE_PROXY_HOST": ("127.0.0.1", "Address `hostbay console-proxy` listens on (keep it on loopback behind the TLS proxy)."),
     "HOSTBAY_CONSOLE_PROXY_PORT": ("6080", "Port `hostbay console-proxy` listens on."),
+    "HOSTBAY_READY_URL": (None, "Base URL at which new servers reach hostbay to report that they finished their first boot (phone home). Default: HOSTBAY_BASE_URL."),
+    "HOSTBAY_READY_TIMEOUT": ("900", "Seconds a set-up, reinstall or rebuild waits for the server's own report before it fails for staff."),
+    "HOSTBAY_READY_TOKEN_SECONDS": ("86400", "Lifetime in seconds of the single-use URL a server reports readiness to."),
     "HOSTBAY_CONSOLE_URL": (None, "WebSocket URL of the console proxy as the browser sees it (wss://panel.example.com/console-ws). Default: ws://127.0.0.1:<proxy port>/."),
 }
 
@@ -87,5 +90,8 @@ def load(env=None) -> dict:
         "HOSTBAY_CONSOLE_PROXY_PORT": int(get("HOSTBAY_CONSOLE_PROXY_PORT")),
         "HOSTBAY_CONSOLE_URL": get("HOSTBAY_CONSOLE_URL")
         or f"ws://127.0.0.1:{int(get('HOSTBAY_CONSOLE_PROXY_PORT'))}/",
+        "HOSTBAY_READY_URL": (get("HOSTBAY_READY_URL") or get("HOSTBAY_BASE_URL")).rstrip("/"),
+        "HOSTBAY_READY_TIMEOUT": int(get("HOSTBAY_READY_TIMEOUT")),
+        "HOSTBAY_READY_TOKEN_SECONDS": int(get("HOSTBAY_READY_TOKEN_SECONDS")),
         "HOSTBAY_EMBEDDED": db_url.startswith("sqlite") or not redis_url,
     }

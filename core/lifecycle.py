@@ -29,7 +29,7 @@ from flask import current_app
 from sqlalchemy import ForeignKey, bindparam, delete, insert, select, text, update
 from sqlalchemy.orm import Mapped, mapped_column
 
-from . import clock, ipam, jobs, ledger, network
+from . import clock, ipam, jobs, ledger, network, readiness
 from .activity import ActivityEntry, AuditEntry, audit, log_activity
 from .catalog import Image, Node, add_cycle
 from .db import db, is_postgres, new_uuid
@@ -278,7 +278,7 @@ def provision(op, payload):
     addresses = ipam.allocate_for_service(svc)
     db.session.commit()
     driver = driver_for(svc)
-    spec = build_spec(svc, addresses)
+    spec = readiness.prepare(svc, op, driver, build_spec(svc, addresses), "create")
     _say(op, 15, "Creating your server")
     _release()
     ref = driver.create(spec, _progress(op, 15, 90))
@@ -287,6 +287,7 @@ def provision(op, payload):
     db.session.commit()
     _say(op, 92, "Applying network protection")
     network.apply_network_filter(svc, driver)
+    readiness.wait(op, svc, "create")  # Active only after the guest's own report (images that can report)
     if not transition(svc, ACTIVE, expect=PROVISIONING):
         raise FatalDriverError(f"service {svc.uuid} left provisioning while being set up (now {svc.state})")
     log_activity(svc.user_id, "create", f"Server {svc.hostname} was set up and is running.", svc.id)
@@ -351,10 +352,12 @@ def reinstall(op, payload):
     before = _refs(svc)
     _say(op, 10, "Preparing the reinstall")
     drv, ref, spec = driver_for(svc), dict(svc.infra_ref or {}), build_spec(svc)
+    spec = readiness.prepare(svc, op, drv, spec, "reinstall")
     _release()
-    ref = drv.reinstall(ref, spec, _progress(op, 10, 95))
+    ref = drv.reinstall(ref, spec, _progress(op, 10, 90))
     svc = db.session.get(Service, svc.id)
     svc.infra_ref = dict(ref or svc.infra_ref)
+    readiness.wait(op, svc, "reinstall")
     _finish_busy(svc, REINSTALLING, op, "reinstall", f"{svc.hostname} was reinstalled with a fresh system.", before)
     return {"state": ACTIVE}
 
@@ -372,12 +375,16 @@ def _resize_like(op, busy: str, method: str, message: str):
     if not drv.supports(method):
         raise FatalDriverError(f"driver {drv.name} does not support {method}")
     call, ref, spec = getattr(drv, method), dict(svc.infra_ref or {}), build_spec(svc)
+    if method == "rebuild":  # a fresh system disk: wait for its guest like a new server
+        spec = readiness.prepare(svc, op, drv, spec, "rebuild")
     _release()
-    ref = call(ref, spec, _progress(op, 10, 95))
+    ref = call(ref, spec, _progress(op, 10, 90))
     svc = db.session.get(Service, svc.id)
     svc.infra_ref = dict(ref or svc.infra_ref)
     db.session.commit()
     network.apply_network_filter(svc, drv)
+    if method == "rebuild":
+        readiness.wait(op, svc, "rebuild")
     _finish_busy(svc, busy, op, "package_change", message.format(hostname=svc.hostname, package=svc.package.name),
                  before)
     return {"state": ACTIVE}

@@ -16,3 +16,4 @@ from .rdns import DnsBackendConfig, RdnsRequest  # noqa: F401
 from .payments import GatewayConfig, Payment, WebhookDelivery  # noqa: F401
 from .lifecycle import NodeReservation  # noqa: F401
 from .notices import Notice  # noqa: F401
+from .readiness import ReadinessCheck  # noqa: F401

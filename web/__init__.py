@@ -33,6 +33,8 @@ BLUEPRINT_MODULES = [
     "payments",
     "services",
     "staff_services",
+    "guest",
+    "staff_images",
 ]
 
 

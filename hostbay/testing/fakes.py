@@ -26,8 +26,8 @@ class FakeVirtDriver(VirtDriver):
     label = "Simulated (demo)"
     settings = [Setting("step_delay", "Seconds per simulated step", type="int", required=False, default=0,
                         help="Slow the simulation down to watch progress in the panel.")]
-    capabilities = frozenset({"resize", "rebuild", "iso", "console", "suspend"})
-    servers: dict[str, dict[str, Any]] = {}
+    capabilities = frozenset({"resize", "rebuild", "iso", "console", "suspend", "readiness"})
+    servers: dict[str, dict[str, Any]] = {}  # a server's "ready_url" is where its (simulated) guest would report
 
     def _step(self, progress, pct, text):
         progress(pct, text)
@@ -49,6 +49,7 @@ class FakeVirtDriver(VirtDriver):
                                                     "filter": [a.address for a in spec.addresses]}
         self._step(progress, 30, "Creating disk")
         server["installs"] += 1
+        server["ready_url"] = spec.ready_url
         self._step(progress, 70, "Starting server")
         server["state"] = PowerState.RUNNING
         return {"id": spec.uuid, "domain": f"fake-{spec.uuid[:8]}"}
@@ -69,7 +70,8 @@ class FakeVirtDriver(VirtDriver):
     def reinstall(self, ref, spec, progress):
         server = self._get(ref)
         self._step(progress, 40, "Writing a fresh disk")
-        server.update(spec=spec, installs=server["installs"] + 1, disk_gib=spec.disk_gib, state=PowerState.RUNNING)
+        server.update(spec=spec, installs=server["installs"] + 1, disk_gib=spec.disk_gib, state=PowerState.RUNNING,
+                      ready_url=spec.ready_url)
         return ref
 
     def delete(self, ref):
