@@ -49,11 +49,15 @@ def load_demo() -> list[str]:
                           description=f"{cpu} vCPU, {mem // 1024} GiB RAM, {disk} GiB NVMe")
             pkg.prices = [PackagePrice(cycle=c, price_cents=monthly * m) for c, m in DISCOUNT_MONTHS.items()]
             db.session.add(pkg)
-    for slug, name in (("debian-12", "Debian 12"), ("ubuntu-24.04", "Ubuntu 24.04"), ("alma-9", "AlmaLinux 9")):
+    # Debian and Ubuntu are cloud images that report readiness (their servers are active after the guest's
+    # phone-home, simulated by the fake driver); AlmaLinux stands for an image that cannot report.
+    for slug, name, reports in (("debian-12", "Debian 12", True), ("ubuntu-24.04", "Ubuntu 24.04", True),
+                                ("alma-9", "AlmaLinux 9", False)):
         if db.session.scalar(db.select(Image).filter_by(driver=driver, slug=slug)) is None:
-            db.session.add(Image(driver=driver, slug=slug, name=name, source=f"{slug}.qcow2"))
+            db.session.add(Image(driver=driver, slug=slug, name=name, source=f"{slug}.qcow2",
+                                 reports_readiness=reports))
     if db.session.scalar(db.select(Node).filter_by(name="demo-node-1")) is None:
-        db.session.add(Node(name="demo-node-1", driver=driver, settings={"step_delay": 1} if driver == "fake" else {},
+        db.session.add(Node(name="demo-node-1", driver=driver, settings={"step_delay": 1, "guest_boot_seconds": 3} if driver == "fake" else {},
                             vcpus=64, memory_mib=256 * 1024, disk_gib=4000))
     db.session.flush()
     _demo_pool()

@@ -237,3 +237,18 @@ def test_expired_token_does_nothing(app, db, reporting, order, job_runner, clien
     assert client.post(_path(url), data=PHONE_HOME).status_code == 404
     thread.join(30)
     assert out["state"] == jobs.FAILED and _state(db, svc_id) == "provisioning"
+
+
+def test_demo_images_report_through_the_simulated_guest(app, db, order, setup):
+    """The demo's fake node simulates the guest's phone-home (guest_boot_seconds): a reporting image's order is
+    Active after that report, through the same endpoint a real guest uses."""
+    setup.image.reports_readiness = True
+    setup.node.settings = {"guest_boot_seconds": 1}
+    db.session.commit()
+    app.config["HOSTBAY_READY_TIMEOUT"] = 30
+    svc, op = order()
+    db.session.refresh(op)
+    db.session.refresh(svc)
+    assert op.state == jobs.SUCCEEDED and svc.state == "active"
+    check = db.session.scalar(db.select(readiness.ReadinessCheck).filter_by(service_id=svc.id))
+    assert check.reported_at is not None and check.report["fqdn"] == "web1.example.test"
