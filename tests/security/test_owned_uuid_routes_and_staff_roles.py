@@ -48,7 +48,7 @@ def test_every_owned_uuid_route_is_404_for_another_customer(app, make_user, make
 # The permission each staff area needs (accounts.PERMISSIONS says which roles hold it); None: any staff.
 AREA_PERMISSION = {"/staff/billing/": "money", "/staff/payments/": "money", "/staff/payments/gateways": "plugins", "/staff/services/": "services",
                    "/staff/tickets/": "tickets", "/staff/isos/": "approvals", "/staff/network/rdns": "approvals",
-                   "/staff/network/": "network"}
+                   "/staff/network/": "network", "/staff/images/": "plugins"}
 
 
 def _permission(rule: str):

@@ -214,7 +214,8 @@ def test_settings_defaults_and_validation():
     drv = KvmDriver({})
     assert drv.config["uri"] == "qemu:///system" and drv.config["network"] == "ethernet"
     assert drv.config["virt_type"] == "auto" and drv.config["shaping"] == "libvirt"
-    assert drv.capabilities == {"resize", "rebuild", "iso", "console", "suspend"}
+    assert drv.capabilities == {"resize", "rebuild", "iso", "console", "suspend", "readiness"}
+    assert drv.config["probe_timeout"] == 15
     with pytest.raises(SettingsError) as err:
         KvmDriver({"network": "bridge"})
     assert "bridge" in err.value.errors
