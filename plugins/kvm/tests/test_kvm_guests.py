@@ -101,7 +101,7 @@ def _prove_inside(netns, key, pub, addresses, what):
     state = netns.ssh(key, "root", ip, "hostname; hostname -f; ip -4 -o addr show dev eth0; "
                       "echo ROUTES; ip -4 route show default; echo RESOLV; cat /etc/resolv.conf; echo LISTEN; "
                       "ss -Hltn 'sport = :22'; echo RENDERER; ls /etc/network/interfaces.d/ "
-                      "/etc/systemd/network/ 2>/dev/null; echo MARK; ls /root")
+                      "/etc/systemd/network/ 2>/dev/null; echo MARK; ls /root; echo STATUS; cloud-init status || true")
     lines = state.splitlines()
     assert lines[0] == "web1" and lines[1] == "web1.example.test", f"{what}: hostname {lines[:2]}"
     for a in addresses:
@@ -112,6 +112,7 @@ def _prove_inside(netns, key, pub, addresses, what):
     assert f"nameserver {NAMESERVER}" in resolv, f"{what}: resolver not in /etc/resolv.conf:\n{resolv}"
     listen = state.split("LISTEN\n", 1)[1].split("RENDERER\n", 1)[0]
     assert ":22" in listen
+    assert "status: done" in state.split("STATUS\n", 1)[1], f"{what}: cloud-init did not finish cleanly"
     return state
 
 
@@ -192,7 +193,7 @@ def test_real_guest_is_ready_only_when_it_is(variant, kvm_host, guest_images, ne
                                 .order_by(ReadinessCheck.id)).all()
     assert len(checks) == 2 and all(c.reported_at is not None for c in checks)
     state_text = _prove_inside(netns, keyfile, pub, addresses, f"{variant} reinstall")
-    assert "old-system" not in state_text.split("MARK\n", 1)[1]  # really a fresh system
+    assert "old-system" not in state_text.split("MARK\n", 1)[1].split("STATUS\n", 1)[0]  # a fresh system
     print(f"{variant}: reinstall to ready in {time.monotonic() - started:.0f} s")
 
     # a clean stop, then the server is removed with everything it had
