@@ -92,6 +92,9 @@ class Image(db.Model):
     os_family: Mapped[str] = mapped_column(String(32), default="linux")
     min_disk_gib: Mapped[int] = mapped_column(default=1)
     enabled: Mapped[bool] = mapped_column(default=True)
+    # The guest tells hostbay when its first boot is done (cloud-init phone_home; see core/readiness.py). Off for
+    # images that cannot (a custom installation): their set-up does not wait for a report.
+    reports_readiness: Mapped[bool] = mapped_column(default=False)
 
 
 class Node(db.Model):

@@ -46,6 +46,9 @@ SETTINGS: dict[str, tuple[str | None, str]] = {
     "HOSTBAY_CONSOLE_PROXY_PORT": ("6080", "Port `hostbay console-proxy` listens on."),
     "HOSTBAY_API_RATE_LIMIT": ("600 per minute", "Requests one API token may make (flask-limiter syntax, e.g. '600 per minute')."),
     "HOSTBAY_WEBHOOK_ALLOW_PRIVATE": (None, "Set to 1 to allow outgoing webhook URLs on private or loopback addresses (tests, internal receivers)."),
+    "HOSTBAY_READY_URL": (None, "Base URL at which new servers reach hostbay to report that they finished their first boot (phone home). Default: HOSTBAY_BASE_URL."),
+    "HOSTBAY_READY_TIMEOUT": ("900", "Seconds a set-up, reinstall or rebuild waits for the server's own report before it fails for staff."),
+    "HOSTBAY_READY_TOKEN_SECONDS": ("86400", "Lifetime in seconds of the single-use URL a server reports readiness to."),
     "HOSTBAY_CONSOLE_URL": (None, "WebSocket URL of the console proxy as the browser sees it (wss://panel.example.com/console-ws). Default: ws://127.0.0.1:<proxy port>/."),
 }
 
@@ -115,5 +118,8 @@ def load(env=None) -> dict:
         or f"ws://127.0.0.1:{int(get('HOSTBAY_CONSOLE_PROXY_PORT'))}/",
         "HOSTBAY_API_RATE_LIMIT": get("HOSTBAY_API_RATE_LIMIT"),
         "HOSTBAY_WEBHOOK_ALLOW_PRIVATE": (get("HOSTBAY_WEBHOOK_ALLOW_PRIVATE") or "").lower() in ("1", "true", "yes"),
+        "HOSTBAY_READY_URL": (get("HOSTBAY_READY_URL") or get("HOSTBAY_BASE_URL")).rstrip("/"),
+        "HOSTBAY_READY_TIMEOUT": int(get("HOSTBAY_READY_TIMEOUT")),
+        "HOSTBAY_READY_TOKEN_SECONDS": int(get("HOSTBAY_READY_TOKEN_SECONDS")),
         "HOSTBAY_EMBEDDED": db_url.startswith("sqlite") or not redis_url,
     }

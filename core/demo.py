@@ -53,16 +53,20 @@ def load_demo() -> list[str]:
                           description=f"{cpu} vCPU, {mem // 1024} GiB RAM, {disk} GiB NVMe")
             pkg.prices = [PackagePrice(cycle=c, price_cents=monthly * m) for c, m in DISCOUNT_MONTHS.items()]
             db.session.add(pkg)
-    for slug, name in (("debian-12", "Debian 12"), ("ubuntu-24.04", "Ubuntu 24.04"), ("alma-9", "AlmaLinux 9")):
+    # Debian and Ubuntu are cloud images that report readiness (their servers are active after the guest's
+    # phone-home, simulated by the fake driver); AlmaLinux stands for an image that cannot report.
+    for slug, name, reports in (("debian-12", "Debian 12", True), ("ubuntu-24.04", "Ubuntu 24.04", True),
+                                ("alma-9", "AlmaLinux 9", False)):
         if db.session.scalar(db.select(Image).filter_by(driver=driver, slug=slug)) is None:
-            db.session.add(Image(driver=driver, slug=slug, name=name, source=f"{slug}.qcow2"))
+            db.session.add(Image(driver=driver, slug=slug, name=name, source=f"{slug}.qcow2",
+                                 reports_readiness=reports))
     node = db.session.scalar(db.select(Node).filter_by(name="demo-node-1"))
     if node is None:
         node = Node(name="demo-node-1", driver=driver, settings={}, vcpus=64, memory_mib=256 * 1024, disk_gib=4000)
         db.session.add(node)
     if driver == "fake" and not (node.settings or {}).get("console_screen"):
-        # the simulated servers answer the console with a text screen
-        node.settings = {**(node.settings or {}), "step_delay": 1, "console_screen": True}
+        # the simulated servers answer the console with a text screen, and their guests report readiness
+        node.settings = {**(node.settings or {}), "step_delay": 1, "console_screen": True, "guest_boot_seconds": 3}
     db.session.flush()
     _demo_pool()
     from .demo_dedicated import load_demo_dedicated  # dedicated package and inventory servers

@@ -134,6 +134,9 @@ class ServerSpec:
     nameservers: tuple[str, ...] = ()
     port_speed_mbit: int | None = None
     root_password: str | None = None
+    # Where the guest reports that it finished its first boot (see core/readiness.py): a single-use signed URL
+    # the driver hands to the guest (cloud-init phone_home for the KVM driver). None: nobody waits for a report.
+    ready_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -155,7 +158,8 @@ class VirtDriver(Driver):
     """A virtualization backend (KVM/libvirt, Proxmox). ``ref`` is the dict ``create`` returned, stored in the
     service's admin-only infrastructure reference."""
 
-    OPTIONAL = frozenset({"resize", "rebuild", "iso", "console", "suspend"})
+    # "readiness": the driver hands ``spec.ready_url`` to the guest, which reports to it after its first boot
+    OPTIONAL = frozenset({"resize", "rebuild", "iso", "console", "suspend", "readiness"})
 
     @abc.abstractmethod
     def create(self, spec: ServerSpec, progress: Progress) -> dict[str, Any]:

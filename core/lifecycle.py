@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from flask import current_app
 from sqlalchemy import select, update
 
-from . import clock, ipam, jobs, network
+from . import clock, ipam, jobs, ledger, network, readiness
 from .activity import ActivityEntry, AuditEntry, audit, log_activity
 from .catalog import Image, add_cycle
 from .db import db, is_postgres, new_uuid
@@ -177,13 +177,14 @@ def provision(op, payload):
     addresses = ipam.allocate_for_service(svc)
     db.session.commit()
     driver = driver_for(svc)
-    spec = build_spec(svc, addresses)
+    spec = readiness.prepare(svc, op, driver, build_spec(svc, addresses), "create")
     ref = jobs.call_driver(op, driver.create, spec, _progress(op, 15, 90), pct=15, text="Creating your server")
     svc = db.session.get(Service, svc.id)
     svc.infra_ref = dict(ref or {})
     db.session.commit()
     _say(op, 92, "Applying network protection")
     network.apply_network_filter(svc, driver, op=op)
+    readiness.wait(op, svc, "create")  # Active only after the guest's own report (images that can report)
     if not transition(svc, ACTIVE, expect=PROVISIONING):
         raise FatalDriverError(f"service {svc.uuid} left provisioning while being set up (now {svc.state})")
     log_activity(svc.user_id, "create", f"Server {svc.hostname} was set up and is running.", svc.id)
@@ -249,9 +250,11 @@ def reinstall(op, payload):
         raise FatalDriverError(f"service {svc.uuid} is {svc.state}, not reinstalling")
     before = _refs(svc)
     drv, ref, spec = driver_for(svc), dict(svc.infra_ref or {}), build_spec(svc)
+    spec = readiness.prepare(svc, op, drv, spec, "reinstall")
     ref = jobs.call_driver(op, drv.reinstall, ref, spec, _progress(op, 10, 95), pct=10, text="Preparing the reinstall")
     svc = db.session.get(Service, svc.id)
     svc.infra_ref = dict(ref or svc.infra_ref)
+    readiness.wait(op, svc, "reinstall")
     _finish_busy(svc, REINSTALLING, op, "reinstall", f"{svc.hostname} was reinstalled with a fresh system.", before)
     return {"state": ACTIVE, "text": "Reinstalled"}
 
@@ -269,11 +272,15 @@ def _resize_like(op, busy: str, method: str, message: str):
     if not drv.supports(method):
         raise FatalDriverError(f"driver {drv.name} does not support {method}")
     call, ref, spec = getattr(drv, method), dict(svc.infra_ref or {}), build_spec(svc)
+    if method == "rebuild":  # a fresh system disk: wait for its guest like a new server
+        spec = readiness.prepare(svc, op, drv, spec, "rebuild")
     ref = jobs.call_driver(op, call, ref, spec, _progress(op, 10, 95))
     svc = db.session.get(Service, svc.id)
     svc.infra_ref = dict(ref or svc.infra_ref)
     db.session.commit()
     network.apply_network_filter(svc, drv, op=op)
+    if method == "rebuild":
+        readiness.wait(op, svc, "rebuild")
     _finish_busy(svc, busy, op, "package_change", message.format(hostname=svc.hostname, package=svc.package.name),
                  before)
     return {"state": ACTIVE, "text": "Package changed"}

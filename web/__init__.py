@@ -37,6 +37,8 @@ BLUEPRINT_MODULES = [
     "staff_nodes",
     "staff_inventory",
     "metrics",
+    "guest",
+    "staff_images",
 ]
 
 
@@ -194,7 +196,9 @@ def create_app(config: dict | None = None, *, extra_plugins: list | None = None,
 
 # The pages core links to (notices, payment return and webhook URLs): core names them, the web layer builds them.
 LINK_ENDPOINTS = {"topup": "payments.topup", "payment": "payments.status", "webhook": "payments.webhook",
-                  "service": "services.detail"}
+                  "service": "services.detail", "guest_ready": "guest.ready"}
+# pages reached by machines at another base URL than the panel's (a new server's phone-home: HOSTBAY_READY_URL)
+LINK_BASES = {"guest_ready": "HOSTBAY_READY_URL"}
 
 
 def _install_links(app) -> None:
@@ -203,7 +207,8 @@ def _install_links(app) -> None:
     from hostbay.core import links
 
     def build(page: str, **params) -> str:
-        base = urlsplit(app.config.get("HOSTBAY_BASE_URL") or "http://127.0.0.1:5000")
+        base = urlsplit(app.config.get(LINK_BASES.get(page, "HOSTBAY_BASE_URL")) or app.config.get("HOSTBAY_BASE_URL")
+                        or "http://127.0.0.1:5000")
         adapter = app.url_map.bind(base.netloc, script_name=base.path.rstrip("/") or "/", url_scheme=base.scheme)
         return adapter.build(LINK_ENDPOINTS[page], params, force_external=True)
 

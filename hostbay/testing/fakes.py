@@ -28,9 +28,13 @@ class FakeVirtDriver(VirtDriver):
                         help="Slow the simulation down to watch progress in the panel."),
                 Setting("console_screen", "Serve a console screen", type="bool", required=False, default=False,
                         help="Answer console connections with a small VNC server showing a text screen (the "
-                             "demo's console); otherwise the console target is a fixed placeholder.")]
-    capabilities = frozenset({"resize", "rebuild", "iso", "console", "suspend"})
-    servers: dict[str, dict[str, Any]] = {}
+                             "demo's console); otherwise the console target is a fixed placeholder."),
+                Setting("guest_boot_seconds", "Seconds until the simulated guest reports readiness", type="int",
+                        required=False, default=0,
+                        help="0: the simulated guest never reports (tests play the guest); otherwise it POSTs "
+                             "its phone-home to the readiness URL through the app after this many seconds.")]
+    capabilities = frozenset({"resize", "rebuild", "iso", "console", "suspend", "readiness"})
+    servers: dict[str, dict[str, Any]] = {}  # a server's "ready_url" is where its (simulated) guest would report
 
     def _step(self, progress, pct, text):
         progress(pct, text)
@@ -52,6 +56,8 @@ class FakeVirtDriver(VirtDriver):
                                                     "filter": [a.address for a in spec.addresses]}
         self._step(progress, 30, "Creating disk")
         server["installs"] += 1
+        server["ready_url"] = spec.ready_url
+        self._simulate_guest(spec)
         self._step(progress, 70, "Starting server")
         server["state"] = PowerState.RUNNING
         return {"id": spec.uuid, "domain": f"fake-{spec.uuid[:8]}"}
@@ -72,8 +78,31 @@ class FakeVirtDriver(VirtDriver):
     def reinstall(self, ref, spec, progress):
         server = self._get(ref)
         self._step(progress, 40, "Writing a fresh disk")
-        server.update(spec=spec, installs=server["installs"] + 1, disk_gib=spec.disk_gib, state=PowerState.RUNNING)
+        server.update(spec=spec, installs=server["installs"] + 1, disk_gib=spec.disk_gib, state=PowerState.RUNNING,
+                      ready_url=spec.ready_url)
+        self._simulate_guest(spec)
         return ref
+
+    def _simulate_guest(self, spec: ServerSpec) -> None:
+        """A simulated guest's cloud-init phone_home: POST to the readiness URL through the app itself (no
+        network), ``guest_boot_seconds`` after the server started."""
+        delay = self.config.get("guest_boot_seconds") or 0
+        if not spec.ready_url or delay <= 0:
+            return
+        from urllib.parse import urlsplit
+
+        from flask import current_app
+
+        app, path = current_app._get_current_object(), urlsplit(spec.ready_url).path
+        form = {"instance_id": f"{spec.uuid}-fake", "hostname": spec.hostname.split(".")[0], "fqdn": spec.hostname}
+
+        def report():
+            with app.test_client() as client:
+                client.post(path, data=form)
+
+        timer = threading.Timer(delay, report)
+        timer.daemon = True
+        timer.start()
 
     def delete(self, ref):
         self.servers.pop(ref.get("id", ""), None)

@@ -22,6 +22,7 @@ from typing import Any
 from hostbay.core.drivers import (ConsoleTarget, PowerState, Progress, ServerSpec, Setting, VirtDriver)
 from hostbay.core.errors import FatalDriverError, TransientDriverError
 
+from . import probe as probemod
 from . import seed as seedmod
 from . import xml as X
 from .connection import connect, libvirt, translate, translated
@@ -29,6 +30,8 @@ from .connection import connect, libvirt, translate, translated
 GIB = 1024 ** 3
 
 NOT_RUNNING = "The server is not running."
+PROBE_TTL = 3600  # seconds an ``auto`` probe result is trusted
+_AUTO_CHOICES: dict[tuple[str, str], tuple[float, str, str]] = {}  # (uri, storage) -> (until, virt_type, reason)
 
 
 def _is_path(value: str) -> bool:
@@ -55,16 +58,19 @@ class KvmDriver(VirtDriver):
                 help="libvirt: <bandwidth> on the interface (the host kernel needs the sch_htb, sch_sfq and "
                      "act_police modules); off: the port speed is recorded but not enforced by this driver."),
         Setting("virt_type", "Virtualization", type="choice", default="auto", choices=("auto", "kvm", "qemu"),
-                help="auto uses KVM where the host offers it, otherwise QEMU emulation (TCG)."),
+                help="auto uses KVM only when a probe guest runs under it (checked at Test connection and "
+                     "once an hour), otherwise QEMU emulation (TCG)."),
         Setting("cpu_mode", "CPU model", type="choice", default="default",
                 choices=("default", "host-model", "host-passthrough"),
                 help="default: QEMU's portable model; host-model/host-passthrough expose the host CPU (KVM only)."),
         Setting("stop_timeout", "Seconds to wait for a clean shutdown", type="int", default=60,
                 help="After this the server is powered off."),
+        Setting("probe_timeout", "Seconds a probe guest may take", type="int", default=15,
+                help="How long Test connection (and virt_type auto) waits for the probe guest's serial line."),
         Setting("name_prefix", "Domain name prefix", default="hostbay-",
                 help="libvirt domains are named prefix + service UUID."),
     ]
-    capabilities = frozenset({"resize", "rebuild", "iso", "console", "suspend"})
+    capabilities = frozenset({"resize", "rebuild", "iso", "console", "suspend", "readiness"})
 
     def __init__(self, config: dict[str, Any] | None = None):
         super().__init__(config)
@@ -114,11 +120,38 @@ class KvmDriver(VirtDriver):
             caps = X.parse(self.conn.getCapabilities())
         types = {d.get("type") for d in caps.iterfind("./guest/arch[@name='x86_64']/domain")}
         if wanted == "auto":
-            return "kvm" if "kvm" in types else "qemu"
+            return self._auto_choice(types)[0]
         if wanted not in types:
             raise FatalDriverError(f"the host at {self.config['uri']} does not offer {wanted} virtualization "
                                    f"(offers: {', '.join(sorted(t for t in types if t)) or 'none'})")
         return wanted
+
+    # probe guest -----------------------------------------------------------------------------------------------
+    def probe_image(self, virt_type: str) -> bytes:
+        """The boot sector the probe runs under ``virt_type`` (tests replace it to force a failing probe)."""
+        return probemod.BOOT_SECTOR
+
+    def probe(self, virt_type: str) -> probemod.ProbeResult:
+        """Boot the probe guest under ``virt_type`` on this node (see probe.py)."""
+        return probemod.run(self.conn, self._pool("storage", create=True), virt_type, self.config["name_prefix"],
+                            timeout=self.config["probe_timeout"], image=self.probe_image(virt_type))
+
+    def _auto_choice(self, types: set, fresh: bool = False) -> tuple[str, str]:
+        """``auto``: KVM only when a probe guest really runs under KVM; the answer (and why) is kept per libvirt
+        URI for ``PROBE_TTL`` seconds, so creating servers does not boot a probe each time."""
+        if "kvm" not in types:
+            return "qemu", "auto chose QEMU emulation (TCG): the host does not offer KVM"
+        key = (self.config["uri"], self.config["storage"])
+        cached = _AUTO_CHOICES.get(key)
+        if cached and not fresh and cached[0] > time.monotonic():
+            return cached[1], cached[2]
+        result = self.probe("kvm")
+        if result.ok:
+            choice = ("kvm", f"auto chose KVM: {result.summary}")
+        else:
+            choice = ("qemu", f"auto chose QEMU emulation (TCG): the host offers KVM, but {result.summary}")
+        _AUTO_CHOICES[key] = (time.monotonic() + PROBE_TTL, *choice)
+        return choice
 
     def _pool(self, setting: str, create: bool):
         """The storage pool behind ``storage`` or ``templates``: an existing pool by name, or a dir pool for the
@@ -540,8 +573,23 @@ class KvmDriver(VirtDriver):
                     raise translate(exc, f"deleting volume {vol.name()}") from exc
 
     # admin -----------------------------------------------------------------------------------------------------
-    def validate(self) -> None:
-        self.virt_type()
+    def validate(self) -> str:
+        """Test connection: the pools exist and a probe guest runs under the configured ``virt_type`` (``auto``
+        probes KVM and falls back to QEMU emulation). Returns what was chosen and why; raises when nothing runs."""
         self._pool("storage", create=True)
         self._pool("templates", create=True)
+        with translated("reading host capabilities"):
+            caps = X.parse(self.conn.getCapabilities())
+        types = {d.get("type") for d in caps.iterfind("./guest/arch[@name='x86_64']/domain")}
+        wanted = self.config["virt_type"]
+        if wanted == "auto":
+            chosen, why = self._auto_choice(types, fresh=True)
+        else:
+            chosen, why = self.virt_type(), f"virt_type is set to {wanted}"
+        if chosen == "kvm" and wanted == "auto":
+            return why
+        result = self.probe(chosen)
+        if not result.ok:
+            raise FatalDriverError(f"this node cannot run guests: {why}; {result.summary}")
+        return why if wanted == "auto" else f"{why}: {result.summary}"
 

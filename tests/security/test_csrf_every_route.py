@@ -14,6 +14,7 @@ from hostbay.testing.pytest_plugin import login
 # endpoint -> why it takes no CSRF token (it authenticates otherwise)
 EXEMPT = {
     "payments.webhook": "provider deliveries, authenticated by the provider's signature over the raw body",
+    "guest.ready": "a new server's phone-home, authenticated by its signed single-use token in the URL",
 }
 # blueprint -> why its routes take no CSRF token: /api/v1 reads Bearer tokens only, never the session cookie
 # (tests/api/test_access.py shows a signed-in session is a 401 there), so a forged cross-site request has nothing

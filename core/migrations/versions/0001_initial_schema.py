@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-01 16:45:32.075359
+Create Date: 2026-12-01 16:06:15.646376
 
 """
 from alembic import op
@@ -47,6 +47,7 @@ def upgrade():
     sa.Column('os_family', sa.String(length=32), nullable=False),
     sa.Column('min_disk_gib', sa.Integer(), nullable=False),
     sa.Column('enabled', sa.Boolean(), nullable=False),
+    sa.Column('reports_readiness', sa.Boolean(), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_images')),
     sa.UniqueConstraint('driver', 'slug', name=op.f('uq_images_driver_slug')),
     sa.UniqueConstraint('uuid', name=op.f('uq_images_uuid'))
@@ -118,65 +119,6 @@ def upgrade():
     sa.UniqueConstraint('slug', name=op.f('uq_packages_slug')),
     sa.UniqueConstraint('uuid', name=op.f('uq_packages_uuid'))
     )
-    op.create_table('reserved_numbers',
-    sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('scope', sa.String(length=255), nullable=False),
-    sa.Column('number', sa.Integer(), nullable=False),
-    sa.Column('owner', sa.String(length=64), nullable=False),
-    sa.Column('created_at', sa.DateTime(), nullable=False),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_reserved_numbers')),
-    sa.UniqueConstraint('scope', 'number', name=op.f('uq_reserved_numbers_scope_number')),
-    sa.UniqueConstraint('scope', 'owner', name=op.f('uq_reserved_numbers_scope_owner'))
-    )
-    op.create_table('status_incidents',
-    sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('uuid', sa.String(length=36), nullable=False),
-    sa.Column('name', sa.String(length=200), nullable=False),
-    sa.Column('impact', sa.String(length=16), nullable=False),
-    sa.Column('component_status', sa.String(length=32), nullable=False),
-    sa.Column('status', sa.String(length=16), nullable=False),
-    sa.Column('started_at', sa.DateTime(), nullable=False),
-    sa.Column('monitoring_at', sa.DateTime(), nullable=True),
-    sa.Column('resolved_at', sa.DateTime(), nullable=True),
-    sa.Column('created_at', sa.DateTime(), nullable=False),
-    sa.Column('updated_at', sa.DateTime(), nullable=False),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_status_incidents')),
-    sa.UniqueConstraint('uuid', name=op.f('uq_status_incidents_uuid'))
-    )
-    with op.batch_alter_table('status_incidents', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_status_incidents_status'), ['status'], unique=False)
-
-    op.create_table('status_maintenances',
-    sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('uuid', sa.String(length=36), nullable=False),
-    sa.Column('name', sa.String(length=200), nullable=False),
-    sa.Column('body', sa.Text(), nullable=False),
-    sa.Column('scheduled_for', sa.DateTime(), nullable=False),
-    sa.Column('scheduled_until', sa.DateTime(), nullable=False),
-    sa.Column('status', sa.String(length=16), nullable=False),
-    sa.Column('verify_minutes', sa.Integer(), nullable=False),
-    sa.Column('notify', sa.Boolean(), nullable=False),
-    sa.Column('notice_hours', sa.Integer(), nullable=False),
-    sa.Column('notices_created_at', sa.DateTime(), nullable=True),
-    sa.Column('started_at', sa.DateTime(), nullable=True),
-    sa.Column('completed_at', sa.DateTime(), nullable=True),
-    sa.Column('created_at', sa.DateTime(), nullable=False),
-    sa.Column('updated_at', sa.DateTime(), nullable=False),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_status_maintenances')),
-    sa.UniqueConstraint('uuid', name=op.f('uq_status_maintenances_uuid'))
-    )
-    with op.batch_alter_table('status_maintenances', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_status_maintenances_scheduled_for'), ['scheduled_for'], unique=False)
-        batch_op.create_index(batch_op.f('ix_status_maintenances_scheduled_until'), ['scheduled_until'], unique=False)
-        batch_op.create_index(batch_op.f('ix_status_maintenances_status'), ['status'], unique=False)
-
-    op.create_table('status_state',
-    sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('version', sa.Integer(), nullable=False),
-    sa.Column('rolled_until', sa.DateTime(), nullable=True),
-    sa.Column('meta', sa.JSON(), nullable=False),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_status_state'))
-    )
     op.create_table('users',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('uuid', sa.String(length=36), nullable=False),
@@ -186,29 +128,11 @@ def upgrade():
     sa.Column('role', sa.String(length=16), nullable=False),
     sa.Column('active', sa.Boolean(), nullable=False),
     sa.Column('totp_secret', sa.String(length=64), nullable=True),
-    sa.Column('session_generation', sa.Integer(), server_default='0', nullable=False),
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_users')),
     sa.UniqueConstraint('email', name=op.f('uq_users_email')),
     sa.UniqueConstraint('uuid', name=op.f('uq_users_uuid'))
     )
-    op.create_table('api_idempotency_keys',
-    sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('user_id', sa.Integer(), nullable=False),
-    sa.Column('key', sa.String(length=200), nullable=False),
-    sa.Column('fingerprint', sa.String(length=64), nullable=False),
-    sa.Column('state', sa.String(length=16), nullable=False),
-    sa.Column('status_code', sa.Integer(), nullable=True),
-    sa.Column('response_body', sa.Text(), nullable=True),
-    sa.Column('created_at', sa.DateTime(), nullable=False),
-    sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_api_idempotency_keys_user_id_users'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_api_idempotency_keys')),
-    sa.UniqueConstraint('user_id', 'key', name=op.f('uq_api_idempotency_keys_user_id_key'))
-    )
-    with op.batch_alter_table('api_idempotency_keys', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_api_idempotency_keys_created_at'), ['created_at'], unique=False)
-        batch_op.create_index(batch_op.f('ix_api_idempotency_keys_user_id'), ['user_id'], unique=False)
-
     op.create_table('api_tokens',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('uuid', sa.String(length=36), nullable=False),
@@ -219,10 +143,6 @@ def upgrade():
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.Column('last_used_at', sa.DateTime(), nullable=True),
     sa.Column('revoked_at', sa.DateTime(), nullable=True),
-    sa.Column('scope', sa.String(length=8), nullable=False),
-    sa.Column('expires_at', sa.DateTime(), nullable=True),
-    sa.Column('allowed_networks', sa.JSON(), nullable=False),
-    sa.Column('last_used_ip', sa.String(length=45), nullable=True),
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_api_tokens_user_id_users'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_api_tokens')),
     sa.UniqueConstraint('token_hash', name=op.f('uq_api_tokens_token_hash')),
@@ -325,7 +245,6 @@ def upgrade():
     sa.Column('period_start', sa.DateTime(), nullable=False),
     sa.Column('renews_at', sa.DateTime(), nullable=False),
     sa.Column('suspended_at', sa.DateTime(), nullable=True),
-    sa.Column('suspension_reason', sa.String(length=16), nullable=True),
     sa.Column('removal_queued_at', sa.DateTime(), nullable=True),
     sa.Column('ended_at', sa.DateTime(), nullable=True),
     sa.Column('cancel_at_period_end', sa.Boolean(), nullable=False),
@@ -361,51 +280,6 @@ def upgrade():
     with op.batch_alter_table('ssh_keys', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_ssh_keys_user_id'), ['user_id'], unique=False)
 
-    op.create_table('status_components',
-    sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('uuid', sa.String(length=36), nullable=False),
-    sa.Column('name', sa.String(length=120), nullable=False),
-    sa.Column('group_name', sa.String(length=120), nullable=False),
-    sa.Column('description', sa.String(length=500), nullable=False),
-    sa.Column('kind', sa.String(length=16), nullable=False),
-    sa.Column('location', sa.String(length=64), nullable=True),
-    sa.Column('node_id', sa.Integer(), nullable=True),
-    sa.Column('position', sa.Integer(), nullable=False),
-    sa.Column('override', sa.String(length=32), nullable=True),
-    sa.Column('created_at', sa.DateTime(), nullable=False),
-    sa.Column('updated_at', sa.DateTime(), nullable=False),
-    sa.ForeignKeyConstraint(['node_id'], ['nodes.id'], name=op.f('fk_status_components_node_id_nodes'), ondelete='SET NULL'),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_status_components')),
-    sa.UniqueConstraint('uuid', name=op.f('uq_status_components_uuid'))
-    )
-    op.create_table('status_incident_updates',
-    sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('uuid', sa.String(length=36), nullable=False),
-    sa.Column('incident_id', sa.Integer(), nullable=False),
-    sa.Column('status', sa.String(length=16), nullable=False),
-    sa.Column('body', sa.Text(), nullable=False),
-    sa.Column('created_at', sa.DateTime(), nullable=False),
-    sa.ForeignKeyConstraint(['incident_id'], ['status_incidents.id'], name=op.f('fk_status_incident_updates_incident_id_status_incidents'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_status_incident_updates')),
-    sa.UniqueConstraint('uuid', name=op.f('uq_status_incident_updates_uuid'))
-    )
-    with op.batch_alter_table('status_incident_updates', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_status_incident_updates_incident_id'), ['incident_id'], unique=False)
-
-    op.create_table('status_maintenance_updates',
-    sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('uuid', sa.String(length=36), nullable=False),
-    sa.Column('maintenance_id', sa.Integer(), nullable=False),
-    sa.Column('status', sa.String(length=16), nullable=False),
-    sa.Column('body', sa.Text(), nullable=False),
-    sa.Column('created_at', sa.DateTime(), nullable=False),
-    sa.ForeignKeyConstraint(['maintenance_id'], ['status_maintenances.id'], name=op.f('fk_status_maintenance_updates_maintenance_id_status_maintenances'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_status_maintenance_updates')),
-    sa.UniqueConstraint('uuid', name=op.f('uq_status_maintenance_updates_uuid'))
-    )
-    with op.batch_alter_table('status_maintenance_updates', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_status_maintenance_updates_maintenance_id'), ['maintenance_id'], unique=False)
-
     op.create_table('totp_states',
     sa.Column('user_id', sa.Integer(), nullable=False),
     sa.Column('last_step', sa.BigInteger(), nullable=False),
@@ -421,20 +295,6 @@ def upgrade():
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_wallets_user_id_users'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_wallets')),
     sa.UniqueConstraint('user_id', name=op.f('uq_wallets_user_id'))
-    )
-    op.create_table('webhook_endpoints',
-    sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('uuid', sa.String(length=36), nullable=False),
-    sa.Column('url', sa.String(length=500), nullable=False),
-    sa.Column('description', sa.String(length=200), nullable=False),
-    sa.Column('events', sa.JSON(), nullable=False),
-    sa.Column('secret', sa.String(length=80), nullable=False),
-    sa.Column('active', sa.Boolean(), nullable=False),
-    sa.Column('created_by', sa.Integer(), nullable=True),
-    sa.Column('created_at', sa.DateTime(), nullable=False),
-    sa.ForeignKeyConstraint(['created_by'], ['users.id'], name=op.f('fk_webhook_endpoints_created_by_users')),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_webhook_endpoints')),
-    sa.UniqueConstraint('uuid', name=op.f('uq_webhook_endpoints_uuid'))
     )
     op.create_table('activity_entries',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -469,43 +329,6 @@ def upgrade():
         batch_op.create_index(batch_op.f('ix_console_tokens_expires_at'), ['expires_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_console_tokens_service_id'), ['service_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_console_tokens_user_id'), ['user_id'], unique=False)
-
-    op.create_table('hardware_servers',
-    sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('uuid', sa.String(length=36), nullable=False),
-    sa.Column('name', sa.String(length=64), nullable=False),
-    sa.Column('cpu_model', sa.String(length=120), nullable=False),
-    sa.Column('cpu_cores', sa.Integer(), nullable=False),
-    sa.Column('ram_gib', sa.Integer(), nullable=False),
-    sa.Column('disk_count', sa.Integer(), nullable=False),
-    sa.Column('disk_size_gib', sa.Integer(), nullable=False),
-    sa.Column('disk_type', sa.String(length=8), nullable=False),
-    sa.Column('nic_speed_mbit', sa.Integer(), nullable=False),
-    sa.Column('location', sa.String(length=64), nullable=False),
-    sa.Column('rack', sa.String(length=32), nullable=False),
-    sa.Column('rack_position', sa.String(length=32), nullable=False),
-    sa.Column('power_driver', sa.String(length=64), nullable=False),
-    sa.Column('bmc_host', sa.String(length=255), nullable=True),
-    sa.Column('bmc_port', sa.Integer(), nullable=False),
-    sa.Column('bmc_username', sa.String(length=64), nullable=True),
-    sa.Column('bmc_password_sealed', sa.Text(), nullable=True),
-    sa.Column('bmc_cipher_suite', sa.String(length=4), nullable=True),
-    sa.Column('auto_install', sa.Boolean(), nullable=False),
-    sa.Column('boot_efi', sa.Boolean(), nullable=False),
-    sa.Column('state', sa.String(length=16), nullable=False),
-    sa.Column('service_id', sa.Integer(), nullable=True),
-    sa.Column('notes', sa.Text(), nullable=False),
-    sa.Column('created_at', sa.DateTime(), nullable=False),
-    sa.Column('updated_at', sa.DateTime(), nullable=False),
-    sa.ForeignKeyConstraint(['service_id'], ['services.id'], name=op.f('fk_hardware_servers_service_id_services')),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_hardware_servers')),
-    sa.UniqueConstraint('name', name=op.f('uq_hardware_servers_name')),
-    sa.UniqueConstraint('service_id', name=op.f('uq_hardware_servers_service_id')),
-    sa.UniqueConstraint('uuid', name=op.f('uq_hardware_servers_uuid'))
-    )
-    with op.batch_alter_table('hardware_servers', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_hardware_servers_location'), ['location'], unique=False)
-        batch_op.create_index(batch_op.f('ix_hardware_servers_state'), ['state'], unique=False)
 
     op.create_table('ip_addresses',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -637,60 +460,23 @@ def upgrade():
         batch_op.create_index(batch_op.f('ix_operations_state'), ['state'], unique=False)
         batch_op.create_index(batch_op.f('ix_operations_user_id'), ['user_id'], unique=False)
 
-    op.create_table('power_readings',
-    sa.Column('service_id', sa.Integer(), nullable=False),
-    sa.Column('state', sa.String(length=16), nullable=False),
-    sa.Column('checked_at', sa.DateTime(), nullable=False),
-    sa.ForeignKeyConstraint(['service_id'], ['services.id'], name=op.f('fk_power_readings_service_id_services'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('service_id', name=op.f('pk_power_readings'))
-    )
-    op.create_table('status_incident_components',
-    sa.Column('incident_id', sa.Integer(), nullable=False),
-    sa.Column('component_id', sa.Integer(), nullable=False),
-    sa.ForeignKeyConstraint(['component_id'], ['status_components.id'], name=op.f('fk_status_incident_components_component_id_status_components'), ondelete='CASCADE'),
-    sa.ForeignKeyConstraint(['incident_id'], ['status_incidents.id'], name=op.f('fk_status_incident_components_incident_id_status_incidents'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('incident_id', 'component_id', name=op.f('pk_status_incident_components'))
-    )
-    op.create_table('status_incident_services',
-    sa.Column('incident_id', sa.Integer(), nullable=False),
-    sa.Column('service_id', sa.Integer(), nullable=False),
-    sa.ForeignKeyConstraint(['incident_id'], ['status_incidents.id'], name=op.f('fk_status_incident_services_incident_id_status_incidents'), ondelete='CASCADE'),
-    sa.ForeignKeyConstraint(['service_id'], ['services.id'], name=op.f('fk_status_incident_services_service_id_services'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('incident_id', 'service_id', name=op.f('pk_status_incident_services'))
-    )
-    op.create_table('status_maintenance_components',
-    sa.Column('maintenance_id', sa.Integer(), nullable=False),
-    sa.Column('component_id', sa.Integer(), nullable=False),
-    sa.ForeignKeyConstraint(['component_id'], ['status_components.id'], name=op.f('fk_status_maintenance_components_component_id_status_components'), ondelete='CASCADE'),
-    sa.ForeignKeyConstraint(['maintenance_id'], ['status_maintenances.id'], name=op.f('fk_status_maintenance_components_maintenance_id_status_maintenances'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('maintenance_id', 'component_id', name=op.f('pk_status_maintenance_components'))
-    )
-    op.create_table('status_probes',
+    op.create_table('readiness_checks',
     sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('uuid', sa.String(length=36), nullable=False),
-    sa.Column('name', sa.String(length=120), nullable=False),
-    sa.Column('component_id', sa.Integer(), nullable=False),
-    sa.Column('kind', sa.String(length=8), nullable=False),
-    sa.Column('host', sa.String(length=255), nullable=False),
-    sa.Column('port', sa.Integer(), nullable=True),
-    sa.Column('url', sa.String(length=500), nullable=False),
-    sa.Column('expected_status', sa.Integer(), nullable=False),
-    sa.Column('interval_seconds', sa.Integer(), nullable=False),
-    sa.Column('timeout_seconds', sa.Double(), nullable=False),
-    sa.Column('degraded_ms', sa.Integer(), nullable=False),
-    sa.Column('enabled', sa.Boolean(), nullable=False),
-    sa.Column('last_run_at', sa.DateTime(), nullable=True),
-    sa.Column('last_ok', sa.Boolean(), nullable=True),
-    sa.Column('last_latency_ms', sa.Double(), nullable=True),
-    sa.Column('last_error', sa.String(length=255), nullable=True),
-    sa.Column('fail_streak', sa.Integer(), nullable=False),
+    sa.Column('nonce', sa.String(length=64), nullable=False),
+    sa.Column('service_id', sa.Integer(), nullable=False),
+    sa.Column('operation_id', sa.String(length=36), nullable=True),
+    sa.Column('purpose', sa.String(length=16), nullable=False),
     sa.Column('created_at', sa.DateTime(), nullable=False),
-    sa.ForeignKeyConstraint(['component_id'], ['status_components.id'], name=op.f('fk_status_probes_component_id_status_components'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_status_probes')),
-    sa.UniqueConstraint('uuid', name=op.f('uq_status_probes_uuid'))
+    sa.Column('expires_at', sa.DateTime(), nullable=False),
+    sa.Column('reported_at', sa.DateTime(), nullable=True),
+    sa.Column('report', sa.JSON(), nullable=True),
+    sa.ForeignKeyConstraint(['service_id'], ['services.id'], name=op.f('fk_readiness_checks_service_id_services')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_readiness_checks')),
+    sa.UniqueConstraint('nonce', name=op.f('uq_readiness_checks_nonce'))
     )
-    with op.batch_alter_table('status_probes', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_status_probes_component_id'), ['component_id'], unique=False)
+    with op.batch_alter_table('readiness_checks', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_readiness_checks_operation_id'), ['operation_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_readiness_checks_service_id'), ['service_id'], unique=False)
 
     op.create_table('tickets',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -714,82 +500,6 @@ def upgrade():
         batch_op.create_index(batch_op.f('ix_tickets_status'), ['status'], unique=False)
         batch_op.create_index(batch_op.f('ix_tickets_updated_at'), ['updated_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_tickets_user_id'), ['user_id'], unique=False)
-
-    op.create_table('webhook_outgoing_deliveries',
-    sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('uuid', sa.String(length=36), nullable=False),
-    sa.Column('endpoint_id', sa.Integer(), nullable=False),
-    sa.Column('event', sa.String(length=40), nullable=False),
-    sa.Column('event_id', sa.String(length=120), nullable=False),
-    sa.Column('body', sa.Text(), nullable=False),
-    sa.Column('state', sa.String(length=16), nullable=False),
-    sa.Column('attempts', sa.Integer(), nullable=False),
-    sa.Column('redeliveries', sa.Integer(), nullable=False),
-    sa.Column('last_status', sa.Integer(), nullable=True),
-    sa.Column('last_error', sa.String(length=255), nullable=True),
-    sa.Column('attempt_log', sa.JSON(), nullable=False),
-    sa.Column('created_at', sa.DateTime(), nullable=False),
-    sa.Column('delivered_at', sa.DateTime(), nullable=True),
-    sa.ForeignKeyConstraint(['endpoint_id'], ['webhook_endpoints.id'], name=op.f('fk_webhook_outgoing_deliveries_endpoint_id_webhook_endpoints'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_webhook_outgoing_deliveries')),
-    sa.UniqueConstraint('endpoint_id', 'event_id', name=op.f('uq_webhook_outgoing_deliveries_endpoint_id_event_id')),
-    sa.UniqueConstraint('uuid', name=op.f('uq_webhook_outgoing_deliveries_uuid'))
-    )
-    with op.batch_alter_table('webhook_outgoing_deliveries', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_webhook_outgoing_deliveries_created_at'), ['created_at'], unique=False)
-        batch_op.create_index(batch_op.f('ix_webhook_outgoing_deliveries_endpoint_id'), ['endpoint_id'], unique=False)
-        batch_op.create_index(batch_op.f('ix_webhook_outgoing_deliveries_state'), ['state'], unique=False)
-
-    op.create_table('datacenter_tasks',
-    sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('uuid', sa.String(length=36), nullable=False),
-    sa.Column('key', sa.String(length=200), nullable=True),
-    sa.Column('kind', sa.String(length=16), nullable=False),
-    sa.Column('state', sa.String(length=16), nullable=False),
-    sa.Column('server_id', sa.Integer(), nullable=False),
-    sa.Column('service_id', sa.Integer(), nullable=True),
-    sa.Column('params', sa.JSON(), nullable=False),
-    sa.Column('requested_by_type', sa.String(length=16), nullable=False),
-    sa.Column('requested_by_id', sa.Integer(), nullable=True),
-    sa.Column('assignee_id', sa.Integer(), nullable=True),
-    sa.Column('notes', sa.Text(), nullable=False),
-    sa.Column('created_at', sa.DateTime(), nullable=False),
-    sa.Column('started_at', sa.DateTime(), nullable=True),
-    sa.Column('finished_at', sa.DateTime(), nullable=True),
-    sa.ForeignKeyConstraint(['assignee_id'], ['users.id'], name=op.f('fk_datacenter_tasks_assignee_id_users')),
-    sa.ForeignKeyConstraint(['requested_by_id'], ['users.id'], name=op.f('fk_datacenter_tasks_requested_by_id_users')),
-    sa.ForeignKeyConstraint(['server_id'], ['hardware_servers.id'], name=op.f('fk_datacenter_tasks_server_id_hardware_servers')),
-    sa.ForeignKeyConstraint(['service_id'], ['services.id'], name=op.f('fk_datacenter_tasks_service_id_services')),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_datacenter_tasks')),
-    sa.UniqueConstraint('key', name=op.f('uq_datacenter_tasks_key')),
-    sa.UniqueConstraint('uuid', name=op.f('uq_datacenter_tasks_uuid'))
-    )
-    with op.batch_alter_table('datacenter_tasks', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_datacenter_tasks_created_at'), ['created_at'], unique=False)
-        batch_op.create_index(batch_op.f('ix_datacenter_tasks_kind'), ['kind'], unique=False)
-        batch_op.create_index(batch_op.f('ix_datacenter_tasks_server_id'), ['server_id'], unique=False)
-        batch_op.create_index(batch_op.f('ix_datacenter_tasks_service_id'), ['service_id'], unique=False)
-        batch_op.create_index(batch_op.f('ix_datacenter_tasks_state'), ['state'], unique=False)
-
-    op.create_table('install_requests',
-    sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('uuid', sa.String(length=36), nullable=False),
-    sa.Column('token_sha256', sa.String(length=64), nullable=False),
-    sa.Column('service_id', sa.Integer(), nullable=False),
-    sa.Column('server_id', sa.Integer(), nullable=False),
-    sa.Column('installer', sa.String(length=64), nullable=False),
-    sa.Column('payload', sa.JSON(), nullable=False),
-    sa.Column('created_at', sa.DateTime(), nullable=False),
-    sa.Column('expires_at', sa.DateTime(), nullable=False),
-    sa.Column('used_at', sa.DateTime(), nullable=True),
-    sa.ForeignKeyConstraint(['server_id'], ['hardware_servers.id'], name=op.f('fk_install_requests_server_id_hardware_servers')),
-    sa.ForeignKeyConstraint(['service_id'], ['services.id'], name=op.f('fk_install_requests_service_id_services')),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_install_requests')),
-    sa.UniqueConstraint('token_sha256', name=op.f('uq_install_requests_token_sha256')),
-    sa.UniqueConstraint('uuid', name=op.f('uq_install_requests_uuid'))
-    )
-    with op.batch_alter_table('install_requests', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_install_requests_service_id'), ['service_id'], unique=False)
 
     op.create_table('payments',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -874,37 +584,6 @@ def upgrade():
         batch_op.create_index(batch_op.f('ix_refund_requests_state'), ['state'], unique=False)
         batch_op.create_index(batch_op.f('ix_refund_requests_user_id'), ['user_id'], unique=False)
 
-    op.create_table('status_rollups',
-    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
-    sa.Column('probe_id', sa.Integer(), nullable=False),
-    sa.Column('resolution', sa.Integer(), nullable=False),
-    sa.Column('bucket', sa.DateTime(), nullable=False),
-    sa.Column('count', sa.Integer(), nullable=False),
-    sa.Column('ok_count', sa.Integer(), nullable=False),
-    sa.Column('maint_count', sa.Integer(), nullable=False),
-    sa.Column('maint_ok_count', sa.Integer(), nullable=False),
-    sa.Column('latency_sum', sa.Double(), nullable=False),
-    sa.Column('latency_n', sa.Integer(), nullable=False),
-    sa.Column('latency_max', sa.Double(), nullable=True),
-    sa.ForeignKeyConstraint(['probe_id'], ['status_probes.id'], name=op.f('fk_status_rollups_probe_id_status_probes'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_status_rollups')),
-    sa.UniqueConstraint('probe_id', 'resolution', 'bucket', name='uq_status_rollup_bucket')
-    )
-    op.create_table('status_samples',
-    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
-    sa.Column('probe_id', sa.Integer(), nullable=False),
-    sa.Column('ts', sa.DateTime(), nullable=False),
-    sa.Column('ok', sa.Boolean(), nullable=False),
-    sa.Column('maintenance', sa.Boolean(), nullable=False),
-    sa.Column('latency_ms', sa.Double(), nullable=True),
-    sa.Column('error', sa.String(length=255), nullable=True),
-    sa.ForeignKeyConstraint(['probe_id'], ['status_probes.id'], name=op.f('fk_status_samples_probe_id_status_probes'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_status_samples'))
-    )
-    with op.batch_alter_table('status_samples', schema=None) as batch_op:
-        batch_op.create_index('ix_status_samples_probe_ts', ['probe_id', 'ts'], unique=False)
-        batch_op.create_index(batch_op.f('ix_status_samples_ts'), ['ts'], unique=False)
-
     op.create_table('ticket_messages',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('ticket_id', sa.Integer(), nullable=False),
@@ -949,12 +628,6 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_ticket_messages_ticket_id'))
 
     op.drop_table('ticket_messages')
-    with op.batch_alter_table('status_samples', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_status_samples_ts'))
-        batch_op.drop_index('ix_status_samples_probe_ts')
-
-    op.drop_table('status_samples')
-    op.drop_table('status_rollups')
     with op.batch_alter_table('refund_requests', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_refund_requests_user_id'))
         batch_op.drop_index(batch_op.f('ix_refund_requests_state'))
@@ -974,38 +647,17 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_payments_created_at'))
 
     op.drop_table('payments')
-    with op.batch_alter_table('install_requests', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_install_requests_service_id'))
-
-    op.drop_table('install_requests')
-    with op.batch_alter_table('datacenter_tasks', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_datacenter_tasks_state'))
-        batch_op.drop_index(batch_op.f('ix_datacenter_tasks_service_id'))
-        batch_op.drop_index(batch_op.f('ix_datacenter_tasks_server_id'))
-        batch_op.drop_index(batch_op.f('ix_datacenter_tasks_kind'))
-        batch_op.drop_index(batch_op.f('ix_datacenter_tasks_created_at'))
-
-    op.drop_table('datacenter_tasks')
-    with op.batch_alter_table('webhook_outgoing_deliveries', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_webhook_outgoing_deliveries_state'))
-        batch_op.drop_index(batch_op.f('ix_webhook_outgoing_deliveries_endpoint_id'))
-        batch_op.drop_index(batch_op.f('ix_webhook_outgoing_deliveries_created_at'))
-
-    op.drop_table('webhook_outgoing_deliveries')
     with op.batch_alter_table('tickets', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_tickets_user_id'))
         batch_op.drop_index(batch_op.f('ix_tickets_updated_at'))
         batch_op.drop_index(batch_op.f('ix_tickets_status'))
 
     op.drop_table('tickets')
-    with op.batch_alter_table('status_probes', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_status_probes_component_id'))
+    with op.batch_alter_table('readiness_checks', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_readiness_checks_service_id'))
+        batch_op.drop_index(batch_op.f('ix_readiness_checks_operation_id'))
 
-    op.drop_table('status_probes')
-    op.drop_table('status_maintenance_components')
-    op.drop_table('status_incident_services')
-    op.drop_table('status_incident_components')
-    op.drop_table('power_readings')
+    op.drop_table('readiness_checks')
     with op.batch_alter_table('operations', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_operations_user_id'))
         batch_op.drop_index(batch_op.f('ix_operations_state'))
@@ -1037,11 +689,6 @@ def downgrade():
         batch_op.drop_index('ix_ip_addresses_free', postgresql_where=sa.text("state = 'free'"), sqlite_where=sa.text("state = 'free'"))
 
     op.drop_table('ip_addresses')
-    with op.batch_alter_table('hardware_servers', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_hardware_servers_state'))
-        batch_op.drop_index(batch_op.f('ix_hardware_servers_location'))
-
-    op.drop_table('hardware_servers')
     with op.batch_alter_table('console_tokens', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_console_tokens_user_id'))
         batch_op.drop_index(batch_op.f('ix_console_tokens_service_id'))
@@ -1054,18 +701,8 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_activity_entries_created_at'))
 
     op.drop_table('activity_entries')
-    op.drop_table('webhook_endpoints')
     op.drop_table('wallets')
     op.drop_table('totp_states')
-    with op.batch_alter_table('status_maintenance_updates', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_status_maintenance_updates_maintenance_id'))
-
-    op.drop_table('status_maintenance_updates')
-    with op.batch_alter_table('status_incident_updates', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_status_incident_updates_incident_id'))
-
-    op.drop_table('status_incident_updates')
-    op.drop_table('status_components')
     with op.batch_alter_table('ssh_keys', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_ssh_keys_user_id'))
 
@@ -1098,24 +735,7 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_api_tokens_user_id'))
 
     op.drop_table('api_tokens')
-    with op.batch_alter_table('api_idempotency_keys', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_api_idempotency_keys_user_id'))
-        batch_op.drop_index(batch_op.f('ix_api_idempotency_keys_created_at'))
-
-    op.drop_table('api_idempotency_keys')
     op.drop_table('users')
-    op.drop_table('status_state')
-    with op.batch_alter_table('status_maintenances', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_status_maintenances_status'))
-        batch_op.drop_index(batch_op.f('ix_status_maintenances_scheduled_until'))
-        batch_op.drop_index(batch_op.f('ix_status_maintenances_scheduled_for'))
-
-    op.drop_table('status_maintenances')
-    with op.batch_alter_table('status_incidents', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_status_incidents_status'))
-
-    op.drop_table('status_incidents')
-    op.drop_table('reserved_numbers')
     op.drop_table('packages')
     op.drop_table('nodes')
     op.drop_table('ip_pools')

@@ -139,15 +139,50 @@ def test_seed_documents():
     eth = net["ethernets"]["eth0"]
     assert net["version"] == 2 and eth["match"] == {"macaddress": "52:54:00:aa:bb:cc"}
     assert eth["addresses"] == ["203.0.113.5/24", "203.0.113.6/24"]
-    assert eth["routes"] == [{"to": "0.0.0.0/0", "via": "203.0.113.1"}]
+    # gateway4, not a v2 default route: ifupdown renders routes as `route add` (net-tools), which fails silently
+    assert eth["gateway4"] == "203.0.113.1" and "routes" not in eth
     assert eth["nameservers"] == {"addresses": ["203.0.113.53"]}
+    # the resolver also reaches /etc/resolv.conf on images without resolvconf or systemd-resolved
+    script = user["bootcmd"][0][2]
+    assert "nameserver 203.0.113.53" in script and "! -L /etc/resolv.conf" in script
+    assert "phone_home" not in user  # no readiness URL: no report
+
+
+def test_seed_resolv_conf_script_runs(tmp_path):
+    """The bootcmd line does what it says in a shell: a plain resolv.conf is written, a symlink is left alone."""
+    import subprocess
+
+    script = S.resolv_conf_script(("192.0.2.53", "2001:db8::53"))
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "resolv.conf").write_text("nameserver 10.9.9.9\n")
+    subprocess.run(["sh", "-c", script.replace("/etc/resolv.conf", str(plain / "resolv.conf"))], check=True,
+                   env={"PATH": "/usr/bin:/bin"})
+    assert (plain / "resolv.conf").read_text() == "nameserver 192.0.2.53\nnameserver 2001:db8::53\n"
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "stub").write_text("nameserver 127.0.0.53\n")
+    (linked / "resolv.conf").symlink_to(linked / "stub")
+    subprocess.run(["sh", "-c", script.replace("/etc/resolv.conf", str(linked / "resolv.conf"))], check=True,
+                   env={"PATH": "/usr/bin:/bin"})
+    assert (linked / "stub").read_text() == "nameserver 127.0.0.53\n"
+    with pytest.raises(ValueError):
+        S.resolv_conf_script(("192.0.2.53'; rm -rf /; '",))
+
+
+def test_seed_phone_home_when_ready_url():
+    s = spec(ready_url="http://panel.example.test/guest/abc/ready/tok")
+    user = json.loads(S.documents(s, "52:54:00:aa:bb:cc", "iid")["user-data"].split("\n", 1)[1])
+    assert user["phone_home"]["url"] == "http://panel.example.test/guest/abc/ready/tok"
+    assert "instance_id" in user["phone_home"]["post"]
+    assert "sport = :22" in user["runcmd"][0][2]
 
 
 def test_seed_ipv6_and_password():
     s = spec(addresses=(Address("2001:db8::5", 64, "2001:db8::1"),), root_password="s3cret-Pass")
     docs = S.documents(s, "52:54:00:aa:bb:cc", "iid")
     eth = json.loads(docs["network-config"])["ethernets"]["eth0"]
-    assert eth["routes"] == [{"to": "::/0", "via": "2001:db8::1"}] and eth["accept-ra"] is False
+    assert eth["gateway6"] == "2001:db8::1" and eth["accept-ra"] is False and "gateway4" not in eth
     user = json.loads(docs["user-data"].split("\n", 1)[1])
     assert user["chpasswd"]["users"][0]["password"] == "s3cret-Pass" and user["ssh_pwauth"] is True
 
@@ -179,7 +214,8 @@ def test_settings_defaults_and_validation():
     drv = KvmDriver({})
     assert drv.config["uri"] == "qemu:///system" and drv.config["network"] == "ethernet"
     assert drv.config["virt_type"] == "auto" and drv.config["shaping"] == "libvirt"
-    assert drv.capabilities == {"resize", "rebuild", "iso", "console", "suspend"}
+    assert drv.capabilities == {"resize", "rebuild", "iso", "console", "suspend", "readiness"}
+    assert drv.config["probe_timeout"] == 15
     with pytest.raises(SettingsError) as err:
         KvmDriver({"network": "bridge"})
     assert "bridge" in err.value.errors
