@@ -38,6 +38,7 @@ STAFF_MENU: tuple[tuple[str, str, str | None], ...] = (
     ("Payment gateways", "payments.staff_gateways", "plugins"),
     ("Services", "staff_services.index", "services"),
     ("Nodes", "staff_nodes.index", "plugins"),
+    ("Images", "staff_images.index", "plugins"),
     ("Inventory", "staff_inventory.index", "services"),
     ("Datacenter tasks", "staff_inventory.tasks", "services"),
 )

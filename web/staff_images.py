@@ -14,14 +14,12 @@ from hostbay.core.activity import audit
 from hostbay.core.catalog import Image
 from hostbay.core.db import db
 
-from .staff import STAFF_MENU, staff_required
+from .staff import staff_required
 
 bp = Blueprint("staff_images", __name__, url_prefix="/staff/images")
 
 OS_FAMILIES = ("debian", "ubuntu", "rhel", "alpine", "linux", "windows", "other")
 
-if ("Images", "staff_images.index", "plugins") not in STAFF_MENU:
-    STAFF_MENU.append(("Images", "staff_images.index", "plugins"))
 
 
 def _drivers() -> list[str]:
