@@ -14,7 +14,7 @@ class TestFakeVirt(VirtDriverConformance):
     def make_unreachable_driver(self):
         return None  # in memory: nothing to reach
 
-    def observe(self, drv, ref):
+    def observed(self, drv, ref):
         server = FakeVirtDriver.servers[ref["id"]]
         spec = server["spec"]
         return {"vcpus": spec.vcpus, "memory_mib": spec.memory_mib, "disk_gib": server["disk_gib"],
@@ -31,8 +31,9 @@ class TestFakePower(PowerDriverConformance):
     def make_target(self):
         return {"address": "127.0.0.1:6230"}
 
-    def boot_device_of(self, drv, target):
-        return FakePowerDriver.machines[target["address"]]["boot"]
+    def observed(self, target):
+        machine = FakePowerDriver.machines[target["address"]]
+        return {"power": machine["power"], "boot_device": machine["boot"]}
 
 
 class TestFakePayments(PaymentGatewayConformance):

@@ -128,7 +128,7 @@ class TestKvmConformance(VirtDriverConformance):
         path.write_bytes(b"\0" * 32768)
         return str(path)
 
-    def observe(self, drv, ref):
+    def observed(self, drv, ref):
         """Read the domain and its system disk from libvirt and qemu-img, not through the driver."""
         from hostbay.plugins.kvm import xml as X
 
