@@ -11,7 +11,7 @@ from .credentials import ApiToken, RecoveryCode, TotpState  # noqa: F401
 from .tickets import Ticket, TicketMessage  # noqa: F401
 from .console import ConsoleToken  # noqa: F401
 from .iso import IsoImage, IsoMount, IsoQuota  # noqa: F401
-from .ipam import IpAddress, IpPool  # noqa: F401
+from .ipam_models import IpAddress, IpPool  # noqa: F401
 from .rdns import DnsBackendConfig, RdnsRequest  # noqa: F401
 from .payments import GatewayConfig, Payment, WebhookDelivery  # noqa: F401
 from .placement import NodeReservation  # noqa: F401

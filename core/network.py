@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from flask import current_app
 
-from . import ipam, jobs
+from . import ipam_models, jobs
 from .db import new_uuid
 
 
@@ -27,7 +27,7 @@ def apply_network_filter(service, virt_driver=None, op=None) -> int:
         virt_driver = driver_for(service)
     from .db import db
 
-    addresses = ipam.addresses_for(service)
+    addresses = ipam_models.addresses_for(service)
     node_driver, settings, ref = service.node.driver, dict(service.node.settings or {}), dict(service.infra_ref)
     filters = [cls for cls in registry.drivers.get("network_filter", {}).values() if node_driver in cls.drivers]
     if filters:

@@ -1,4 +1,6 @@
 """Wallet top-ups through payment gateways: payment records, webhook deduplication and the crediting template.
+The rows live in :mod:`.payment_models`, the gateway configuration in :mod:`.payment_gateways`; this module is the
+top-up and webhook pipeline (their names stay importable from here).
 
 Core owns everything around a gateway driver (``hostbay.core.drivers.PaymentGateway``): the payment row, limits,
 signature rejection, deduplication, state mapping, re-fetching before money moves, the ledger credit, audit and
@@ -23,255 +25,30 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import threading
-import time
-from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import datetime
 from decimal import ROUND_DOWN, Decimal
 
-from flask import current_app, has_app_context
-from sqlalchemy import (JSON, BigInteger, Boolean, ForeignKey, String, UniqueConstraint, select, update)
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Mapped, lazyload, mapped_column, relationship
+from sqlalchemy.orm import lazyload
 
 from . import clock, ledger
 from .activity import audit, log_activity
-from .db import db, new_uuid
+from .db import db
 from .drivers import PaymentGateway, PaymentState, PaymentStatus, SignatureError, WebhookEvent
-from .errors import DriverError, FatalDriverError, NotFound, SettingsError, TransientDriverError, UserError
+from .errors import DriverError, FatalDriverError, NotFound, TransientDriverError, UserError
 from .money import cents_to_decimal, format_cents, to_cents
 
 log = logging.getLogger(__name__)
 
-# hostbay's payment statuses
-PENDING, CONFIRMING, CREDITED = "pending", "confirming", "credited"
-EXPIRED, UNDERPAID, INVALID, REVIEW = "expired", "underpaid", "invalid", "review"
-STATUSES = (PENDING, CONFIRMING, CREDITED, EXPIRED, UNDERPAID, INVALID, REVIEW)
-FINAL = (CREDITED, EXPIRED, INVALID, REVIEW)
-
-LABELS = {
-    PENDING: "Waiting for your payment",
-    CONFIRMING: "Payment seen, waiting for confirmations",
-    CREDITED: "Paid: added to your wallet",
-    EXPIRED: "Expired: no payment arrived in time",
-    UNDERPAID: "Underpaid: our staff will review it",
-    INVALID: "Not completed",
-    REVIEW: "Under review by our staff",
-}
-
-# How far along a status is; a delivery never moves a payment backwards.
-_RANK = {PENDING: 0, CONFIRMING: 1, EXPIRED: 2, INVALID: 2, UNDERPAID: 3, CREDITED: 4, REVIEW: 5}
-
-_FROM_PROVIDER = {
-    PaymentStatus.PENDING: PENDING,
-    PaymentStatus.CONFIRMING: CONFIRMING,
-    PaymentStatus.UNDERPAID: UNDERPAID,
-    PaymentStatus.EXPIRED: EXPIRED,
-    PaymentStatus.INVALID: INVALID,
-}
-
-DEFAULT_MIN_CENTS = 500
-DEFAULT_MAX_CENTS = 1_000_000
-
-
-class Payment(db.Model):
-    __tablename__ = "payments"
-    __table_args__ = (UniqueConstraint("gateway", "provider_ref", name="gateway_provider_ref"),)
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    uuid: Mapped[str] = mapped_column(String(36), unique=True, default=new_uuid)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
-    gateway: Mapped[str] = mapped_column(String(64))
-    amount_cents: Mapped[int] = mapped_column(BigInteger)  # asked for, USD
-    received_cents: Mapped[int | None] = mapped_column(BigInteger)  # USD actually received, when known
-    status: Mapped[str] = mapped_column(String(16), default=PENDING, index=True)
-    provider_ref: Mapped[str | None] = mapped_column(String(200))  # the provider's invoice id
-    fetch_ref: Mapped[str | None] = mapped_column(String(200))  # provider's payment id when it differs
-    provider_status: Mapped[str] = mapped_column(String(64), default="")  # raw, staff only
-    checkout_url: Mapped[str | None] = mapped_column(String(1000))
-    ledger_entry_id: Mapped[int | None] = mapped_column(ForeignKey("ledger_entries.id"), unique=True)
-    overpaid: Mapped[bool] = mapped_column(Boolean, default=False)
-    note: Mapped[str | None] = mapped_column(String(500))  # staff only
-    created_at: Mapped[datetime] = mapped_column(default=lambda: clock.now(), index=True)
-    updated_at: Mapped[datetime] = mapped_column(default=lambda: clock.now())
-    credited_at: Mapped[datetime | None] = mapped_column()
-
-    user = relationship("User", lazy="joined")
-    ledger_entry = relationship("LedgerEntry")
-
-    @property
-    def label(self) -> str:
-        return LABELS.get(self.status, self.status)
-
-    @property
-    def final(self) -> bool:
-        return self.status in FINAL
-
-    @property
-    def amount(self) -> Decimal:
-        return cents_to_decimal(self.amount_cents)
-
-
-class WebhookDelivery(db.Model):
-    """One verified delivery, kept for deduplication and audit. Forgeries are never stored."""
-
-    __tablename__ = "webhook_deliveries"
-    __table_args__ = (UniqueConstraint("gateway", "event_id", name="gateway_event"),)
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    gateway: Mapped[str] = mapped_column(String(64))
-    event_id: Mapped[str] = mapped_column(String(200))
-    event_type: Mapped[str] = mapped_column(String(64), default="")
-    payment_id: Mapped[int | None] = mapped_column(ForeignKey("payments.id"), index=True)
-    received_at: Mapped[datetime] = mapped_column(default=lambda: clock.now(), index=True)
-    outcome: Mapped[str] = mapped_column(String(32), default="")
-
-
-class GatewayConfig(db.Model):
-    __tablename__ = "gateway_configs"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(64), unique=True)
-    enabled: Mapped[bool] = mapped_column(Boolean, default=False)
-    settings: Mapped[dict] = mapped_column(JSON, default=dict)
-    updated_at: Mapped[datetime] = mapped_column(default=lambda: clock.now())
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Gateways and their settings
-# --------------------------------------------------------------------------------------------------------------
-
-def _registry():
-    return current_app.extensions["hostbay"]
-
-
-def gateway_classes() -> dict[str, type[PaymentGateway]]:
-    return dict(_registry().drivers.get("payment", {}))
-
-
-def gateway_config(name: str) -> GatewayConfig | None:
-    return db.session.scalar(select(GatewayConfig).filter_by(name=name))
-
-
-def enabled_gateways() -> list[tuple[str, str]]:
-    """(name, label) of every enabled gateway whose driver is loaded, in name order."""
-    classes = gateway_classes()
-    rows = db.session.scalars(select(GatewayConfig).filter_by(enabled=True).order_by(GatewayConfig.name))
-    return [(r.name, classes[r.name].label) for r in rows if r.name in classes]
-
-
-GATEWAY_CACHE_SECONDS = 5.0
-SEEN_CACHE_SIZE = 50_000
-
-
-def _caches() -> dict:
-    ext = current_app.extensions
-    if "hostbay.payments" not in ext:
-        ext["hostbay.payments"] = {"gateways": {}, "seen": OrderedDict(), "lock": threading.Lock()}
-    return ext["hostbay.payments"]
-
-
-def _cached_gateway(name: str) -> PaymentGateway:
-    """``gateway(name)`` for the webhook path: the built driver is kept for GATEWAY_CACHE_SECONDS so verifying a
-    delivery needs no database round trip. Saving a gateway's settings drops this process's copy at once; other
-    processes follow within the cache time."""
-    caches = _caches()
-    hit = caches["gateways"].get(name)
-    now = time.monotonic()
-    if hit is not None and hit[0] > now:
-        return hit[1]
-    drv = gateway(name)
-    caches["gateways"][name] = (now + GATEWAY_CACHE_SECONDS, drv)
-    return drv
-
-
-def _remember(gateway_name: str, event_id: str) -> None:
-    caches = _caches()
-    with caches["lock"]:
-        seen = caches["seen"]
-        seen[(gateway_name, event_id)] = True
-        while len(seen) > SEEN_CACHE_SIZE:
-            seen.popitem(last=False)
-
-
-def _seen_recently(gateway_name: str, event_id: str) -> bool:
-    return (gateway_name, event_id) in _caches()["seen"]
-
-
-def gateway(name: str, *, require_enabled: bool = True) -> PaymentGateway:
-    """A driver instance built from the stored settings. Raises NotFound for an unknown or disabled gateway."""
-    cls = gateway_classes().get(name)
-    cfg = gateway_config(name)
-    if cls is None or cfg is None or (require_enabled and not cfg.enabled):
-        raise NotFound("That payment method is not available.")
-    cache = current_app.extensions.setdefault("hostbay.payment_gateways", {})
-    key = (name, cfg.updated_at, repr(sorted((cfg.settings or {}).items())))
-    drv = cache.get(name)
-    if drv is None or drv[0] != key:
-        try:
-            drv = (key, cls(cfg.settings or {}))
-        except SettingsError as exc:
-            raise FatalDriverError(f"gateway {name} is misconfigured: {exc}") from None
-        cache[name] = drv
-    return drv[1]
-
-
-def mask(value) -> str:
-    """A secret as staff may see it back: never in full."""
-    text = str(value or "")
-    if not text:
-        return ""
-    return "••••" + (text[-4:] if len(text) >= 12 else "")
-
-
-def masked_settings(name: str, settings: dict | None) -> dict:
-    cls = gateway_classes().get(name)
-    secret = {s.key for s in (cls.settings if cls else []) if s.type == "secret"}
-    return {k: (mask(v) if k in secret else v) for k, v in (settings or {}).items()}
-
-
-def save_gateway_config(name: str, raw: dict, enabled: bool, actor) -> GatewayConfig:
-    """Validate ``raw`` (form values) with the driver's declarative settings and store them. A blank secret keeps
-    the stored one. Raises SettingsError listing every bad field. Audited with secrets masked."""
-    cls = gateway_classes().get(name)
-    if cls is None:
-        raise NotFound("No such payment gateway is installed.")
-    cfg = gateway_config(name)
-    old = dict(cfg.settings or {}) if cfg else {}
-    values = {}
-    for s in cls.settings:
-        v = raw.get(s.key)
-        if s.type == "bool":
-            v = bool(v) and str(v).lower() not in ("0", "false", "off", "no")
-        elif isinstance(v, str):
-            v = v.strip()
-        if s.type == "secret" and not v and old.get(s.key):
-            v = old[s.key]
-        values[s.key] = v
-    cleaned = cls.clean_settings(values)
-    if cfg is None:
-        cfg = GatewayConfig(name=name)
-        db.session.add(cfg)
-    before = {"enabled": cfg.enabled, "settings": masked_settings(name, old)} if old or cfg.id else None
-    cfg.settings, cfg.enabled, cfg.updated_at = cleaned, bool(enabled), clock.now()
-    _caches()["gateways"].pop(name, None)
-    audit("payments.gateway_settings", "gateway", name, actor=actor, before=before,
-          after={"enabled": cfg.enabled, "settings": masked_settings(name, cleaned)})
-    db.session.flush()
-    return cfg
-
-
-def limits() -> tuple[int, int]:
-    """(minimum, maximum) top-up in cents: ``HOSTBAY_TOPUP_MIN_CENTS`` / ``HOSTBAY_TOPUP_MAX_CENTS``."""
-    cfg = current_app.config if has_app_context() else {}
-    lo = cfg.get("HOSTBAY_TOPUP_MIN_CENTS") or DEFAULT_MIN_CENTS  # settings come from the app config only
-    hi = cfg.get("HOSTBAY_TOPUP_MAX_CENTS") or DEFAULT_MAX_CENTS
-    return int(lo), int(hi)
-
-
-def _base_url() -> str:
-    return current_app.config.get("HOSTBAY_BASE_URL", "http://127.0.0.1:5000").rstrip("/")
+# the rows and the gateway configuration live in their own modules; their names stay importable from here
+from .payment_models import (CONFIRMING, CREDITED, DEFAULT_MAX_CENTS, DEFAULT_MIN_CENTS, EXPIRED, FINAL,
+                             _FROM_PROVIDER, GatewayConfig, INVALID, LABELS, Payment, PENDING, _RANK, REVIEW,
+                             STATUSES, UNDERPAID, WebhookDelivery)  # noqa: E402,F401
+from .payment_gateways import (_base_url, _cached_gateway, _caches, enabled_gateways, gateway,
+                               GATEWAY_CACHE_SECONDS, gateway_classes, gateway_config, limits, mask,
+                               masked_settings, _registry, _remember, save_gateway_config, SEEN_CACHE_SIZE,
+                               _seen_recently)  # noqa: E402,F401
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -153,7 +153,7 @@ def forward_matches(hostname: str, address: str, backend=None) -> bool:
 # ---------------------------------------------------------------------------------------------------------------
 
 def _customer_address(service, address: str):
-    from .ipam import ASSIGNED, IpAddress
+    from .ipam_models import ASSIGNED, IpAddress
 
     try:
         norm = str(ipaddress.ip_address((address or "").strip()))
@@ -287,7 +287,7 @@ def reject(uuid: str, actor, note: str) -> RdnsRequest:
 def _apply_job(op, payload):
     """Set the PTR in DNS. Safe to re-run: ``set_ptr`` replaces the record, and a request that was cancelled or
     superseded meanwhile is not applied."""
-    from .ipam import IpAddress
+    from .ipam_models import IpAddress
 
     address, hostname = payload["address"], payload.get("hostname")
     req = None

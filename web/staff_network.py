@@ -11,7 +11,7 @@ from hostbay.core import ipam, rdns
 from hostbay.core.activity import audit
 from hostbay.core.catalog import Node
 from hostbay.core.db import db
-from hostbay.core.errors import HostbayError, SettingsError, UserError
+from hostbay.core.errors import SettingsError, UserError
 from hostbay.core.ipam import IpAddress, IpPool
 
 from .staff import staff_required

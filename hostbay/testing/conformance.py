@@ -4,11 +4,11 @@ overrides the factory methods; every bundled and third-party driver runs the sam
     class TestMyDriver(VirtDriverConformance):
         def make_driver(self): return MyDriver({...})
         def make_spec(self, **kw): return super().make_spec(image={"name": "t", "source": "..."}, **kw)
-        def observe(self, drv, ref): return {...}          # what the infrastructure says (see observe)
+        def observed(self, drv, ref): return {...}          # what the infrastructure says (see observed)
         def make_unreachable_driver(self): return MyDriver({"uri": "...:1"})   # or None: nothing to reach
 
 The cases check effects, not return values: each capability's case reads the infrastructure back through
-``observe`` (``boot_device_of`` for power drivers), so a driver whose resize, reinstall, rebuild or ISO methods do
+``observed``, so a driver whose resize, reinstall, rebuild or ISO methods do
 nothing fails them, and ``validate()`` must refuse a driver that cannot reach its infrastructure.
 """
 
@@ -91,11 +91,11 @@ class VirtDriverConformance(_DriverBasics):
         values.update(overrides)
         return ServerSpec(**values)
 
-    def observe(self, drv, ref) -> dict:
+    def observed(self, drv, ref) -> dict:
         """What the infrastructure says about the server, read back independently of the call under test:
         ``vcpus``, ``memory_mib``, ``disk_gib``, ``system_disk`` (an identity that changes whenever the system disk
         is replaced) and ``iso`` (the mounted image's path, or None). Override it."""
-        raise NotImplementedError("override observe(drv, ref) so the capability cases can check their effect")
+        raise NotImplementedError("override observed(drv, ref) so the capability cases can check their effect")
 
     def iso_path(self, tmp_path) -> str:
         """An ISO image the driver's host can read (default: a small file in the test's temporary folder)."""
@@ -141,9 +141,9 @@ class VirtDriverConformance(_DriverBasics):
 
     def test_reinstall_replaces_the_system_disk(self, server):
         drv, spec, ref, _ = server
-        before = self.observe(drv, ref)["system_disk"]
+        before = self.observed(drv, ref)["system_disk"]
         new_ref = drv.reinstall(ref, spec, _noop) or ref
-        assert self.observe(drv, new_ref)["system_disk"] != before, "reinstall left the old system disk"
+        assert self.observed(drv, new_ref)["system_disk"] != before, "reinstall left the old system disk"
         assert drv.status(new_ref) == PowerState.RUNNING
 
     def test_a_missing_server_is_a_fatal_error(self):
@@ -178,7 +178,7 @@ class VirtDriverConformance(_DriverBasics):
         bigger = replace(spec, vcpus=spec.vcpus + 1, memory_mib=spec.memory_mib * 2, disk_gib=spec.disk_gib + 1)
         new_ref = drv.resize(ref, bigger, _noop) or ref
         assert drv.status(new_ref) in (PowerState.RUNNING, PowerState.STOPPED)
-        seen = self.observe(drv, new_ref)
+        seen = self.observed(drv, new_ref)
         assert (seen["vcpus"], seen["memory_mib"], seen["disk_gib"]) == (bigger.vcpus, bigger.memory_mib,
                                                                            bigger.disk_gib)
 
@@ -188,10 +188,10 @@ class VirtDriverConformance(_DriverBasics):
             pytest.skip("no rebuild capability")
         from dataclasses import replace
 
-        before = self.observe(drv, ref)["system_disk"]
+        before = self.observed(drv, ref)["system_disk"]
         other = replace(spec, vcpus=spec.vcpus + 1)
         new_ref = drv.rebuild(ref, other, _noop) or ref
-        seen = self.observe(drv, new_ref)
+        seen = self.observed(drv, new_ref)
         assert seen["system_disk"] != before, "rebuild left the old system disk"
         assert (seen["vcpus"], seen["disk_gib"]) == (other.vcpus, other.disk_gib)
         assert drv.status(new_ref) == PowerState.RUNNING
@@ -201,12 +201,12 @@ class VirtDriverConformance(_DriverBasics):
         if not drv.supports("iso"):
             pytest.skip("no iso capability")
         path = self.iso_path(tmp_path)
-        assert self.observe(drv, ref)["iso"] is None
+        assert self.observed(drv, ref)["iso"] is None
         drv.mount_iso(ref, path)
-        assert self.observe(drv, ref)["iso"] == path
+        assert self.observed(drv, ref)["iso"] == path
         drv.mount_iso(ref, path)  # inserting the same image again is harmless
         drv.eject_iso(ref)
-        assert self.observe(drv, ref)["iso"] is None
+        assert self.observed(drv, ref)["iso"] is None
         drv.eject_iso(ref)  # ejecting an empty drive is harmless
 
     def test_console_target(self, server):
@@ -232,10 +232,6 @@ class PowerDriverConformance(_DriverBasics):
         drv.power_cycle(target)
         assert drv.power_state(target) == PowerState.RUNNING
 
-    def boot_device_of(self, drv, target) -> str:
-        """The next boot device as the hardware reports it ('pxe', 'disk', 'cdrom'): by default what
-        :meth:`observed` says the machine recorded."""
-        return self.observed(target)["boot_device"]
 
     def test_boot_device(self):
         drv = self.make_driver()
@@ -244,7 +240,7 @@ class PowerDriverConformance(_DriverBasics):
         target = self.make_target()
         for device in ("pxe", "disk", "cdrom", "disk"):
             drv.set_boot_device(target, device)
-            assert self.boot_device_of(drv, target) == device
+            assert self.observed(target)["boot_device"] == device
 
 
     # -- read-back checks: what the machine itself reports, not what the driver believes ---------------------

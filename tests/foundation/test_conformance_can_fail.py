@@ -63,7 +63,7 @@ class NoOpSuite(VirtDriverConformance):
     def make_driver(self):
         return NoOpVirt({})
 
-    def observe(self, drv, ref):  # reads the truth: the no-op driver never changed it
+    def observed(self, drv, ref):  # reads the truth: the no-op driver never changed it
         spec = NoOpVirt.servers[ref["id"]]["spec"]
         return {"vcpus": spec.vcpus, "memory_mib": spec.memory_mib, "disk_gib": spec.disk_gib,
                 "system_disk": spec.uuid, "iso": None}
@@ -125,8 +125,8 @@ def test_a_power_driver_that_ignores_the_boot_device_fails():
         def make_driver(self):
             return NoBootPower({})
 
-        def boot_device_of(self, drv, target):
-            return "disk"  # the hardware never changed
+        def observed(self, target):
+            return {"power": NoBootPower.state, "boot_device": "disk"}  # the hardware never changed
 
     with pytest.raises(AssertionError):
         Suite().test_boot_device()

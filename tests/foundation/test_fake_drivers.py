@@ -14,7 +14,7 @@ class TestFakeVirt(VirtDriverConformance):
     def make_unreachable_driver(self):
         return None  # in memory: nothing to reach
 
-    def observe(self, drv, ref):
+    def observed(self, drv, ref):
         server = FakeVirtDriver.servers[ref["id"]]
         spec = server["spec"]
         return {"vcpus": spec.vcpus, "memory_mib": spec.memory_mib, "disk_gib": server["disk_gib"],

@@ -15,7 +15,7 @@ class TestJsonFileDriver(VirtDriverConformance):
     def make_unreachable_driver(self):
         return None  # local files: nothing to reach
 
-    def observe(self, drv, ref):
+    def observed(self, drv, ref):
         import json
 
         data = json.loads((self.folder / f"{ref['id']}.json").read_text())
