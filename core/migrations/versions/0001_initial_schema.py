@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-01 16:57:46.720348
+Create Date: 2026-12-01 17:23:53.522423
 
 """
 from alembic import op
