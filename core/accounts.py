@@ -27,6 +27,9 @@ PERMISSIONS = {
     "approvals": ("admin", "support"),
     "network": ("admin",),
     "plugins": ("admin",),
+    "customers": ("admin", "support", "billing"),  # search customers, their services, wallet and activity
+    "audit": ("admin", "support", "billing"),  # the audit trail and its CSV export
+    "catalogue": ("admin",),  # packages, prices and OS images
 }
 
 

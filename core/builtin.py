@@ -40,6 +40,11 @@ STAFF_MENU: tuple[tuple[str, str, str | None], ...] = (
     ("Nodes", "staff_nodes.index", "plugins"),
     ("Inventory", "staff_inventory.index", "services"),
     ("Datacenter tasks", "staff_inventory.tasks", "services"),
+    ("Customers", "staff_admin.customers", "customers"),
+    ("Failed work", "staff_admin.operations", "services"),
+    ("Packages", "staff_admin.packages", "catalogue"),
+    ("OS images", "staff_admin.images", "catalogue"),
+    ("Audit trail", "staff_admin.audit", "audit"),
 )
 
 

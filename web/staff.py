@@ -45,7 +45,15 @@ def _menu():
 @bp.get("/")
 @staff_required()
 def home():
-    return render_template("staff/home.html", plugins=current_app.extensions["hostbay"].plugins)
+    from hostbay.core import admin
+    from hostbay.core.db import db
+
+    waiting = [w for w in admin.waiting_counts() if current_user.can(w["permission"])]
+    recent = None
+    if current_user.can("audit"):
+        recent = db.session.scalars(admin.audit_query().limit(15)).all()
+    return render_template("staff/home.html", plugins=current_app.extensions["hostbay"].plugins, waiting=waiting,
+                           recent=recent, emails=admin.actor_emails(recent or []), diff=admin.readable_diff)
 
 
 @bp.post("/accounts/<user_uuid>/lock")

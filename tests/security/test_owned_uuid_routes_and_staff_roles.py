@@ -50,7 +50,8 @@ AREA_PERMISSION = {"/staff/billing/": "money", "/staff/payments/": "money", "/st
                    "/staff/tickets/": "tickets", "/staff/isos/": "approvals", "/staff/network/rdns": "approvals",
                    "/staff/network/": "network", "/staff/nodes/": "plugins", "/staff/accounts/": "services",
                    "/staff/status/": "services", "/staff/inventory/": "services",
-                   "/staff/datacenter/": "services"}
+                   "/staff/datacenter/": "services", "/staff/customers/": "customers",
+                   "/staff/operations/": "services", "/staff/catalogue/": "catalogue", "/staff/audit/": "audit"}
 
 
 def _permission(rule: str):

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-01 16:45:32.075359
+Create Date: 2026-12-01 16:56:52.960591
 
 """
 from alembic import op
@@ -82,6 +82,7 @@ def upgrade():
     sa.Column('location', sa.String(length=64), nullable=False),
     sa.Column('settings', sa.JSON(), nullable=False),
     sa.Column('enabled', sa.Boolean(), nullable=False),
+    sa.Column('draining', sa.Boolean(), server_default='0', nullable=False),
     sa.Column('vcpus', sa.Integer(), nullable=False),
     sa.Column('memory_mib', sa.Integer(), nullable=False),
     sa.Column('disk_gib', sa.Integer(), nullable=False),
@@ -241,6 +242,7 @@ def upgrade():
     sa.Column('before', sa.JSON(), nullable=True),
     sa.Column('after', sa.JSON(), nullable=True),
     sa.Column('detail', sa.Text(), nullable=False),
+    sa.Column('address', sa.String(length=45), nullable=True),
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.ForeignKeyConstraint(['actor_id'], ['users.id'], name=op.f('fk_audit_entries_actor_id_users')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_audit_entries'))
