@@ -169,7 +169,8 @@ def search_customers(q: str, limit: int = 50):
 
 def record_view_as(customer, staff, address: str | None = None) -> None:
     """A staff member opened the customer's dashboard read-only: audited, and shown in the customer's activity."""
-    audit("customer.view_as", "user", customer.uuid, actor=staff, detail="read-only view of the dashboard")
+    audit("customer.view_as", "user", customer.uuid, actor=staff, before={"customer_told": False},
+          after={"viewed": "dashboard (read-only)", "customer_told": True}, detail="read-only view of the dashboard")
     log_activity(customer.id, "account", "A member of our staff viewed your dashboard (read-only) to help you.")
 
 
