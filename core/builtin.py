@@ -45,6 +45,8 @@ STAFF_MENU: tuple[tuple[str, str, str | None], ...] = (
     ("Packages", "staff_admin.packages", "catalogue"),
     ("OS images", "staff_admin.images", "catalogue"),
     ("Audit trail", "staff_admin.audit", "audit"),
+    ("Staff accounts", "staff_admin.team", "staff"),
+    ("Plugins and settings", "staff_admin.plugins", "plugins"),
 )
 
 

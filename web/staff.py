@@ -14,9 +14,10 @@ def staff_required(permission: str | None = None):
     """Allow signed-in staff (with ``permission``, see accounts.PERMISSIONS); everyone else gets a 404."""
     def deco(view):
         @wraps(view)
-        @login_required
         def wrapper(*args, **kwargs):
-            if not current_user.is_staff or (permission and not current_user.can(permission)):
+            # anonymous visitors too get a 404, not a login redirect: a staff URL does not reveal that it exists
+            if not current_user.is_authenticated or not current_user.is_staff \
+                    or (permission and not current_user.can(permission)):
                 abort(404)
             return view(*args, **kwargs)
         return wrapper

@@ -321,3 +321,142 @@ def node_placement(node_id):
            "drain": f"{node.name} is draining: no new services; the ones on it keep running.",
            "undrain": f"{node.name} takes new services again."}[what], "info")
     return redirect(url_for("staff_nodes.edit", node_id=node.id))
+
+
+# --- staff accounts and roles ------------------------------------------------------------------------------------
+
+def _staff_member(user_uuid: str) -> User:
+    user = db.session.scalar(select(User).filter_by(uuid=user_uuid))
+    if user is None or not user.is_staff or user.id == current_user.id:
+        abort(404)
+    return user
+
+
+@bp.get("/team/")
+@staff_required("staff")
+def team():
+    from hostbay.core import staff_roles
+
+    roles = staff_roles.all_roles()
+    names = [r["name"] for r in roles]
+    members = db.session.scalars(select(User).where(User.role.in_(names)).order_by(User.email)).all()
+    return render_template("staff/admin/team.html", members=members, roles=roles,
+                           permissions=staff_roles.permission_names())
+
+
+@bp.post("/team/invite")
+@staff_required("staff")
+def invite():
+    import secrets
+
+    from hostbay.core import credentials, staff_roles
+    from hostbay.core.accounts import create_user
+    from hostbay.core.activity import audit as audit_entry
+    from hostbay.core.mailer import send_mail
+
+    role = request.form.get("role", "")
+    try:
+        if role not in staff_roles.staff_role_names():
+            raise UserError("Choose a staff role.")
+        user = create_user(request.form.get("email", ""), secrets.token_urlsafe(24), role=role,
+                           name=(request.form.get("name") or "").strip()[:120])
+        audit_entry("staff.invite", "user", user.uuid, actor=current_user, after={"email": user.email, "role": role})
+        db.session.commit()
+    except UserError as exc:
+        db.session.rollback()
+        flash(str(exc), "error")
+        return redirect(url_for(".team"))
+    link = f"{current_app.config['HOSTBAY_BASE_URL']}/password-reset/{credentials.make_reset_token(user)}"
+    try:
+        sent = send_mail(user.email, "Your hostbay staff account",
+                         f"An account with the role {role} was made for you. Choose your password here: {link}\n"
+                         "After that, set up two-factor authentication when the panel asks.")
+    except OSError:
+        current_app.logger.exception("staff invitation mail could not be sent")
+        sent = False
+    if sent:
+        flash(f"{user.email} was invited as {role}; the invitation with a link to choose a password was sent.",
+              "info")
+    else:
+        flash(f"{user.email} was created as {role}, but the invitation mail could not be sent; they can use "
+              "“Forgot password” on the login page.", "error")
+    return redirect(url_for(".team"))
+
+
+@bp.post("/team/<user_uuid>/role")
+@staff_required("staff")
+def set_role(user_uuid):
+    from hostbay.core import sessions, staff_roles
+    from hostbay.core.activity import audit as audit_entry
+
+    user = _staff_member(user_uuid)
+    role = request.form.get("role", "")
+    if role not in staff_roles.staff_role_names():
+        flash("Choose a staff role.", "error")
+        return redirect(url_for(".team"))
+    before = user.role
+    user.role = role
+    sessions.end_all_sessions(user)  # permissions changed: sign in again
+    audit_entry("staff.role", "user", user.uuid, actor=current_user, before={"role": before}, after={"role": role})
+    db.session.commit()
+    flash(f"{user.email} is now {role}.", "info")
+    return redirect(url_for(".team"))
+
+
+@bp.post("/team/<user_uuid>/reset-2fa")
+@staff_required("staff")
+def reset_two_factor(user_uuid):
+    from hostbay.core import credentials, sessions
+    from hostbay.core.activity import audit as audit_entry
+
+    user = _staff_member(user_uuid)
+    had = bool(user.totp_secret)
+    credentials.disable_two_factor(user)
+    sessions.end_all_sessions(user)
+    audit_entry("staff.reset_2fa", "user", user.uuid, actor=current_user, before={"two_factor": had},
+                after={"two_factor": False})
+    db.session.commit()
+    flash(f"Two-factor authentication of {user.email} was reset; they set it up again at their next login.", "info")
+    return redirect(url_for(".team"))
+
+
+@bp.post("/team/roles")
+@staff_required("staff")
+def save_role():
+    from hostbay.core import staff_roles
+
+    try:
+        role = staff_roles.save_role(request.form.get("name", ""), request.form.get("label", ""),
+                                     request.form.getlist("permission"), current_user)
+        db.session.commit()
+        flash(f"Role {role.name} was saved.", "info")
+    except UserError as exc:
+        db.session.rollback()
+        flash(str(exc), "error")
+    return redirect(url_for(".team"))
+
+
+@bp.post("/team/roles/<name>/delete")
+@staff_required("staff")
+def delete_role(name):
+    from hostbay.core import staff_roles
+
+    try:
+        staff_roles.delete_role(name, current_user)
+        db.session.commit()
+        flash(f"Role {name} was deleted.", "info")
+    except UserError as exc:
+        db.session.rollback()
+        flash(str(exc), "error")
+    return redirect(url_for(".team"))
+
+
+# --- plugins and settings ----------------------------------------------------------------------------------------
+
+@bp.get("/plugins/")
+@staff_required("plugins")
+def plugins():
+    ext = current_app.extensions["hostbay"]
+    drivers = {kind: sorted((name, getattr(cls, "label", name), len(getattr(cls, "settings", ()) or ()))
+                            for name, cls in found.items()) for kind, found in sorted(ext.drivers.items())}
+    return render_template("staff/admin/plugins.html", plugins=ext.plugins, drivers=drivers)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-01 16:56:52.960591
+Create Date: 2026-12-01 17:05:24.770741
 
 """
 from alembic import op
@@ -128,6 +128,14 @@ def upgrade():
     sa.PrimaryKeyConstraint('id', name=op.f('pk_reserved_numbers')),
     sa.UniqueConstraint('scope', 'number', name=op.f('uq_reserved_numbers_scope_number')),
     sa.UniqueConstraint('scope', 'owner', name=op.f('uq_reserved_numbers_scope_owner'))
+    )
+    op.create_table('staff_roles',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('name', sa.String(length=32), nullable=False),
+    sa.Column('label', sa.String(length=80), nullable=False),
+    sa.Column('permissions', sa.JSON(), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_staff_roles')),
+    sa.UniqueConstraint('name', name=op.f('uq_staff_roles_name'))
     )
     op.create_table('status_incidents',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -1117,6 +1125,7 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_status_incidents_status'))
 
     op.drop_table('status_incidents')
+    op.drop_table('staff_roles')
     op.drop_table('reserved_numbers')
     op.drop_table('packages')
     op.drop_table('nodes')
