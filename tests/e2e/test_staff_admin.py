@@ -46,7 +46,8 @@ def _wait(db, fn, what, seconds=90):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_staff_build_the_catalogue_and_fix_a_failed_order(kvm_host, live_server, browser, shots, app, db, make_user):
+def test_staff_build_the_catalogue_and_fix_a_failed_order(kvm_host, live_server, browser, shots, app, db, make_user,
+                                                           tmp_path):
     staff = make_user(role="admin", email="ops@example.test")
     customer = make_user(email="carol@example.test", balance_cents=5000)
     staff_email, customer_email, customer_uuid = staff.email, customer.email, customer.uuid
@@ -143,7 +144,27 @@ def test_staff_build_the_catalogue_and_fix_a_failed_order(kvm_host, live_server,
         expect(s.locator("body")).to_contain_text("carol1.example.test")
         shots(s, "staff-05-node-with-service")
 
-        # 5. a refund: the customer asks, staff approve ---------------------------------------------------------
+        # 5. an ISO: the customer uploads it, staff approve it, the customer mounts it on the new server ------
+        iso_path = tmp_path / "rescue.iso"
+        iso_path.write_bytes(b"\0" * 32768 + b"\x01CD001\x01" + b"\0" * (1024 * 1024))
+        c.goto(live_server + "/panel/isos")
+        c.set_input_files("#iso-file", str(iso_path))
+        c.get_by_role("button", name="Upload").click()
+        expect(c.locator("body")).to_contain_text("rescue.iso")
+        s.goto(live_server + "/staff/isos/")
+        s.locator("tr", has_text="rescue.iso").get_by_role("button", name="Approve").click()
+        c.goto(live_server + f"/panel/services/{svc_uuid}")
+        c.get_by_label("Approved ISO").select_option(label=re.compile("rescue.iso"))
+        c.get_by_role("button", name="Mount ISO and boot from it").click()
+        for _ in range(100):
+            if "In the drive" in c.inner_text(".panel-iso") and "being inserted" not in c.inner_text(".panel-iso"):
+                break
+            c.wait_for_timeout(300)
+            c.reload()
+        expect(c.locator(".panel-iso")).to_contain_text("In the drive: rescue.iso")
+        shots(c, "staff-05b-customer-mounted-iso")
+
+        # 6. a refund: the customer asks, staff approve ---------------------------------------------------------
         c.goto(live_server + "/panel/billing/refund")
         c.get_by_label("Amount (USD)").fill("10.00")
         c.get_by_label("Why do you want a refund?").fill("Testing done")
@@ -154,7 +175,7 @@ def test_staff_build_the_catalogue_and_fix_a_failed_order(kvm_host, live_server,
         row.get_by_role("button", name="Approve").click()
         expect(s.locator(".flash")).not_to_have_class(re.compile("flash-error"))
 
-        # 6. view as customer, read-only; the customer sees it in their activity -------------------------------
+        # 7. view as customer, read-only; the customer sees it in their activity -------------------------------
         s.goto(live_server + "/staff/customers/")
         s.get_by_label("Search").fill(svc_uuid)
         s.get_by_role("button", name="Search").click()
@@ -166,13 +187,13 @@ def test_staff_build_the_catalogue_and_fix_a_failed_order(kvm_host, live_server,
         c.goto(live_server + "/panel/activity")
         expect(c.locator("body")).to_contain_text("viewed your dashboard (read-only)")
 
-        # 7. every step in the audit trail, before/after as a readable difference -------------------------------
+        # 8. every step in the audit trail, before/after as a readable difference -------------------------------
         s.goto(live_server + "/staff/audit/")
         entries = s.locator(".staff-audit-entry")
         for action, words in (("package.create", "admin-vps"), ("image.create", "blank.qcow2"),
                               ("node.create", "kvm-admin-node"), ("node.placement", "draining"),
                               ("operation.retry", "failed"), ("refund.approve", "pending"),
-                              ("customer.view_as", "customer told")):
+                              ("customer.view_as", "customer told"), ("iso.approve", "approved")):
             entry = entries.filter(has_text=action).first
             expect(entry).to_contain_text(words)
             expect(entry.locator(".staff-diff")).to_be_visible()
