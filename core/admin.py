@@ -149,22 +149,29 @@ def audit_csv(entries) -> str:
 
 # --- customers ---------------------------------------------------------------------------------------------------
 
-def search_customers(q: str, limit: int = 50):
-    """Customers whose e-mail or name contains ``q``, who own a service with UUID ``q`` or hold address ``q``."""
+def customer_query(q: str | None = None):
+    """A select of the customers whose e-mail or name contains ``q``, who own a service with UUID ``q`` or hold
+    address ``q`` (all customers without ``q``); callers add the order and the page."""
     from .accounts import User
     from .ipam import IpAddress
     from .services import Service
 
+    stmt = select(User).where(User.role == "customer")
     q = (q or "").strip()
-    stmt = select(User).where(User.role == "customer").order_by(User.email).limit(limit)
     if not q:
-        return db.session.scalars(stmt).all()
+        return stmt
     by_service = select(Service.user_id).where(Service.uuid == q)
     by_address = (select(Service.user_id).join(IpAddress, IpAddress.service_id == Service.id)
                   .where(IpAddress.address == q))
     like = f"%{q.lower()}%"
-    return db.session.scalars(stmt.where(or_(func.lower(User.email).like(like), func.lower(User.name).like(like),
-                                             User.id.in_(by_service), User.id.in_(by_address)))).all()
+    return stmt.where(or_(func.lower(User.email).like(like), func.lower(User.name).like(like),
+                          User.id.in_(by_service), User.id.in_(by_address)))
+
+
+def search_customers(q: str, limit: int = 50):
+    from .accounts import User
+
+    return db.session.scalars(customer_query(q).order_by(User.email).limit(limit)).all()
 
 
 def record_view_as(customer, staff, address: str | None = None) -> None:

@@ -198,3 +198,13 @@ def test_drained_node_takes_no_new_services(app, make_user, make_package, make_n
     svc = db.session.get(Service, svc.id)
     assert placement.place(svc).id == node.id
     assert [e.after["draining"] for e in _audits("node.placement")] == [True, False]
+
+
+def test_services_filter_by_package_and_show_ended_ones(app, make_user, make_package, make_service):
+    client, _ = _staff(app, make_user, role="support")
+    a, b = make_package(slug="small"), make_package(slug="large")
+    cust = make_user()
+    make_service(cust, a, hostname="small-one.example.test", state="terminated")
+    make_service(cust, b, hostname="large-one.example.test")
+    page = client.get("/staff/services/", query_string={"package": "small"}).get_data(as_text=True)
+    assert "small-one.example.test" in page and "large-one.example.test" not in page  # ended ones included
