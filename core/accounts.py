@@ -27,6 +27,10 @@ PERMISSIONS = {
     "approvals": ("admin", "support"),
     "network": ("admin",),
     "plugins": ("admin",),
+    "customers": ("admin", "support", "billing"),  # search customers, their services, wallet and activity
+    "audit": ("admin", "support", "billing"),  # the audit trail and its CSV export
+    "catalogue": ("admin",),  # packages, prices and OS images
+    "staff": ("admin",),  # staff accounts, roles, two-factor resets
 }
 
 
@@ -56,10 +60,22 @@ class User(UserMixin, db.Model):
 
     @property
     def is_staff(self) -> bool:
-        return self.role in STAFF_ROLES
+        if self.role in STAFF_ROLES:
+            return True
+        if self.role in ROLES:
+            return False
+        from .staff_roles import custom_permissions  # a custom staff role (core/staff_roles.py)
+
+        return custom_permissions(self.role) is not None
 
     def can(self, permission: str) -> bool:
-        return self.role == "admin" or self.role in PERMISSIONS.get(permission, ())
+        if self.role == "admin" or self.role in PERMISSIONS.get(permission, ()):
+            return True
+        if self.role in ROLES:
+            return False
+        from .staff_roles import custom_permissions
+
+        return permission in (custom_permissions(self.role) or ())
 
     def set_password(self, password: str) -> None:
         if len(password) < 10:
@@ -73,7 +89,10 @@ class User(UserMixin, db.Model):
 def create_user(email: str, password: str, role: str = "customer", name: str = "") -> User:
     email = normalise_email(email)
     if role not in ROLES:
-        raise UserError(f"Unknown role {role!r}.")
+        from .staff_roles import custom_permissions
+
+        if custom_permissions(role) is None:
+            raise UserError(f"Unknown role {role!r}.")
     if db.session.scalar(db.select(User).filter_by(email=email)):
         raise UserError("An account with this e-mail address exists already.")
     user = User(email=email, role=role, name=name)

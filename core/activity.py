@@ -43,6 +43,7 @@ class AuditEntry(db.Model):
     before: Mapped[dict | None] = mapped_column(JSON)
     after: Mapped[dict | None] = mapped_column(JSON)
     detail: Mapped[str] = mapped_column(Text, default="")
+    address: Mapped[str | None] = mapped_column(String(45))  # the client address of the request, if any
     created_at: Mapped[datetime] = mapped_column(default=lambda: clock.now(), index=True)
 
 
@@ -68,6 +69,13 @@ def audit(action: str, target_type: str, target_id, *, actor=None, actor_type: s
         actor_type = "system" if actor is None else ("staff" if getattr(actor, "is_staff", False) else "customer")
     entry = AuditEntry(actor_type=actor_type, actor_id=getattr(actor, "id", None), action=action,
                        target_type=target_type, target_id=None if target_id is None else str(target_id),
-                       before=before, after=after, detail=detail)
+                       before=before, after=after, detail=detail, address=_client_address())
     db.session.add(entry)
     return entry
+
+
+def _client_address() -> str | None:
+    """The client address of the current request (ProxyFix has applied HOSTBAY_TRUSTED_PROXIES), else None."""
+    from flask import has_request_context, request
+
+    return (request.remote_addr or None) if has_request_context() else None

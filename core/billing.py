@@ -558,7 +558,9 @@ def approve_refund(req: RefundRequest, actor: User, external_reference: str, not
                                  note=f"external reference: {external_reference}"[:500])
             req.ledger_entry_id = entry.id
             audit("refund.approve", "refund_request", req.uuid, actor=actor,
-                  after={"amount_cents": req.amount_cents, "external_reference": external_reference,
+                  before={"state": REFUND_PENDING, "balance_cents": entry.balance_after_cents + req.amount_cents},
+                  after={"state": REFUND_APPROVED, "balance_cents": entry.balance_after_cents,
+                         "amount_cents": req.amount_cents, "external_reference": external_reference,
                          "entry": entry.uuid}, detail=note or "")
     except Exception:
         db.session.rollback()

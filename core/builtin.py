@@ -41,6 +41,13 @@ STAFF_MENU: tuple[tuple[str, str, str | None], ...] = (
     ("Images", "staff_images.index", "plugins"),
     ("Inventory", "staff_inventory.index", "services"),
     ("Datacenter tasks", "staff_inventory.tasks", "services"),
+    ("Customers", "staff_admin.customers", "customers"),
+    ("Failed work", "staff_admin.operations", "services"),
+    ("Packages", "staff_admin.packages", "catalogue"),
+    ("OS images", "staff_admin.images", "catalogue"),
+    ("Audit trail", "staff_admin.audit", "audit"),
+    ("Staff accounts", "staff_admin.team", "staff"),
+    ("Plugins and settings", "staff_admin.plugins", "plugins"),
 )
 
 

@@ -114,6 +114,7 @@ class Node(db.Model):
     location: Mapped[str] = mapped_column(String(64), default="default")
     settings: Mapped[dict] = mapped_column(JSON, default=dict)
     enabled: Mapped[bool] = mapped_column(default=True)
+    draining: Mapped[bool] = mapped_column(default=False, server_default="0")  # no new services are placed here
     vcpus: Mapped[int] = mapped_column(default=0)
     memory_mib: Mapped[int] = mapped_column(default=0)
     disk_gib: Mapped[int] = mapped_column(default=0)

@@ -124,6 +124,7 @@ def add_note(task: DatacenterTask, actor, notes: str) -> None:
 def finish(task: DatacenterTask, actor, ok: bool, notes: str = "") -> DatacenterTask:
     """Mark the task done or failed (from open or in progress) and let the lifecycle act on the outcome."""
     to = DONE if ok else FAILED
+    was = task.state
     res = db.session.execute(update(DatacenterTask)
                              .where(DatacenterTask.id == task.id, DatacenterTask.state.in_((OPEN, IN_PROGRESS)))
                              .values(state=to, finished_at=clock.now(),
@@ -134,7 +135,8 @@ def finish(task: DatacenterTask, actor, ok: bool, notes: str = "") -> Datacenter
         raise UserError("This task is finished already.")
     if notes:
         _add_note(task, actor, notes)
-    audit(f"dctask.{to}", "dctask", task.uuid, actor=actor, after={"state": to}, detail=notes[:500])
+    audit(f"dctask.{to}", "dctask", task.uuid, actor=actor, before={"state": was}, after={"state": to},
+          detail=notes[:500])
     from . import dedicated
 
     dedicated.task_finished(task, actor)

@@ -90,6 +90,7 @@ def load_demo() -> list[str]:
             out.append(f"          two-factor secret {user.totp_secret} (oathtool --totp -b {user.totp_secret}); "
                        "staff home: /staff/")
             _demo_gateway(user)
+            _demo_staff_role(user)
     db.session.commit()
     extra = _plugin_demo_data()
     return ["Demo data ready. Log in with:"] + out + extra + [
@@ -105,6 +106,14 @@ def _demo_gateway(admin: User) -> None:
         import secrets
 
         payments.save_gateway_config(DEMO_GATEWAY, {"secret": secrets.token_hex(16)}, True, admin)
+
+
+def _demo_staff_role(admin: User) -> None:
+    """A custom staff role (Staff accounts page): help-desk staff answer tickets and look customers up."""
+    from .staff_roles import StaffRole, save_role
+
+    if db.session.scalar(db.select(StaffRole).filter_by(name="helpdesk")) is None:
+        save_role("helpdesk", "Help desk", ["tickets", "customers", "audit"], admin)
 
 
 def _plugin_demo_data() -> list[str]:

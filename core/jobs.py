@@ -379,11 +379,13 @@ def retry(op: Operation, actor=None) -> Operation:
 
     if op.state != FAILED:
         raise HostbayError("only failed operations can be retried")
+    before = {"state": op.state, "attempts": op.attempts, "error": op.error}
     op.state, op.attempts, op.finished_at, op.progress_text = QUEUED, 0, None, "Queued"
     op.progress_pct, op.error, op.customer_error = 0, None, None
     # the handler runs again and learns it is a staff retry (it redoes a step a failure had closed)
     op.payload = {**(op.payload or {}), "retried": int((op.payload or {}).get("retried", 0)) + 1}
-    audit("operation.retry", "operation", op.id, actor=actor)
+    audit("operation.retry", "operation", op.id, actor=actor, before=before,
+          after={"state": QUEUED, "attempts": 0, "error": None})
     db.session.info.setdefault("hostbay_dispatch", []).append(op.id)
     return op
 

@@ -24,3 +24,4 @@ from .inventory import HardwareServer  # noqa: F401
 from .dctasks import DatacenterTask  # noqa: F401
 from .dedicated import InstallRequest  # noqa: F401
 from .readiness import ReadinessCheck  # noqa: F401
+from .staff_roles import StaffRole  # noqa: F401

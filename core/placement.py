@@ -37,7 +37,7 @@ def _need(package) -> dict:
 def _reserve_on(node_id: int, need: dict) -> bool:
     """Conditionally add ``need`` to the node's reservations: no two concurrent orders can overfill it."""
     res = db.session.execute(
-        update(Node).where(Node.id == node_id, Node.enabled.is_(True),
+        update(Node).where(Node.id == node_id, Node.enabled.is_(True), Node.draining.is_(False),
                            Node.used_vcpus + need["vcpus"] <= Node.vcpus,
                            Node.used_memory_mib + need["memory_mib"] <= Node.memory_mib,
                            Node.used_disk_gib + need["disk_gib"] <= Node.disk_gib)
@@ -58,7 +58,7 @@ def place(service: Service) -> Node:
         return db.session.get(Node, existing.node_id)
     need = _need(service.package)
     candidates = db.session.scalars(
-        select(Node).where(Node.driver == service.package.driver, Node.enabled.is_(True),
+        select(Node).where(Node.driver == service.package.driver, Node.enabled.is_(True), Node.draining.is_(False),
                            Node.used_vcpus + need["vcpus"] <= Node.vcpus,
                            Node.used_memory_mib + need["memory_mib"] <= Node.memory_mib,
                            Node.used_disk_gib + need["disk_gib"] <= Node.disk_gib)

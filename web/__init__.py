@@ -36,6 +36,7 @@ BLUEPRINT_MODULES = [
     "staff_services",
     "staff_nodes",
     "staff_inventory",
+    "staff_admin",
     "metrics",
     "guest",
     "staff_images",

@@ -14,9 +14,10 @@ def staff_required(permission: str | None = None):
     """Allow signed-in staff (with ``permission``, see accounts.PERMISSIONS); everyone else gets a 404."""
     def deco(view):
         @wraps(view)
-        @login_required
         def wrapper(*args, **kwargs):
-            if not current_user.is_staff or (permission and not current_user.can(permission)):
+            # anonymous visitors too get a 404, not a login redirect: a staff URL does not reveal that it exists
+            if not current_user.is_authenticated or not current_user.is_staff \
+                    or (permission and not current_user.can(permission)):
                 abort(404)
             return view(*args, **kwargs)
         return wrapper
@@ -45,7 +46,15 @@ def _menu():
 @bp.get("/")
 @staff_required()
 def home():
-    return render_template("staff/home.html", plugins=current_app.extensions["hostbay"].plugins)
+    from hostbay.core import admin
+    from hostbay.core.db import db
+
+    waiting = [w for w in admin.waiting_counts() if current_user.can(w["permission"])]
+    recent = None
+    if current_user.can("audit"):
+        recent = db.session.scalars(admin.audit_query().limit(15)).all()
+    return render_template("staff/home.html", plugins=current_app.extensions["hostbay"].plugins, waiting=waiting,
+                           recent=recent, emails=admin.actor_emails(recent or []), diff=admin.readable_diff)
 
 
 @bp.post("/accounts/<user_uuid>/lock")

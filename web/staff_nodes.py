@@ -114,7 +114,13 @@ def edit(node_id: int):
         _report(node, "was saved")
         return redirect(url_for(".edit", node_id=node.id))
     shown = _masked(cls, node.settings or {}) if cls else {}
-    return render_template("staff/nodes/edit.html", node=node, cls=cls, shown=shown)
+    from hostbay.core.admin import node_use
+    from hostbay.core.services import Service
+
+    services = db.session.scalars(select(Service).where(Service.node_id == node.id)
+                                  .order_by(Service.created_at.desc()).limit(500)).all()
+    return render_template("staff/nodes/edit.html", node=node, cls=cls, shown=shown, use=node_use(node),
+                           services=services)
 
 
 @bp.post("/<int:node_id>/test")

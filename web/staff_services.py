@@ -35,6 +35,11 @@ def index():
     node = request.args.get("node") or ""
     if node:
         q = q.join(Node, Node.id == Service.node_id).where(Node.name == node)
+    package = request.args.get("package") or ""
+    if package:
+        from hostbay.core.catalog import Package
+
+        q = q.where(Service.package_id.in_(select(Package.id).where(Package.slug == package)))
     text = (request.args.get("q") or "").strip()
     if text:
         like = f"%{text.lower()}%"
@@ -42,8 +47,12 @@ def index():
     page = max(1, request.args.get("page", 1, type=int))
     services = db.session.scalars(q.order_by(Service.id.desc()).offset((page - 1) * PAGE).limit(PAGE + 1)).unique().all()
     nodes = db.session.scalars(select(Node.name).order_by(Node.name)).all()
+    from hostbay.core.catalog import Package
+
+    packages = db.session.scalars(select(Package.slug).order_by(Package.slug)).all()
     return render_template("staff/services/list.html", services=services[:PAGE], more=len(services) > PAGE,
-                           page=page, states=STATES, state=state, node=node, nodes=nodes, text=text)
+                           page=page, states=STATES, state=state, node=node, nodes=nodes, text=text,
+                           packages=packages, package=package)
 
 
 def _service(uuid: str) -> Service:

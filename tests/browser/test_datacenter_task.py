@@ -1,6 +1,8 @@
 """In a real browser: a customer orders a dedicated server that needs datacenter handling, staff resolve the
 install task from the datacenter queue, and the customer sees the outcome on the service page."""
 
+import re
+
 from hostbay.core.db import db as _db
 from hostbay.core.inventory import HardwareServer
 from hostbay.core.services import Service
@@ -13,7 +15,7 @@ def _login(page, base, user, password="correct horse battery"):
     page.get_by_label("E-mail").fill(email)
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Log in").click()
-    page.wait_for_url("**/panel/**")
+    page.wait_for_url(re.compile(r"/(panel|staff)/"))  # staff land on the staff home
 
 
 def test_staff_resolve_install_task_customer_sees_outcome(live_server, browser, shot, db, make_user, make_package,
@@ -73,6 +75,14 @@ def test_staff_resolve_install_task_customer_sees_outcome(live_server, browser, 
         assert "set up by our datacenter team and is ready" in body
         assert "disks checked" not in body and "R7" not in body
         shot(page, "dedicated-03-customer-outcome")
+
+        # the staff audit trail shows the resolution with its before/after
+        spage.goto(live_server + "/staff/audit/?kind=dctask.")
+        entry = spage.locator(".staff-audit-entry", has_text="dctask.done").first
+        assert "disks checked" in entry.inner_text()
+        diff = entry.locator(".staff-diff").inner_text()
+        assert "in_progress" in diff and "done" in diff
+        shot(spage, "dedicated-04-staff-audit")
     finally:
         cust_ctx.close()
         staff_ctx.close()

@@ -6,11 +6,14 @@ from werkzeug.routing import Rule
 
 from hostbay.core import payments
 from hostbay.core.accounts import PERMISSIONS, STAFF_ROLES
+from hostbay.core.staff_roles import StaffRole
 from hostbay.core.db import db as database
 from hostbay.testing.pytest_plugin import login
 
 PUBLIC_ARGS = {"package_uuid"}  # the catalogue is public: any customer may open any package's order page
 METHODS = ("GET", "POST")
+EVERY_METHOD = ("GET", "POST", "PUT", "PATCH", "DELETE")
+CUSTOM_ROLE = ("helpdesk", {"tickets", "customers"})  # a custom role: exactly its permissions
 
 
 def _owned_rules(app) -> list[Rule]:
@@ -50,7 +53,10 @@ AREA_PERMISSION = {"/staff/billing/": "money", "/staff/payments/": "money", "/st
                    "/staff/tickets/": "tickets", "/staff/isos/": "approvals", "/staff/network/rdns": "approvals",
                    "/staff/network/": "network", "/staff/nodes/": "plugins", "/staff/accounts/": "services",
                    "/staff/status/": "services", "/staff/inventory/": "services",
-                   "/staff/datacenter/": "services", "/staff/images/": "plugins"}
+                   "/staff/datacenter/": "services", "/staff/customers/": "customers",
+                   "/staff/operations/": "services", "/staff/catalogue/": "catalogue", "/staff/audit/": "audit",
+                   "/staff/team/": "staff", "/staff/plugins/": "plugins",
+                   "/staff/images/": "plugins"}
 
 
 def _permission(rule: str):
@@ -63,8 +69,11 @@ def _permission(rule: str):
 
 
 def test_staff_routes_need_staff_with_the_permission(app, make_user, url_for_rule):
-    users = {"customer": make_user()} | {role: make_user(role=role) for role in STAFF_ROLES}
-    clients = {}
+    database.session.add(StaffRole(name=CUSTOM_ROLE[0], permissions=sorted(CUSTOM_ROLE[1])))
+    database.session.commit()
+    roles = (*STAFF_ROLES, CUSTOM_ROLE[0])
+    users = {"customer": make_user()} | {role: make_user(role=role) for role in roles}
+    clients = {"anonymous": app.test_client()}
     for role, user in users.items():
         clients[role] = app.test_client()
         login(clients[role], user)
@@ -73,9 +82,10 @@ def test_staff_routes_need_staff_with_the_permission(app, make_user, url_for_rul
         if not rule.rule.startswith("/staff/"):
             continue
         perm = _permission(rule.rule)
-        allowed = set(STAFF_ROLES) if perm is None else {"admin", *PERMISSIONS[perm]}
+        allowed = set(roles) if perm is None else {"admin", *PERMISSIONS[perm]} | (
+            {CUSTOM_ROLE[0]} if perm in CUSTOM_ROLE[1] else set())
         url = url_for_rule(rule)
-        for method in METHODS:
+        for method in EVERY_METHOD:
             if method not in rule.methods:
                 continue
             for role, client in clients.items():

@@ -47,7 +47,7 @@ class CustomerSchema(Strict):
 
 
 class CustomerArgs(PageArgs):
-    q = f.String(validate=v.Length(max=254), metadata={"description": "part of the e-mail address"})
+    q = f.String(validate=v.Length(max=254), metadata={"description": "part of the e-mail address or name, a service UUID or an IP address"})
 
 
 class StaffServiceSchema(cs.ServiceSchema):
@@ -214,10 +214,10 @@ def _service(uuid):
 @blp.arguments(CustomerArgs, location="query")
 @blp.response(200, CustomerPage)
 def customers(args):
-    q = select(User).where(User.role == "customer").order_by(User.created_at, User.id)
-    if args.get("q"):
-        q = q.where(User.email.contains(args["q"].lower()))
-    return paginate(q, args)
+    from hostbay.core import admin
+
+    # the panel's customer search (e-mail, name, service UUID, address)
+    return paginate(admin.customer_query(args.get("q")).order_by(User.created_at, User.id), args)
 
 
 @blp.route("/customers/<customer_uuid>")
@@ -410,8 +410,9 @@ def _with_service_uuids(ops):
 @blp.arguments(PageArgs, location="query")
 @blp.response(200, StaffOperationPage)
 def failed_operations(args):
-    page = paginate(select(jobs.Operation).where(jobs.Operation.state == jobs.FAILED)
-                    .order_by(jobs.Operation.created_at.desc(), jobs.Operation.id), args)
+    from hostbay.core import admin
+
+    page = paginate(admin.failed_operations(include_retrying=False), args)
     _with_service_uuids(page["items"])
     return page
 
@@ -436,7 +437,9 @@ def retry_operation(operation_id):
 @blp.arguments(AuditArgs, location="query")
 @blp.response(200, AuditPage)
 def audit_trail(args):
-    q = select(AuditEntry).order_by(AuditEntry.created_at.desc(), AuditEntry.id.desc())
+    from hostbay.core import admin
+
+    q = admin.audit_query()  # the staff audit page's query
     if args.get("target_id"):
         q = q.where(AuditEntry.target_id == args["target_id"])
     page = paginate(q, args)

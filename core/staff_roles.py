@@ -1,0 +1,104 @@
+"""Staff roles as data. The built-in roles (admin, support, billing) hold the permissions of
+``accounts.PERMISSIONS``; staff with the ``staff`` permission add custom roles, each a name and a set of permissions
+from :data:`accounts.PERMISSIONS`. A user whose ``role`` names a custom role is staff with exactly its permissions.
+Every staff page and action checks one named permission (``web.staff.staff_required``)."""
+
+from __future__ import annotations
+
+import re
+
+from sqlalchemy import JSON, String, func, select
+from sqlalchemy.orm import Mapped, mapped_column
+
+from .activity import audit
+from .db import db
+from .errors import UserError
+
+_NAME = re.compile(r"^[a-z][a-z0-9-]{1,31}$")
+
+
+class StaffRole(db.Model):
+    __tablename__ = "staff_roles"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(32), unique=True)
+    label: Mapped[str] = mapped_column(String(80), default="")
+    permissions: Mapped[list] = mapped_column(JSON, default=list)
+
+
+def permission_names() -> list[str]:
+    from .accounts import PERMISSIONS
+
+    return sorted(PERMISSIONS)
+
+
+def builtin_permissions(role: str) -> set[str]:
+    from .accounts import PERMISSIONS
+
+    return {p for p, roles in PERMISSIONS.items() if role == "admin" or role in roles}
+
+
+def custom_permissions(role: str) -> frozenset[str] | None:
+    """The permissions of custom role ``role``, or None if there is no such role. Cached per request."""
+    from flask import g, has_app_context
+
+    cache = g.setdefault("hostbay_staff_roles", {}) if has_app_context() else {}
+    if role not in cache:
+        found = db.session.scalar(select(StaffRole).filter_by(name=role))
+        cache[role] = frozenset(found.permissions or ()) if found is not None else None
+    return cache[role]
+
+
+def all_roles() -> list[dict]:
+    """Every staff role, built-in first: ``{name, label, permissions, builtin, members}``."""
+    from .accounts import STAFF_ROLES, User
+
+    counts = dict(db.session.execute(select(User.role, func.count()).group_by(User.role)).all())
+    out = [{"name": r, "label": r.capitalize(), "permissions": sorted(builtin_permissions(r)), "builtin": True,
+            "members": counts.get(r, 0)} for r in STAFF_ROLES]
+    for role in db.session.scalars(select(StaffRole).order_by(StaffRole.name)):
+        out.append({"name": role.name, "label": role.label or role.name, "permissions": sorted(role.permissions),
+                    "builtin": False, "members": counts.get(role.name, 0)})
+    return out
+
+
+def staff_role_names() -> list[str]:
+    return [r["name"] for r in all_roles()]
+
+
+def save_role(name: str, label: str, permissions: list[str], actor) -> StaffRole:
+    from .accounts import ROLES
+
+    name = (name or "").strip().lower()
+    if not _NAME.match(name):
+        raise UserError("A role name is 2 to 32 lower-case letters, digits or dashes, starting with a letter.")
+    if name in ROLES:
+        raise UserError(f"{name} is a built-in role.")
+    unknown = set(permissions) - set(permission_names())
+    if unknown:
+        raise UserError(f"Unknown permission {sorted(unknown)[0]}.")
+    if not permissions:
+        raise UserError("Give the role at least one permission.")
+    role = db.session.scalar(select(StaffRole).filter_by(name=name))
+    before = {"label": role.label, "permissions": sorted(role.permissions)} if role else None
+    if role is None:
+        role = StaffRole(name=name)
+        db.session.add(role)
+    role.label, role.permissions = (label or "").strip()[:80], sorted(set(permissions))
+    db.session.flush()
+    audit("staff_role.create" if before is None else "staff_role.update", "staff_role", name, actor=actor,
+          before=before, after={"label": role.label, "permissions": role.permissions})
+    return role
+
+
+def delete_role(name: str, actor) -> None:
+    from .accounts import User
+
+    role = db.session.scalar(select(StaffRole).filter_by(name=name))
+    if role is None:
+        raise UserError("No such custom role.")
+    if db.session.scalar(select(func.count(User.id)).where(User.role == name)):
+        raise UserError("Move the staff who hold this role to another role first.")
+    audit("staff_role.delete", "staff_role", name, actor=actor,
+          before={"label": role.label, "permissions": sorted(role.permissions)})
+    db.session.delete(role)

@@ -1,0 +1,462 @@
+"""Staff administration pages: customers (search, detail, lock, read-only "view as customer"), failed and stuck
+operations (retry, bulk retry, abandon), the catalogue (packages, OS images) and the audit trail (readable
+differences, filters, CSV). Every view checks one named permission (accounts.PERMISSIONS); the queries and changes
+are core.admin's, which the REST API uses too."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from flask import Blueprint, Response, abort, current_app, flash, redirect, render_template, request, url_for
+from flask_login import current_user
+from sqlalchemy import select
+
+from hostbay.core import admin, jobs, ledger
+from hostbay.core.accounts import User
+from hostbay.core.activity import AuditEntry
+from hostbay.core.catalog import CYCLES, Image, Node, Package
+from hostbay.core.db import db
+from hostbay.core.errors import HostbayError, UserError
+from hostbay.core.money import to_cents
+from hostbay.core.services import Service
+
+from .staff import staff_required
+
+bp = Blueprint("staff_admin", __name__, url_prefix="/staff")
+
+AUDIT_PAGE = 100
+
+
+def _customer(user_uuid: str) -> User:
+    user = db.session.scalar(select(User).filter_by(uuid=user_uuid, role="customer"))
+    return user or abort(404)
+
+
+# --- customers ---------------------------------------------------------------------------------------------------
+
+@bp.get("/customers/")
+@staff_required("customers")
+def customers():
+    q = request.args.get("q", "")
+    return render_template("staff/admin/customers.html", q=q, customers=admin.search_customers(q))
+
+
+@bp.get("/customers/<user_uuid>")
+@staff_required("customers")
+def customer(user_uuid):
+    from hostbay.core.tickets import Ticket
+
+    user = _customer(user_uuid)
+    services = db.session.scalars(select(Service).where(Service.user_id == user.id)
+                                  .order_by(Service.created_at.desc())).all()
+    tickets = db.session.scalars(select(Ticket).where(Ticket.user_id == user.id)
+                                 .order_by(Ticket.created_at.desc()).limit(20)).all()
+    entries = db.session.scalars(ledger.entries_for(user.id).limit(50)).all()
+    return render_template("staff/admin/customer.html", user=user, services=services, tickets=tickets,
+                           balance=ledger.balance_cents(user.id), entries=entries,
+                           activity=admin.customer_activity(user.id))
+
+
+@bp.get("/customers/<user_uuid>/view-as")
+@staff_required("customers")
+def view_as(user_uuid):
+    """The customer's dashboard as they see it, read-only: no forms, no links into their pages."""
+    from .panel import dashboard_notices, dashboard_rows, dashboard_services
+
+    user = _customer(user_uuid)
+    admin.record_view_as(user, current_user)
+    db.session.commit()
+    services = dashboard_services(user.id)
+    return render_template("staff/admin/view_as.html", user=user, rows=dashboard_rows(services, link=False),
+                           count=len(services), balance=ledger.balance_cents(user.id),
+                           notices=dashboard_notices(user))
+
+
+# --- failed and stuck work ---------------------------------------------------------------------------------------
+
+def _operation(op_id: str) -> jobs.Operation:
+    return db.session.get(jobs.Operation, op_id) or abort(404)
+
+
+@bp.get("/operations/")
+@staff_required("services")
+def operations():
+    failed = db.session.scalars(admin.failed_operations().limit(200)).all()
+    stuck = db.session.scalars(admin.stuck_operations().limit(200)).all()
+    ids = {o.service_id for o in failed + stuck if o.service_id}
+    svcs = {s.id: s for s in db.session.scalars(select(Service).where(Service.id.in_(ids)))} if ids else {}
+    return render_template("staff/admin/operations.html", failed=failed, stuck=stuck, services=svcs)
+
+
+@bp.post("/operations/retry")
+@staff_required("services")
+def retry_bulk():
+    done, skipped = admin.retry_many(request.form.getlist("op"), current_user)
+    db.session.commit()
+    flash(f"{done} operation{'s' if done != 1 else ''} queued again"
+          + (f"; {skipped} skipped (no longer failed)." if skipped else "."), "info" if done else "error")
+    return redirect(url_for(".operations"))
+
+
+@bp.post("/operations/<op_id>/retry")
+@staff_required("services")
+def retry(op_id):
+    op = _operation(op_id)
+    try:
+        jobs.retry(op, actor=current_user)
+    except HostbayError:
+        flash("Only failed operations can be retried.", "error")
+        return redirect(url_for(".operations"))
+    db.session.commit()
+    flash(f"{op.kind} is queued again.", "info")
+    return redirect(url_for(".operations"))
+
+
+@bp.route("/operations/<op_id>/abandon", methods=["GET", "POST"])
+@staff_required("services")
+def abandon(op_id):
+    op = _operation(op_id)
+    if request.method == "GET":
+        return render_template("staff/admin/abandon.html", op=op, left=admin.left_behind(op))
+    if request.form.get("confirm") != "yes":
+        flash("Tick the box to confirm you abandon it.", "error")
+        return redirect(url_for(".abandon", op_id=op.id))
+    try:
+        admin.abandon(op, current_user, reason=request.form.get("reason") or "")
+    except UserError as exc:
+        db.session.rollback()
+        flash(str(exc), "error")
+        return redirect(url_for(".operations"))
+    db.session.commit()
+    flash(f"{op.kind} is abandoned; what it left behind is in the audit trail.", "info")
+    return redirect(url_for(".operations"))
+
+
+# --- catalogue ---------------------------------------------------------------------------------------------------
+
+def _drivers(kind: str) -> list[str]:
+    found = current_app.extensions["hostbay"].drivers.get("virt" if kind == "vps" else "power", {})
+    return sorted(found)
+
+
+def _form_int(name: str, label: str, minimum: int = 0) -> int:
+    raw = (request.form.get(name) or "").strip() or "0"
+    try:
+        value = int(raw)
+    except ValueError:
+        raise UserError(f"{label} must be a whole number.") from None
+    if value < minimum:
+        raise UserError(f"{label} must be at least {minimum}.")
+    return value
+
+
+def _package_form(pkg: Package | None) -> tuple[dict, dict]:
+    kind = pkg.kind if pkg else request.form.get("kind", "vps")
+    if kind not in ("vps", "dedicated"):
+        raise UserError("A package is a VPS or a dedicated server.")
+    driver = request.form.get("driver") or (pkg.driver if pkg else "")
+    if driver not in _drivers(kind) and not (pkg and driver == pkg.driver):
+        raise UserError(f"Choose a {'virtualization' if kind == 'vps' else 'power'} driver.")
+    values = {"slug": (request.form.get("slug") or "").strip().lower(), "name": (request.form.get("name") or "").strip(),
+              "kind": kind, "driver": driver, "description": (request.form.get("description") or "").strip(),
+              "vcpus": _form_int("vcpus", "vCPUs"), "memory_mib": _form_int("memory_mib", "Memory"),
+              "disk_gib": _form_int("disk_gib", "Disk"), "ipv4_count": _form_int("ipv4_count", "IPv4 addresses"),
+              "ipv6": bool(request.form.get("ipv6")),
+              "port_speed_mbit": _form_int("port_speed_mbit", "Port speed", 1),
+              "sort": _form_int("sort", "Display order"), "visible": bool(request.form.get("visible")),
+              "retired": bool(request.form.get("retired"))}
+    quota = (request.form.get("traffic_quota_gib") or "").strip()
+    values["traffic_quota_gib"] = _form_int("traffic_quota_gib", "Traffic quota", 1) if quota else None
+    if kind == "vps" and (values["vcpus"] < 1 or values["memory_mib"] < 128 or values["disk_gib"] < 1):
+        raise UserError("A VPS package needs at least 1 vCPU, 128 MiB of memory and 1 GiB of disk.")
+    prices = {}
+    for cycle in CYCLES:
+        raw = (request.form.get(f"price_{cycle}") or "").strip()
+        if raw:
+            try:
+                prices[cycle] = to_cents(raw)
+            except (ValueError, ArithmeticError, HostbayError):
+                raise UserError(f"The {cycle} price must be an amount in dollars, e.g. 12.50.") from None
+    return values, prices
+
+
+@bp.route("/catalogue/packages/", methods=["GET", "POST"])
+@staff_required("catalogue")
+def packages():
+    if request.method == "POST":
+        try:
+            pkg, _ = admin.save_package(None, *_package_form(None), current_user)
+            db.session.commit()
+        except UserError as exc:
+            db.session.rollback()
+            flash(str(exc), "error")
+            return redirect(url_for(".packages"))
+        flash(f"Package {pkg.name} was created.", "info")
+        return redirect(url_for(".package", package_uuid=pkg.uuid))
+    pkgs = db.session.scalars(select(Package).order_by(Package.kind, Package.sort, Package.name)).all()
+    return render_template("staff/admin/packages.html", packages=pkgs, cycles=list(CYCLES),
+                           drivers={"vps": _drivers("vps"), "dedicated": _drivers("dedicated")}, pkg=None)
+
+
+@bp.route("/catalogue/packages/<package_uuid>", methods=["GET", "POST"])
+@staff_required("catalogue")
+def package(package_uuid):
+    pkg = db.session.scalar(select(Package).filter_by(uuid=package_uuid)) or abort(404)
+    if request.method == "POST":
+        try:
+            _, told = admin.save_package(pkg, *_package_form(pkg), current_user,
+                                         apply_to_existing=request.form.get("apply_existing") == "1")
+            db.session.commit()
+        except UserError as exc:
+            db.session.rollback()
+            flash(str(exc), "error")
+            return redirect(url_for(".package", package_uuid=pkg.uuid))
+        flash(f"{pkg.name} was saved" + (f"; {told} existing service{'s' if told != 1 else ''} renew at the new "
+                                         "price and their customers were told." if told else "; existing services "
+                                         "keep their price."), "info")
+        return redirect(url_for(".package", package_uuid=pkg.uuid))
+    count = db.session.scalar(select(db.func.count(Service.id)).where(Service.package_id == pkg.id))
+    return render_template("staff/admin/package.html", pkg=pkg, cycles=list(CYCLES), service_count=count,
+                           drivers={"vps": _drivers("vps"), "dedicated": _drivers("dedicated")})
+
+
+def _image_form(img: Image | None) -> dict:
+    driver = request.form.get("driver") or (img.driver if img else "")
+    if driver not in _drivers("vps") and not (img and driver == img.driver):
+        raise UserError("Choose the virtualization driver the image is for.")
+    return {"driver": driver, "slug": (request.form.get("slug") or "").strip().lower(),
+            "name": (request.form.get("name") or "").strip(), "source": (request.form.get("source") or "").strip(),
+            "os_family": (request.form.get("os_family") or "linux").strip()[:32],
+            "min_disk_gib": _form_int("min_disk_gib", "Minimum disk", 1),
+            "enabled": bool(request.form.get("enabled"))}
+
+
+@bp.route("/catalogue/images/", methods=["GET", "POST"])
+@staff_required("catalogue")
+def images():
+    if request.method == "POST":
+        try:
+            img = admin.save_image(None, _image_form(None), current_user)
+            db.session.commit()
+        except UserError as exc:
+            db.session.rollback()
+            flash(str(exc), "error")
+            return redirect(url_for(".images"))
+        flash(f"Image {img.name} was added for {img.driver}.", "info")
+        return redirect(url_for(".images"))
+    imgs = db.session.scalars(select(Image).order_by(Image.driver, Image.name)).all()
+    return render_template("staff/admin/images.html", images=imgs, drivers=_drivers("vps"))
+
+
+@bp.route("/catalogue/images/<image_uuid>", methods=["GET", "POST"])
+@staff_required("catalogue")
+def image(image_uuid):
+    img = db.session.scalar(select(Image).filter_by(uuid=image_uuid)) or abort(404)
+    if request.method == "POST":
+        try:
+            admin.save_image(img, _image_form(img), current_user)
+            db.session.commit()
+            flash(f"{img.name} was saved.", "info")
+        except UserError as exc:
+            db.session.rollback()
+            flash(str(exc), "error")
+        return redirect(url_for(".image", image_uuid=img.uuid))
+    return render_template("staff/admin/image.html", img=img, drivers=_drivers("vps"))
+
+
+# --- audit trail -------------------------------------------------------------------------------------------------
+
+def _day(name: str) -> datetime | None:
+    raw = (request.args.get(name) or "").strip()
+    if not raw:
+        return None
+    try:
+        return datetime.strptime(raw, "%Y-%m-%d")
+    except ValueError:
+        abort(400)
+
+
+def _audit_filters() -> dict:
+    until = _day("until")
+    return {"actor": request.args.get("actor", ""), "customer": request.args.get("customer", ""),
+            "service": request.args.get("service", ""), "kind": request.args.get("kind", ""),
+            "since": _day("since"), "until": until + timedelta(days=1) if until else None}
+
+
+@bp.get("/audit/")
+@staff_required("audit")
+def audit():
+    page = request.args.get("page", "1")
+    page = int(page) if page.isdigit() and int(page) > 0 else 1
+    q = admin.audit_query(**_audit_filters())
+    entries = db.session.scalars(q.limit(AUDIT_PAGE + 1).offset((page - 1) * AUDIT_PAGE)).all()
+    more = len(entries) > AUDIT_PAGE
+    entries = entries[:AUDIT_PAGE]
+    return render_template("staff/admin/audit.html", entries=entries, emails=admin.actor_emails(entries),
+                           diff=admin.readable_diff, args=request.args, page=page, more=more,
+                           filters={k: v for k, v in request.args.items() if k != "page" and v})
+
+
+@bp.get("/audit/export.csv")
+@staff_required("audit")
+def audit_csv():
+    entries = db.session.scalars(admin.audit_query(**_audit_filters()).limit(50000)).all()
+    return Response(admin.audit_csv(entries), mimetype="text/csv",
+                    headers={"Content-Disposition": "attachment; filename=hostbay-audit.csv"})
+
+
+# --- nodes: placement --------------------------------------------------------------------------------------------
+
+@bp.post("/nodes/<int:node_id>/placement")
+@staff_required("plugins")
+def node_placement(node_id):
+    node = db.session.get(Node, node_id) or abort(404)
+    what = request.form.get("set")
+    if what not in ("enable", "disable", "drain", "undrain"):
+        abort(400)
+    admin.set_node_placement(node, current_user, enabled={"enable": True, "disable": False}.get(what),
+                             draining={"drain": True, "undrain": False}.get(what))
+    db.session.commit()
+    flash({"enable": f"{node.name} takes new services again.", "disable": f"{node.name} is out of placement.",
+           "drain": f"{node.name} is draining: no new services; the ones on it keep running.",
+           "undrain": f"{node.name} takes new services again."}[what], "info")
+    return redirect(url_for("staff_nodes.edit", node_id=node.id))
+
+
+# --- staff accounts and roles ------------------------------------------------------------------------------------
+
+def _staff_member(user_uuid: str) -> User:
+    user = db.session.scalar(select(User).filter_by(uuid=user_uuid))
+    if user is None or not user.is_staff or user.id == current_user.id:
+        abort(404)
+    return user
+
+
+@bp.get("/team/")
+@staff_required("staff")
+def team():
+    from hostbay.core import staff_roles
+
+    roles = staff_roles.all_roles()
+    names = [r["name"] for r in roles]
+    members = db.session.scalars(select(User).where(User.role.in_(names)).order_by(User.email)).all()
+    return render_template("staff/admin/team.html", members=members, roles=roles,
+                           permissions=staff_roles.permission_names())
+
+
+@bp.post("/team/invite")
+@staff_required("staff")
+def invite():
+    import secrets
+
+    from hostbay.core import credentials, staff_roles
+    from hostbay.core.accounts import create_user
+    from hostbay.core.activity import audit as audit_entry
+    from hostbay.core.mailer import send_mail
+
+    role = request.form.get("role", "")
+    try:
+        if role not in staff_roles.staff_role_names():
+            raise UserError("Choose a staff role.")
+        user = create_user(request.form.get("email", ""), secrets.token_urlsafe(24), role=role,
+                           name=(request.form.get("name") or "").strip()[:120])
+        audit_entry("staff.invite", "user", user.uuid, actor=current_user, after={"email": user.email, "role": role})
+        db.session.commit()
+    except UserError as exc:
+        db.session.rollback()
+        flash(str(exc), "error")
+        return redirect(url_for(".team"))
+    link = f"{current_app.config['HOSTBAY_BASE_URL']}/password-reset/{credentials.make_reset_token(user)}"
+    try:
+        sent = send_mail(user.email, "Your hostbay staff account",
+                         f"An account with the role {role} was made for you. Choose your password here: {link}\n"
+                         "After that, set up two-factor authentication when the panel asks.")
+    except OSError:
+        current_app.logger.exception("staff invitation mail could not be sent")
+        sent = False
+    if sent:
+        flash(f"{user.email} was invited as {role}; the invitation with a link to choose a password was sent.",
+              "info")
+    else:
+        flash(f"{user.email} was created as {role}, but the invitation mail could not be sent; they can use "
+              "“Forgot password” on the login page.", "error")
+    return redirect(url_for(".team"))
+
+
+@bp.post("/team/<user_uuid>/role")
+@staff_required("staff")
+def set_role(user_uuid):
+    from hostbay.core import sessions, staff_roles
+    from hostbay.core.activity import audit as audit_entry
+
+    user = _staff_member(user_uuid)
+    role = request.form.get("role", "")
+    if role not in staff_roles.staff_role_names():
+        flash("Choose a staff role.", "error")
+        return redirect(url_for(".team"))
+    before = user.role
+    user.role = role
+    sessions.end_all_sessions(user)  # permissions changed: sign in again
+    audit_entry("staff.role", "user", user.uuid, actor=current_user, before={"role": before}, after={"role": role})
+    db.session.commit()
+    flash(f"{user.email} is now {role}.", "info")
+    return redirect(url_for(".team"))
+
+
+@bp.post("/team/<user_uuid>/reset-2fa")
+@staff_required("staff")
+def reset_two_factor(user_uuid):
+    from hostbay.core import credentials, sessions
+    from hostbay.core.activity import audit as audit_entry
+
+    user = _staff_member(user_uuid)
+    had = bool(user.totp_secret)
+    credentials.disable_two_factor(user)
+    sessions.end_all_sessions(user)
+    audit_entry("staff.reset_2fa", "user", user.uuid, actor=current_user, before={"two_factor": had},
+                after={"two_factor": False})
+    db.session.commit()
+    flash(f"Two-factor authentication of {user.email} was reset; they set it up again at their next login.", "info")
+    return redirect(url_for(".team"))
+
+
+@bp.post("/team/roles")
+@staff_required("staff")
+def save_role():
+    from hostbay.core import staff_roles
+
+    try:
+        role = staff_roles.save_role(request.form.get("name", ""), request.form.get("label", ""),
+                                     request.form.getlist("permission"), current_user)
+        db.session.commit()
+        flash(f"Role {role.name} was saved.", "info")
+    except UserError as exc:
+        db.session.rollback()
+        flash(str(exc), "error")
+    return redirect(url_for(".team"))
+
+
+@bp.post("/team/roles/<name>/delete")
+@staff_required("staff")
+def delete_role(name):
+    from hostbay.core import staff_roles
+
+    try:
+        staff_roles.delete_role(name, current_user)
+        db.session.commit()
+        flash(f"Role {name} was deleted.", "info")
+    except UserError as exc:
+        db.session.rollback()
+        flash(str(exc), "error")
+    return redirect(url_for(".team"))
+
+
+# --- plugins and settings ----------------------------------------------------------------------------------------
+
+@bp.get("/plugins/")
+@staff_required("plugins")
+def plugins():
+    ext = current_app.extensions["hostbay"]
+    drivers = {kind: sorted((name, getattr(cls, "label", name), len(getattr(cls, "settings", ()) or ()))
+                            for name, cls in found.items()) for kind, found in sorted(ext.drivers.items())}
+    return render_template("staff/admin/plugins.html", plugins=ext.plugins, drivers=drivers)
