@@ -274,7 +274,7 @@ def list_refunds():
 
 
 @blp.route("/refunds", methods=["POST"])
-@idempotent()
+@idempotent(required=False)
 @blp.arguments(s.RefundArgs)
 @blp.response(201, s.RefundRequestSchema)
 @blp.doc(parameters=[IDEMPOTENCY_PARAM])
