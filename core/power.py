@@ -6,7 +6,8 @@ refreshed from the driver when the page is shown (outside any database transacti
 a power action marks the cache stale so the next page shows the new state. When the driver cannot be asked, the
 state is ``unknown`` and no power action is offered (the customer is told the state could not be read).
 
-A dedicated server is read through its BMC (:func:`hostbay.core.dedicated.power_state_of`). One without a BMC
+A dedicated server is read through its BMC's power driver (:func:`hostbay.core.dedicated.power_driver_for`, the
+inventory server's ``power_target``), also outside any transaction. One without a BMC
 (or whose power driver is not loaded) has the state ``manual``: its power is switched by the datacenter team
 (a datacenter task), so every power action is offered and none is refused for the state. The panel and the
 API both read the state here and refuse actions with :func:`refusal`.
@@ -28,10 +29,10 @@ from .drivers import PowerState
 log = logging.getLogger(__name__)
 
 CACHE_SECONDS = 30
+MANUAL = "manual"
 LABELS = {PowerState.RUNNING.value: "Running", PowerState.STOPPED.value: "Stopped",
           PowerState.PAUSED.value: "Paused", PowerState.MISSING.value: "Not found on its host",
-          PowerState.UNKNOWN.value: "Could not be read", "manual": "Switched by our datacenter team"}
-MANUAL = "manual"
+          PowerState.UNKNOWN.value: "Could not be read", MANUAL: "Switched by our datacenter team"}
 POWER_ACTIONS = frozenset({"start", "stop", "restart"})
 
 
