@@ -5,6 +5,12 @@ Stop and Restart only when it is running (:func:`power_actions`). A reading olde
 refreshed from the driver when the page is shown (outside any database transaction, like every driver call);
 a power action marks the cache stale so the next page shows the new state. When the driver cannot be asked, the
 state is ``unknown`` and no power action is offered (the customer is told the state could not be read).
+
+A dedicated server is read through its BMC's power driver (:func:`hostbay.core.dedicated.power_driver_for`, the
+inventory server's ``power_target``), also outside any transaction. One without a BMC
+(or whose power driver is not loaded) has the state ``manual``: its power is switched by the datacenter team
+(a datacenter task), so every power action is offered and none is refused for the state. The panel and the
+API both read the state here and refuse actions with :func:`refusal`.
 """
 
 from __future__ import annotations
@@ -23,9 +29,10 @@ from .drivers import PowerState
 log = logging.getLogger(__name__)
 
 CACHE_SECONDS = 30
+MANUAL = "manual"
 LABELS = {PowerState.RUNNING.value: "Running", PowerState.STOPPED.value: "Stopped",
           PowerState.PAUSED.value: "Paused", PowerState.MISSING.value: "Not found on its host",
-          PowerState.UNKNOWN.value: "Could not be read"}
+          PowerState.UNKNOWN.value: "Could not be read", MANUAL: "Switched by our datacenter team"}
 POWER_ACTIONS = frozenset({"start", "stop", "restart"})
 
 
@@ -62,9 +69,29 @@ class Power:
         return f"checked {age // 60} min ago"
 
 
+def _read_bmc(service) -> str:
+    from . import dedicated, inventory
+
+    server = inventory.server_of(service)
+    if server is None:
+        return PowerState.UNKNOWN.value
+    drv = dedicated.power_driver_for(server)
+    if drv is None:
+        return MANUAL
+    try:
+        target = server.power_target()
+        db.session.commit()  # no transaction is held while the BMC answers
+        return PowerState(drv.power_state(target)).value
+    except Exception:  # noqa: BLE001 - shown as "could not be read"; the reason goes to the log only
+        log.warning("power state of service %s could not be read", service.uuid, exc_info=True)
+        return PowerState.UNKNOWN.value
+
+
 def _read_driver(service) -> str:
     from .lifecycle import driver_for
 
+    if service.kind == "dedicated":
+        return _read_bmc(service)
     if service.kind != "vps" or not service.infra_ref or service.node is None:
         return PowerState.UNKNOWN.value
     try:
@@ -103,6 +130,8 @@ def mark_stale(service) -> None:
 
 def power_actions(power: Power) -> frozenset[str]:
     """The power actions that make sense in ``power``'s state."""
+    if power.state == MANUAL:
+        return POWER_ACTIONS
     if power.state == PowerState.STOPPED.value:
         return frozenset({"start"})
     if power.state == PowerState.RUNNING.value:

@@ -47,18 +47,27 @@ def test_approvals_queue_lists_pending_isos(app, client, make_user, make_token):
     assert [(e["type"], e["uuid"], e["customer"]) for e in q] == [("iso", pending.uuid, customer.uuid)]
 
 
-def test_datacenter_queue_lists_open_work_on_dedicated_servers(app, client, make_user, make_token, make_package,
-                                                               make_service):
+def test_datacenter_queue_lists_open_datacenter_tasks_not_operations(app, client, make_user, make_token,
+                                                                      make_package, make_service):
+    from hostbay.core import dctasks
+    from hostbay.core.inventory import HardwareServer
+
     app.config["HOSTBAY_JOBS"] = "manual"
     customer = make_user()
     dedicated = make_service(customer, make_package(kind="dedicated", driver="fake"), hostname="metal.example.test")
-    vps = make_service(customer, make_package(), hostname="vps.example.test")
-    open_op = jobs.enqueue("service.restart", key="dc1", service=dedicated, title="Restart server")
-    jobs.enqueue("service.restart", key="vps1", service=vps, title="Restart server")
+    jobs.enqueue("service.restart", key="dc1", service=dedicated, title="Restart server")  # an operation, no task
+    server = HardwareServer(name="fra1-r1-u01", cpu_model="x", cpu_cores=8, ram_gib=32, disk_size_gib=500,
+                            location="fra1", rack="R1", rack_position="U01", service_id=dedicated.id)
+    db.session.add(server)
+    db.session.flush()
+    task = dctasks.create(dctasks.INSTALL_OS, server, service=dedicated, params={"image": "Debian 12"})
+    done = dctasks.create(dctasks.WIPE, server)
+    dctasks.finish(done, make_user(role="admin"), ok=True)
     db.session.commit()
     h = bearer(make_token(make_user(role="support"), "read"))
     q = client.get("/api/v1/staff/queues/datacenter", headers=h).get_json()
-    assert [(o["id"], o["service"]) for o in q["items"]] == [(open_op.id, dedicated.uuid)]
+    assert [(t["uuid"], t["service"], t["kind"], t["requested_by_type"]) for t in q["items"]] == \
+        [(task.uuid, dedicated.uuid, "install_os", "system")]
 
 
 def test_idempotency_keys_are_purged_after_a_week(app, clock, make_user):

@@ -36,7 +36,7 @@ PROBLEM_TYPES = {
     "permission-denied", "staff-only", "not-found", "method-not-allowed", "conflict", "action-not-allowed",
     "insufficient-funds", "payload-too-large", "unsupported-media-type", "validation-error",
     "idempotency-key-required", "idempotency-key-reused", "idempotency-in-progress", "rate-limited",
-    "server-error", "unavailable",
+    "server-error", "unavailable", "confirmation-required",
 }
 
 

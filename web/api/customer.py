@@ -38,6 +38,32 @@ def _user():
     return g.api_user
 
 
+def power_rule(svc: Service, action: str) -> None:
+    """The panel's rule for power actions (core.power.refusal: Start only when stopped, Stop and Restart only
+    when running); the reading is marked stale so the next read shows the new state. The caller commits."""
+    from hostbay.core import power as power_mod
+
+    if action not in power_mod.POWER_ACTIONS:
+        return
+    why = power_mod.refusal(action, power_mod.power_of(svc))
+    if why:
+        raise ApiProblem(409, "action-not-allowed", why, title="Action not allowed")
+    power_mod.mark_stale(svc)
+
+
+def confirm_or_problem(svc: Service, action: str, typed: str | None, params: dict) -> None:
+    """core.confirm's check of destructive actions: the hostname typed as confirmation, else 400
+    ``confirmation-required``."""
+    from hostbay.core.confirm import destructive, require_confirmation
+    from hostbay.core.errors import UserError
+
+    try:
+        require_confirmation(svc, action, typed, params)
+    except UserError as exc:
+        raise ApiProblem(400, "confirmation-required", exc.customer_message, title="Confirmation required",
+                         action=destructive(action, params)) from None
+
+
 def own_service(uuid: str) -> Service:
     svc = get_customer_service(_user().id, uuid)
     if svc is None:
@@ -85,19 +111,20 @@ def get_service(service_uuid):
 @blp.route("/services/<service_uuid>/power")
 @blp.response(200, s.PowerSchema)
 def get_power(service_uuid):
-    """The power state as the server's platform reports it now (a live read, not a cached value)."""
-    from hostbay.core import lifecycle
+    """The power state as the panel shows it (core.power): a reading at most 30 s old with its age, from the
+    hypervisor for a VPS and from the server's BMC for a dedicated server (`manual`: switched by the datacenter
+    team); `actions` are the power actions that make sense in that state."""
+    from hostbay.core import inventory
+    from hostbay.core import power as power_mod
 
     svc = own_service(service_uuid)
-    if not svc.infra_ref:
+    has_server = inventory.server_of(svc) is not None if svc.kind == "dedicated" else bool(svc.infra_ref)
+    if not has_server:
         raise ApiProblem(409, "action-not-allowed", "This service has no server yet.")
-    try:
-        driver, ref = lifecycle.driver_for(svc), dict(svc.infra_ref)
-        db.session.commit()  # no transaction is held while the platform answers
-        state = driver.status(ref)
-    except HostbayError:
-        raise ApiProblem(503, "unavailable", "The power state cannot be read right now.") from None
-    return {"service": svc.uuid, "power": getattr(state, "value", str(state))}
+    reading = power_mod.power_of(svc)
+    return {"service": svc.uuid, "power": reading.state, "label": reading.label, "checked_at": reading.checked_at,
+            "age_seconds": reading.age_seconds,
+            "actions": sorted(power_mod.power_actions(reading) & svc.actions_for(staff=False))}
 
 
 @blp.route("/services/<service_uuid>/actions/<action>", methods=["POST"])
@@ -122,6 +149,11 @@ def service_action(args, service_uuid, action):
         params["image_id"] = image.id
     if action == "cancel":
         params["when"] = args.get("when", "end")
+    from hostbay.core.services import require_action
+
+    require_action(svc, action, staff=False)  # the state rule first, then the power state's
+    power_rule(svc, action)
+    confirm_or_problem(svc, action, args.get("confirm_hostname"), params)
     op = request_action(svc, action, _user(), **params)
     db.session.commit()
     db.session.refresh(svc)
@@ -218,7 +250,10 @@ def apply_change(args, service_uuid):
 @blp.route("/wallet")
 @blp.response(200, s.WalletSchema)
 def wallet():
-    return {"balance_cents": ledger.balance_cents(_user().id), "currency": "USD"}
+    from hostbay.core.refunds import refundable_cents
+
+    return {"balance_cents": ledger.balance_cents(_user().id), "refundable_cents": refundable_cents(_user().id),
+            "currency": "USD"}
 
 
 @blp.route("/wallet/ledger")
@@ -227,6 +262,26 @@ def wallet():
 def wallet_ledger(args):
     """Wallet movements, newest first."""
     return paginate(ledger.entries_for(_user().id), args)
+
+
+@blp.route("/refunds")
+@blp.response(200, s.RefundRequestSchema(many=True))
+def list_refunds():
+    """The customer's refund requests, newest first."""
+    return db.session.scalars(select(billing.RefundRequest).filter_by(user_id=_user().id)
+                              .order_by(billing.RefundRequest.created_at.desc(), billing.RefundRequest.id.desc())
+                              .limit(100)).all()
+
+
+@blp.route("/refunds", methods=["POST"])
+@idempotent(required=False)
+@blp.arguments(s.RefundArgs)
+@blp.response(201, s.RefundRequestSchema)
+@blp.doc(parameters=[IDEMPOTENCY_PARAM])
+def request_refund(args):
+    """Ask for money to be paid back: at most `refundable_cents` of `GET /wallet` (top-ups not spent yet;
+    bonuses and credits stay in the wallet), one pending request at a time. Staff review it."""
+    return billing.request_refund(_user(), args["amount_cents"], args["reason"], args.get("payout_details", ""))
 
 
 @blp.route("/topups", methods=["POST"])

@@ -61,6 +61,20 @@ class ImageSchema(Strict):
     name = f.String(required=True)
 
 
+def _datacenter(service):
+    from hostbay.core import dctasks
+
+    if service.kind != "dedicated":
+        return []
+    return [{**w, "at": w["at"].isoformat() + "Z"} for w in dctasks.customer_view(service)]
+
+
+_DC_ITEM = {"type": "object", "required": ["what", "status", "state", "at"], "additionalProperties": False,
+            "properties": {"what": {"type": "string"}, "status": {"type": "string"},
+                           "state": {"type": "string", "enum": ["open", "in_progress", "done", "failed"]},
+                           "at": {"type": "string", "format": "date-time"}}}
+
+
 class ServiceSchema(Strict):
     uuid = f.String(required=True)
     hostname = f.String(required=True)
@@ -77,11 +91,21 @@ class ServiceSchema(Strict):
     cancel_at_period_end = f.Boolean(required=True)
     actions = f.Function(lambda s: sorted(s.actions_for(staff=False)), required=True,
                          metadata={"type": "array", "items": {"type": "string"}})
+    datacenter = f.Function(_datacenter, required=True,
+                            metadata={"type": "array", "items": _DC_ITEM,
+                                      "description": "dedicated servers: work queued for or done by the "
+                                                     "datacenter team, in plain words (last 5)"})
 
 
 class PowerSchema(Strict):
     service = f.String(required=True)
-    power = f.String(required=True, metadata={"description": "running, stopped, paused or missing"})
+    power = f.String(required=True, metadata={"description": "running, stopped, paused, missing, unknown (could "
+                                                             "not be read) or manual (switched by the datacenter "
+                                                             "team)"})
+    label = f.String(required=True)
+    checked_at = UtcDateTime(required=True, metadata={"description": "when the reading was taken"})
+    age_seconds = f.Integer(required=True, metadata={"description": "age of the reading (at most 30 s)"})
+    actions = f.List(f.String(), required=True, metadata={"description": "power actions allowed in this state"})
 
 
 class OperationSchema(Strict):
@@ -99,6 +123,8 @@ class OperationSchema(Strict):
 class ActionArgs(Strict):
     image = f.String(metadata={"description": "reinstall: image UUID (default: the current image)"})
     when = f.String(validate=v.OneOf(["end", "now"]), metadata={"description": "cancel: end of period or now"})
+    confirm_hostname = f.String(validate=v.Length(max=253), metadata={
+        "description": "reinstall and cancel now erase the server: the service's hostname, typed as confirmation"})
 
 
 class ActionResultSchema(Strict):
@@ -142,6 +168,7 @@ class QuoteSchema(Strict):
 
 class WalletSchema(Strict):
     balance_cents = f.Integer(required=True)
+    refundable_cents = f.Integer(required=True, metadata={"description": "the most a refund request may ask for"})
     currency = f.String(required=True)
 
 
@@ -151,6 +178,20 @@ class LedgerEntrySchema(Strict):
     amount_cents = f.Integer(required=True)
     balance_after_cents = f.Integer(required=True)
     description = f.String(required=True)
+    created_at = UtcDateTime(required=True)
+
+
+class RefundArgs(Strict):
+    amount_cents = f.Integer(required=True, strict=True, validate=v.Range(min=1, max=10 ** 9))
+    reason = f.String(required=True, validate=v.Length(min=1, max=5000))
+    payout_details = f.String(validate=v.Length(max=500))
+
+
+class RefundRequestSchema(Strict):
+    uuid = f.String(required=True)
+    amount_cents = f.Integer(required=True)
+    reason = f.String(required=True)
+    state = f.String(required=True)
     created_at = UtcDateTime(required=True)
 
 

@@ -10,13 +10,14 @@ from marshmallow import fields as f
 from marshmallow import validate as v
 from sqlalchemy import or_, select
 
-from hostbay.core import billing, iso, jobs, rdns, webhooks
+from hostbay.core import billing, dctasks, iso, jobs, rdns, webhooks
 from hostbay.core.accounts import User
 from hostbay.core.actions import STAFF_ACTIONS, request_action
 from hostbay.core.activity import AuditEntry
 from hostbay.core.catalog import Node, Package
 from hostbay.core.db import db
 from hostbay.core.errors import HostbayError
+from hostbay.core.inventory import HardwareServer
 from hostbay.core.ipam import IpAddress, IpPool, pool_usage
 from hostbay.core.services import Service
 
@@ -65,6 +66,9 @@ class StaffServiceArgs(PageArgs):
 class StaffActionArgs(Strict):
     reason = f.String(validate=v.Length(max=200))
     when = f.String(validate=v.OneOf(["end", "now"]))
+    confirm_hostname = f.String(validate=v.Length(max=253), metadata={
+        "description": "terminate and cancel (now) remove the server: the service's hostname, typed as "
+                       "confirmation"})
 
 
 class StaffActionResult(Strict):
@@ -184,6 +188,81 @@ class DeliverySchema(Strict):
     delivered_at = UtcDateTime(allow_none=True, required=True)
 
 
+class HardwareServerSchema(Strict):
+    uuid = f.String(required=True)
+    name = f.String(required=True)
+    state = f.String(required=True)
+    state_label = f.String(attribute="label", required=True)
+    location = f.String(required=True)
+    rack = f.String(required=True)
+    rack_position = f.String(required=True)
+    cpu_model = f.String(required=True)
+    cpu_cores = f.Integer(required=True)
+    ram_gib = f.Integer(required=True)
+    disk_count = f.Integer(required=True)
+    disk_size_gib = f.Integer(required=True)
+    disk_type = f.String(required=True)
+    nic_speed_mbit = f.Integer(required=True)
+    power_driver = f.String(required=True)
+    has_bmc = f.Boolean(required=True, metadata={"description": "BMC address and user set (the password is never "
+                                                               "returned)"})
+    bmc_host = f.String(allow_none=True, required=True)
+    bmc_username = f.String(allow_none=True, required=True)
+    auto_install = f.Boolean(required=True)
+    service = f.Function(lambda h: _service_uuid(h.service_id), allow_none=True, required=True,
+                         metadata={"type": "string"})
+    notes = f.String(required=True)
+    created_at = UtcDateTime(required=True)
+
+
+class InventoryArgs(PageArgs):
+    state = f.String(validate=v.Length(max=16))
+    location = f.String(validate=v.Length(max=64))
+
+
+class DatacenterArgs(PageArgs):
+    location = f.String(validate=v.Length(max=64))
+
+
+class DatacenterTaskSchema(Strict):
+    uuid = f.String(required=True)
+    kind = f.String(required=True)
+    label = f.String(required=True)
+    description = f.Function(lambda t: t.describe(), required=True, metadata={"type": "string"})
+    state = f.String(required=True)
+    server = f.Function(lambda t: t.server.uuid, required=True, metadata={"type": "string"})
+    server_name = f.Function(lambda t: t.server.name, required=True, metadata={"type": "string"})
+    location = f.Function(lambda t: t.server.location, required=True, metadata={"type": "string"})
+    rack = f.Function(lambda t: t.server.rack, required=True, metadata={"type": "string"})
+    rack_position = f.Function(lambda t: t.server.rack_position, required=True, metadata={"type": "string"})
+    service = f.Function(lambda t: _service_uuid(t.service_id), allow_none=True, required=True,
+                         metadata={"type": "string"})
+    params = f.Dict(required=True)
+    requested_by_type = f.String(required=True)
+    requested_by = f.Function(lambda t: t.requested_by.email if t.requested_by is not None else None,
+                              allow_none=True, required=True, metadata={"type": "string"})
+    notes = f.String(required=True)
+    created_at = UtcDateTime(required=True)
+    started_at = UtcDateTime(allow_none=True, required=True)
+    finished_at = UtcDateTime(allow_none=True, required=True)
+
+
+class TaskNoteArgs(Strict):
+    notes = f.String(validate=v.Length(max=2000))
+
+
+class TaskNoteRequiredArgs(Strict):
+    notes = f.String(required=True, validate=v.Length(min=1, max=2000))
+
+
+class TaskFinishArgs(TaskNoteArgs):
+    outcome = f.String(required=True, validate=v.OneOf(["done", "failed"]))
+
+
+def _service_uuid(service_id):
+    return db.session.scalar(select(Service.uuid).where(Service.id == service_id)) if service_id else None
+
+
 CustomerPage = page_schema(CustomerSchema, "StaffCustomerPage")
 StaffServicePage = page_schema(StaffServiceSchema, "StaffServicePage")
 PoolAddressPage = page_schema(PoolAddressSchema, "StaffPoolAddressPage")
@@ -191,6 +270,8 @@ StaffOperationPage = page_schema(StaffOperationSchema, "StaffOperationPage")
 AuditPage = page_schema(AuditSchema, "StaffAuditPage")
 DeliveryPage = page_schema(DeliverySchema, "StaffDeliveryPage")
 RefundPage = page_schema(RefundSchema, "StaffRefundPage")
+DatacenterTaskPage = page_schema(DatacenterTaskSchema, "StaffDatacenterTaskPage")
+HardwareServerPage = page_schema(HardwareServerSchema, "StaffHardwareServerPage")
 
 
 def _customer(uuid):
@@ -256,9 +337,13 @@ def service_action(args, service_uuid, action):
     svc = _service(service_uuid)
     if action not in STAFF_API_ACTIONS:
         raise ApiProblem(404, "not-found", f"No staff action “{action[:40]}”.")
+    from .customer import confirm_or_problem
+
+    typed = args.pop("confirm_hostname", None)
     params = {k: val for k, val in args.items() if val}
     if action == "cancel":
         params.setdefault("when", "now")
+    confirm_or_problem(svc, action, typed, params)
     op = request_action(svc, action, g.api_user, **params)
     db.session.commit()
     db.session.refresh(svc)
@@ -374,17 +459,85 @@ def decide_refund(args, refund_uuid):
 
 @blp.route("/queues/datacenter")
 @staff_required("services")
-@blp.arguments(PageArgs, location="query")
-@blp.response(200, StaffOperationPage)
+@blp.arguments(DatacenterArgs, location="query")
+@blp.response(200, DatacenterTaskPage)
 def datacenter_tasks(args):
-    """Open work on dedicated servers (power, reinstall, set-up operations that have not finished): what the
-    datacenter has to handle or watch."""
-    page = paginate(select(jobs.Operation).join(Service, Service.id == jobs.Operation.service_id)
-                    .where(Service.kind == "dedicated",
-                           jobs.Operation.state.in_((jobs.QUEUED, jobs.RUNNING, jobs.RETRYING)))
-                    .order_by(jobs.Operation.created_at, jobs.Operation.id), args)
-    _with_service_uuids(page["items"])
-    return page
+    """Open datacenter tasks (core.dctasks: open or in progress, oldest first), with location, rack, kind,
+    requester and notes; `location` filters."""
+    return paginate(dctasks.open_tasks(args.get("location") or None), args)
+
+
+def _task(task_uuid):
+    t = db.session.scalar(select(dctasks.DatacenterTask).filter_by(uuid=task_uuid))
+    if t is None:
+        raise ApiProblem(404, "not-found", "No such datacenter task.")
+    return t
+
+
+@blp.route("/queues/datacenter/<task_uuid>")
+@staff_required("services")
+@blp.response(200, DatacenterTaskSchema)
+def datacenter_task(task_uuid):
+    return _task(task_uuid)
+
+
+@blp.route("/queues/datacenter/<task_uuid>/start", methods=["POST"])
+@staff_required("services")
+@blp.arguments(TaskNoteArgs)
+@blp.response(200, DatacenterTaskSchema)
+def start_task(args, task_uuid):
+    """Take an open task (it becomes in progress, assigned to the token's staff member)."""
+    t = dctasks.start(_task(task_uuid), g.api_user, args.get("notes", ""))
+    db.session.commit()
+    return t
+
+
+@blp.route("/queues/datacenter/<task_uuid>/notes", methods=["POST"])
+@staff_required("services")
+@blp.arguments(TaskNoteRequiredArgs)
+@blp.response(200, DatacenterTaskSchema)
+def note_task(args, task_uuid):
+    t = _task(task_uuid)
+    dctasks.add_note(t, g.api_user, args["notes"])
+    db.session.commit()
+    return t
+
+
+@blp.route("/queues/datacenter/<task_uuid>/finish", methods=["POST"])
+@staff_required("services")
+@blp.arguments(TaskFinishArgs)
+@blp.response(200, DatacenterTaskSchema)
+def finish_task(args, task_uuid):
+    """Record the outcome (`done` or `failed`); the service and server move on as from the staff pages."""
+    t = dctasks.finish(_task(task_uuid), g.api_user, ok=args["outcome"] == "done", notes=args.get("notes", ""))
+    db.session.commit()
+    return t
+
+
+# --- dedicated-server inventory ----------------------------------------------------------------------------------
+
+@blp.route("/inventory")
+@staff_required("services")
+@blp.arguments(InventoryArgs, location="query")
+@blp.response(200, HardwareServerPage)
+def inventory_servers(args):
+    """Hardware servers with state and specs (`state`, `location` filter). BMC passwords are never returned."""
+    q = select(HardwareServer).order_by(HardwareServer.location, HardwareServer.name, HardwareServer.id)
+    if args.get("state"):
+        q = q.where(HardwareServer.state == args["state"])
+    if args.get("location"):
+        q = q.where(HardwareServer.location == args["location"])
+    return paginate(q, args)
+
+
+@blp.route("/inventory/<server_uuid>")
+@staff_required("services")
+@blp.response(200, HardwareServerSchema)
+def inventory_server(server_uuid):
+    server = db.session.scalar(select(HardwareServer).filter_by(uuid=server_uuid))
+    if server is None:
+        raise ApiProblem(404, "not-found", "No such server.")
+    return server
 
 
 @blp.route("/queues/refunds")
