@@ -144,8 +144,8 @@ def _after_commit(session: Session) -> None:
     if not ids and not events:
         return
     app = current_app._get_current_object()
-    for op_id in ids or ():
-        dispatch(app, op_id)
+    if ids:
+        dispatch_many(app, ids)
     for hook_name, loader in events or ():
         with app.app_context():  # a new session: the committed one can emit no SQL inside this event
             try:
@@ -165,14 +165,42 @@ def _after_rollback(session: Session) -> None:
         session.info.pop("hostbay_events", None)
 
 
+def _rq_job_kwargs(op_id: str) -> dict:
+    return dict(job_id=f"op-{op_id}-{int(time.time() * 1000)}", job_timeout=3600, result_ttl=3600,
+                failure_ttl=86400)
+
+
+def dispatch_many(app, op_ids: list[str], batch: int = 1000) -> None:
+    """Dispatch several operations at once: in ``rq`` mode they are pushed in one Redis pipeline per ``batch``
+    (one round trip instead of one per job: a renewal sweep that suspends thousands of services); other modes
+    dispatch each as :func:`dispatch` does."""
+    if app.config["HOSTBAY_JOBS"] != "rq" or len(op_ids) == 1:
+        for op_id in op_ids:
+            dispatch(app, op_id)
+        return
+    from rq import Queue
+
+    q = Queue(app.config["HOSTBAY_QUEUE"], connection=redis_connection(app))
+    for start in range(0, len(op_ids), batch):
+        chunk = op_ids[start:start + batch]
+        with q.connection.pipeline() as pipe:
+            datas = []
+            for op_id in chunk:
+                kw = _rq_job_kwargs(op_id)
+                datas.append(Queue.prepare_data("hostbay.core.jobs.rq_entry", (op_id,), timeout=kw["job_timeout"],
+                                                result_ttl=kw["result_ttl"], failure_ttl=kw["failure_ttl"],
+                                                job_id=kw["job_id"]))
+            q.enqueue_many(datas, pipeline=pipe)
+            pipe.execute()
+
+
 def dispatch(app, op_id: str, delay: float = 0) -> None:
     mode = app.config["HOSTBAY_JOBS"]
     if mode == "rq":
         from rq import Queue
 
         q = Queue(app.config["HOSTBAY_QUEUE"], connection=redis_connection(app))
-        kw = dict(job_id=f"op-{op_id}-{int(time.time() * 1000)}", job_timeout=3600, result_ttl=3600,
-                  failure_ttl=86400)
+        kw = _rq_job_kwargs(op_id)
         if delay:
             q.enqueue_in(timedelta(seconds=delay), "hostbay.core.jobs.rq_entry", op_id, **kw)
         else:
