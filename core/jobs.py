@@ -233,31 +233,68 @@ def heartbeat_interval() -> float:
     return max(0.05, min(60.0, STALE_SECONDS / 4))
 
 
+class _Heartbeats:
+    """One thread per process keeps the claims of every driver call in progress fresh (a thread started and joined
+    per call cost more than the call's bookkeeping on a busy worker). It wakes when a call registers, so a changed
+    :func:`heartbeat_interval` takes effect at once, and writes one UPDATE per app for all its operations."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._ops: dict[str, list] = {}  # op id -> [app, blocks running, registered at]
+        self._thread: threading.Thread | None = None
+
+    def add(self, app, op_id: str) -> None:
+        with self._lock:
+            entry = self._ops.setdefault(op_id, [app, 0, time.monotonic()])
+            entry[1] += 1
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, daemon=True, name="hostbay-heartbeat")
+                self._thread.start()
+            self._wake.notify()
+
+    def remove(self, op_id: str) -> None:
+        with self._lock:
+            entry = self._ops.get(op_id)
+            if entry is not None:
+                entry[1] -= 1
+                if entry[1] <= 0:
+                    del self._ops[op_id]
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                self._wake.wait(heartbeat_interval())
+                now, interval = time.monotonic(), heartbeat_interval()
+                due: dict = {}
+                for op_id, entry in self._ops.items():
+                    if now - entry[2] >= interval:  # beats every interval after the call started
+                        entry[2] = now
+                        due.setdefault(entry[0], []).append(op_id)
+            for app, ids in due.items():
+                try:
+                    with app.app_context(), db.engine.begin() as conn:
+                        conn.execute(update(Operation.__table__).where(Operation.__table__.c.id.in_(ids),
+                                                                        Operation.__table__.c.state == RUNNING)
+                                     .values(heartbeat_at=_utcnow()))
+                except Exception:  # noqa: BLE001 - a missed beat is retried at the next interval
+                    log.warning("heartbeat of operations %s failed", ids, exc_info=True)
+
+
+_HEARTBEATS = _Heartbeats()
+
+
 @contextmanager
 def heartbeat(op_id: str):
-    """Keep ``op_id``'s claim fresh while the block runs: a thread writes ``heartbeat_at`` every
-    :func:`heartbeat_interval` seconds on its own connection, so a live call longer than ``STALE_SECONDS`` is never
-    taken over as a dead worker's. The thread stops with the block (and with the process)."""
-    app = current_app._get_current_object()
-    stop = threading.Event()
-
-    def beat():
-        while not stop.wait(heartbeat_interval()):
-            try:
-                with app.app_context(), db.engine.begin() as conn:
-                    conn.execute(update(Operation.__table__).where(Operation.__table__.c.id == op_id,
-                                                                    Operation.__table__.c.state == RUNNING)
-                                 .values(heartbeat_at=_utcnow()))
-            except Exception:  # noqa: BLE001 - a missed beat is retried at the next interval
-                log.warning("heartbeat of operation %s failed", op_id, exc_info=True)
-
-    t = threading.Thread(target=beat, daemon=True, name=f"hostbay-heartbeat-{op_id[:8]}")
-    t.start()
+    """Keep ``op_id``'s claim fresh while the block runs: ``heartbeat_at`` is written every
+    :func:`heartbeat_interval` seconds on its own connection (by the process's heartbeat thread), so a live call
+    longer than ``STALE_SECONDS`` is never taken over as a dead worker's. Beats stop with the block (and with the
+    process)."""
+    _HEARTBEATS.add(current_app._get_current_object(), op_id)
     try:
         yield
     finally:
-        stop.set()
-        t.join(timeout=5)
+        _HEARTBEATS.remove(op_id)
 
 
 def call_driver(op: Operation, fn: Callable, *args, pct: int | None = None, text: str | None = None, **kwargs):
@@ -331,8 +368,7 @@ def run_operation(op_id: str) -> str:
     if not _claim(op_id):
         op = db.session.get(Operation, op_id)
         return op.state if op else "missing"
-    op = db.session.get(Operation, op_id)
-    db.session.refresh(op)
+    op = db.session.get(Operation, op_id, populate_existing=True)  # the claimed row as written, one SELECT
     payload = dict(op.payload or {})
     log_context = logs.bind(operation_id=op.id, service_uuid=_service_uuid(op.service_id))
     db.session.commit()  # no transaction (and no lock) is held when the handler starts
