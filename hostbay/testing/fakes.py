@@ -310,12 +310,16 @@ def hostbay_blueprints():
 def _wait_job(op, payload):
     """``fake.wait``: a job whose one driver call waits ``payload["seconds"]`` (I/O-bound, like a hypervisor call),
     through the driver-call template. When ``payload["record"]`` names a Redis list (rq mode), the operation's id
-    is appended to it once per run of the handler: the scale-out benchmark and the fault tests count runs there."""
+    is appended to it once per run of the handler (``payload["record_file"]``: a line appended to that file): the
+    scale-out benchmark and the fault tests count runs there."""
     from hostbay.core import jobs
 
     jobs.call_driver(op, time.sleep, float(payload.get("seconds", 0.05)))
     if payload.get("record"):
         jobs.redis_connection().rpush(payload["record"], op.id)
+    if payload.get("record_file"):  # the same, in a file (for tests that stop Redis): one line per run
+        with open(payload["record_file"], "a") as fh:
+            fh.write(op.id + "\n")
     return {"text": "Waited", "pid": os.getpid()}
 
 
