@@ -410,9 +410,9 @@ def _run_claimed(op: Operation, op_id: str, payload: dict) -> str:
         db.session.commit()
         return SUCCEEDED
     except Exception as exc:  # noqa: BLE001 - every failure is recorded on the operation
-        db.session.rollback()
+        _rollback_after(exc)
         op = db.session.get(Operation, op_id)
-        transient = isinstance(exc, TransientDriverError)
+        transient = isinstance(exc, TransientDriverError) or _lost_database(exc)
         op.error = f"{type(exc).__name__}: {exc}"
         op.customer_error = exc.customer_message if isinstance(exc, HostbayError) else \
             "The operation could not be completed. Our staff have been notified."
@@ -435,6 +435,32 @@ def _run_claimed(op: Operation, op_id: str, payload: dict) -> str:
         log.error("operation %s (%s) failed: %s", op.id, op.kind, op.error,
                   exc_info=not isinstance(exc, HostbayError))
         return FAILED
+
+
+def _lost_database(exc: BaseException) -> bool:
+    """The handler's database connection broke (terminated, failed over, restarted): its transaction was rolled
+    back whole, so the operation is retried like a transient driver error."""
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
+    if isinstance(exc, OperationalError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated):
+        return True
+    try:  # bulk statements run on the driver's connection: its errors arrive unwrapped
+        import psycopg
+    except ImportError:  # pragma: no cover - SQLite installs
+        return False
+    return isinstance(exc, psycopg.OperationalError)
+
+
+def _rollback_after(exc: BaseException) -> None:
+    """Roll the handler's transaction back; when the connection itself is gone, drop the session (its pool
+    connection is invalidated) so the failure is recorded on a new one."""
+    try:
+        db.session.rollback()
+    except Exception as again:
+        if not (_lost_database(exc) or _lost_database(again)):
+            raise
+        log.warning("database connection lost during a job: %s", again)
+        db.session.remove()
 
 
 def retry(op: Operation, actor=None) -> Operation:

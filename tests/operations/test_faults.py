@@ -69,3 +69,89 @@ def test_redis_restart_under_queued_and_running_jobs(app, database_url, tmp_path
     assert sorted(runs) == sorted(ids)  # every job ran, none twice
     Op = jobs.Operation
     assert set(db.session.scalars(select(Op.attempts).where(Op.id.in_(ids)))) == {1}
+
+
+def _now():
+    return datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
+
+
+def test_worker_database_connection_terminated_mid_sweep(app, db, database_url, make_package, tmp_path):
+    """A renewal sweep (money and state in one transaction per batch) whose worker connection is terminated with
+    ``pg_terminate_backend`` after the batch wrote its ledger entries, debits and suspensions: the batch rolls back
+    whole, the job is retried and finishes; every due service is charged once, every balance is the sum of its
+    entries, and every suspension has its operation and notice."""
+    from redis import Redis
+
+    from hostbay.core import ledger
+    from hostbay.core.ledger import LedgerEntry
+    from hostbay.core.notices import Notice
+    from hostbay.core.services import Service
+    from lifecycle.seed import expected_outcome, seed_due  # tests/lifecycle (rootdir-relative packages)
+
+    _needs_postgres(database_url)
+    redis_url = os.environ.get("HOSTBAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/2")
+    Redis.from_url(redis_url).ping()
+    queue = f"hostbay-fault-{uuid.uuid4().hex[:8]}"
+    app.config.update(HOSTBAY_JOBS="rq", HOSTBAY_REDIS_URL=redis_url, HOSTBAY_QUEUE=queue)
+    app.extensions.pop("hostbay.redis", None)
+    price, per_user, users_n, poor = 1000, 3, 120, 60
+
+    def balance(i):
+        return 0 if i == poor else 3000
+
+    pkg = make_package(monthly_cents=price)
+    users = seed_due(pkg, users=users_n, per_user=per_user, price_cents=price, balance_cents=balance,
+                     due_at=_now() - timedelta(hours=1), tag="pgkill")
+    victim = db.session.execute(select(Service.uuid, Service.renews_at).where(Service.user_id == sorted(users)[poor])
+                                .order_by(Service.id).limit(1)).one()
+    db.session.commit()
+    # A transaction of ours holds the notice key the sweep will insert for the poor customer's first service: the
+    # worker's batch waits on it after writing everything else, and is terminated there.
+    blocker = db.engine.connect()
+    btx = blocker.begin()
+    blocker.execute(Notice.__table__.insert().values(
+        key=f"suspended:{victim.uuid}:{victim.renews_at:%Y%m%dT%H%M%S}", user_id=sorted(users)[poor],
+        kind="suspended", subject="placeholder", body="placeholder", created_at=_now(), attempts=0))
+    op = jobs.enqueue("lifecycle.renewal_sweep", key=f"pgkill:{uuid.uuid4()}", payload={"batch": 50},
+                      title="Renewal sweep")
+    op_id = op.id
+    db.session.commit()
+    env = _worker_env(database_url, redis_url, queue, tmp_path)
+    worker = start_worker(env, "--without-scheduler", log_path=tmp_path / "worker.log")
+    try:
+        def waiting_backend():
+            row = db.session.execute(text(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                " AND wait_event_type = 'Lock' AND query ILIKE '%%notices%%'")).first()
+            db.session.commit()
+            return row and row.pid
+
+        pid = wait_for(waiting_backend, 60, interval=0.05, what="the sweep's batch waiting on the notice key")
+        # the batch has written the renewals and suspensions of its customers, not committed them
+        assert db.session.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid}).scalar() is True
+        db.session.commit()
+        btx.rollback()
+        blocker.close()
+        wait_for(lambda: _op_states(db, "lifecycle.renewal_sweep") == {jobs.SUCCEEDED: 1}, 90, interval=0.25,
+                 what="the sweep retried and finished")
+    finally:
+        stop_processes([worker])
+        app.extensions.pop("hostbay.redis", None)
+    sweep = db.session.get(jobs.Operation, op_id)
+    assert sweep.attempts == 2 and sweep.state == jobs.SUCCEEDED, (sweep.attempts, sweep.error)
+    per_service = dict(db.session.execute(select(LedgerEntry.reference_id, func.count())
+                                          .where(LedgerEntry.kind == "renewal")
+                                          .group_by(LedgerEntry.reference_id)).all())
+    assert len(per_service) == (users_n - 1) * per_user and set(per_service.values()) == {1}
+    for i, uid in enumerate(sorted(users)):
+        renew, suspend = expected_outcome(balance(i), per_user, price)
+        states = sorted(db.session.scalars(select(Service.state).where(Service.user_id == uid)))
+        assert states == sorted(["active"] * renew + ["suspended"] * suspend), (uid, states)
+        assert ledger.balance_cents(uid) == ledger.ledger_sum_cents(uid) == balance(i) - renew * price
+    suspended = db.session.scalars(select(Service.id).where(Service.user_id == sorted(users)[poor])).all()
+    Op = jobs.Operation
+    assert db.session.scalar(select(func.count()).select_from(Op).where(
+        Op.kind == "service.suspend", Op.service_id.in_(suspended))) == per_user
+    assert db.session.scalar(select(func.count()).select_from(Notice).where(
+        Notice.kind == "suspended", Notice.service_id.in_(suspended))) == per_user
+    db.session.commit()
