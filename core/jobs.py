@@ -368,6 +368,7 @@ def run_operation(op_id: str) -> str:
     if not _claim(op_id):
         op = db.session.get(Operation, op_id)
         return op.state if op else "missing"
+    _claims.held = op_id  # cleared when the outcome is recorded (see rq_entry)
     op = db.session.get(Operation, op_id, populate_existing=True)  # the claimed row as written, one SELECT
     payload = dict(op.payload or {})
     log_context = logs.bind(operation_id=op.id, service_uuid=_service_uuid(op.service_id))
@@ -376,6 +377,7 @@ def run_operation(op_id: str) -> str:
     outcome = FAILED
     try:
         outcome = _run_claimed(op, op_id, payload)
+        _claims.held = None
         return outcome
     finally:
         from . import metrics
@@ -497,9 +499,38 @@ def run_pending(limit: int = 1000) -> int:
     return ran
 
 
+DB_BACKOFF_MAX = 30.0
+_claims = threading.local()
+
+
 def rq_entry(op_id: str) -> str:
-    """What an RQ worker runs: the worker process holds an app context (see ``hostbay worker``)."""
-    return run_operation(op_id)
+    """What an RQ worker runs: the worker process holds an app context (see ``hostbay worker``).
+
+    When the database is unreachable the worker backs off (1 s, doubling up to :data:`DB_BACKOFF_MAX`) and tries
+    again instead of failing the job, so a queue waiting in Redis resumes when the database returns; a claim this
+    worker took before the connection broke is released first, so the operation runs again rather than waiting
+    for the stale-claim sweep."""
+    wait = 1.0
+    while True:
+        try:
+            if getattr(_claims, "held", None) == op_id:
+                _release_claim(op_id)
+            return run_operation(op_id)
+        except Exception as exc:
+            if not _lost_database(exc):
+                raise
+            _rollback_after(exc)
+            log.warning("database unreachable; operation %s waits %.0f s: %s", op_id, wait, type(exc).__name__)
+        time.sleep(wait)
+        wait = min(DB_BACKOFF_MAX, wait * 2)
+
+
+def _release_claim(op_id: str) -> None:
+    db.session.execute(update(Operation).where(Operation.id == op_id, Operation.state == RUNNING)
+                       .values(state=RETRYING, run_after=None, attempts=Operation.attempts - 1)
+                       .execution_options(synchronize_session=False))
+    db.session.commit()
+    _claims.held = None
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ Each test starts its own servers on spare loopback ports (tests/operations/fault
 import os
 import time
 import uuid
+from types import SimpleNamespace
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -155,3 +156,90 @@ def test_worker_database_connection_terminated_mid_sweep(app, db, database_url, 
     assert db.session.scalar(select(func.count()).select_from(Notice).where(
         Notice.kind == "suspended", Notice.service_id.in_(suspended))) == per_user
     db.session.commit()
+
+
+def test_postgres_unreachable_for_30s(tmp_path):
+    """A private PostgreSQL stopped for 30 s under a logged-in customer and a worker with jobs waiting in Redis:
+    the panel answers a plain 503 page (no stack trace) and the API a problem+json 503, /healthz names the
+    database as down (Redis ok), the worker stays up and backs off, and when PostgreSQL is back every job
+    finishes and /healthz is ok again."""
+    from redis import Redis
+
+    from hostbay.core.accounts import create_user
+    from hostbay.core.db import db
+    from hostbay.testing.pytest_plugin import login
+    from hostbay.web import create_app
+
+    redis_url = os.environ.get("HOSTBAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/2")
+    Redis.from_url(redis_url).ping()
+    try:
+        pg = PostgresCluster()
+    except RuntimeError as exc:
+        pytest.skip(str(exc))
+    queue = f"hostbay-fault-{uuid.uuid4().hex[:8]}"
+    worker = None
+    try:
+        pg.start()
+        pg.create_database("hostbay")
+        url = pg.url("hostbay")
+        app = create_app({"SQLALCHEMY_DATABASE_URI": url, "TESTING": True, "HOSTBAY_JOBS": "rq",
+                          "HOSTBAY_REDIS_URL": redis_url, "HOSTBAY_QUEUE": queue, "WTF_CSRF_ENABLED": False,
+                          "RATELIMIT_ENABLED": False, "SECRET_KEY": "fault", "HOSTBAY_PLUGINS": ["fake"],
+                          "INSTANCE_PATH": str(tmp_path / "instance")})
+        # requests run outside the test's app context, each in its own (as under gunicorn)
+        with app.app_context():
+            db.create_all()
+            create_user("outage@example.test", "correct horse battery")
+            db.session.commit()
+            db.session.remove()
+
+        def states():
+            with app.app_context():
+                got = _op_states(db, "fake.wait")
+                db.session.remove()
+                return got
+
+        client = app.test_client()
+        login(client, SimpleNamespace(email="outage@example.test"))
+        assert client.get("/panel/").status_code == 200
+        worker = start_worker(_worker_env(url, redis_url, queue, tmp_path, HOSTBAY_PLUGINS="fake"),
+                              "--without-scheduler", log_path=tmp_path / "worker.log")
+        with app.app_context():
+            for _ in range(20):
+                jobs.enqueue("fake.wait", payload={"seconds": 0.5}, title="Wait")
+            db.session.commit()
+        wait_for(lambda: states().get(jobs.SUCCEEDED, 0) >= 2, 60, what="first jobs")
+
+        pg.stop("fast")
+        down_at = time.monotonic()
+        page = client.get("/panel/")
+        assert page.status_code == 503 and page.headers["Retry-After"]
+        body = page.get_data(as_text=True)
+        assert "Temporarily unavailable" in body and "Traceback" not in body and "psycopg" not in body
+        api = client.get("/api/v1/services", headers={"Authorization": "Bearer hb_nothing"})
+        assert api.status_code == 503 and api.mimetype == "application/problem+json", api.status_code
+        health = client.get("/healthz")
+        assert health.status_code == 503
+        assert health.json["down"] == ["database"] and health.json["dependencies"]["redis"] == "ok"
+        while time.monotonic() - down_at < 30:
+            assert worker.poll() is None  # the worker waits, it does not exit
+            assert client.get("/healthz").status_code == 503
+            time.sleep(2)
+        pg.start()
+
+        wait_for(lambda: client.get("/healthz").status_code == 200, 30, what="healthz ok again")
+        wait_for(lambda: states() == {jobs.SUCCEEDED: 20}, 90, interval=0.5,
+                 what="every job finished after the outage")
+        assert client.get("/panel/").status_code == 200
+        assert worker.poll() is None
+        with app.app_context():
+            db.engine.dispose()
+        log = (tmp_path / "worker.log").read_text()
+        assert "database unreachable; operation" in log
+    finally:
+        if worker is not None:
+            stop_processes([worker])
+        pg.remove()
+        conn = Redis.from_url(redis_url)
+        for key in conn.scan_iter(f"rq:*{queue}*"):
+            conn.delete(key)
