@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, render_template, request
 
 from hostbay import __version__
 from hostbay.core import config as config_mod
