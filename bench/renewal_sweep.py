@@ -48,7 +48,7 @@ wupd AS (
   FROM (SELECT wallet_id, sum(amount_cents) AS total FROM ins GROUP BY wallet_id) t WHERE w.id = t.wallet_id),
 ren AS (
   UPDATE services s SET period_start = s.renews_at, renews_at = s.renews_at + interval '1 month', updated_at = :now
-  FROM paid WHERE s.id = paid.id)
+  FROM paid WHERE s.id = paid.id),
 sus AS (
   UPDATE services s SET state = 'suspended', suspended_at = :now, suspension_reason = 'unpaid', updated_at = :now
   FROM due WHERE s.id = due.id AND due.running > due.balance_cents
