@@ -1,12 +1,16 @@
 """Renewal sweep over 100,000 due services on PostgreSQL (80% renew, 20% suspend), timed beside one raw set-based
 SQL statement that performs the same ledger inserts, wallet updates and service updates.
 
-    HOSTBAY_BENCH_DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1/hostbay_lifecycle_bench .venv/bin/python bench/renewal_sweep.py [N]
+    HOSTBAY_BENCH_DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1/hostbay_lifecycle_bench \
+    HOSTBAY_BENCH_REDIS_URL=redis://127.0.0.1:6379/0 .venv/bin/python bench/renewal_sweep.py [N] [--manual]
+
+Jobs are dispatched as in production (``rq``: the suspension operations are pushed to Redis, to a queue no worker
+serves, and counted there); ``--manual`` leaves them in the table.
 
 The database's tables are dropped and created. Customers own 5 services of $10 each and hold $40, so each renews
 four and has one suspended: the sweep must respect the balance across several services of one customer.
-The sweep also writes what the raw statement does not: customer activity and audit rows for every service, and
-the suspension operations and notices; both figures are printed.
+The raw statement writes the same suspension rows as the sweep (operation, activity, audit entry and notice per
+suspended service; the counts are compared).
 """
 
 from __future__ import annotations
