@@ -1,12 +1,16 @@
 """Renewal sweep over 100,000 due services on PostgreSQL (80% renew, 20% suspend), timed beside one raw set-based
 SQL statement that performs the same ledger inserts, wallet updates and service updates.
 
-    HOSTBAY_BENCH_DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1/hostbay_lifecycle_bench .venv/bin/python bench/renewal_sweep.py [N]
+    HOSTBAY_BENCH_DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1/hostbay_lifecycle_bench \
+    HOSTBAY_BENCH_REDIS_URL=redis://127.0.0.1:6379/0 .venv/bin/python bench/renewal_sweep.py [N] [--manual]
+
+Jobs are dispatched as in production (``rq``: the suspension operations are pushed to Redis, to a queue no worker
+serves, and counted there); ``--manual`` leaves them in the table.
 
 The database's tables are dropped and created. Customers own 5 services of $10 each and hold $40, so each renews
 four and has one suspended: the sweep must respect the balance across several services of one customer.
-The sweep also writes what the raw statement does not: customer activity and audit rows for every service, and
-the suspension operations and notices; both figures are printed.
+The raw statement writes the same suspension rows as the sweep (operation, activity, audit entry and notice per
+suspended service; the counts are compared).
 """
 
 from __future__ import annotations
@@ -48,19 +52,67 @@ wupd AS (
   FROM (SELECT wallet_id, sum(amount_cents) AS total FROM ins GROUP BY wallet_id) t WHERE w.id = t.wallet_id),
 ren AS (
   UPDATE services s SET period_start = s.renews_at, renews_at = s.renews_at + interval '1 month', updated_at = :now
-  FROM paid WHERE s.id = paid.id)
-UPDATE services s SET state = 'suspended', suspended_at = :now, updated_at = :now
-FROM due WHERE s.id = due.id AND due.running > due.balance_cents
+  FROM paid WHERE s.id = paid.id),
+sus AS (
+  UPDATE services s SET state = 'suspended', suspended_at = :now, suspension_reason = 'unpaid', updated_at = :now
+  FROM due WHERE s.id = due.id AND due.running > due.balance_cents
+  RETURNING s.id, s.uuid, s.user_id, s.hostname, due.price_cents, due.renews_at,
+            due.balance_cents - (due.running - due.price_cents) AS left_cents),
+act AS (
+  INSERT INTO activity_entries (user_id, service_id, event, message, created_at)
+  SELECT user_id, id, 'suspend', hostname || ' was suspended: the renewal of $' || to_char(price_cents / 100.0, 'FM999990.00')
+         || ' could not be paid from your wallet ($' || to_char(left_cents / 100.0, 'FM999990.00') || '). Add at least $'
+         || to_char((price_cents - left_cents) / 100.0, 'FM999990.00') || ' within 14 days and renew it to keep it.', :now
+  FROM sus),
+aud AS (
+  INSERT INTO audit_entries (actor_type, action, target_type, target_id, before, after, detail, created_at)
+  SELECT 'system', 'service.suspended', 'service', uuid,
+         json_build_object('state', 'active', 'renews_at', renews_at),
+         json_build_object('state', 'suspended', 'balance_cents', left_cents, 'price_cents', price_cents),
+         'renewal sweep: insufficient balance', :now
+  FROM sus),
+ops AS (
+  INSERT INTO operations (id, key, kind, service_id, user_id, payload, state, title, progress_pct, progress_text,
+                          attempts, max_attempts, created_at)
+  SELECT gen_random_uuid()::text, 'suspend:' || uuid || ':' || to_char(renews_at, 'YYYYMMDD"T"HH24MISS'),
+         'service.suspend', id, user_id, json_build_object('reason', 'unpaid'), 'queued', 'Suspend server', 0,
+         'Queued', 0, 4, :now
+  FROM sus ON CONFLICT (key) DO NOTHING)
+INSERT INTO notices (key, user_id, service_id, kind, subject, body, created_at, attempts)
+SELECT 'suspended:' || uuid || ':' || to_char(renews_at, 'YYYYMMDD"T"HH24MISS'), user_id, id, 'suspended',
+       hostname || ' is suspended: renew within 14 days',
+       'Your server ' || hostname || ' was suspended because its renewal of $' || to_char(price_cents / 100.0, 'FM999990.00')
+       || ' could not be paid: your wallet balance is $' || to_char(left_cents / 100.0, 'FM999990.00') || E'.\n\n'
+       || 'Add at least $' || to_char((price_cents - left_cents) / 100.0, 'FM999990.00')
+       || E' and renew the service within 14 days to keep it; after that it is removed with its data.\n\n'
+       || E'Top up: https://panel.example/wallet/topup\nYour service: https://panel.example/services/' || uuid || E'\n',
+       :now, 0
+FROM sus ON CONFLICT (key) DO NOTHING
 """
 
 
-def build_app(url):
+BENCH_QUEUE = "hostbay-bench-sweep"
+
+
+def build_app(url, redis_url=None):
+    """Production dispatch (``rq``: every new operation is pushed to Redis after its batch commits) when
+    ``redis_url`` is given, else ``manual`` (operations stay in the table)."""
     from hostbay.core.clock import FrozenClock
     from hostbay.web import create_app
 
-    return create_app({"SQLALCHEMY_DATABASE_URI": url, "HOSTBAY_JOBS": "manual", "TESTING": True,
-                       "HOSTBAY_REDIS_URL": None, "SECRET_KEY": "bench", "HOSTBAY_LOG_LEVEL": "WARNING",
+    return create_app({"SQLALCHEMY_DATABASE_URI": url, "HOSTBAY_JOBS": "rq" if redis_url else "manual",
+                       "TESTING": True, "HOSTBAY_REDIS_URL": redis_url, "HOSTBAY_QUEUE": BENCH_QUEUE,
+                       "SECRET_KEY": "bench", "HOSTBAY_LOG_LEVEL": "WARNING",
                        "INSTANCE_PATH": str(ROOT / "instance" / "bench")}, clock=FrozenClock(DUE))
+
+
+def suspension_rows(db):
+    """What a suspension writes besides the state: operations, activity, audit and notice rows."""
+    return dict(db.session.execute(text(
+        "SELECT (SELECT count(*) FROM operations WHERE kind = 'service.suspend') AS ops,"
+        " (SELECT count(*) FROM activity_entries WHERE event = 'suspend') AS acts,"
+        " (SELECT count(*) FROM audit_entries WHERE action = 'service.suspended') AS audits,"
+        " (SELECT count(*) FROM notices WHERE kind = 'suspended') AS notices")).mappings().one())
 
 
 def reset_and_seed(db, n):
@@ -95,21 +147,37 @@ def verify(db, n):
 
 
 def main(argv):
-    n = int(argv[1]) if len(argv) > 1 else 100_000
+    args = [a for a in argv[1:] if not a.startswith("--")]
+    n = int(args[0]) if args else 100_000
     batch = int(os.environ.get("HOSTBAY_BENCH_BATCH", "10000"))
     url = os.environ.get("HOSTBAY_BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1/hostbay_lifecycle_bench")
-    app = build_app(url)
+    manual = "--manual" in argv
+    redis_url = None if manual else os.environ.get("HOSTBAY_BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
+    app = build_app(url, redis_url)
     from hostbay.core import lifecycle
     from hostbay.core.db import db
 
     rows = []
     with app.app_context():
         reset_and_seed(db, n)
+        queued = 0
+        if redis_url:
+            from rq import Queue
+
+            from hostbay.core import jobs
+            bench_q = Queue(BENCH_QUEUE, connection=jobs.redis_connection(app))
+            bench_q.empty()
         t0 = time.perf_counter()
-        got = lifecycle.renewal_sweep(now=DUE, batch_size=batch, dispatch=False)
+        got = lifecycle.renewal_sweep(now=DUE, batch_size=batch, dispatch=bool(redis_url))
         sweep_s = time.perf_counter() - t0
         assert got["renewed"] + got["suspended"] == n, got
         verify(db, n)
+        sweep_rows = suspension_rows(db)
+        db.session.commit()
+        if redis_url:
+            queued = bench_q.count  # every suspension job reached Redis
+            assert queued == n // 5, queued
+            bench_q.empty()
         again = lifecycle.renewal_sweep(now=DUE, batch_size=batch, dispatch=False)
         assert again["batches"] == 0, again
 
@@ -119,6 +187,10 @@ def main(argv):
             conn.execute(text(RAW_SQL), {"now": DUE})
         raw_s = time.perf_counter() - t0
         verify(db, n)
+        raw_rows = suspension_rows(db)
+        db.session.commit()
+        assert sweep_rows == raw_rows == {"ops": n // 5, "acts": n // 5, "audits": n // 5, "notices": n // 5}, \
+            (sweep_rows, raw_rows)
         db.session.remove()
         db.engine.dispose()
 
@@ -129,11 +201,14 @@ def main(argv):
          "target": ">= 5000"},
         {"case": "renewal_sweep", "metric": "raw set-based SQL", "value": round(raw_s, 2), "unit": "s"},
         {"case": "renewal_sweep", "metric": "raw SQL rate", "value": round(n / raw_s), "unit": "services/s"},
-        {"case": "renewal_sweep", "metric": "sweep / raw", "value": round(ratio, 2), "unit": "x", "target": "<= 3"},
+        {"case": "renewal_sweep", "metric": "sweep / raw", "value": round(ratio, 2), "unit": "x",
+         "target": "<= 2" if redis_url else "<= 3"},
+        {"case": "renewal_sweep", "metric": "suspension jobs pushed to Redis", "value": queued, "unit": "jobs"},
     ]
     cols = ["case", "metric", "value", "unit", "target"]
     widths = [max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in cols]
-    print(f"renewal sweep over {n:,} due services (batch {batch}), 80% renew / 20% suspend")
+    mode = "manual (no dispatch)" if manual else "rq (production dispatch, one pipeline per batch)"
+    print(f"renewal sweep over {n:,} due services (batch {batch}), 80% renew / 20% suspend, jobs: {mode}")
     print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
     for r in rows:
         print("  ".join(str(r.get(c, "")).ljust(w) for c, w in zip(cols, widths)))
@@ -141,7 +216,7 @@ def main(argv):
     out.mkdir(parents=True, exist_ok=True)
     (out / f"renewal_sweep-{time.strftime('%Y%m%dT%H%M%S')}.json").write_text(json.dumps(
         {"machine": platform.platform(), "python": platform.python_version(), "services": n, "batch": batch,
-         "database": url.split("@")[-1], "rows": rows}, indent=2))
+         "database": url.split("@")[-1], "jobs": "manual" if manual else "rq", "rows": rows}, indent=2))
     return 0
 
 

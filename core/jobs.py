@@ -144,8 +144,8 @@ def _after_commit(session: Session) -> None:
     if not ids and not events:
         return
     app = current_app._get_current_object()
-    for op_id in ids or ():
-        dispatch(app, op_id)
+    if ids:
+        dispatch_many(app, ids)
     for hook_name, loader in events or ():
         with app.app_context():  # a new session: the committed one can emit no SQL inside this event
             try:
@@ -165,14 +165,42 @@ def _after_rollback(session: Session) -> None:
         session.info.pop("hostbay_events", None)
 
 
+def _rq_job_kwargs(op_id: str) -> dict:
+    return dict(job_id=f"op-{op_id}-{int(time.time() * 1000)}", job_timeout=3600, result_ttl=3600,
+                failure_ttl=86400)
+
+
+def dispatch_many(app, op_ids: list[str], batch: int = 1000) -> None:
+    """Dispatch several operations at once: in ``rq`` mode they are pushed in one Redis pipeline per ``batch``
+    (one round trip instead of one per job: a renewal sweep that suspends thousands of services); other modes
+    dispatch each as :func:`dispatch` does."""
+    if app.config["HOSTBAY_JOBS"] != "rq" or len(op_ids) == 1:
+        for op_id in op_ids:
+            dispatch(app, op_id)
+        return
+    from rq import Queue
+
+    q = Queue(app.config["HOSTBAY_QUEUE"], connection=redis_connection(app))
+    for start in range(0, len(op_ids), batch):
+        chunk = op_ids[start:start + batch]
+        with q.connection.pipeline() as pipe:
+            datas = []
+            for op_id in chunk:
+                kw = _rq_job_kwargs(op_id)
+                datas.append(Queue.prepare_data("hostbay.core.jobs.rq_entry", (op_id,), timeout=kw["job_timeout"],
+                                                result_ttl=kw["result_ttl"], failure_ttl=kw["failure_ttl"],
+                                                job_id=kw["job_id"]))
+            q.enqueue_many(datas, pipeline=pipe)
+            pipe.execute()
+
+
 def dispatch(app, op_id: str, delay: float = 0) -> None:
     mode = app.config["HOSTBAY_JOBS"]
     if mode == "rq":
         from rq import Queue
 
         q = Queue(app.config["HOSTBAY_QUEUE"], connection=redis_connection(app))
-        kw = dict(job_id=f"op-{op_id}-{int(time.time() * 1000)}", job_timeout=3600, result_ttl=3600,
-                  failure_ttl=86400)
+        kw = _rq_job_kwargs(op_id)
         if delay:
             q.enqueue_in(timedelta(seconds=delay), "hostbay.core.jobs.rq_entry", op_id, **kw)
         else:
@@ -205,31 +233,68 @@ def heartbeat_interval() -> float:
     return max(0.05, min(60.0, STALE_SECONDS / 4))
 
 
+class _Heartbeats:
+    """One thread per process keeps the claims of every driver call in progress fresh (a thread started and joined
+    per call cost more than the call's bookkeeping on a busy worker). It wakes when a call registers, so a changed
+    :func:`heartbeat_interval` takes effect at once, and writes one UPDATE per app for all its operations."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._ops: dict[str, list] = {}  # op id -> [app, blocks running, registered at]
+        self._thread: threading.Thread | None = None
+
+    def add(self, app, op_id: str) -> None:
+        with self._lock:
+            entry = self._ops.setdefault(op_id, [app, 0, time.monotonic()])
+            entry[1] += 1
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, daemon=True, name="hostbay-heartbeat")
+                self._thread.start()
+            self._wake.notify()
+
+    def remove(self, op_id: str) -> None:
+        with self._lock:
+            entry = self._ops.get(op_id)
+            if entry is not None:
+                entry[1] -= 1
+                if entry[1] <= 0:
+                    del self._ops[op_id]
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                self._wake.wait(heartbeat_interval())
+                now, interval = time.monotonic(), heartbeat_interval()
+                due: dict = {}
+                for op_id, entry in self._ops.items():
+                    if now - entry[2] >= interval:  # beats every interval after the call started
+                        entry[2] = now
+                        due.setdefault(entry[0], []).append(op_id)
+            for app, ids in due.items():
+                try:
+                    with app.app_context(), db.engine.begin() as conn:
+                        conn.execute(update(Operation.__table__).where(Operation.__table__.c.id.in_(ids),
+                                                                        Operation.__table__.c.state == RUNNING)
+                                     .values(heartbeat_at=_utcnow()))
+                except Exception:  # noqa: BLE001 - a missed beat is retried at the next interval
+                    log.warning("heartbeat of operations %s failed", ids, exc_info=True)
+
+
+_HEARTBEATS = _Heartbeats()
+
+
 @contextmanager
 def heartbeat(op_id: str):
-    """Keep ``op_id``'s claim fresh while the block runs: a thread writes ``heartbeat_at`` every
-    :func:`heartbeat_interval` seconds on its own connection, so a live call longer than ``STALE_SECONDS`` is never
-    taken over as a dead worker's. The thread stops with the block (and with the process)."""
-    app = current_app._get_current_object()
-    stop = threading.Event()
-
-    def beat():
-        while not stop.wait(heartbeat_interval()):
-            try:
-                with app.app_context(), db.engine.begin() as conn:
-                    conn.execute(update(Operation.__table__).where(Operation.__table__.c.id == op_id,
-                                                                    Operation.__table__.c.state == RUNNING)
-                                 .values(heartbeat_at=_utcnow()))
-            except Exception:  # noqa: BLE001 - a missed beat is retried at the next interval
-                log.warning("heartbeat of operation %s failed", op_id, exc_info=True)
-
-    t = threading.Thread(target=beat, daemon=True, name=f"hostbay-heartbeat-{op_id[:8]}")
-    t.start()
+    """Keep ``op_id``'s claim fresh while the block runs: ``heartbeat_at`` is written every
+    :func:`heartbeat_interval` seconds on its own connection (by the process's heartbeat thread), so a live call
+    longer than ``STALE_SECONDS`` is never taken over as a dead worker's. Beats stop with the block (and with the
+    process)."""
+    _HEARTBEATS.add(current_app._get_current_object(), op_id)
     try:
         yield
     finally:
-        stop.set()
-        t.join(timeout=5)
+        _HEARTBEATS.remove(op_id)
 
 
 def call_driver(op: Operation, fn: Callable, *args, pct: int | None = None, text: str | None = None, **kwargs):
@@ -303,8 +368,8 @@ def run_operation(op_id: str) -> str:
     if not _claim(op_id):
         op = db.session.get(Operation, op_id)
         return op.state if op else "missing"
-    op = db.session.get(Operation, op_id)
-    db.session.refresh(op)
+    _claims.held = op_id  # cleared when the outcome is recorded (see rq_entry)
+    op = db.session.get(Operation, op_id, populate_existing=True)  # the claimed row as written, one SELECT
     payload = dict(op.payload or {})
     log_context = logs.bind(operation_id=op.id, service_uuid=_service_uuid(op.service_id))
     db.session.commit()  # no transaction (and no lock) is held when the handler starts
@@ -312,6 +377,7 @@ def run_operation(op_id: str) -> str:
     outcome = FAILED
     try:
         outcome = _run_claimed(op, op_id, payload)
+        _claims.held = None
         return outcome
     finally:
         from . import metrics
@@ -346,9 +412,9 @@ def _run_claimed(op: Operation, op_id: str, payload: dict) -> str:
         db.session.commit()
         return SUCCEEDED
     except Exception as exc:  # noqa: BLE001 - every failure is recorded on the operation
-        db.session.rollback()
+        _rollback_after(exc)
         op = db.session.get(Operation, op_id)
-        transient = isinstance(exc, TransientDriverError)
+        transient = isinstance(exc, TransientDriverError) or _lost_database(exc)
         op.error = f"{type(exc).__name__}: {exc}"
         op.customer_error = exc.customer_message if isinstance(exc, HostbayError) else \
             "The operation could not be completed. Our staff have been notified."
@@ -371,6 +437,32 @@ def _run_claimed(op: Operation, op_id: str, payload: dict) -> str:
         log.error("operation %s (%s) failed: %s", op.id, op.kind, op.error,
                   exc_info=not isinstance(exc, HostbayError))
         return FAILED
+
+
+def _lost_database(exc: BaseException) -> bool:
+    """The handler's database connection broke (terminated, failed over, restarted): its transaction was rolled
+    back whole, so the operation is retried like a transient driver error."""
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
+    if isinstance(exc, OperationalError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated):
+        return True
+    try:  # bulk statements run on the driver's connection: its errors arrive unwrapped
+        import psycopg
+    except ImportError:  # pragma: no cover - SQLite installs
+        return False
+    return isinstance(exc, psycopg.OperationalError)
+
+
+def _rollback_after(exc: BaseException) -> None:
+    """Roll the handler's transaction back; when the connection itself is gone, drop the session (its pool
+    connection is invalidated) so the failure is recorded on a new one."""
+    try:
+        db.session.rollback()
+    except Exception as again:
+        if not (_lost_database(exc) or _lost_database(again)):
+            raise
+        log.warning("database connection lost during a job: %s", again)
+        db.session.remove()
 
 
 def retry(op: Operation, actor=None) -> Operation:
@@ -409,9 +501,38 @@ def run_pending(limit: int = 1000) -> int:
     return ran
 
 
+DB_BACKOFF_MAX = 30.0
+_claims = threading.local()
+
+
 def rq_entry(op_id: str) -> str:
-    """What an RQ worker runs: the worker process holds an app context (see ``hostbay worker``)."""
-    return run_operation(op_id)
+    """What an RQ worker runs: the worker process holds an app context (see ``hostbay worker``).
+
+    When the database is unreachable the worker backs off (1 s, doubling up to :data:`DB_BACKOFF_MAX`) and tries
+    again instead of failing the job, so a queue waiting in Redis resumes when the database returns; a claim this
+    worker took before the connection broke is released first, so the operation runs again rather than waiting
+    for the stale-claim sweep."""
+    wait = 1.0
+    while True:
+        try:
+            if getattr(_claims, "held", None) == op_id:
+                _release_claim(op_id)
+            return run_operation(op_id)
+        except Exception as exc:
+            if not _lost_database(exc):
+                raise
+            _rollback_after(exc)
+            log.warning("database unreachable; operation %s waits %.0f s: %s", op_id, wait, type(exc).__name__)
+        time.sleep(wait)
+        wait = min(DB_BACKOFF_MAX, wait * 2)
+
+
+def _release_claim(op_id: str) -> None:
+    db.session.execute(update(Operation).where(Operation.id == op_id, Operation.state == RUNNING)
+                       .values(state=RETRYING, run_after=None, attempts=Operation.attempts - 1)
+                       .execution_options(synchronize_session=False))
+    db.session.commit()
+    _claims.held = None
 
 
 # --------------------------------------------------------------------------------------------------------------

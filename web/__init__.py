@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, render_template, request
 
 from hostbay import __version__
 from hostbay.core import config as config_mod
@@ -129,10 +129,9 @@ def create_app(config: dict | None = None, *, extra_plugins: list | None = None,
             if "hostbay.scheduler" not in app.extensions:
                 jobs.start_in_process_scheduler(app)
 
-    @app.get("/healthz")
-    def healthz():
-        db.session.execute(db.text("SELECT 1"))
-        return jsonify(status="ok", version=__version__)
+    from .health import init_health  # /healthz by dependency; a 503 page when the database is unreachable
+
+    init_health(app)
 
     @app.errorhandler(404)
     def not_found(_e):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+import time
 
 import click
 from flask import current_app
@@ -32,8 +33,6 @@ def main():
 @with_appcontext
 def worker(queues, burst, with_scheduler):
     """Run an RQ worker for hostbay jobs (needs HOSTBAY_REDIS_URL)."""
-    from rq import Queue, SimpleWorker
-
     from hostbay.core import jobs
 
     app = current_app._get_current_object()
@@ -44,13 +43,41 @@ def worker(queues, burst, with_scheduler):
     stop = threading.Event()
     if with_scheduler and not burst:
         threading.Thread(target=jobs.scheduler_loop, args=(app, stop), daemon=True, name="hostbay-scheduler").start()
-    # SimpleWorker runs jobs in this process, which holds the app context and its database pool (no fork).
-    w = SimpleWorker([Queue(n, connection=conn) for n in names], connection=conn)
     click.echo(f"hostbay worker listening on {', '.join(names)}")
     try:
-        w.work(burst=burst, with_scheduler=True, logging_level=app.config["HOSTBAY_LOG_LEVEL"])
+        _work_surviving_redis(conn, names, burst, app.config["HOSTBAY_LOG_LEVEL"])
     finally:
         stop.set()
+
+
+def _work_surviving_redis(conn, names, burst, level, max_wait: float = 30.0) -> None:
+    """Run RQ's worker loop; when Redis goes away under it (RQ waits for Redis between jobs but gives up when the
+    connection drops while it records a job), wait with back-off and start a new worker on the same queues. What
+    was queued survives in Redis (run it with an append-only file); an operation finished while Redis was away is
+    not run again (the operation's claim), and one queued meanwhile is re-dispatched by the stale sweep."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+    from rq import Queue, SimpleWorker
+
+    wait = 1.0
+    while True:
+        # SimpleWorker runs jobs in this process, which holds the app context and its database pool (no fork).
+        w = SimpleWorker([Queue(n, connection=conn) for n in names], connection=conn)
+        try:
+            w.work(burst=burst, with_scheduler=True, logging_level=level)
+            return
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            log.warning("lost Redis (%s); starting again in %.0f s", exc, wait)
+            time.sleep(wait)
+            wait = min(max_wait, wait * 2)
+            while True:
+                try:
+                    conn.ping()
+                    break
+                except (RedisConnectionError, RedisTimeoutError):
+                    time.sleep(wait)
+                    wait = min(max_wait, wait * 2)
+            wait = 1.0
 
 
 @main.command("run-jobs")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import threading
 import time
 from decimal import Decimal
@@ -333,3 +334,24 @@ def hostbay_dns_backends():
 @hookimpl
 def hostbay_blueprints():
     return [_pay_blueprint()]
+
+
+def _wait_job(op, payload):
+    """``fake.wait``: a job whose one driver call waits ``payload["seconds"]`` (I/O-bound, like a hypervisor call),
+    through the driver-call template. When ``payload["record"]`` names a Redis list (rq mode), the operation's id
+    is appended to it once per run of the handler (``payload["record_file"]``: a line appended to that file): the
+    scale-out benchmark and the fault tests count runs there."""
+    from hostbay.core import jobs
+
+    jobs.call_driver(op, time.sleep, float(payload.get("seconds", 0.05)))
+    if payload.get("record"):
+        jobs.redis_connection().rpush(payload["record"], op.id)
+    if payload.get("record_file"):  # the same, in a file (for tests that stop Redis): one line per run
+        with open(payload["record_file"], "a") as fh:
+            fh.write(op.id + "\n")
+    return {"text": "Waited", "pid": os.getpid()}
+
+
+@hookimpl
+def hostbay_job_handlers():
+    return {"fake.wait": _wait_job}
