@@ -158,6 +158,9 @@ class TestKvmNetworkFilterConformance(NetworkFilterConformance):
 
         return KvmNetworkFilter({})
 
+    def make_unreachable_driver(self):
+        return None  # it acts through the KVM driver's libvirt connection and has none of its own
+
     def make_server(self):
         virt = _driver(self.host)
         spec = _spec()
