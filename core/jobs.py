@@ -29,6 +29,7 @@ from sqlalchemy import JSON, ForeignKey, String, Text, event, or_, select, updat
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.orm.attributes import set_committed_value
 
 from . import clock, logs
 from .db import db, new_uuid
@@ -100,7 +101,10 @@ class Operation(db.Model):
         else:
             with db.engine.begin() as conn:
                 conn.execute(stmt)
-        self.progress_pct, self.progress_text = pct, text[:255]
+        # what the row now holds, not a pending change: a later flush of the handler's session must not write (and
+        # so lock) the operation row again, or the next progress write on its own connection would wait for it
+        set_committed_value(self, "progress_pct", pct)
+        set_committed_value(self, "progress_text", text[:255])
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -264,3 +264,25 @@ def make_service(app, clock):
         return svc
 
     return _make
+
+
+CHROMIUM = os.environ.get("HOSTBAY_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage"]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium (``HOSTBAY_CHROMIUM``, default /usr/bin/chromium) through Playwright's sync API, one for
+    the whole session and every test tree: a second ``sync_playwright()`` while one runs finds its asyncio loop
+    running in the main thread and refuses, so tests take this fixture instead of starting their own."""
+    import shutil
+
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not shutil.which(CHROMIUM):
+        pytest.skip(f"no Chromium at {CHROMIUM}")
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()

@@ -106,6 +106,12 @@ class IpmiPowerDriver(PowerDriver):
         Setting("soft_timeout", "Seconds a soft power-off may take before power is cut", type="int",
                 required=False, default=120),
         Setting("lock_dir", "Folder for per-BMC lock files", required=False, default=""),
+        Setting("check_host", "BMC for the connection test", required=False, default="",
+                help="Address of one BMC whose power state 'Test connection' reads (empty: only ipmitool is "
+                     "checked; each server's own BMC is in its hardware settings)."),
+        Setting("check_port", "Its UDP port", type="int", required=False, default=623),
+        Setting("check_username", "Its user name", required=False, default=""),
+        Setting("check_password", "Its password", type="secret", required=False, default=""),
     ]
 
     # -- plumbing ------------------------------------------------------------------------------------------
@@ -210,6 +216,20 @@ class IpmiPowerDriver(PowerDriver):
             time.sleep(max(0.2, self.config["min_interval_ms"] / 1000))
 
     # -- primitives ----------------------------------------------------------------------------------------
+    def validate(self) -> None:
+        """ipmitool runs and, when ``check_host`` names a BMC, that BMC answers a power status query."""
+        try:
+            subprocess.run([self.config["ipmitool"], "-V"], capture_output=True, timeout=10,
+                           stdin=subprocess.DEVNULL, check=False)
+        except (FileNotFoundError, PermissionError):
+            raise FatalDriverError(f"{self.config['ipmitool']} is not installed") from None
+        except subprocess.TimeoutExpired:
+            raise FatalDriverError(f"{self.config['ipmitool']} -V did not finish within 10 s") from None
+        if self.config["check_host"]:
+            self.power_state({"bmc_host": self.config["check_host"], "bmc_port": self.config["check_port"],
+                              "bmc_username": self.config["check_username"],
+                              "bmc_password": self.config["check_password"]})
+
     def validate_target(self, target: dict) -> dict:
         return clean_target(target)
 

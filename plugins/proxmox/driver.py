@@ -388,6 +388,9 @@ class ProxmoxDriver(VirtDriver):
     def _recreate(self, ref, spec: ServerSpec, progress: Progress, verb: str) -> dict[str, Any]:
         """A fresh guest from the template under the same VMID, with the same MAC, keys and addresses."""
         cfg = self._config(ref)
+        if cfg is None and not self._interrupted_recreate(ref):
+            raise FatalDriverError(f"VM {ref.get('vmid')} does not exist on node {ref.get('node')}",
+                                   customer_message=GONE)
         mac = _mac_of(cfg.get("net0", "")) if cfg else ref.get("mac")
         if cfg is not None:
             progress(5, f"{verb}: stopping the server")
@@ -395,6 +398,14 @@ class ProxmoxDriver(VirtDriver):
             progress(20, f"{verb}: removing the old disk")
             self._destroy(ref)
         return self.create(spec, lambda pct, text: progress(30 + pct * 70 // 100, text), mac=mac)
+
+    def _interrupted_recreate(self, ref) -> bool:
+        """A guest that is gone while its service still holds its VMID was destroyed by a reinstall or rebuild
+        that did not get to clone it again: the retry finishes it. Without the reservation (deleted, or never
+        made by hostbay) the server is missing."""
+        if not ref.get("service") or "vmid" not in ref:
+            return False
+        return self._numbering().lookup(self.scope, ref["service"]) == int(ref["vmid"])
 
     def resize(self, ref: dict[str, Any], spec: ServerSpec, progress: Progress) -> dict[str, Any]:
         cfg = self._exists(ref)

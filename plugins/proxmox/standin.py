@@ -208,6 +208,7 @@ class ProxmoxStandin:
         self._drop: list[tuple[str, str]] = []
         self._stall: list[tuple[str, str, float]] = []
         self._pid = 1000
+        self._volumes_made = 0
         self.hidden: set[int] = set()  # VMIDs /cluster/resources does not list yet (a guest being created elsewhere)
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="pve-standin-"))
         self.storages = {}
@@ -366,7 +367,8 @@ class ProxmoxStandin:
 
     def _add_volume(self, node, storage, volid, size_gib, content="images"):
         st = self.storages[(node, storage)]
-        st["volumes"][volid] = {"size_gib": size_gib, "content": content}
+        self._volumes_made += 1  # a volume's identity (a new volume under an old name is another volume)
+        st["volumes"][volid] = {"size_gib": size_gib, "content": content, "serial": self._volumes_made}
 
     def _used(self, node, storage) -> float:
         return sum(v["size_gib"] for v in self.storages[(node, storage)]["volumes"].values())

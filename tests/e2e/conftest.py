@@ -153,6 +153,10 @@ def console_proxy(app, live_server, database_url, tmp_path):
     env = dict(os.environ, HOSTBAY_DATABASE_URL=database_url, HOSTBAY_BASE_URL=live_server,
                HOSTBAY_INSTANCE_PATH=str(tmp_path / "console-proxy"), HOSTBAY_SECRET_KEY="e2e-console-proxy")
     env.pop("HOSTBAY_REDIS_URL", None)
+    # the proxy resolves the console through the service's driver: it loads the plugins the panel under test
+    # loaded (the panel of a test also loads the opt-in simulated drivers, a production process only when named)
+    env["HOSTBAY_PLUGINS"] = ",".join(p.name for p in app.extensions["hostbay"].plugins
+                                      if p.state == "loaded" and not p.builtin)
     with open(log, "wb") as fh:
         proc = subprocess.Popen([sys.executable, "-m", "hostbay.web.cli", "console-proxy", "--port", str(port)],
                                 env=env, stdout=fh, stderr=subprocess.STDOUT)

@@ -48,7 +48,13 @@ class TestIpmiConformance(PowerDriverConformance):
         self.sim, self.lock_dir = sim, tmp_path
 
     def make_driver(self):
-        return _drv(self.lock_dir)
+        t = self.sim.target
+        return _drv(self.lock_dir, check_host=t["bmc_host"], check_port=t["bmc_port"],
+                    check_username=t["bmc_username"], check_password=t["bmc_password"])
+
+    def make_unreachable_driver(self):
+        return _drv(self.lock_dir, attempts=1, check_host="127.0.0.1", check_port=free_udp_port(),
+                    check_username="operator", check_password="x")  # nothing listens on that port
 
     def make_target(self):
         return self.sim.target

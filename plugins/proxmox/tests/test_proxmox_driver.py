@@ -4,9 +4,12 @@ request the driver made against the official schema."""
 
 from __future__ import annotations
 
+import hashlib
+import socket
 import threading
 import time
 from dataclasses import replace
+from pathlib import Path
 from urllib.parse import quote, unquote
 
 import pytest
@@ -17,7 +20,7 @@ from hostbay.core.drivers import Address, PowerState
 from hostbay.core.errors import FatalDriverError, SettingsError, TransientDriverError
 from hostbay.plugins.proxmox import ProxmoxDriver, ProxmoxNetworkFilter
 from hostbay.plugins.proxmox.driver import IPSET, MARKER
-from hostbay.plugins.proxmox.standin import VM, Schema
+from hostbay.plugins.proxmox.standin import VM, Schema, _size_gib
 from hostbay.testing.conformance import TEST_KEY, NetworkFilterConformance, VirtDriverConformance
 
 RECORDED: list[dict] = []  # every request of every stand-in of this module, for the replay test at the end
@@ -39,6 +42,13 @@ def _spec(**kw):
     return VirtDriverConformance.make_spec(VirtDriverConformance(), **kw)
 
 
+def _closed_port() -> int:
+    """A loopback port nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def _guests(standin):
     return [v for v in standin.vms.values() if not v.template]
 
@@ -55,6 +65,29 @@ class TestProxmoxConformance(VirtDriverConformance):
     def make_spec(self, **overrides):
         overrides.setdefault("image", {"name": "Debian 12", "source": str(TEMPLATE)})
         return super().make_spec(**overrides)
+
+    def make_unreachable_driver(self):
+        return ProxmoxDriver(settings_for(self.standin, api_url=f"https://127.0.0.1:{_closed_port()}", timeout=2))
+
+    def iso_path(self, tmp_path):
+        path = super().iso_path(tmp_path)
+        self._isos = {**getattr(self, "_isos", {}), hashlib.sha256(Path(path).read_bytes()).hexdigest(): path}
+        return path
+
+    def observed(self, drv, ref):
+        """The guest as the stand-in cluster holds it (its config and its storages), not as the driver says."""
+        vm = self.standin.vms[ref["vmid"]]
+        cfg = vm.config
+        disk = cfg["scsi0"]
+        volid = disk.split(",")[0]
+        volume = self.standin.storages[(vm.node, volid.split(":", 1)[0])]["volumes"][volid]
+        iso = None
+        cdrom = (cfg.get("ide2") or "").split(",")[0]
+        if cdrom not in ("", "none", "cdrom"):
+            store = self.standin.storages[(vm.node, cdrom.split(":", 1)[0])]["volumes"][cdrom]
+            iso = getattr(self, "_isos", {}).get(store.get("sha256"), cdrom)
+        return {"vcpus": int(cfg["cores"]), "memory_mib": int(cfg["memory"]), "disk_gib": _size_gib(disk),
+                "system_disk": (volid, volume["serial"]), "iso": iso}
 
     def test_delete_purges_disks(self):
         drv = self.make_driver()
@@ -75,6 +108,9 @@ class TestProxmoxFilterConformance(NetworkFilterConformance):
 
     def make_driver(self):
         return ProxmoxNetworkFilter(self.settings)
+
+    def make_unreachable_driver(self):
+        return None  # it acts through the Proxmox driver's connection and has none of its own
 
     def make_server(self):
         virt = ProxmoxDriver(self.settings)

@@ -5,7 +5,6 @@ shows it with the latency graph drawn (uPlot served by hostbay, CSP intact). Scr
 from __future__ import annotations
 
 import os
-import shutil
 import threading
 
 from pathlib import Path
@@ -14,9 +13,6 @@ import pytest
 
 from hostbay.core.db import db
 
-CHROMIUM = os.environ.get("HOSTBAY_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 VENDOR = Path(__file__).resolve().parents[1] / "static" / "vendor" / "uplot" / "uPlot.iife.min.js"
 NODE_NAME = "fra-hv-rack12-07"
 
@@ -24,17 +20,6 @@ NODE_NAME = "fra-hv-rack12-07"
 @pytest.fixture
 def app_config():
     return {"HOSTBAY_JOBS": "thread", "WTF_CSRF_ENABLED": True}
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not shutil.which(CHROMIUM):
-        pytest.skip(f"no Chromium at {CHROMIUM}")
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield b
-        b.close()
 
 
 @pytest.fixture
@@ -56,8 +41,8 @@ def shots():
     return folder
 
 
-def _page(chromium, violations):
-    ctx = chromium.new_context(viewport={"width": 1280, "height": 900})
+def _page(browser, violations):
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900})
     pg = ctx.new_page()
     pg.set_default_timeout(15000)
     pg.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
@@ -72,7 +57,7 @@ def _login(pg, base, email, password):
     pg.wait_for_url("**/panel/**" if "staff" not in email else "**/*")
 
 
-def test_incident_banner_and_graph(app, clock, live_server, chromium, shots, http_server, make_user, make_node,
+def test_incident_banner_and_graph(app, clock, live_server, browser, shots, http_server, make_user, make_node,
                                    make_package, make_service, make_component, make_probe):
     assert VENDOR.exists(), "run scripts/assets (uPlot from the npm registry)"
     from hostbay.plugins.status.probes import sweep
@@ -92,7 +77,7 @@ def test_incident_banner_and_graph(app, clock, live_server, chromium, shots, htt
     violations: list[str] = []
 
     # staff open the incident on the location
-    ctx, pg = _page(chromium, violations)
+    ctx, pg = _page(browser, violations)
     _login(pg, live_server, "staff@example.test", "correct horse battery")
     pg.goto(live_server + "/staff/")
     pg.get_by_role("link", name="Status page").click()
@@ -108,7 +93,7 @@ def test_incident_banner_and_graph(app, clock, live_server, chromium, shots, htt
     ctx.close()
 
     # the affected customer sees the banner, on the dashboard and on the service page
-    ctx, pg = _page(chromium, violations)
+    ctx, pg = _page(browser, violations)
     _login(pg, live_server, "cust@example.test", "correct horse battery")
     banner = pg.locator(".notices .notice")
     assert "Network degradation in Frankfurt" in banner.first.inner_text()
@@ -123,7 +108,7 @@ def test_incident_banner_and_graph(app, clock, live_server, chromium, shots, htt
     ctx.close()
 
     # the public page, signed out: the incident and the graph, drawn
-    ctx, pg = _page(chromium, violations)
+    ctx, pg = _page(browser, violations)
     pg.goto(live_server + "/status")
     assert pg.locator("h1.indicator").get_attribute("data-indicator") == "major"
     assert "Network degradation in Frankfurt" in pg.locator(".incidents").inner_text()
