@@ -40,6 +40,8 @@ STAFF_MENU: tuple[tuple[str, str, str | None], ...] = (
     ("Nodes", "staff_nodes.index", "plugins"),
     ("Inventory", "staff_inventory.index", "services"),
     ("Datacenter tasks", "staff_inventory.tasks", "services"),
+    ("Branding", "staff_brand.branding_page", "plugins"),
+    ("Help pages", "staff_brand.help_list", "plugins"),
 )
 
 

@@ -23,3 +23,4 @@ from .numbering import ReservedNumber  # noqa: F401
 from .inventory import HardwareServer  # noqa: F401
 from .dctasks import DatacenterTask  # noqa: F401
 from .dedicated import InstallRequest  # noqa: F401
+from .branding import BrandSettings, HelpEntry  # noqa: F401
