@@ -20,11 +20,13 @@ def _api():
     return is_api_request()
 
 
-def _safe_back() -> str | None:
-    """The page the visitor came from, if it is on this panel (never an outside address)."""
+def _safe_back(*, same_page: bool = False) -> str | None:
+    """The page the visitor came from, if it is on this panel (never an outside address); the failing address
+    itself only when ``same_page`` (an expired form is sent again from a freshly opened page)."""
     ref = request.referrer or ""
-    host = request.host_url
-    return ref if ref.startswith(host) and ref != request.url else None
+    if not ref.startswith(request.host_url):
+        return None
+    return ref if same_page or ref != request.url else None
 
 
 def install_error_pages(app) -> None:
@@ -37,7 +39,7 @@ def install_error_pages(app) -> None:
         return render_template("error.html", code=400, title="This form has expired",
                                message="For your security the form was open too long, or was sent from another "
                                        "page. Nothing was changed: open the page again and resend it.",
-                               back_url=_safe_back(), back_label="Open the page again"), 400
+                               back_url=_safe_back(same_page=True), back_label="Open the page again"), 400
 
     for code, (title, message) in PAGES.items():
         def handler(exc, code=code, title=title, message=message):
