@@ -27,6 +27,13 @@ def _login(page, base, email, password="correct horse battery"):
     page.wait_for_url(lambda url: "/login" not in url)
 
 
+def _part(page, selector: str, name: str) -> None:
+    """A screenshot of one component (docs/design.md shows them)."""
+    folder = FOLDER / "components"
+    folder.mkdir(parents=True, exist_ok=True)
+    page.locator(selector).first.screenshot(path=str(folder / f"{name}.png"))
+
+
 def _check(page, name: str, width: str) -> list[dict]:
     """Screenshot, horizontal-scroll check and axe-core run of the current page; returns the serious violations."""
     FOLDER.mkdir(parents=True, exist_ok=True)
@@ -70,6 +77,12 @@ def test_pages_at_two_widths_without_sideways_scroll_or_serious_a11y_violations(
             assert page.locator(".svc-head [data-service-state]").is_visible()
             assert page.locator(".danger-zone button.danger").count() >= 1  # destructive actions apart, in red
             problems += _check(page, "service-vps", width)
+            if width == "1280":
+                _part(page, ".svc-head", "service-head-badges")
+                _part(page, ".action-groups", "buttons-action-groups")
+                _part(page, ".danger-zone", "confirm-destructive")
+            else:
+                _part(page, "#activity", "table-collapsed-390")
             page.goto(live_server + "/panel/order")
             problems += _check(page, "order-1-packages", width)
             page.get_by_role("link", name="Choose").first.click()
@@ -82,10 +95,14 @@ def test_pages_at_two_widths_without_sideways_scroll_or_serious_a11y_violations(
             problems += _check(page, "billing", width)
             page.goto(live_server + "/pricing")
             problems += _check(page, "pricing", width)
+            if width == "1280":
+                _part(page, ".plans", "pricing-plans")
             page.goto(live_server + "/help")
             problems += _check(page, "help", width)
             page.goto(live_server + "/no-such-page")
             problems += _check(page, "error-404", width)
+            if width == "1280":
+                _part(page, ".error-page", "error-page")
             ctx.clear_cookies()
             _login(page, live_server, scene["staff"])
             page.goto(live_server + "/staff/")
@@ -142,13 +159,16 @@ def test_staff_branding_reaches_panel_status_page_and_email(app, live_server, br
         page.get_by_label("Primary colour").fill("#fff200")  # too light: refused with the reason
         page.get_by_role("button", name="Save branding").click()
         assert "too light" in page.get_by_role("alert").inner_text()
+        _part(page, "form.stack", "form-with-error")
         page.get_by_label("Primary colour").fill("#7b2d8e")
         page.get_by_label("Support e-mail").fill("help@example.test")
         page.get_by_role("button", name="Save branding").click()
         assert "Branding saved" in page.get_by_role("status").first.inner_text()
+        _part(page, ".flash", "flash-message")
 
         page.goto(live_server + "/panel/")
         assert page.title().endswith("Example Co Hosting")
+        _part(page, "[data-empty]", "empty-state")  # the staff account has no services
         logo = page.locator("header.top .brand img")
         assert logo.get_attribute("alt") == "Example Co Hosting"
         assert page.evaluate("document.querySelector('header.top .brand img').naturalWidth") > 0  # it loads
