@@ -24,6 +24,14 @@ DEFAULT_COLOR = "#0b5cad"
 COLOR_RE = re.compile(r"^#[0-9a-fA-F]{6}$")
 
 
+class FieldError(UserError):
+    """A refused value, naming the form field it belongs to (shown next to that field)."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
 class BrandSettings(db.Model):
     __tablename__ = "brand_settings"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -77,19 +85,19 @@ def _mix(color: str, amount: float) -> str:
 def check_color(color: str) -> str:
     color = (color or "").strip()
     if not COLOR_RE.match(color):
-        raise UserError("The colour must look like #1a2b3c.")
+        raise FieldError("color", "The colour must look like #1a2b3c.")
     if contrast_with_white(color) < 4.5:
-        raise UserError(f"{color} is too light: white text on it would have a contrast of "
+        raise FieldError("color", f"{color} is too light: white text on it would have a contrast of "
                         f"{contrast_with_white(color):.1f}:1, and at least 4.5:1 is needed to be readable.")
     return color.lower()
 
 
-def check_url(url: str | None, what: str) -> str | None:
+def check_url(url: str | None, what: str, field: str = "") -> str | None:
     url = (url or "").strip()
     if not url:
         return None
     if not (url.startswith("https://") or url.startswith("http://") or (url.startswith("/") and not url.startswith("//"))):
-        raise UserError(f"The {what} must be an http(s) address or a path on this panel (starting with /).")
+        raise FieldError(field, f"The {what} must be an http(s) address or a path on this panel (starting with /).")
     return url
 
 
@@ -100,8 +108,9 @@ def parse_links(text: str | None) -> tuple[tuple[str, str], ...]:
             continue
         label, sep, url = line.partition("|")
         if not sep or not label.strip():
-            raise UserError(f"Footer link line {line.strip()!r} must look like: Terms | https://example.com/terms")
-        links.append((label.strip()[:60], check_url(url, "footer link") or "/"))
+            raise FieldError("footer_links",
+                             f"Footer link line {line.strip()!r} must look like: Terms | https://example.com/terms")
+        links.append((label.strip()[:60], check_url(url, "footer link", "footer_links") or "/"))
     return tuple(links)
 
 
@@ -136,14 +145,14 @@ def save(*, name: str, logo_url: str | None, favicon_url: str | None, color: str
     """Validate and store the staff's branding (the request commits)."""
     name = (name or "").strip()
     if not name or len(name) > 80:
-        raise UserError("The company name is required (at most 80 characters).")
+        raise FieldError("name", "The company name is required (at most 80 characters).")
     support_email = (support_email or "").strip() or None
     if support_email and ("@" not in support_email or len(support_email) > 200 or any(c.isspace() for c in support_email)):
-        raise UserError("The support e-mail must be an e-mail address.")
+        raise FieldError("support_email", "The support e-mail must be an e-mail address.")
     parse_links(footer_links)
     row = db.session.scalar(select(BrandSettings).order_by(BrandSettings.id).limit(1)) or BrandSettings()
     row.name, row.color = name, check_color(color)
-    row.logo_url, row.favicon_url = check_url(logo_url, "logo"), check_url(favicon_url, "favicon")
+    row.logo_url, row.favicon_url = check_url(logo_url, "logo", "logo_url"), check_url(favicon_url, "favicon", "favicon_url")
     row.support_email, row.footer_links = support_email, (footer_links or "").strip() or None
     db.session.add(row)
     db.session.flush()

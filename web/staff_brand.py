@@ -23,20 +23,20 @@ def branding_page():
     form = {"name": brand.name, "logo_url": brand.logo_url or "", "favicon_url": brand.favicon_url or "",
             "color": brand.color, "support_email": brand.support_email or "",
             "footer_links": "\n".join(f"{label} | {url}" for label, url in brand.footer_links)}
-    error = None
+    error, field = None, None
     if request.method == "POST":
         form = {k: request.form.get(k, "") for k in form}
         try:
             branding.save(**form)
         except UserError as exc:
             db.session.rollback()
-            error = str(exc)
+            error, field = str(exc), getattr(exc, "field", None)
         else:
             audit("branding.changed", "brand", "brand", actor=current_user, detail=form["name"][:200])
             db.session.commit()
             flash("Branding saved.", "success")
             return redirect(url_for("staff_brand.branding_page"))
-    return render_template("staff/branding.html", form=form, error=error,
+    return render_template("staff/branding.html", form=form, error=error, field=field,
                            contrast=_contrast(form["color"])), (400 if error else 200)
 
 

@@ -159,6 +159,8 @@ def test_staff_branding_reaches_panel_status_page_and_email(app, live_server, br
         page.get_by_label("Primary colour").fill("#fff200")  # too light: refused with the reason
         page.get_by_role("button", name="Save branding").click()
         assert "too light" in page.get_by_role("alert").inner_text()
+        assert page.get_by_label("Primary colour").get_attribute("aria-invalid") == "true"
+        assert "too light" in page.locator("#color-error").inner_text()  # next to the field, too
         _part(page, "form.stack", "form-with-error")
         page.get_by_label("Primary colour").fill("#7b2d8e")
         page.get_by_label("Support e-mail").fill("help@example.test")
