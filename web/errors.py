@@ -39,7 +39,8 @@ def install_error_pages(app) -> None:
         return render_template("error.html", code=400, title="This form has expired",
                                message="For your security the form was open too long, or was sent from another "
                                        "page. Nothing was changed: open the page again and resend it.",
-                               back_url=_safe_back(same_page=True), back_label="Open the page again"), 400
+                               back_url=_safe_back(same_page=True), back_label="Open the page again",
+                               hint="The form's security token (CSRF) was missing or expired."), 400
 
     for code, (title, message) in PAGES.items():
         def handler(exc, code=code, title=title, message=message):
