@@ -54,12 +54,16 @@ def help_list():
 
 
 @bp.route("/help/new", methods=["GET", "POST"], defaults={"entry_id": None})
-@bp.route("/help/<int:entry_id>", methods=["GET", "POST"])
+@bp.route("/help/<entry_id>", methods=["GET", "POST"])
 @staff_required("plugins")
 def help_edit(entry_id):
-    entry = db.session.get(branding.HelpEntry, entry_id) if entry_id else None
-    if entry_id and entry is None:
-        abort(404)
+    entry = None
+    if entry_id is not None:
+        if not str(entry_id).isdigit():
+            abort(404)
+        entry = db.session.get(branding.HelpEntry, int(entry_id))
+        if entry is None:
+            abort(404)
     form = {"title": entry.title if entry else "", "body": entry.body if entry else "",
             "position": entry.position if entry else 100, "published": entry.published if entry else True}
     error = None
