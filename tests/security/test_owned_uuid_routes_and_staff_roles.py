@@ -50,7 +50,7 @@ AREA_PERMISSION = {"/staff/billing/": "money", "/staff/payments/": "money", "/st
                    "/staff/tickets/": "tickets", "/staff/isos/": "approvals", "/staff/network/rdns": "approvals",
                    "/staff/network/": "network", "/staff/nodes/": "plugins", "/staff/accounts/": "services",
                    "/staff/status/": "services", "/staff/inventory/": "services",
-                   "/staff/datacenter/": "services"}
+                   "/staff/datacenter/": "services", "/staff/branding": "plugins", "/staff/help": "plugins"}
 
 
 def _permission(rule: str):
