@@ -48,6 +48,8 @@ STAFF_MENU: tuple[tuple[str, str, str | None], ...] = (
     ("Audit trail", "staff_admin.audit", "audit"),
     ("Staff accounts", "staff_admin.team", "staff"),
     ("Plugins and settings", "staff_admin.plugins", "plugins"),
+    ("Branding", "staff_brand.branding_page", "plugins"),
+    ("Help pages", "staff_brand.help_list", "plugins"),
 )
 
 

@@ -50,6 +50,9 @@ SETTINGS: dict[str, tuple[str | None, str]] = {
     "HOSTBAY_READY_TIMEOUT": ("900", "Seconds a set-up, reinstall or rebuild waits for the server's own report before it fails for staff."),
     "HOSTBAY_READY_TOKEN_SECONDS": ("86400", "Lifetime in seconds of the single-use URL a server reports readiness to."),
     "HOSTBAY_CONSOLE_URL": (None, "WebSocket URL of the console proxy as the browser sees it (wss://panel.example.com/console-ws). Default: ws://127.0.0.1:<proxy port>/."),
+    "HOSTBAY_BRAND_NAME": (None, "Company name shown in the panel, status page, page titles and e-mails until staff change it (Staff › Branding). Default: hostbay."),
+    "HOSTBAY_BRAND_LOGO": (None, "URL of the logo (https://… or a path on the panel) used until staff change it. Default: none (the name is shown)."),
+    "HOSTBAY_BRAND_COLOR": (None, "Primary colour as #rrggbb, used until staff change it; it must reach 4.5:1 contrast with white. Default: #0b5cad."),
 }
 
 
@@ -117,6 +120,9 @@ def load(env=None) -> dict:
         "HOSTBAY_CONSOLE_URL": get("HOSTBAY_CONSOLE_URL")
         or f"ws://127.0.0.1:{int(get('HOSTBAY_CONSOLE_PROXY_PORT'))}/",
         "HOSTBAY_API_RATE_LIMIT": get("HOSTBAY_API_RATE_LIMIT"),
+        "HOSTBAY_BRAND_NAME": get("HOSTBAY_BRAND_NAME"),
+        "HOSTBAY_BRAND_LOGO": get("HOSTBAY_BRAND_LOGO"),
+        "HOSTBAY_BRAND_COLOR": get("HOSTBAY_BRAND_COLOR"),
         "HOSTBAY_WEBHOOK_ALLOW_PRIVATE": (get("HOSTBAY_WEBHOOK_ALLOW_PRIVATE") or "").lower() in ("1", "true", "yes"),
         "HOSTBAY_READY_URL": (get("HOSTBAY_READY_URL") or get("HOSTBAY_BASE_URL")).rstrip("/"),
         "HOSTBAY_READY_TIMEOUT": int(get("HOSTBAY_READY_TIMEOUT")),

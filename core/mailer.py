@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import smtplib
-from email.message import EmailMessage
 from urllib.parse import unquote, urlsplit
 
 from flask import current_app
@@ -15,17 +14,15 @@ log = logging.getLogger(__name__)
 
 
 def send_mail(to: str, subject: str, body: str) -> bool:
-    """Send a plain-text message; return False when no SMTP server is configured."""
+    """Send a message (plain text and its branded HTML alternative); return False when no SMTP server is configured."""
     url = current_app.config.get("HOSTBAY_SMTP_URL")
     if not url:
         log.info("mail not sent (HOSTBAY_SMTP_URL unset): %r", subject)
         return False
     parts = urlsplit(url)
-    msg = EmailMessage()
-    msg["From"] = current_app.config.get("HOSTBAY_MAIL_FROM") or "hostbay@localhost"
-    msg["To"] = to
-    msg["Subject"] = subject
-    msg.set_content(body)
+    from .mail_templates import build
+
+    msg = build(to, subject, body)  # plain text + HTML, in the installation's brand
     cls = smtplib.SMTP_SSL if parts.scheme == "smtps" else smtplib.SMTP
     port = parts.port or (465 if parts.scheme == "smtps" else 25)
     with cls(parts.hostname or "127.0.0.1", port, timeout=15) as smtp:

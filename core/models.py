@@ -25,3 +25,4 @@ from .dctasks import DatacenterTask  # noqa: F401
 from .dedicated import InstallRequest  # noqa: F401
 from .readiness import ReadinessCheck  # noqa: F401
 from .staff_roles import StaffRole  # noqa: F401
+from .branding import BrandSettings, HelpEntry  # noqa: F401

@@ -137,12 +137,10 @@ def send_pending(limit: int = 500) -> int:
         notice = db.session.get(Notice, nid)
         db.session.refresh(notice)
         user = db.session.get(User, notice.user_id)
-        msg = EmailMessage()
-        msg["From"] = current_app.config.get("HOSTBAY_MAIL_FROM", "hostbay@localhost")
-        msg["To"] = user.email
-        msg["Subject"] = notice.subject
+        from .mail_templates import build
+
+        msg = build(user.email, notice.subject, notice.body)  # plain text + HTML, in the installation's brand
         msg["Message-ID"] = f"<notice-{notice.id}-{notice.key.replace(':', '.')}@hostbay>"
-        msg.set_content(notice.body)
         try:
             with smtplib.SMTP(*target, timeout=30) as smtp:
                 smtp.send_message(msg)

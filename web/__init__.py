@@ -18,6 +18,7 @@ from .extensions import csrf, limiter, login_manager, migrate
 # Core blueprint modules (each defines ``bp``); plugins add theirs through the hostbay_blueprints hook.
 BLUEPRINT_MODULES = [
     "public",
+    "staff_brand",
     "auth",
     "panel",
     "staff",
@@ -139,7 +140,8 @@ def create_app(config: dict | None = None, *, extra_plugins: list | None = None,
             from .api.common import problem_for_http_exception
 
             return problem_for_http_exception(_e)
-        return render_template("error.html", code=404, message="Page not found."), 404
+        return render_template("error.html", code=404, title="Page not found",
+                               message="There is nothing at this address. It may have moved, or the link is mistyped."), 404
 
     @app.errorhandler(429)
     def too_many(_e):
@@ -147,7 +149,12 @@ def create_app(config: dict | None = None, *, extra_plugins: list | None = None,
             from .api.common import problem_for_http_exception
 
             return problem_for_http_exception(_e)
-        return render_template("error.html", code=429, message="Too many attempts. Wait a minute and try again."), 429
+        return render_template("error.html", code=429, title="Too many attempts",
+                               message="Too many attempts. Wait a minute and try again."), 429
+
+    from .errors import install_error_pages  # 403, 500 and an expired form (CSRF) in the panel's style
+
+    install_error_pages(app)
 
     @app.before_request
     def _log_context():
@@ -185,8 +192,10 @@ def create_app(config: dict | None = None, *, extra_plugins: list | None = None,
     def inject():
         from hostbay.core.money import format_cents
 
+        from hostbay.core import branding
+
         return {"format_cents": format_cents, "hostbay_version": __version__,
-                "embedded": app.config["HOSTBAY_EMBEDDED"]}
+                "embedded": app.config["HOSTBAY_EMBEDDED"], "brand": branding.current()}
 
     if app.config["HOSTBAY_EMBEDDED"] and not app.testing and not app.config.get("TESTING"):
         app.logger.warning("hostbay runs in embedded mode (%s, jobs: %s): for trying it out, not for production.",

@@ -24,7 +24,9 @@ class Inbox:
         return [m for m in self.messages if m["To"] == address]
 
     def body(self, msg) -> str:
-        return msg.get_payload(decode=True).decode()
+        """The plain-text part (every message also has a branded HTML alternative)."""
+        part = next((p for p in msg.walk() if p.get_content_type() == "text/plain"), msg)
+        return part.get_payload(decode=True).decode()
 
     def link(self, msg, pattern=r"https?://\S+") -> str:
         found = re.search(pattern, self.body(msg))

@@ -1,6 +1,7 @@
 """Notices: one row per unique key, mailed exactly once through a real SMTP server on loopback."""
 import socket
 from datetime import timedelta
+from email.utils import parseaddr
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -17,6 +18,12 @@ class Collect(Message):
 
     def handle_message(self, message):
         self.messages.append(message)
+
+
+def _text(message) -> str:
+    """The plain-text part of a notice (each also has a branded HTML alternative)."""
+    part = next(p for p in message.walk() if p.get_content_type() == "text/plain")
+    return part.get_payload(decode=True).decode()
 
 
 def _free_port():
@@ -62,8 +69,8 @@ def test_reminders_and_suspension_notice_sent_once(db, clock, smtp, setup, make_
     notices.send_pending()
     assert len(box.messages) == 2
     m = box.messages[0]
-    assert m["To"] == setup.user.email and m["From"] == "billing@hostbay.test"
-    body = m.get_payload()
+    assert m["To"] == setup.user.email and parseaddr(m["From"]) == ("hostbay", "billing@hostbay.test")
+    body = _text(m)
     assert "$10.00" in body and "Add at least $7.00" in body and "fake-x" not in body
     # the sweep suspends and records a suspension notice; a second sweep adds none
     clock.set(due)
@@ -73,7 +80,7 @@ def test_reminders_and_suspension_notice_sent_once(db, clock, smtp, setup, make_
     notices.send_pending()
     assert len(box.messages) == 3
     assert "suspended" in box.messages[2]["Subject"]
-    assert "Add at least $7.00" in box.messages[2].get_payload()
+    assert "Add at least $7.00" in _text(box.messages[2])
     rows = db.session.scalars(db.select(Notice).order_by(Notice.id)).all()
     assert [n.kind for n in rows] == ["reminder", "reminder", "suspended"]
     assert all(n.sent_at is not None and n.attempts == 1 for n in rows)

@@ -56,7 +56,7 @@ AREA_PERMISSION = {"/staff/billing/": "money", "/staff/payments/": "money", "/st
                    "/staff/datacenter/": "services", "/staff/customers/": "customers",
                    "/staff/operations/": "services", "/staff/catalogue/": "catalogue", "/staff/audit/": "audit",
                    "/staff/team/": "staff", "/staff/plugins/": "plugins",
-                   "/staff/images/": "plugins"}
+                   "/staff/images/": "plugins", "/staff/branding": "plugins", "/staff/help": "plugins"}
 
 
 def _permission(rule: str):

@@ -8,7 +8,7 @@
 
   function render(list, ops) {
     while (list.firstChild) { list.removeChild(list.firstChild); }
-    ops.forEach(function (op) {
+    ops.slice(0, 3).forEach(function (op) {  // the latest few; older ones stay under "Older operations"
       var li = document.createElement("li");
       li.className = "op op-" + op.state;
       var title = document.createElement("strong");
