@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-01 16:57:03.776018
+Create Date: 2026-12-01 17:36:48.672453
 
 """
 from alembic import op
@@ -67,6 +67,7 @@ def upgrade():
     sa.Column('os_family', sa.String(length=32), nullable=False),
     sa.Column('min_disk_gib', sa.Integer(), nullable=False),
     sa.Column('enabled', sa.Boolean(), nullable=False),
+    sa.Column('reports_readiness', sa.Boolean(), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_images')),
     sa.UniqueConstraint('driver', 'slug', name=op.f('uq_images_driver_slug')),
     sa.UniqueConstraint('uuid', name=op.f('uq_images_uuid'))
@@ -102,6 +103,7 @@ def upgrade():
     sa.Column('location', sa.String(length=64), nullable=False),
     sa.Column('settings', sa.JSON(), nullable=False),
     sa.Column('enabled', sa.Boolean(), nullable=False),
+    sa.Column('draining', sa.Boolean(), server_default='0', nullable=False),
     sa.Column('vcpus', sa.Integer(), nullable=False),
     sa.Column('memory_mib', sa.Integer(), nullable=False),
     sa.Column('disk_gib', sa.Integer(), nullable=False),
@@ -147,6 +149,14 @@ def upgrade():
     sa.PrimaryKeyConstraint('id', name=op.f('pk_reserved_numbers')),
     sa.UniqueConstraint('scope', 'number', name=op.f('uq_reserved_numbers_scope_number')),
     sa.UniqueConstraint('scope', 'owner', name=op.f('uq_reserved_numbers_scope_owner'))
+    )
+    op.create_table('staff_roles',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('name', sa.String(length=32), nullable=False),
+    sa.Column('label', sa.String(length=80), nullable=False),
+    sa.Column('permissions', sa.JSON(), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_staff_roles')),
+    sa.UniqueConstraint('name', name=op.f('uq_staff_roles_name'))
     )
     op.create_table('status_incidents',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -261,6 +271,7 @@ def upgrade():
     sa.Column('before', sa.JSON(), nullable=True),
     sa.Column('after', sa.JSON(), nullable=True),
     sa.Column('detail', sa.Text(), nullable=False),
+    sa.Column('address', sa.String(length=45), nullable=True),
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.ForeignKeyConstraint(['actor_id'], ['users.id'], name=op.f('fk_audit_entries_actor_id_users')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_audit_entries'))
@@ -664,6 +675,24 @@ def upgrade():
     sa.ForeignKeyConstraint(['service_id'], ['services.id'], name=op.f('fk_power_readings_service_id_services'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('service_id', name=op.f('pk_power_readings'))
     )
+    op.create_table('readiness_checks',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('nonce', sa.String(length=64), nullable=False),
+    sa.Column('service_id', sa.Integer(), nullable=False),
+    sa.Column('operation_id', sa.String(length=36), nullable=True),
+    sa.Column('purpose', sa.String(length=16), nullable=False),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.Column('expires_at', sa.DateTime(), nullable=False),
+    sa.Column('reported_at', sa.DateTime(), nullable=True),
+    sa.Column('report', sa.JSON(), nullable=True),
+    sa.ForeignKeyConstraint(['service_id'], ['services.id'], name=op.f('fk_readiness_checks_service_id_services')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_readiness_checks')),
+    sa.UniqueConstraint('nonce', name=op.f('uq_readiness_checks_nonce'))
+    )
+    with op.batch_alter_table('readiness_checks', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_readiness_checks_operation_id'), ['operation_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_readiness_checks_service_id'), ['service_id'], unique=False)
+
     op.create_table('status_incident_components',
     sa.Column('incident_id', sa.Integer(), nullable=False),
     sa.Column('component_id', sa.Integer(), nullable=False),
@@ -1025,6 +1054,11 @@ def downgrade():
     op.drop_table('status_maintenance_components')
     op.drop_table('status_incident_services')
     op.drop_table('status_incident_components')
+    with op.batch_alter_table('readiness_checks', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_readiness_checks_service_id'))
+        batch_op.drop_index(batch_op.f('ix_readiness_checks_operation_id'))
+
+    op.drop_table('readiness_checks')
     op.drop_table('power_readings')
     with op.batch_alter_table('operations', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_operations_user_id'))
@@ -1135,6 +1169,7 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_status_incidents_status'))
 
     op.drop_table('status_incidents')
+    op.drop_table('staff_roles')
     op.drop_table('reserved_numbers')
     op.drop_table('packages')
     op.drop_table('nodes')
