@@ -40,6 +40,7 @@ def test_staff_pages_fit_the_viewport(live_server, browser, db, make_user, make_
             "audit": "/staff/audit/", "nodes": "/staff/nodes/", "node": f"/staff/nodes/{node.id}",
             "services": "/staff/services/"}
     email = staff.email
+    _db.session.commit()  # reading the attribute began a transaction: on SQLite it would hold the write lock
     folder = Path(os.environ.get("HOSTBAY_TEST_ARTIFACTS", "artifacts")) / "browser" / "staff"
     folder.mkdir(parents=True, exist_ok=True)
     ctx = browser.new_context(viewport={"width": width, "height": 900})
