@@ -255,7 +255,7 @@ def test_customer_journey(kvm_host, worker, console_proxy, live_server, btcpay_a
         # 6. reinstall -------------------------------------------------------------------------------------
         page.get_by_role("link", name="Back to the server").click()
         page.get_by_label(re.compile("^Reinstall with")).select_option(label="Blank disk")
-        page.locator("#confirm-reinstall").fill(page.locator("h1").inner_text())
+        page.locator("#confirm-reinstall").fill(page.locator("label[for=confirm-reinstall] code").inner_text())  # the hostname, as the page asks for it
         page.get_by_role("button", name="Reinstall").click()
         page.wait_for_url(re.compile(rf"/panel/services/{svc_uuid}$"))
         _mark_page(page)
