@@ -509,13 +509,24 @@ class KvmDriver(VirtDriver):
         if self._state(dom) in (PowerState.RUNNING, PowerState.PAUSED):
             flags |= lv.VIR_DOMAIN_AFFECT_LIVE
         xml = X.ET.tostring(X.cdrom(X.ISO_TARGET, iso_path, boot_order=1), encoding="unicode")
-        try:
-            dom.updateDeviceFlags(xml, flags)
-        except lv.libvirtError as exc:
-            err = translate(exc, "changing the CD-ROM")
-            if iso_path and isinstance(err, FatalDriverError):
-                err.customer_message = "The ISO image could not be inserted. Our staff have been notified."
-            raise err from exc
+        for attempt in range(len(TRAY_RETRY_SECONDS) + 1):
+            try:
+                dom.updateDeviceFlags(xml, flags)
+                return
+            except lv.libvirtError as exc:
+                if _tray_not_open_yet(exc):
+                    # libvirt opens the CD-ROM tray and waits for QEMU's event; on a busy host the event can come
+                    # after libvirt gave up, and QEMU then refuses to swap the medium: the tray is opening, try again
+                    if attempt < len(TRAY_RETRY_SECONDS):
+                        time.sleep(TRAY_RETRY_SECONDS[attempt])
+                        continue
+                    raise TransientDriverError(f"libvirt: changing the CD-ROM: {exc.get_error_message()}",
+                                               customer_message="The ISO image could not be changed yet; we try "
+                                                                "again shortly.") from exc
+                err = translate(exc, "changing the CD-ROM")
+                if iso_path and isinstance(err, FatalDriverError):
+                    err.customer_message = "The ISO image could not be inserted. Our staff have been notified."
+                raise err from exc
 
     def mount_iso(self, ref: dict[str, Any], iso_path: str) -> None:
         if not iso_path or not _is_path(iso_path):
@@ -592,4 +603,12 @@ class KvmDriver(VirtDriver):
         if not result.ok:
             raise FatalDriverError(f"this node cannot run guests: {why}; {result.summary}")
         return why if wanted == "auto" else f"{why}: {result.summary}"
+
+
+TRAY_RETRY_SECONDS = (0.5, 1.0, 2.0)
+
+
+def _tray_not_open_yet(exc) -> bool:
+    """QEMU's "Tray of device … is not open": the tray is still opening (a race, not a lasting fault)."""
+    return "Tray of device" in (exc.get_error_message() or "") and "is not open" in (exc.get_error_message() or "")
 

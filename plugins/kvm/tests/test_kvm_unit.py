@@ -354,3 +354,41 @@ def test_connections_are_not_shared_across_fork(test_driver):
     os.waitpid(pid, 0)
     assert os.read(r, 1) == b"1"
     assert parent.isAlive()
+
+
+def test_cdrom_change_retries_while_the_tray_is_still_opening(monkeypatch):
+    """QEMU refuses a medium change while the tray is still opening (a busy host): the driver tries again, and
+    after its retries a transient error (the job layer retries later), never a fatal one."""
+    libvirt = pytest.importorskip("libvirt")
+    from hostbay.core.drivers import PowerState
+    from hostbay.core.errors import TransientDriverError
+    from hostbay.plugins.kvm import driver as kvm_driver
+
+    monkeypatch.setattr(kvm_driver, "TRAY_RETRY_SECONDS", (0, 0))
+
+    class TrayError(libvirt.libvirtError):
+        def get_error_message(self):
+            return "internal error: unable to execute QEMU command 'blockdev-remove-medium': Tray of device " \
+                   "'ide0-1-1' is not open"
+
+    class Dom:
+        def __init__(self, failures):
+            self.failures, self.calls = failures, 0
+
+        def updateDeviceFlags(self, xml, flags):
+            self.calls += 1
+            if self.calls <= self.failures:
+                raise TrayError("tray")
+
+    drv = kvm_driver.KvmDriver.__new__(kvm_driver.KvmDriver)
+    for failures, ok in ((2, True), (3, False)):
+        dom = Dom(failures)
+        monkeypatch.setattr(drv, "_domain", lambda ref, dom=dom: dom, raising=False)
+        monkeypatch.setattr(drv, "_state", lambda d: PowerState.RUNNING, raising=False)
+        if ok:
+            drv.eject_iso({"domain": "x"})
+            assert dom.calls == 3
+        else:
+            with pytest.raises(TransientDriverError):
+                drv.eject_iso({"domain": "x"})
+            assert dom.calls == 3
