@@ -64,12 +64,16 @@ def running_proxy(database_url, now, tmp_path):
 class _Reader:
     """Reads exact byte counts from a websocket's binary messages, keeping what each message carried."""
 
-    def __init__(self, ws):
-        self.ws, self.buf, self.seen = ws, b"", []
+    def __init__(self, ws, log: Path | None = None):
+        self.ws, self.buf, self.seen, self.log = ws, b"", [], log
 
     def __call__(self, n: int) -> bytes:
         while len(self.buf) < n:
-            msg = self.ws.recv(timeout=10)
+            try:
+                msg = self.ws.recv(timeout=30)
+            except TimeoutError:
+                log = self.log.read_text() if self.log and self.log.exists() else ""
+                raise AssertionError(f"no console data in 30 s after {self.buf!r}; proxy log:\n{log}") from None
             assert isinstance(msg, bytes)
             self.seen.append(msg)
             self.buf += msg
@@ -126,7 +130,7 @@ def test_panel_order_on_proxmox_reaches_active_and_its_console_opens(
     db.session.remove()
     with running_proxy(database_url, clock.now(), tmp_path) as proxy:
         with connect(f"{proxy['url']}?token={ws_token}", origin="http://127.0.0.1:5000", open_timeout=15) as ws:
-            rx = _Reader(ws)
+            rx = _Reader(ws, proxy["log"])
             assert rx(12) == b"RFB 003.008\n"
             ws.send(b"RFB 003.008\n")
             assert rx(2) == bytes([1, 1])  # the browser is offered "None": the proxy did the VNC authentication
