@@ -42,8 +42,7 @@ def main():
 
     tmp = Path(tempfile.mkdtemp(prefix="hostbay-bench-"))
     url = os.environ.get("HOSTBAY_BENCH_DATABASE_URL") or f"sqlite:///{tmp / 'bench.sqlite3'}"
-    sys.path.insert(0, str(ROOT / "tests" / "console"))
-    from proxy_main import LoopVncPlugin
+    from hostbay.testing.console import LoopVncPlugin
 
     app = create_app({"SQLALCHEMY_DATABASE_URI": url, "TESTING": True, "HOSTBAY_JOBS": "sync",
                       "INSTANCE_PATH": str(tmp / "instance"), "SECRET_KEY": "bench", "WTF_CSRF_ENABLED": False,
@@ -100,7 +99,7 @@ def main():
             pport = s.getsockname()[1]
         env = dict(os.environ, HOSTBAY_DATABASE_URL=url, HOSTBAY_INSTANCE_PATH=str(tmp / "proxy"),
                    HOSTBAY_SECRET_KEY="bench", HOSTBAY_PLUGINS="fake")
-        proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "console" / "proxy_main.py"), str(pport)],
+        proc = subprocess.Popen([sys.executable, "-m", "hostbay.testing.console", str(pport)],
                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             for _ in range(100):

@@ -15,13 +15,9 @@ def app_config():
 
 @pytest.fixture(autouse=True)
 def loopvnc_driver(app, register_plugin):
-    """The loopback-VNC driver of proxy_main.py, known to the test app too: the console is offered only for a
-    driver that advertises it."""
-    import importlib.util
-    from pathlib import Path
+    """The loopback-VNC driver the test console proxy loads (hostbay.testing.console), known to the test app too:
+    the console is offered only for a driver that advertises it."""
+    from hostbay.testing.console import LoopVncPlugin
 
-    spec = importlib.util.spec_from_file_location("console_proxy_main", Path(__file__).with_name("proxy_main.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    with register_plugin(mod.LoopVncPlugin(), name="loopvnc-tests"):
+    with register_plugin(LoopVncPlugin(), name="loopvnc-tests"):
         yield

@@ -3,14 +3,8 @@ VNC server, for a valid token only."""
 
 from __future__ import annotations
 
-import contextlib
-import os
 import socket
-import subprocess
-import sys
 import threading
-import time
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -22,9 +16,8 @@ from hostbay.core.activity import ActivityEntry
 from hostbay.core.catalog import add_cycle
 from hostbay.core.db import db
 from hostbay.core.services import Service
+from hostbay.testing.console import ORIGIN, running_proxy  # noqa: F401 - test_console_browser imports it from here
 
-HERE = Path(__file__).parent
-ORIGIN = "http://127.0.0.1:5000"
 GREETING = b"RFB 003.008\n"
 
 
@@ -66,52 +59,11 @@ class FakeVncServer:
         self.sock.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def vnc():
     server = FakeVncServer()
     yield server
     server.close()
-
-
-@contextlib.contextmanager
-def running_proxy(database_url, now, tmp_path, base_url: str = ORIGIN):
-    """Start ``proxy_main.py`` (the console proxy) on a free loopback port; stop it afterwards."""
-    port = _free_port()
-    log = tmp_path / "proxy.log"
-    env = dict(os.environ, HOSTBAY_DATABASE_URL=database_url, HOSTBAY_INSTANCE_PATH=str(tmp_path / "proxy-instance"),
-               HOSTBAY_SECRET_KEY="proxy-test", HOSTBAY_BASE_URL=base_url, HOSTBAY_JOBS="sync",
-               HOSTBAY_TEST_NOW=now.isoformat(), HOSTBAY_PLUGINS="fake")
-    env.pop("HOSTBAY_REDIS_URL", None)
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen([sys.executable, str(HERE / "proxy_main.py"), str(port)], env=env, stdout=fh,
-                                stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"proxy exited: {log.read_text()}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    else:
-        proc.kill()
-        pytest.fail("proxy did not start")
-    try:
-        yield {"url": f"ws://127.0.0.1:{port}/", "log": log}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 @pytest.fixture

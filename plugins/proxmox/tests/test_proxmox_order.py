@@ -4,14 +4,9 @@ upstream (API token, VNC ticket and password) and the browser sees only an RFB s
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import socket
 import struct
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 from pve_testenv import TEMPLATE, settings_for
@@ -22,44 +17,8 @@ from hostbay.core import console, ipam
 from hostbay.core.db import db
 from hostbay.core.services import Service
 from hostbay.plugins.proxmox.driver import IPSET
+from hostbay.testing.console import running_proxy
 from hostbay.testing.pytest_plugin import login
-
-CONSOLE_TESTS = Path(__file__).resolve().parents[3] / "tests" / "console"
-
-
-@contextlib.contextmanager
-def running_proxy(database_url, now, tmp_path):
-    """``hostbay.core.console_proxy.serve`` in its own process (tests/console/proxy_main.py), every plugin on."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = tmp_path / "proxy.log"
-    env = dict(os.environ, HOSTBAY_DATABASE_URL=database_url, HOSTBAY_INSTANCE_PATH=str(tmp_path / "proxy"),
-               HOSTBAY_SECRET_KEY="proxy-test", HOSTBAY_BASE_URL="http://127.0.0.1:5000", HOSTBAY_JOBS="sync",
-               HOSTBAY_TEST_NOW=now.isoformat(), HOSTBAY_PLUGINS="proxmox,fake")
-    env.pop("HOSTBAY_REDIS_URL", None)
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen([sys.executable, str(CONSOLE_TESTS / "proxy_main.py"), str(port)], env=env,
-                                stdout=fh, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, log.read_text()
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "proxy did not start"
-                time.sleep(0.1)
-        yield {"url": f"ws://127.0.0.1:{port}/", "log": log}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
 
 class _Reader:
     """Reads exact byte counts from a websocket's binary messages, keeping what each message carried."""
@@ -128,7 +87,7 @@ def test_panel_order_on_proxmox_reaches_active_and_its_console_opens(
     ws_token = console.issue(user, svc)
     db.session.commit()
     db.session.remove()
-    with running_proxy(database_url, clock.now(), tmp_path) as proxy:
+    with running_proxy(database_url, clock.now(), tmp_path, plugins="proxmox,fake") as proxy:
         with connect(f"{proxy['url']}?token={ws_token}", origin="http://127.0.0.1:5000", open_timeout=15) as ws:
             rx = _Reader(ws, proxy["log"])
             assert rx(12) == b"RFB 003.008\n"
