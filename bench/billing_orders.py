@@ -91,6 +91,7 @@ def main() -> None:
 
             def order(i):
                 svcs.append(billing.place_order(user, pkgs[0], "monthly", f"h{i}.example.test", img, key=f"o{i}"))
+                db.session.commit()  # the caller's commit, as the order view does
 
             measure("place_order (debit + service + job)", n, order)
             measure("place_order replay (same key)", n, lambda i: billing.place_order(

@@ -81,6 +81,7 @@ def main() -> None:
                 t0 = time.perf_counter()
                 try:
                     billing.place_order(user, package, "monthly", f"m{i}.example.com", key=f"o{i}")
+                    db.session.commit()
                     dt, out = time.perf_counter() - t0, lat_ok
                 except OutOfStock:
                     dt, out = time.perf_counter() - t0, lat_refused

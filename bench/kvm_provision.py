@@ -181,6 +181,7 @@ def order_to_running(count: int = 20, uri: str = "qemu:///system") -> list[dict]
             for i in range(count + 1):  # the first order warms the worker up and is not counted
                 t0 = time.perf_counter()
                 svc = billing.place_order(user, pkg, "monthly", f"b{i}.example.test", image=image, key=f"b-{i}")
+                db.session.commit()  # the set-up job is dispatched after the caller's commit
                 svc_id = svc.id
                 while True:
                     db.session.expire_all()

@@ -117,6 +117,9 @@ def run(deliveries: int = 3000, settlements: int = 200, database_url: str | None
             refs = []
             for i in range(100):
                 p = payments.start_topup(user, "btcpay", 1000 + i)
+                payments.db.session.commit()
+                payments.open_checkout(p)
+                payments.db.session.commit()
                 refs.append(p.provider_ref)
                 btc.set_state(p.provider_ref, "Processing")
             mix = _mix(btc, refs, args.deliveries, rng)
@@ -158,6 +161,9 @@ def run(deliveries: int = 3000, settlements: int = 200, database_url: str | None
             settle = []
             for i in range(args.settlements):
                 p = payments.start_topup(user, "btcpay", 2000 + i)
+                payments.db.session.commit()
+                payments.open_checkout(p)
+                payments.db.session.commit()
                 btc.set_state(p.provider_ref, "Settled")
                 settle.append(btc.webhook(p.provider_ref, "InvoiceSettled"))
             before = payments.ledger.balance_cents(user.id)

@@ -156,7 +156,8 @@ def place_order(user: User, package: Package, cycle: str, hostname: str, image=N
                 key: str) -> Service:
     """Pay for ``package`` from the wallet, create the service in ``pending`` and enqueue its provisioning.
 
-    All or nothing, in one transaction that this function commits. ``key`` identifies the customer's request
+    All or nothing, flushed into the caller's transaction (the caller commits; the provisioning job is dispatched
+    after that commit). ``key`` identifies the customer's request
     (a form token or an API Idempotency-Key): a replay returns the service the first call created.
     Raises UserError for invalid input and InsufficientFunds (with the shortfall) when the wallet does not
     cover the price; nothing is created or debited then.
@@ -192,17 +193,12 @@ def place_order(user: User, package: Package, cycle: str, hostname: str, image=N
             jobs.enqueue("service.provision", key=f"provision:{svc.uuid}", service=svc, title="Set up server")
             if price == 0:
                 _free_order_marker(ledger_key, svc)
-    except _Replayed as r:
-        db.session.rollback()
+    except _Replayed as r:  # the savepoint is rolled back: nothing of this call stays
         return db.session.scalar(select(Service).filter_by(uuid=r.service_uuid))
-    except OutOfStock:  # nothing was reserved or charged; staff see the demand
-        db.session.rollback()
+    except OutOfStock:  # nothing was reserved or charged; staff see the demand (the caller commits it)
         record_demand(user, package)
         raise
-    except Exception:
-        db.session.rollback()
-        raise
-    db.session.commit()
+    db.session.flush()
     return svc
 
 
@@ -339,41 +335,37 @@ def change_package(service: Service, new_package: Package, actor: User, confirm:
     actor_type = "staff" if staff else "customer"
     to_state = REBUILDING if quote.disk_shrinks else RESIZING
     words = f"{old_package.name} to {new_package.name} for {service.hostname}"
-    try:
-        with db.session.begin_nested():
-            if quote.amount_cents > 0:
-                ledger.debit(service.user_id, quote.amount_cents, kind="upgrade", key=f"ledger:{op_key}",
-                             description=f"Upgrade from {words} (pro-rata until {service.renews_at:%Y-%m-%d})",
-                             reference=("service", service.uuid), actor_type=actor_type, actor_id=actor.id,
-                             service_id=service.id)
-            elif quote.amount_cents < 0:
-                ledger.credit(service.user_id, -quote.amount_cents, kind="downgrade_credit", key=f"ledger:{op_key}",
-                              description=f"Downgrade from {words} (pro-rata until {service.renews_at:%Y-%m-%d})",
-                              reference=("service", service.uuid), actor_type=actor_type, actor_id=actor.id,
-                              service_id=service.id)
-            if not transition(service, to_state, expect=ACTIVE, package_id=new_package.id,
-                              price_cents=quote.new_price_cents):
-                raise ActionNotAllowed("The service changed meanwhile; reload the page and try again.")
-            if quote.disk_shrinks:
-                op = jobs.enqueue("service.rebuild", key=op_key, service=service, title="Change package (rebuild)",
-                                  payload={"old_package_id": old_package.id, "reason": "package_change"})
-            else:
-                op = jobs.enqueue("service.resize", key=op_key, service=service, title="Change package",
-                                  payload={"old_package_id": old_package.id})
-            log_activity(service.user_id, "package_change",
-                         f"Package changed from {words}"
-                         + ("; the server is being rebuilt and its data erased." if quote.disk_shrinks
-                            else "; the server is being resized.")
-                         + f" Next renewal: {format_cents(quote.new_price_cents)} on {service.renews_at:%Y-%m-%d}.",
-                         service.id)
-            audit("service.change_package", "service", service.uuid, actor=actor,
-                  before={"package": old_package.slug, "price_cents": quote.old_price_cents},
-                  after={"package": new_package.slug, "price_cents": quote.new_price_cents,
-                         "prorata_cents": quote.amount_cents, "state": to_state})
-    except Exception:
-        db.session.rollback()
-        raise
-    db.session.commit()
+    with db.session.begin_nested():
+        if quote.amount_cents > 0:
+            ledger.debit(service.user_id, quote.amount_cents, kind="upgrade", key=f"ledger:{op_key}",
+                         description=f"Upgrade from {words} (pro-rata until {service.renews_at:%Y-%m-%d})",
+                         reference=("service", service.uuid), actor_type=actor_type, actor_id=actor.id,
+                         service_id=service.id)
+        elif quote.amount_cents < 0:
+            ledger.credit(service.user_id, -quote.amount_cents, kind="downgrade_credit", key=f"ledger:{op_key}",
+                          description=f"Downgrade from {words} (pro-rata until {service.renews_at:%Y-%m-%d})",
+                          reference=("service", service.uuid), actor_type=actor_type, actor_id=actor.id,
+                          service_id=service.id)
+        if not transition(service, to_state, expect=ACTIVE, package_id=new_package.id,
+                          price_cents=quote.new_price_cents):
+            raise ActionNotAllowed("The service changed meanwhile; reload the page and try again.")
+        if quote.disk_shrinks:
+            op = jobs.enqueue("service.rebuild", key=op_key, service=service, title="Change package (rebuild)",
+                              payload={"old_package_id": old_package.id, "reason": "package_change"})
+        else:
+            op = jobs.enqueue("service.resize", key=op_key, service=service, title="Change package",
+                              payload={"old_package_id": old_package.id})
+        log_activity(service.user_id, "package_change",
+                     f"Package changed from {words}"
+                     + ("; the server is being rebuilt and its data erased." if quote.disk_shrinks
+                        else "; the server is being resized.")
+                     + f" Next renewal: {format_cents(quote.new_price_cents)} on {service.renews_at:%Y-%m-%d}.",
+                     service.id)
+        audit("service.change_package", "service", service.uuid, actor=actor,
+              before={"package": old_package.slug, "price_cents": quote.old_price_cents},
+              after={"package": new_package.slug, "price_cents": quote.new_price_cents,
+                     "prorata_cents": quote.amount_cents, "state": to_state})
+    db.session.flush()
     return op
 
 
@@ -393,18 +385,14 @@ def _staff_post(user: User, amount_cents: int, *, kind: str, actor: User, key: s
         raise UserError("Give a description the customer will see.")
     if not isinstance(amount_cents, int) or isinstance(amount_cents, bool) or amount_cents == 0:
         raise UserError("Enter an amount other than zero.")
-    try:
-        with db.session.begin_nested():
-            entry = ledger.post(user.id, amount_cents, kind=kind, key=ledger_key, description=description[:255],
-                                reference=("admin", actor.uuid), actor_type="staff", actor_id=actor.id, note=note)
-            audit(action, "user", user.uuid, actor=actor,
-                  after={"amount_cents": amount_cents, "kind": kind, "entry": entry.uuid,
-                         "balance_after_cents": entry.balance_after_cents},
-                  detail=note or description)
-    except Exception:
-        db.session.rollback()
-        raise
-    db.session.commit()
+    with db.session.begin_nested():
+        entry = ledger.post(user.id, amount_cents, kind=kind, key=ledger_key, description=description[:255],
+                            reference=("admin", actor.uuid), actor_type="staff", actor_id=actor.id, note=note)
+        audit(action, "user", user.uuid, actor=actor,
+              after={"amount_cents": amount_cents, "kind": kind, "entry": entry.uuid,
+                     "balance_after_cents": entry.balance_after_cents},
+              detail=note or description)
+    db.session.flush()
     return entry
 
 
@@ -444,16 +432,12 @@ def reverse_entry(entry: ledger.LedgerEntry, actor: User, reason: str) -> ledger
     if existing is not None:
         return existing
     owner = db.session.get(User, ledger.owner_id(entry))
-    try:
-        with db.session.begin_nested():
-            rev = ledger.reverse(entry, reason=reason, actor_type="staff", actor_id=actor.id)
-            audit("wallet.reversal", "user", owner.uuid, actor=actor,
-                  after={"entry": entry.uuid, "reversal": rev.uuid, "amount_cents": rev.amount_cents},
-                  detail=reason)
-    except Exception:
-        db.session.rollback()
-        raise
-    db.session.commit()
+    with db.session.begin_nested():
+        rev = ledger.reverse(entry, reason=reason, actor_type="staff", actor_id=actor.id)
+        audit("wallet.reversal", "user", owner.uuid, actor=actor,
+              after={"entry": entry.uuid, "reversal": rev.uuid, "amount_cents": rev.amount_cents},
+              detail=reason)
+    db.session.flush()
     return rev
 
 
@@ -515,7 +499,7 @@ def request_refund(user: User, amount_cents: int, reason: str, payout_details: s
     db.session.add(req)
     log_activity(user.id, "billing", f"Refund request for {format_cents(amount_cents)} received; our staff will "
                                      "review it.")
-    db.session.commit()
+    db.session.flush()
     return req
 
 
@@ -547,25 +531,21 @@ def approve_refund(req: RefundRequest, actor: User, external_reference: str, not
         raise UserError(f"Only {format_cents(refundable)} of this wallet is unspent top-up money; the rest is "
                         "wallet credit (bonuses, downgrade credits) that cannot be paid out. Decline the request "
                         "with a note.")
-    try:
-        with db.session.begin_nested():
-            _decide(req, actor, REFUND_APPROVED, external_reference=external_reference[:200],
-                    staff_note=(note or "").strip()[:1000] or None)
-            entry = ledger.debit(req.user_id, req.amount_cents, kind="refund_payout", key=f"refund:{req.uuid}",
-                                 description=f"Refund paid out externally (reference {external_reference})"[:255],
-                                 reference=("refund", req.uuid),
-                                 actor_type="staff", actor_id=actor.id,
-                                 note=f"external reference: {external_reference}"[:500])
-            req.ledger_entry_id = entry.id
-            audit("refund.approve", "refund_request", req.uuid, actor=actor,
-                  before={"state": REFUND_PENDING, "balance_cents": entry.balance_after_cents + req.amount_cents},
-                  after={"state": REFUND_APPROVED, "balance_cents": entry.balance_after_cents,
-                         "amount_cents": req.amount_cents, "external_reference": external_reference,
-                         "entry": entry.uuid}, detail=note or "")
-    except Exception:
-        db.session.rollback()
-        raise
-    db.session.commit()
+    with db.session.begin_nested():
+        _decide(req, actor, REFUND_APPROVED, external_reference=external_reference[:200],
+                staff_note=(note or "").strip()[:1000] or None)
+        entry = ledger.debit(req.user_id, req.amount_cents, kind="refund_payout", key=f"refund:{req.uuid}",
+                             description=f"Refund paid out externally (reference {external_reference})"[:255],
+                             reference=("refund", req.uuid),
+                             actor_type="staff", actor_id=actor.id,
+                             note=f"external reference: {external_reference}"[:500])
+        req.ledger_entry_id = entry.id
+        audit("refund.approve", "refund_request", req.uuid, actor=actor,
+              before={"state": REFUND_PENDING, "balance_cents": entry.balance_after_cents + req.amount_cents},
+              after={"state": REFUND_APPROVED, "balance_cents": entry.balance_after_cents,
+                     "amount_cents": req.amount_cents, "external_reference": external_reference,
+                     "entry": entry.uuid}, detail=note or "")
+    db.session.flush()
     return req
 
 
@@ -575,15 +555,11 @@ def reject_refund(req: RefundRequest, actor: User, note: str) -> RefundRequest:
     note = (note or "").strip()
     if not note:
         raise UserError("Explain the decision in a note; the customer will read it.")
-    try:
-        _decide(req, actor, REFUND_REJECTED, staff_note=note[:1000])
-        log_activity(req.user_id, "billing",
-                     f"Your refund request for {format_cents(req.amount_cents)} was declined: {note}"[:500])
-        audit("refund.reject", "refund_request", req.uuid, actor=actor, detail=note)
-    except Exception:
-        db.session.rollback()
-        raise
-    db.session.commit()
+    _decide(req, actor, REFUND_REJECTED, staff_note=note[:1000])
+    log_activity(req.user_id, "billing",
+                 f"Your refund request for {format_cents(req.amount_cents)} was declined: {note}"[:500])
+    audit("refund.reject", "refund_request", req.uuid, actor=actor, detail=note)
+    db.session.flush()
     return req
 
 

@@ -29,7 +29,7 @@ from .db import db, new_uuid
 from .drivers import PowerState
 from .errors import FatalDriverError
 from .inventory import AVAILABLE, IN_USE, MAINTENANCE, PROVISIONING as HW_PROVISIONING, RESERVED, WIPING
-from .services import (ACTIVE, CANCELLED, ENDED, PENDING, PROVISIONING, REINSTALLING, REMOVAL_QUEUED, SUSPENDED,
+from .services import (ACTIVE, CANCELLED, PROVISIONING, REINSTALLING, REMOVAL_QUEUED, SUSPENDED,
                        TERMINATED, Service, transition)
 
 NO_SERVER = ("No matching server is free right now. Our staff have been notified and will set up your service.")
@@ -178,15 +178,8 @@ def _auto_install(op, svc, server, reinstall: bool) -> bool:
 
 
 def provision(op, payload, svc: Service):
-    if svc.state == ACTIVE:
-        return {"state": ACTIVE, "note": "already provisioned"}
-    if svc.state in ENDED or svc.state == REMOVAL_QUEUED:
-        return {"state": svc.state, "note": "service ended before provisioning"}
-    if svc.state == PENDING:
-        transition(svc, PROVISIONING, expect=PENDING)
-        db.session.commit()
-    if svc.state != PROVISIONING:
-        raise FatalDriverError(f"service {svc.uuid} is {svc.state}, not provisioning")
+    """Set up a dedicated service that :func:`hostbay.core.lifecycle.provision` moved to provisioning (it checks
+    the state once for every kind)."""
     _say(op, 5, "Preparing your server")
     server = inventory.server_of(svc)
     if server is None:

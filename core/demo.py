@@ -39,8 +39,7 @@ def _demo_pool() -> None:
     from .ipam import IpPool, create_pool
 
     if db.session.scalar(db.select(IpPool.id).filter_by(name="demo-ipv4")) is None:
-        create_pool(name="demo-ipv4", cidr="192.0.2.0/24", gateway="192.0.2.1", nameservers=["192.0.2.53"],
-                    commit=False)
+        create_pool(name="demo-ipv4", cidr="192.0.2.0/24", gateway="192.0.2.1", nameservers=["192.0.2.53"])
 
 
 def load_demo() -> list[str]:

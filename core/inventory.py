@@ -222,9 +222,10 @@ def assign_by_hand(service, server: HardwareServer, actor) -> HardwareServer:
 
 
 def record_demand(user, package) -> None:
-    """An order refused for want of hardware: staff see it on the inventory page. Commits."""
+    """An order refused for want of hardware: staff see it on the inventory page (the caller commits it even
+    though the order fails)."""
     audit("dedicated.out_of_stock", "package", package.uuid, actor=user, detail=package.slug)
-    db.session.commit()
+    db.session.flush()
 
 
 def demand() -> list[dict]:

@@ -3,7 +3,8 @@
 Lifecycle code calls exactly these functions:
 
 - ``allocate_for_service(service)`` during provisioning: reserve the package's addresses (idempotent per service)
-  and return them as ``drivers.Address`` items. It commits, so no address lock is held while a driver works;
+  and return them as ``drivers.Address`` items. It flushes; the handler's driver-call template commits before
+  the driver works, so no address lock is held meanwhile;
 - ``addresses_for(service)``: the addresses currently attached;
 - ``main_address_of(Service.id)``: a correlated subquery for a service's main address, so a list of services
   shows its addresses in the same query (the customer dashboard);
@@ -159,7 +160,8 @@ def _lock_service(service) -> None:
 def allocate_for_service(service) -> list[Address]:
     """Attach the package's addresses to ``service``: ``ipv4_count`` IPv4 addresses and, when the package has IPv6
     and a pool serves the node, one IPv6 prefix. Idempotent: addresses already attached count, and only the missing
-    ones are taken. Commits (so no address lock outlives this call). Raises :class:`PoolExhausted` (a transient
+    ones are taken. Flushes; the provisioning handler commits before its driver call (so no address lock outlives
+    the step). Raises :class:`PoolExhausted` (a transient
     error: the provisioning job retries) when the pools cannot cover the IPv4 count; then nothing is taken and the
     caller's transaction is left open as it was."""
     pkg = service.package
@@ -188,7 +190,7 @@ def allocate_for_service(service) -> list[Address]:
                 break
     if got:
         audit("ip.allocate", "service", service.uuid, after={"addresses": got})
-    db.session.commit()
+    db.session.flush()
     return addresses_for(service)
 
 
@@ -278,12 +280,11 @@ def reserve(address: str, note: str, actor) -> IpAddress:
     res = db.session.execute(update(IpAddress).where(IpAddress.id == row.id, IpAddress.state == FREE)
                              .values(state=RESERVED, note=(note or "")[:200], updated_at=clock.now())
                              .execution_options(synchronize_session=False))
-    if res.rowcount != 1:
-        db.session.rollback()
+    if res.rowcount != 1:  # nothing was written
         raise UserError(f"{row.address} is not free (it is {row.state}).")
     audit("ip.reserve", "ip_address", row.address, actor=actor, before={"state": FREE},
           after={"state": RESERVED, "note": note})
-    db.session.commit()
+    db.session.flush()
     db.session.refresh(row)
     return row
 
@@ -300,8 +301,7 @@ def assign(address: str, service_uuid: str, actor, *, force_cooldown: bool = Fal
     res = db.session.execute(update(IpAddress).where(*cond)
                              .values(state=ASSIGNED, service_id=svc.id, note="", updated_at=now)
                              .execution_options(synchronize_session=False))
-    if res.rowcount != 1:
-        db.session.rollback()
+    if res.rowcount != 1:  # nothing was written
         db.session.refresh(row)
         if row.cooling:
             raise UserError(f"{row.address} is in cooldown until {row.available_at:%Y-%m-%d %H:%M} UTC; "
@@ -310,7 +310,7 @@ def assign(address: str, service_uuid: str, actor, *, force_cooldown: bool = Fal
     audit("ip.assign", "ip_address", row.address, actor=actor, before=before,
           after={"state": ASSIGNED, "service": svc.uuid})
     _changed([svc])
-    db.session.commit()
+    db.session.flush()
     db.session.refresh(row)
     return row
 
@@ -330,14 +330,13 @@ def move(address: str, service_uuid: str, actor) -> IpAddress:
                                                      IpAddress.service_id == old.id)
                              .values(service_id=target.id, updated_at=clock.now())
                              .execution_options(synchronize_session=False))
-    if res.rowcount != 1:
-        db.session.rollback()
+    if res.rowcount != 1:  # nothing was written
         raise UserError(f"{row.address} changed meanwhile; reload and try again.")
     rdns.cancel_open_requests([row.id])
     audit("ip.move", "ip_address", row.address, actor=actor, before={"service": old.uuid},
           after={"service": target.uuid})
     _changed([old, target])
-    db.session.commit()
+    db.session.flush()
     db.session.refresh(row)
     return row
 
@@ -354,7 +353,7 @@ def release(address: str, actor, *, skip_cooldown: bool = False) -> IpAddress:
         row.state, row.note, row.updated_at = FREE, "", now
         audit("ip.unreserve", "ip_address", row.address, actor=actor, before={"state": RESERVED},
               after={"state": FREE})
-        db.session.commit()
+        db.session.flush()
         return row
     if row.state != ASSIGNED:
         raise UserError(f"{row.address} is not assigned or reserved.")
@@ -362,7 +361,6 @@ def release(address: str, actor, *, skip_cooldown: bool = False) -> IpAddress:
     db.session.execute(select(IpAddress.id).where(IpAddress.id == row.id).with_for_update())
     db.session.refresh(row)
     if row.state != ASSIGNED or row.service_id != holder.id:
-        db.session.rollback()
         raise UserError(f"{row.address} changed meanwhile; reload and try again.")
     (addr, ptr), = _release_rows([row], now)
     if skip_cooldown and row.version == 4:
@@ -373,7 +371,7 @@ def release(address: str, actor, *, skip_cooldown: bool = False) -> IpAddress:
     audit("ip.release", "ip_address", row.address, actor=actor, before={"service": holder.uuid, "ptr": ptr},
           after={"state": row.state, "available_at": row.available_at.isoformat()})
     _changed([holder])
-    db.session.commit()
+    db.session.flush()
     return row
 
 

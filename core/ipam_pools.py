@@ -51,9 +51,9 @@ def _parse_ranges(network, reserved: list[str]) -> list[tuple[int, int]]:
 def create_pool(*, name: str, cidr: str, gateway: str | None = None, prefix: int | None = None,
                 nameservers: list[str] | None = None, reserved: list[str] | None = None, location: str | None = None,
                 node_ids: list[int] | None = None, rdns_policy: str = "immediate", cooldown_hours: int | None = None,
-                actor=None, commit: bool = True) -> IpPool:
+                actor=None) -> IpPool:
     """Create a pool; IPv4 pools get one row per address (the network, broadcast, gateway and reserved ranges as
-    ``reserved`` rows)."""
+    ``reserved`` rows). Flushes; the caller commits."""
     from .catalog import Node
 
     name = (name or "").strip()
@@ -109,8 +109,7 @@ def create_pool(*, name: str, cidr: str, gateway: str | None = None, prefix: int
     audit("ip_pool.create", "ip_pool", pool.uuid, actor=actor,
           after={"name": name, "cidr": str(network), "gateway": pool.gateway, "prefix": prefix,
                  "location": pool.location, "nodes": [n.name for n in pool.nodes], "rdns_policy": rdns_policy})
-    if commit:
-        db.session.commit()
+    db.session.flush()
     return pool
 
 
@@ -173,7 +172,7 @@ def update_pool(pool: IpPool, *, actor=None, **values) -> IpPool:
     if "node_ids" in values:
         pool.nodes = list(db.session.scalars(select(Node).where(Node.id.in_(values["node_ids"] or []))))
     audit("ip_pool.update", "ip_pool", pool.uuid, actor=actor, before=before, after=pool_summary(pool))
-    db.session.commit()
+    db.session.flush()
     return pool
 
 

@@ -158,8 +158,6 @@ def provision(op, payload):
     """Place, allocate addresses, create the server, filter its network, mark it active. Re-runnable: each step
     is idempotent and committed before the next slow one."""
     svc = _service_of(op)
-    if svc.kind == "dedicated":  # hardware inventory: hostbay.core.dedicated
-        return _dedicated().provision(op, payload, svc)
     if svc.state == ACTIVE:
         return {"state": ACTIVE, "note": "already provisioned"}
     if svc.state in ENDED or svc.state == REMOVAL_QUEUED:
@@ -169,6 +167,8 @@ def provision(op, payload):
         db.session.commit()
     if svc.state != PROVISIONING:
         raise FatalDriverError(f"service {svc.uuid} is {svc.state}, not provisioning")
+    if svc.kind == "dedicated":  # hardware inventory: hostbay.core.dedicated, from provisioning on
+        return _dedicated().provision(op, payload, svc)
     _say(op, 5, "Choosing a host")
     node = place(svc)
     audit("service.placed", "service", svc.uuid, after={"node": node.name, "node_id": node.id})

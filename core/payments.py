@@ -68,21 +68,28 @@ def parse_amount(raw) -> int:
 
 
 def start_topup(user, gateway_name: str, amount) -> Payment:
-    """Create the provider's invoice and the payment row; the caller redirects to ``payment.checkout_url``.
-
-    The row is committed before the provider is called (so a crash leaves a visible pending row, never an orphan
-    invoice we cannot match), then updated with the provider's invoice id and checkout link.
-    """
+    """Validate a top-up and add its pending payment row (flushed). The caller commits it, then calls
+    :func:`open_checkout` and commits again, so the row is committed before the provider is called (a crash leaves
+    a visible pending row, never an orphan invoice we cannot match) and no transaction is open during the call."""
     cents = amount if isinstance(amount, int) and not isinstance(amount, bool) else parse_amount(amount)
     lo, hi = limits()
     if cents < lo or cents > hi:
         raise UserError(f"Top-ups must be between {format_cents(lo)} and {format_cents(hi)}.")
-    drv = gateway(gateway_name)
+    gateway(gateway_name)  # refuses an unknown or disabled gateway before any row is written
     payment = Payment(user_id=user.id, gateway=gateway_name, amount_cents=cents, status=PENDING)
     db.session.add(payment)
-    db.session.commit()
+    db.session.flush()
+    return payment
+
+
+def open_checkout(payment: Payment) -> Payment:
+    """Create the provider's invoice for the committed pending ``payment`` and record its id and checkout link
+    (flushed; the caller commits and redirects to ``payment.checkout_url``). When the provider fails, the payment
+    is marked invalid (flushed: the caller commits that too) and UserError says so."""
     from . import links
 
+    gateway_name, cents, user = payment.gateway, payment.amount_cents, payment.user
+    drv = gateway(gateway_name)
     try:
         co = drv.create_checkout(cents_to_decimal(cents), payment.uuid,
                                  links.url("payment", payment_uuid=payment.uuid),
@@ -90,7 +97,7 @@ def start_topup(user, gateway_name: str, amount) -> Payment:
     except DriverError as exc:
         payment.status, payment.note, payment.updated_at = INVALID, f"checkout failed: {exc}"[:500], clock.now()
         audit("payments.checkout_failed", "payment", payment.uuid, actor_type="system", detail=str(exc))
-        db.session.commit()
+        db.session.flush()
         log.warning("checkout with %s failed for payment %s: %s", gateway_name, payment.uuid, exc)
         raise UserError("The payment provider is not answering right now. Please try again in a few minutes.") \
             from None
@@ -99,7 +106,7 @@ def start_topup(user, gateway_name: str, amount) -> Payment:
     log_activity(user.id, "billing", f"Top-up of {format_cents(cents)} started.")
     audit("payments.started", "payment", payment.uuid, actor=user, actor_type="customer",
           after={"gateway": gateway_name, "amount_cents": cents, "provider_ref": co.provider_ref})
-    db.session.commit()
+    db.session.flush()
     return payment
 
 
@@ -301,7 +308,8 @@ def get_payment(payment_uuid: str) -> Payment:
 
 
 def reconcile(payment: Payment, actor, *, quiet: bool = False) -> str:
-    """Re-fetch the invoice and apply it (credits if settled, once). Audited. Commits. Returns the new status.
+    """Re-fetch the invoice and apply it (credits if settled, once). Audited. Flushes; the caller commits (also
+    after the UserError of a provider that cannot be asked: its audit entry stays). Returns the new status.
     ``actor`` None means the system (the stale-payment sweep)."""
     if not payment.provider_ref:
         raise UserError("This payment never reached the provider; there is nothing to reconcile.")
@@ -313,17 +321,16 @@ def reconcile(payment: Payment, actor, *, quiet: bool = False) -> str:
     try:
         state = _fetch(drv, payment)
     except DriverError as exc:
-        db.session.rollback()
         if not quiet:  # the sweep only logs, or every sweep would add an entry for a provider that is down
             audit("payments.reconcile_failed", "payment", payment.uuid, actor=actor, detail=str(exc)[:500])
-            db.session.commit()
+            db.session.flush()
         raise UserError(f"The provider could not be asked: {exc}") from None
     entry = _apply_state(payment, state, source="sweep" if quiet else "reconcile")
     if not quiet or payment.status != before["status"]:
         audit("payments.reconcile", "payment", payment.uuid, actor=actor, before=before,
               after={"status": payment.status, "received_cents": payment.received_cents,
                      "provider_status": state.raw_status})
-    db.session.commit()
+    db.session.flush()
     return payment.status
 
 
@@ -341,10 +348,9 @@ def credit_received(payment: Payment, actor, amount) -> Payment:
         raise UserError(f"The amount must be above zero and at most {format_cents(payment.amount_cents)}.")
     entry = _credit(payment, cents, source="staff decision", actor_type="staff", actor=actor,
                     note=f"received {format_cents(payment.received_cents or 0)} per provider")
-    if entry is None:
-        db.session.rollback()
+    if entry is None:  # the ledger replayed the first credit: nothing was written
         raise UserError("This payment was credited meanwhile.")
-    db.session.commit()
+    db.session.flush()
     return payment
 
 
@@ -379,6 +385,7 @@ def reconcile_stale(limit: int = 200) -> dict[str, int]:
     for p in rows:
         try:
             status = reconcile(p, None, quiet=True)
+            db.session.commit()  # the sweep owns its transactions: one payment per commit
         except (UserError, DriverError) as exc:
             db.session.rollback()
             log.warning("sweep could not reconcile payment %s: %s", p.uuid, exc)

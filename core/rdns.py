@@ -177,7 +177,8 @@ def enqueue_apply(address: str, hostname: str | None, *, request: RdnsRequest | 
 
 def request_ptr(service, address: str, hostname: str | None, actor) -> RdnsRequest:
     """A customer (or staff on their behalf) asks for ``address``'s PTR to become ``hostname`` (None/"" removes
-    it). Raises NotFound when the address is not attached to ``service``. Commits."""
+    it). Raises NotFound when the address is not attached to ``service``. Flushes; the caller commits (the apply job
+    is dispatched after that commit)."""
     from .services import require_action
 
     row = _customer_address(service, address)
@@ -209,7 +210,7 @@ def request_ptr(service, address: str, hostname: str | None, actor) -> RdnsReque
     log_activity(service.user_id, "rdns_change", message, service.id)
     audit("rdns.request", "ip_address", row.address, actor=actor, before={"ptr": row.ptr},
           after={"hostname": name, "policy": policy, "state": req.state})
-    db.session.commit()
+    db.session.flush()
     return req
 
 
@@ -245,8 +246,7 @@ def approve(uuid: str, actor, note: str = "") -> RdnsRequest:
     res = db.session.execute(update(RdnsRequest).where(RdnsRequest.id == req.id, RdnsRequest.state == PENDING)
                              .values(state=APPLYING, staff_note=(note or "").strip(), decided_by_id=actor.id,
                                      decided_at=now).execution_options(synchronize_session=False))
-    if res.rowcount != 1:
-        db.session.rollback()
+    if res.rowcount != 1:  # nothing was written
         raise UserError("This request was already decided or replaced.")
     db.session.refresh(req)
     enqueue_apply(req.address.address, req.hostname, request=req)
@@ -255,7 +255,7 @@ def approve(uuid: str, actor, note: str = "") -> RdnsRequest:
                  + (f" Note: {req.staff_note}" if req.staff_note else ""), req.service_id)
     audit("rdns.approve", "ip_address", req.address.address, actor=actor, after={"hostname": req.hostname},
           detail=req.staff_note)
-    db.session.commit()
+    db.session.flush()
     return req
 
 
@@ -267,15 +267,14 @@ def reject(uuid: str, actor, note: str) -> RdnsRequest:
     res = db.session.execute(update(RdnsRequest).where(RdnsRequest.id == req.id, RdnsRequest.state == PENDING)
                              .values(state=REJECTED, staff_note=note, decided_by_id=actor.id,
                                      decided_at=clock.now()).execution_options(synchronize_session=False))
-    if res.rowcount != 1:
-        db.session.rollback()
+    if res.rowcount != 1:  # nothing was written
         raise UserError("This request was already decided or replaced.")
     db.session.refresh(req)
     log_activity(req.user_id, "rdns_change",
                  f"Reverse DNS of {req.address.address} → {req.hostname} was not approved: {note}", req.service_id)
     audit("rdns.reject", "ip_address", req.address.address, actor=actor, after={"hostname": req.hostname},
           detail=note)
-    db.session.commit()
+    db.session.flush()
     return req
 
 

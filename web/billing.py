@@ -18,6 +18,7 @@ from hostbay.core.accounts import SSHKey
 from hostbay.core.catalog import CYCLE_LABELS, Package, images_for, orderable_packages
 from hostbay.core.db import db, new_uuid
 from hostbay.core.errors import InsufficientFunds, UserError
+from hostbay.core.inventory import OutOfStock
 from hostbay.core.money import cents_to_decimal, to_cents
 from hostbay.web.common import own_service_or_404
 
@@ -151,6 +152,11 @@ def order_confirm(package_uuid):
     try:
         svc = billing.place_order(current_user, pkg, form["cycle"], form["hostname"], form["image"] or None,
                                   form["ssh_keys"], key=form["key"])
+        db.session.commit()  # the provisioning job is dispatched after this commit
+    except OutOfStock as exc:
+        db.session.commit()  # nothing was charged; the refused order is kept for staff (the demand list)
+        flash(exc.customer_message, "error")
+        return _render_configure(pkg, form, 400)
     except InsufficientFunds as exc:
         flash(exc.customer_message, "error")
         draft = billing.prepare_order(current_user, pkg, form["cycle"], form["hostname"], form["image"] or None,
@@ -221,6 +227,7 @@ def change_confirm(service_uuid):
     try:
         apply_quote(request.form.get("quote", ""), svc, current_user,
                     confirm=request.form.get("confirm_hostname"), key=key)
+        db.session.commit()  # the money, the state and the job together; the job is dispatched after it
     except QuoteExpired as exc:  # back to the review, with the current price and a fresh quote
         db.session.rollback()
         flash(exc.customer_message, "error")
@@ -255,6 +262,7 @@ def refund():
         try:
             billing.request_refund(current_user, parse_amount(form["amount"]), form["reason"],
                                    form["payout_details"])
+            db.session.commit()
         except UserError as exc:
             flash(exc.customer_message, "error")
             return render_template("billing/refund.html", balance=balance, refundable=refundable,

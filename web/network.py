@@ -62,6 +62,7 @@ def set_rdns(uuid: str):
     address, hostname = (data or {}).get("address", ""), (data or {}).get("hostname", "")
     try:
         req = rdns.request_ptr(service, address, hostname, current_user)
+        db.session.commit()  # the apply job is dispatched after this commit
     except NotFound:
         db.session.rollback()
         abort(404)

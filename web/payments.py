@@ -37,6 +37,11 @@ def topup():
             if name not in {g for g, _ in gateways}:
                 raise UserError("Choose a payment method.")
             payment = payments.start_topup(current_user, name, form.get("amount", ""))
+            db.session.commit()  # the pending row exists before the provider is asked
+            try:
+                payments.open_checkout(payment)
+            finally:
+                db.session.commit()  # the invoice, or the payment marked invalid when the provider failed
         except UserError as exc:
             db.session.rollback()
             flash(str(exc), "error")
@@ -130,10 +135,12 @@ def staff_reconcile(payment_uuid):
     try:
         p = payments.get_payment(payment_uuid)
         new = payments.reconcile(p, current_user)
+        db.session.commit()
         flash(f"Reconciled with the provider: {new}.", "info")
     except NotFound:
         abort(404)
     except UserError as exc:
+        db.session.commit()  # the failed attempt's audit entry
         flash(str(exc), "error")
     return redirect(url_for("payments.staff_detail", payment_uuid=payment_uuid), code=303)
 
@@ -144,6 +151,7 @@ def staff_credit(payment_uuid):
     try:
         p = payments.get_payment(payment_uuid)
         payments.credit_received(p, current_user, request.form.get("amount", ""))
+        db.session.commit()
         flash("The amount received was added to the customer's wallet.", "info")
     except NotFound:
         abort(404)

@@ -78,6 +78,7 @@ def money(user_uuid):
                                        description=f.get("description") or "Balance correction")
         else:
             abort(400)
+        db.session.commit()
     except UserError as exc:
         flash(exc.customer_message, "error")
         return redirect(url_for("staff_billing.customer", user_uuid=user.uuid))
@@ -95,6 +96,7 @@ def reverse(entry_uuid):
     owner = db.session.get(User, ledger.owner_id(entry))
     try:
         billing.reverse_entry(entry, current_user, request.form.get("reason", ""))
+        db.session.commit()
         flash("The entry was reversed.", "info")
     except UserError as exc:
         flash(exc.customer_message, "error")
@@ -129,6 +131,7 @@ def approve(uuid):
     try:
         billing.approve_refund(req, current_user, request.form.get("external_reference", ""),
                                request.form.get("note", ""))
+        db.session.commit()
         flash(f"Refund of {format_cents(req.amount_cents)} recorded.", "info")
     except UserError as exc:
         flash(exc.customer_message, "error")
@@ -141,6 +144,7 @@ def reject(uuid):
     req = _refund(uuid)
     try:
         billing.reject_refund(req, current_user, request.form.get("note", ""))
+        db.session.commit()
         flash("Refund request declined.", "info")
     except UserError as exc:
         flash(exc.customer_message, "error")

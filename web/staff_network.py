@@ -58,6 +58,7 @@ def create_pool():
                                 node_ids=[int(x) for x in f.getlist("node_ids") if x.isdigit()],
                                 rdns_policy=f.get("rdns_policy", "immediate"),
                                 cooldown_hours=_int_or_none(f.get("cooldown_hours")), actor=current_user)
+        db.session.commit()
     except UserError as exc:
         db.session.rollback()
         flash(str(exc), "error")
@@ -102,6 +103,7 @@ def pool_settings(uuid: str):
                          nameservers=_lines(f.get("nameservers", "")), location=f.get("location"),
                          cooldown_hours=_int_or_none(f.get("cooldown_hours")), enabled=bool(f.get("enabled")),
                          node_ids=[int(x) for x in f.getlist("node_ids") if x.isdigit()])
+        db.session.commit()
         flash("Pool settings saved.", "info")
     except UserError as exc:
         db.session.rollback()
@@ -125,6 +127,7 @@ def address_action():
             row = ipam.release(address, current_user, skip_cooldown=bool(f.get("skip_cooldown")))
         else:
             raise UserError("Unknown action.")
+        db.session.commit()  # the network filter and PTR jobs are dispatched after this commit
         flash(f"{row.address}: {action} done.", "info")
     except UserError as exc:
         db.session.rollback()
@@ -200,9 +203,11 @@ def rdns_decide(uuid: str, decision: str):
     try:
         if decision == "approve":
             req = rdns.approve(uuid, current_user, note)
+            db.session.commit()  # the apply job is dispatched after this commit
             flash(f"Approved: {req.address.address} → {req.hostname}.", "info")
         elif decision == "reject":
             req = rdns.reject(uuid, current_user, note)
+            db.session.commit()
             flash(f"Rejected: {req.address.address} → {req.hostname}.", "info")
         else:
             abort(404)

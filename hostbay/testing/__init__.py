@@ -1,7 +1,8 @@
 """The plugin author kit: fake drivers, conformance suites and pytest fixtures (see docs/plugins.md).
 
 The fixtures are registered as a pytest plugin (entry point ``pytest11``) when hostbay is installed:
-``app``, ``client``, ``db``, ``registry``, ``register_plugin``, ``job_runner``, ``clock``, ``make_user``, ...
+``app``, ``client``, ``db``, ``registry``, ``register_plugin``, ``job_runner``, ``running_workers`` (real
+``hostbay worker`` processes on Redis), ``clock``, ``make_user``, ...
 
 Names are imported lazily so that the fake drivers (the ``fake`` plugin, used by the embedded demo) load on an
 installation without pytest.

@@ -138,6 +138,64 @@ def register_plugin(app):
     return _register
 
 
+class RunningWorkers:
+    """Real ``hostbay worker`` processes on Redis and the test database (see :func:`running_workers`)."""
+
+    def __init__(self, env: dict[str, str], queue: str):
+        self.env, self.queue = env, queue
+
+    @property
+    def command(self) -> list[str]:
+        import sys
+        from pathlib import Path
+
+        return [str(Path(sys.executable).with_name("hostbay")), "worker", "--burst"]
+
+    def start(self, quiet: bool = False):
+        """One burst worker (it exits when the queue is empty); ``quiet`` discards its output."""
+        import subprocess
+
+        out = subprocess.DEVNULL if quiet else subprocess.PIPE
+        return subprocess.Popen(self.command, env=self.env, stdout=out,
+                                stderr=subprocess.DEVNULL if quiet else subprocess.STDOUT)
+
+    def burst(self, n: int = 1, timeout: float = 240) -> list[str]:
+        """Run ``n`` burst workers side by side until the queue is empty; fails unless every one exits 0.
+        Returns their outputs."""
+        procs = [self.start() for _ in range(n)]
+        outs = [p.communicate(timeout=timeout)[0].decode() for p in procs]
+        assert [p.returncode for p in procs] == [0] * n, outs
+        return outs
+
+
+@pytest.fixture
+def running_workers(app, database_url, tmp_path):
+    """Jobs go to a fresh RQ queue on ``HOSTBAY_TEST_REDIS_URL``, for real ``hostbay worker`` processes
+    (``running_workers.burst(2)``, ``running_workers.start()``) on the test database. Skips without PostgreSQL or
+    Redis; the queue's keys are removed afterwards."""
+    import uuid
+
+    redis_url = os.environ.get("HOSTBAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/2")
+    if not database_url.startswith("postgresql"):
+        pytest.skip("needs PostgreSQL (HOSTBAY_TEST_DATABASE_URL)")
+    try:
+        from redis import Redis
+
+        conn = Redis.from_url(redis_url)
+        conn.ping()
+    except Exception as exc:  # noqa: BLE001
+        pytest.skip(f"needs Redis at {redis_url}: {exc}")
+    queue = f"hostbay-test-{uuid.uuid4().hex[:8]}"
+    app.config.update(HOSTBAY_JOBS="rq", HOSTBAY_REDIS_URL=redis_url, HOSTBAY_QUEUE=queue)
+    env = dict(os.environ, HOSTBAY_DATABASE_URL=database_url, HOSTBAY_REDIS_URL=redis_url, HOSTBAY_QUEUE=queue,
+               HOSTBAY_JOBS="rq", HOSTBAY_INSTANCE_PATH=str(tmp_path / "worker"), HOSTBAY_SECRET_KEY="w",
+               HOSTBAY_LOG_LEVEL="WARNING")
+    yield RunningWorkers(env, queue)
+    for key in conn.scan_iter(f"rq:*{queue}*"):
+        conn.delete(key)
+    app.extensions.pop("hostbay.redis", None)
+
+
 class JobRunner:
     """Holds operations queued until ``run_all()`` (the ``manual`` job mode)."""
 

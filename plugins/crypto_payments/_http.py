@@ -56,6 +56,27 @@ def call(provider: str, method: str, url: str, *, headers: dict[str, str], body:
         raise TransientDriverError(f"{provider}: answer to {method} {_path(url)} is not JSON") from None
 
 
+def probe(label: str, method: str, url: str, *, headers: dict[str, str], timeout: float = 10.0) -> tuple[int, Any]:
+    """One request for a connection test: ``(HTTP status, decoded JSON or None)`` for any answer; a provider that
+    does not answer raises TransientDriverError naming the server (scheme, host and port: never a secret)."""
+    from urllib.parse import urlsplit
+
+    requests = _requests()
+    hdrs = {"Accept": "application/json", **headers}
+    origin = "{0.scheme}://{0.netloc}".format(urlsplit(url))
+    try:
+        resp = session().request(method, url, headers=hdrs, timeout=timeout)
+    except (requests.ConnectionError, requests.Timeout) as exc:
+        raise TransientDriverError(f"{label} at {origin} is not reachable ({type(exc).__name__}).") from None
+    except requests.RequestException as exc:
+        raise FatalDriverError(f"{label} at {origin} could not be asked ({type(exc).__name__}).") from None
+    try:
+        data = json.loads(resp.content or b"null", parse_float=Decimal)
+    except ValueError:
+        data = None
+    return resp.status_code, data
+
+
 def _path(url: str) -> str:
     from urllib.parse import urlsplit
 

@@ -9,7 +9,9 @@
 - Webhooks are registered per store in BTCPay (URL ``<panel>/payments/webhook/btcpay``) and signed with
   ``BTCPay-Sig: sha256=<hex HMAC-SHA256(webhook secret, raw body)>``.
 
-The API key needs the store permissions "View invoices" and "Create invoice" only.
+The API key needs the store permissions "View invoices" and "Create invoice" only. ``validate()`` ("Test
+connection") asks ``GET /api/v1/api-keys/current`` (the key is accepted; its ``permissions`` list), then
+``GET /api/v1/stores/{storeId}/invoices?take=1`` (the store exists and the key may read its invoices).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from urllib.parse import quote
 
 from hostbay.core.drivers import (Checkout, PaymentGateway, PaymentState, PaymentStatus, Setting, SignatureError,
                                   WebhookEvent)
-from hostbay.core.errors import FatalDriverError
+from hostbay.core.errors import FatalDriverError, TransientDriverError
 
 from . import _http
 
@@ -54,6 +56,26 @@ def map_invoice_status(status: str, additional: str) -> PaymentStatus:
     raise FatalDriverError(f"btcpay: unknown invoice status {status!r}")
 
 
+# what hostbay calls -> the Greenfield permissions that grant it (a broader permission includes the narrower one)
+NEEDED_PERMISSIONS = {
+    "View invoices": ("btcpay.store.canviewinvoices", "btcpay.store.canmodifyinvoices",
+                      "btcpay.store.canviewstoresettings", "btcpay.store.canmodifystoresettings", "unrestricted"),
+    "Create invoice": ("btcpay.store.cancreateinvoice", "btcpay.store.canmodifyinvoices",
+                       "btcpay.store.canmodifystoresettings", "unrestricted"),
+}
+
+
+def missing_permissions(granted, store_id: str) -> list[str]:
+    """The names of NEEDED_PERMISSIONS that ``granted`` (the key's ``permissions``: ``policy`` for every store or
+    ``policy:storeId`` for one) does not give on ``store_id``."""
+    held = set()
+    for item in granted or []:
+        policy, _, scope = str(item).partition(":")
+        if not scope or scope == store_id:
+            held.add(policy.lower())
+    return [name for name, grants in NEEDED_PERMISSIONS.items() if not held.intersection(grants)]
+
+
 class BTCPayGateway(PaymentGateway):
     name = "btcpay"
     label = "Bitcoin and more (BTCPay Server)"
@@ -76,6 +98,33 @@ class BTCPayGateway(PaymentGateway):
     def _call(self, method: str, path: str, body: dict | None = None):
         return _http.call("btcpay", method, self._url(path), body=body, timeout=self.config["timeout"],
                           headers={"Authorization": f"token {self.config['api_key']}"})
+
+    def validate(self) -> None:
+        """"Test connection": the server answers, the API key is accepted, the store exists and the key holds the
+        permissions hostbay uses on it. One message per failure; no secret in it."""
+        base = self.config["base_url"].rstrip("/")
+        auth = {"Authorization": f"token {self.config['api_key']}"}
+        store = self.config["store_id"]
+        status, data = _http.probe("BTCPay Server", "GET", f"{base}/api/v1/api-keys/current", headers=auth,
+                                   timeout=self.config["timeout"])
+        if status in (401, 403):
+            raise FatalDriverError("BTCPay Server refused the API key (it is wrong or was revoked).")
+        if status == 404:
+            raise FatalDriverError(f"{base} does not answer as a BTCPay Server (no Greenfield API at /api/v1).")
+        if status != 200 or not isinstance(data, dict):
+            raise TransientDriverError(f"BTCPay Server answered HTTP {status} when asked about the API key.")
+        status, _ = _http.probe("BTCPay Server", "GET", f"{self._url('/invoices')}?take=1", headers=auth,
+                                timeout=self.config["timeout"])
+        if status == 404:
+            raise FatalDriverError(f"BTCPay Server has no store with the ID {store}.")
+        missing = missing_permissions(data.get("permissions"), store)
+        if status == 403 and not missing:
+            missing = ["View invoices"]
+        if missing:
+            raise FatalDriverError(f"The API key lacks the permission {' and '.join(repr(m) for m in missing)} "
+                                   f"on store {store}; give it 'View invoices' and 'Create invoice'.")
+        if status != 200:
+            raise TransientDriverError(f"BTCPay Server answered HTTP {status} when asked for the store's invoices.")
 
     def create_checkout(self, amount: Decimal, reference: str, return_url: str, notify_url: str) -> Checkout:
         body = {

@@ -8,6 +8,8 @@
   keys sorted recursively, serialised compactly as JavaScript's JSON.stringify does). The check re-serialises the
   raw body's own tokens (numbers are never re-formatted through a float: ``1e-7`` stays ``1e-7``).
 - Re-fetch: ``GET /v1/payment/{payment_id}`` with ``x-api-key``.
+- Test connection (``validate()``): ``GET /v1/status`` (no key: the API is up, ``{"message": "OK"}``), then
+  ``GET /v1/merchant/coins`` with ``x-api-key`` (the key is accepted), and the IPN secret is set.
 
 Statuses: waiting, confirming, confirmed, sending, partially_paid, finished, failed, refunded, expired. Only
 ``finished`` (funds arrived in the merchant's wallet) settles.
@@ -22,7 +24,7 @@ from urllib.parse import quote
 
 from hostbay.core.drivers import (Checkout, PaymentGateway, PaymentState, PaymentStatus, Setting, SignatureError,
                                   WebhookEvent)
-from hostbay.core.errors import FatalDriverError
+from hostbay.core.errors import FatalDriverError, TransientDriverError
 
 from . import _http
 
@@ -79,6 +81,25 @@ class NOWPaymentsGateway(PaymentGateway):
     def _call(self, method: str, path: str, body: dict | None = None):
         return _http.call("nowpayments", method, self.config["base_url"].rstrip("/") + path, body=body,
                           timeout=self.config["timeout"], headers={"x-api-key": self.config["api_key"]})
+
+    def validate(self) -> None:
+        """"Test connection": the API answers, the API key is accepted, an IPN secret is set. One message per
+        failure; no secret in it."""
+        base = self.config["base_url"].rstrip("/")
+        timeout = self.config["timeout"]
+        status, data = _http.probe("The NOWPayments API", "GET", f"{base}/v1/status", headers={}, timeout=timeout)
+        if status != 200 or not isinstance(data, dict) or str(data.get("message", "")).upper() != "OK":
+            raise TransientDriverError(f"The NOWPayments API at {base} is not available (GET /v1/status answered "
+                                       f"HTTP {status}).")
+        status, data = _http.probe("The NOWPayments API", "GET", f"{base}/v1/merchant/coins",
+                                   headers={"x-api-key": self.config["api_key"]}, timeout=timeout)
+        if status in (401, 403):
+            raise FatalDriverError("NOWPayments refused the API key (it is wrong or was deleted).")
+        if status != 200:
+            raise TransientDriverError(f"NOWPayments answered HTTP {status} when the API key was checked.")
+        if not (self.config.get("ipn_secret") or "").strip():
+            raise FatalDriverError("The IPN secret key is missing: copy it from the NOWPayments dashboard "
+                                   "(Store settings, IPN).")
 
     def create_checkout(self, amount: Decimal, reference: str, return_url: str, notify_url: str) -> Checkout:
         body = {

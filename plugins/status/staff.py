@@ -40,6 +40,21 @@ def _done(message: str, endpoint: str = "status_staff.index", **kw):
     return redirect(url_for(endpoint, **kw))
 
 
+def _handle(action, message, *, back: str = "status_staff.index", back_kw: dict | None = None, done=None,
+            errors: tuple = (UserError,)):
+    """The one form-handling step of these pages: run ``action()``; on a refusal (``errors``) roll back, show it
+    and go ``back``; else commit and show ``message`` (a text, or a function of the action's result), then go to
+    ``done(result)`` (an ``(endpoint, url arguments)`` pair) or the status home."""
+    try:
+        result = action()
+    except errors as exc:
+        db.session.rollback()
+        flash(getattr(exc, "customer_message", None) or str(exc), "error")
+        return redirect(url_for(back, **(back_kw or {})))
+    endpoint, kw = done(result) if done else ("status_staff.index", {})
+    return _done(message(result) if callable(message) else message, endpoint, **kw)
+
+
 def _ctx() -> dict:
     return {"kinds": COMPONENT_KINDS, "statuses": COMPONENT_STATUSES, "labels": COMPONENT_LABELS,
             "impacts": IMPACTS, "incident_statuses": INCIDENT_STATUSES, "probe_kinds": PROBE_KINDS,
@@ -71,47 +86,31 @@ def save_component(cid=None):
     if cid and comp is None:
         abort(404)
     f = request.form
-    try:
-        actions.save_component(comp, name=f.get("name", ""), group_name=f.get("group_name", ""),
-                               description=f.get("description", ""), kind=f.get("kind", "other"),
-                               location=f.get("location") or None, node_id=f.get("node_id", type=int),
-                               position=f.get("position", 0, type=int), actor=current_user)
-    except UserError as exc:
-        db.session.rollback()
-        flash(exc.customer_message, "error")
-        return redirect(url_for("status_staff.index"))
-    return _done("Component saved.")
+    return _handle(lambda: actions.save_component(
+        comp, name=f.get("name", ""), group_name=f.get("group_name", ""), description=f.get("description", ""),
+        kind=f.get("kind", "other"), location=f.get("location") or None, node_id=f.get("node_id", type=int),
+        position=f.get("position", 0, type=int), actor=current_user), "Component saved.")
 
 
 @bp.post("/components/<int:cid>/override")
 @staff_required(PERMISSION)
 def override(cid):
     comp = db.session.get(Component, cid) or abort(404)
-    try:
-        actions.set_override(comp, request.form.get("status") or None, actor=current_user)
-    except UserError as exc:
-        db.session.rollback()
-        flash(exc.customer_message, "error")
-        return redirect(url_for("status_staff.index"))
-    return _done("Status override saved." if comp.override else "The status is derived again.")
+    return _handle(lambda: actions.set_override(comp, request.form.get("status") or None, actor=current_user),
+                   lambda _: "Status override saved." if comp.override else "The status is derived again.")
 
 
 @bp.post("/incidents")
 @staff_required(PERMISSION)
 def open_incident():
     f = request.form
-    try:
-        inc = actions.open_incident(
-            name=f.get("name", ""), impact=f.get("impact", "minor"),
-            component_status=f.get("component_status", "partial_outage"),
-            component_ids=f.getlist("components", type=int),
-            service_uuids=(f.get("services") or "").replace(",", " ").split(),
-            body=f.get("body", ""), status=f.get("status", "investigating"), actor=current_user)
-    except UserError as exc:
-        db.session.rollback()
-        flash(exc.customer_message, "error")
-        return redirect(url_for("status_staff.index"))
-    return _done("Incident opened.", "status_staff.incident", uuid=inc.uuid)
+    return _handle(lambda: actions.open_incident(
+        name=f.get("name", ""), impact=f.get("impact", "minor"),
+        component_status=f.get("component_status", "partial_outage"),
+        component_ids=f.getlist("components", type=int),
+        service_uuids=(f.get("services") or "").replace(",", " ").split(),
+        body=f.get("body", ""), status=f.get("status", "investigating"), actor=current_user),
+        "Incident opened.", done=lambda inc: ("status_staff.incident", {"uuid": inc.uuid}))
 
 
 @bp.get("/incidents/<uuid>")
@@ -126,31 +125,22 @@ def incident(uuid):
 def incident_update(uuid):
     inc = db.session.scalar(select(Incident).filter_by(uuid=uuid)) or abort(404)
     f = request.form
-    try:
-        actions.add_update(inc, status=f.get("status", ""), body=f.get("body", ""), actor=current_user,
-                           impact=f.get("impact") or None, component_status=f.get("component_status") or None)
-    except UserError as exc:
-        db.session.rollback()
-        flash(exc.customer_message, "error")
-        return redirect(url_for("status_staff.incident", uuid=uuid))
-    return _done("Update posted.", "status_staff.incident", uuid=uuid)
+    here = ("status_staff.incident", {"uuid": uuid})
+    return _handle(lambda: actions.add_update(
+        inc, status=f.get("status", ""), body=f.get("body", ""), actor=current_user, impact=f.get("impact") or None,
+        component_status=f.get("component_status") or None), "Update posted.", back=here[0], back_kw=here[1],
+        done=lambda _: here)
 
 
 @bp.post("/maintenance")
 @staff_required(PERMISSION)
 def schedule():
     f = request.form
-    try:
-        actions.schedule_maintenance(
-            name=f.get("name", ""), body=f.get("body", ""), scheduled_for=_dt(f.get("scheduled_for", "")),
-            scheduled_until=_dt(f.get("scheduled_until", "")), component_ids=f.getlist("components", type=int),
-            notify=bool(f.get("notify")), notice_hours=f.get("notice_hours", 48, type=int),
-            verify_minutes=f.get("verify_minutes", 0, type=int), actor=current_user)
-    except UserError as exc:
-        db.session.rollback()
-        flash(exc.customer_message, "error")
-        return redirect(url_for("status_staff.index"))
-    return _done("Maintenance scheduled.")
+    return _handle(lambda: actions.schedule_maintenance(
+        name=f.get("name", ""), body=f.get("body", ""), scheduled_for=_dt(f.get("scheduled_for", "")),
+        scheduled_until=_dt(f.get("scheduled_until", "")), component_ids=f.getlist("components", type=int),
+        notify=bool(f.get("notify")), notice_hours=f.get("notice_hours", 48, type=int),
+        verify_minutes=f.get("verify_minutes", 0, type=int), actor=current_user), "Maintenance scheduled.")
 
 
 @bp.post("/maintenance/<uuid>/complete")
@@ -169,16 +159,10 @@ def save_probe(pid=None):
     if pid and probe is None:
         abort(404)
     f = request.form
-    try:
-        actions.save_probe(probe, name=f.get("name", ""), component_id=f.get("component_id", 0, type=int),
-                           kind=f.get("kind", ""), host=f.get("host", ""), port=f.get("port", type=int),
-                           url=f.get("url", ""), expected_status=f.get("expected_status", 200, type=int),
-                           interval_seconds=f.get("interval_seconds", 60, type=int),
-                           timeout_seconds=f.get("timeout_seconds", 5.0, type=float),
-                           degraded_ms=f.get("degraded_ms", 1000, type=int), enabled=bool(f.get("enabled", "1")),
-                           actor=current_user)
-    except (UserError, ValueError) as exc:
-        db.session.rollback()
-        flash(getattr(exc, "customer_message", str(exc)), "error")
-        return redirect(url_for("status_staff.index"))
-    return _done("Probe saved.")
+    return _handle(lambda: actions.save_probe(
+        probe, name=f.get("name", ""), component_id=f.get("component_id", 0, type=int), kind=f.get("kind", ""),
+        host=f.get("host", ""), port=f.get("port", type=int), url=f.get("url", ""),
+        expected_status=f.get("expected_status", 200, type=int),
+        interval_seconds=f.get("interval_seconds", 60, type=int),
+        timeout_seconds=f.get("timeout_seconds", 5.0, type=float), degraded_ms=f.get("degraded_ms", 1000, type=int),
+        enabled=bool(f.get("enabled", "1")), actor=current_user), "Probe saved.", errors=(UserError, ValueError))

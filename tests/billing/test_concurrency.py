@@ -32,6 +32,7 @@ def _race(app, user_id, package_id, image_id, keys):
                 db.session.commit()  # give the connection back to the pool while waiting for the others
                 barrier.wait(timeout=60)
                 svc = billing.place_order(user, pkg, "monthly", f"web{i}.example.com", img, key=key)
+                db.session.commit()  # the caller owns the transaction
                 results[i] = ("ok", svc.uuid)
             except InsufficientFunds as exc:
                 results[i] = ("short", exc.shortfall_cents)

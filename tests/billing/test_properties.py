@@ -81,6 +81,7 @@ def test_random_money_sequences(app, clock, make_package, make_image, finish_job
             elif kind == "order":
                 pkg, cycle, key = pkgs[step[1]], step[2], new_uuid()
                 svc = billing.place_order(user, pkg, cycle, f"h{len(svcs)}.example.test", img, key=key)
+                db.session.commit()  # the test is the owner of the unit of work
                 expected -= pkg.price_cents(cycle)
                 svcs.append(finish_job(svc))
                 done.append(lambda p=pkg, c=cycle, k=key, n=len(svcs): billing.place_order(
@@ -103,6 +104,7 @@ def test_random_money_sequences(app, clock, make_package, make_image, finish_job
                 amount = prorata_cents(svc.price_cents, pkg.price_cents(svc.cycle), clock.now(), svc.period_start,
                                        svc.renews_at)
                 billing.change_package(svc, pkg, user, confirm=svc.hostname, key=key)
+                db.session.commit()
                 expected -= amount
                 finish_job(svc)
                 done.append(lambda s=svc, p=pkg, k=key: billing.change_package(s, p, user, confirm=s.hostname,
@@ -113,11 +115,13 @@ def test_random_money_sequences(app, clock, make_package, make_image, finish_job
                       "bonus": lambda a, k: billing.bonus(user, a, staff, "Bonus", key=k),
                       "correction": lambda a, k: billing.correction(user, a, staff, "reason", key=k)}[kind]
                 fn(step[1], key)
+                db.session.commit()
                 expected += -step[1] if kind == "charge" else step[1]
                 done.append(lambda f=fn, a=step[1], k=key: f(a, k))
             elif kind == "refund":
                 req = billing.request_refund(user, step[1], "please")
                 billing.approve_refund(req, staff, "tx")
+                db.session.commit()
                 expected -= step[1]
                 done.append(lambda r=req: ledger.debit(user.id, r.amount_cents, kind="refund_payout",
                                                        key=f"refund:{r.uuid}", description="Refund"))

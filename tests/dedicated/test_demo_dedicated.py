@@ -37,7 +37,9 @@ def test_demo_dedicated_orders(app, client, tmp_path):
         ledger.credit(user.id, ledger_topup, kind="topup", key="demo-ded-topup", description="Top-up")
         db.session.commit()
         a = billing.place_order(user, pkg, "monthly", "metal-a.example.com", image, key="d1")
+        db.session.commit()  # each order's set-up job runs after its owner's commit
         b = billing.place_order(user, pkg, "monthly", "metal-b.example.com", image, key="d2")
+        db.session.commit()
         db.session.expire_all()
         assert db.session.get(type(a), a.id).state == "active"
         assert sim.state()["boot_device"] == "pxe" and sim.state()["power"] == "on"

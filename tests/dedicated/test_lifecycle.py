@@ -27,6 +27,7 @@ def _received_since(sim, mark):
 
 def _order(db, user, pkg, image=None, key="k", host="metal.example.com", keys=()):
     svc = billing.place_order(user, pkg, "monthly", host, image, list(keys), key=key)
+    db.session.commit()  # the set-up job runs after the owner's commit
     return _fresh(db, svc)
 
 

@@ -103,6 +103,7 @@ def test_concurrent_allocate_for_service_calls_are_idempotent(app, db, make_user
                 start.wait()
                 for sid in sids:
                     ipam.allocate_for_service(database.session.get(Service, sid))
+                    database.session.commit()  # as the provisioning handler does before its driver call
                 database.session.remove()
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)

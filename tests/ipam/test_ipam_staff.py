@@ -33,10 +33,13 @@ def test_provisioned_filter_then_staff_assign_move_release_update_it(db, running
     assert _filter(a) == ["198.51.100.2"] and _filter(b) == ["198.51.100.3"]
 
     ipam.assign("198.51.100.9", a.uuid, admin)
+    db.session.commit()  # the caller commits; the filter updates run after it
     assert _filter(a) == ["198.51.100.2", "198.51.100.9"]
     ipam.move("198.51.100.9", b.uuid, admin)
+    db.session.commit()
     assert _filter(a) == ["198.51.100.2"] and _filter(b) == ["198.51.100.3", "198.51.100.9"]
     ipam.release("198.51.100.3", admin)
+    db.session.commit()
     assert _filter(b) == ["198.51.100.9"]
     row = ipam.get_address("198.51.100.3")
     assert row.state == "free" and row.cooling and row.service_id is None

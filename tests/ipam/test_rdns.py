@@ -42,10 +42,12 @@ def setup(db, running_service, fake_dns):
 def test_immediate_policy_applies_at_once(setup, fake_dns, db):
     svc, addr = setup("immediate")
     req = rdns.request_ptr(svc, addr, "web.example.com", svc.user)
+    db.session.commit()  # the caller owns the transaction; the apply job runs after its commit
     db.session.refresh(req)
     assert req.state == rdns.APPLIED and fake_dns.records == {addr: "web.example.com"}
     assert ipam.get_address(addr).ptr == "web.example.com"
     rdns.request_ptr(svc, addr, "", svc.user)  # remove
+    db.session.commit()
     assert fake_dns.records == {} and ipam.get_address(addr).ptr is None
 
 
@@ -72,7 +74,9 @@ def test_forward_match_waits_for_the_forward_record(setup, fake_dns, db, job_run
 def test_forward_match_that_already_matches_applies_at_once(setup, fake_dns, db):
     svc, addr = setup("forward_match")
     fake_dns.forward["ok.example.com"] = [addr]
-    assert rdns.request_ptr(svc, addr, "ok.example.com", svc.user).state == rdns.APPLIED
+    req = rdns.request_ptr(svc, addr, "ok.example.com", svc.user)
+    db.session.commit()
+    assert req.state == rdns.APPLIED
     assert fake_dns.records == {addr: "ok.example.com"}
 
 
@@ -96,6 +100,7 @@ def test_approval_policy_waits_for_staff(setup, fake_dns, db, make_user):
     assert req.state == rdns.PENDING and fake_dns.records == {}
     assert [r.uuid for r in rdns.pending_queue()] == [req.uuid]
     rdns.approve(req.uuid, staff, "looks fine")
+    db.session.commit()
     assert fake_dns.records == {addr: "mail.example.com"}
     second = rdns.request_ptr(svc, addr, "spam.example.com", svc.user)
     with pytest.raises(rdns.UserError, match="note"):
@@ -131,6 +136,7 @@ def test_customer_cannot_set_ptr_of_an_address_not_theirs(setup, fake_dns, runni
 def test_release_removes_the_ptr_and_cancels_open_requests(setup, fake_dns, db, make_user):
     svc, addr = setup("immediate")
     rdns.request_ptr(svc, addr, "gone.example.com", svc.user)
+    db.session.commit()
     assert fake_dns.records == {addr: "gone.example.com"}
     ipam.release_for_service(svc)
     db.session.commit()

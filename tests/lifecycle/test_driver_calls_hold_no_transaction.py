@@ -47,6 +47,7 @@ def test_handlers_release_the_transaction_before_driver_calls(calls, make_user, 
     big = make_package(slug="b", monthly_cents=2000, disk_gib=40)
     img = make_image()
     svc = billing.place_order(user, small, "monthly", "drv.example.com", img, key="o1")
+    db.session.commit()  # the caller owns the transaction; the job runs after its commit
     assert _fresh(svc).state == "active"
     for action in ("stop", "start", "restart"):
         request_action(_fresh(svc), action, user)
@@ -54,8 +55,10 @@ def test_handlers_release_the_transaction_before_driver_calls(calls, make_user, 
     request_action(_fresh(svc), "reinstall", user, image_id=img.id)
     db.session.commit()
     billing.change_package(_fresh(svc), big, user, key="up")
+    db.session.commit()
     assert _fresh(svc).state == "active"
     billing.change_package(_fresh(svc), small, user, confirm=svc.hostname, key="down")
+    db.session.commit()
     assert _fresh(svc).state == "active"
     app.config["HOSTBAY_ISO_DIR"] = str(tmp_path / "isos")
     image = iso.IsoImage(user_id=user.id, name="r.iso", stored_name="0123456789abcdef0123456789abcdef.iso", size_bytes=3, sha256="0" * 64,

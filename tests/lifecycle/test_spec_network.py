@@ -25,5 +25,6 @@ def test_service_history_shows_each_charge_once(db, setup, make_user):
 
     user = make_user(balance_cents=5000)
     svc = billing.place_order(user, setup.package, "monthly", "h1.example.test", image=setup.image, key="k1")
+    db.session.commit()
     lines = [h["message"] for h in service_history(svc) if h["event"] == "billing"]
     assert len(lines) == 1 and "charged from your wallet" in lines[0], lines

@@ -2,12 +2,8 @@
 service exactly once, and a worker killed in the middle of a sweep leaves work that a re-run finishes."""
 import os
 import signal
-import subprocess
-import sys
 import time
-import uuid
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select, text
@@ -20,31 +16,7 @@ from .seed import expected_outcome, seed_due
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
-REDIS_URL = os.environ.get("HOSTBAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/2")
-HOSTBAY = Path(sys.executable).with_name("hostbay")
 PRICE, PER_USER = 1000, 3
-
-
-@pytest.fixture
-def rq_app(app, database_url, tmp_path):
-    if not database_url.startswith("postgresql"):
-        pytest.skip("needs PostgreSQL (HOSTBAY_TEST_DATABASE_URL)")
-    try:
-        from redis import Redis
-
-        conn = Redis.from_url(REDIS_URL)
-        conn.ping()
-    except Exception as exc:  # noqa: BLE001
-        pytest.skip(f"needs Redis at {REDIS_URL}: {exc}")
-    queue = f"hostbay-lifecycle-test-{uuid.uuid4().hex[:8]}"
-    app.config.update(HOSTBAY_JOBS="rq", HOSTBAY_REDIS_URL=REDIS_URL, HOSTBAY_QUEUE=queue)
-    env = dict(os.environ, HOSTBAY_DATABASE_URL=database_url, HOSTBAY_REDIS_URL=REDIS_URL, HOSTBAY_QUEUE=queue,
-               HOSTBAY_JOBS="rq", HOSTBAY_INSTANCE_PATH=str(tmp_path / "worker"), HOSTBAY_SECRET_KEY="w",
-               HOSTBAY_LOG_LEVEL="WARNING")
-    yield app, env
-    for key in conn.scan_iter(f"rq:*{queue}*"):
-        conn.delete(key)
-    app.extensions.pop("hostbay.redis", None)
 
 
 def _now():
@@ -88,16 +60,12 @@ def _check_exactly_once(db, user_ids, balance=_balance):
         Service.state == "active", Service.renews_at <= _now())) == 0
 
 
-def test_two_workers_charge_each_due_service_once(db, rq_app, make_package):
-    app, env = rq_app
+def test_two_workers_charge_each_due_service_once(db, running_workers, make_package):
     pkg = make_package(monthly_cents=PRICE)
     users = seed_due(pkg, users=600, per_user=PER_USER, price_cents=PRICE, balance_cents=_balance,
                      due_at=_now() - timedelta(hours=1), tag="w")
     _enqueue_sweeps(db, 6, 10, "two-workers")  # six overlapping sweeps, small batches: they contend
-    procs = [subprocess.Popen([str(HOSTBAY), "worker", "--burst"], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT) for _ in range(2)]
-    outs = [p.communicate(timeout=240)[0].decode() for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outs
+    running_workers.burst(2)
     sweeps = db.session.scalars(select(jobs.Operation).where(jobs.Operation.kind == "lifecycle.renewal_sweep")).all()
     assert len(sweeps) == 6 and all(o.state == "succeeded" for o in sweeps), [(o.state, o.error) for o in sweeps]
     assert sum(o.result["renewed"] + o.result["suspended"] for o in sweeps) == 600 * PER_USER
@@ -109,15 +77,13 @@ def test_two_workers_charge_each_due_service_once(db, rq_app, make_package):
     assert all(o.state == "succeeded" for o in suspends)
 
 
-def test_worker_killed_mid_sweep_then_rerun(db, rq_app, make_package):
-    app, env = rq_app
+def test_worker_killed_mid_sweep_then_rerun(db, running_workers, make_package):
     pkg = make_package(monthly_cents=PRICE)
     users = seed_due(pkg, users=1500, per_user=PER_USER, price_cents=PRICE, balance_cents=_kill_balance,
                      due_at=_now() - timedelta(hours=1), tag="k")
     total = 1500 * PER_USER
     _enqueue_sweeps(db, 1, 10, "killed")
-    proc = subprocess.Popen([str(HOSTBAY), "worker", "--burst"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = running_workers.start(quiet=True)
     deadline = time.time() + 120
     done = 0
     while time.time() < deadline:
@@ -143,6 +109,5 @@ def test_worker_killed_mid_sweep_then_rerun(db, rq_app, make_package):
         assert w.balance_cents == ledger.ledger_sum_cents(w.user_id)
     # the re-run (a new scheduled sweep in a new worker) finishes the work
     _enqueue_sweeps(db, 1, 200, "rerun")
-    out = subprocess.run([str(HOSTBAY), "worker", "--burst"], env=env, capture_output=True, timeout=240)
-    assert out.returncode == 0, out.stdout + out.stderr
+    running_workers.burst(1)
     _check_exactly_once(db, users, _kill_balance)

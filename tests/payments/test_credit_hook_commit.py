@@ -15,6 +15,7 @@ def setup(client, make_user, make_package, make_image, make_node, clock):
     big = make_package(slug="big", monthly_cents=2000, disk_gib=40, ipv4_count=0)
     small = make_package(slug="small", monthly_cents=1000, disk_gib=40, ipv4_count=0)
     svc = billing.place_order(user, big, "monthly", "web1.example.com", make_image(), key="order")
+    db.session.commit()  # the test owns the unit of work; the set-up job runs after this commit
     db.session.refresh(svc)
     assert svc.state == services.ACTIVE
     return user, small, svc

@@ -16,6 +16,7 @@ from hostbay.core.activity import ActivityEntry, log_activity
 from hostbay.core.catalog import Image, Package, images_for, orderable_packages
 from hostbay.core.db import db
 from hostbay.core.errors import HostbayError, NotFound
+from hostbay.core.inventory import OutOfStock
 from hostbay.core.services import Service, customer_services, get_customer_service
 
 from . import schemas as s
@@ -242,7 +243,9 @@ def apply_change(args, service_uuid):
     downgrades credited; a smaller disk rebuilds the server and needs `confirm_hostname`."""
     svc = own_service(service_uuid)
     pkg = _change_target(svc, args["package"])
-    return apply_package_change(svc, pkg, _user(), args.get("confirm_hostname"), request_key(), args["quote"])
+    op = apply_package_change(svc, pkg, _user(), args.get("confirm_hostname"), request_key(), args["quote"])
+    db.session.commit()  # the money, the state and the job together; the job is dispatched after it
+    return op
 
 
 # --- wallet, top-ups, orders -------------------------------------------------------------------------------------
@@ -281,7 +284,9 @@ def list_refunds():
 def request_refund(args):
     """Ask for money to be paid back: at most `refundable_cents` of `GET /wallet` (top-ups not spent yet;
     bonuses and credits stay in the wallet), one pending request at a time. Staff review it."""
-    return billing.request_refund(_user(), args["amount_cents"], args["reason"], args.get("payout_details", ""))
+    req = billing.request_refund(_user(), args["amount_cents"], args["reason"], args.get("payout_details", ""))
+    db.session.commit()
+    return req
 
 
 @blp.route("/topups", methods=["POST"])
@@ -292,7 +297,13 @@ def request_refund(args):
 def create_topup(args):
     """Start a top-up with a payment gateway; pay at `checkout_url`. The wallet is credited when the gateway
     confirms the payment."""
-    return payments.start_topup(_user(), args["gateway"], args["amount_cents"])
+    payment = payments.start_topup(_user(), args["gateway"], args["amount_cents"])
+    db.session.commit()  # the pending row exists before the provider is asked
+    try:
+        payments.open_checkout(payment)
+    finally:
+        db.session.commit()  # the invoice, or the payment marked invalid when the provider failed
+    return payment
 
 
 @blp.route("/topups/<payment_uuid>")
@@ -312,8 +323,14 @@ def create_order(args):
     pkg = db.session.scalar(select(Package).filter_by(uuid=args["package"]))
     if pkg is None or not pkg.orderable:
         raise ApiProblem(404, "not-found", "No such package.")
-    return billing.place_order(_user(), pkg, args["cycle"], args["hostname"], args.get("image") or None,
-                               args.get("ssh_keys") or [], key=request_key())
+    try:
+        svc = billing.place_order(_user(), pkg, args["cycle"], args["hostname"], args.get("image") or None,
+                                  args.get("ssh_keys") or [], key=request_key())
+    except OutOfStock:
+        db.session.commit()  # nothing was charged; the refused order is kept for staff (the demand list)
+        raise
+    db.session.commit()  # the provisioning job is dispatched after this commit
+    return svc
 
 
 # --- SSH keys ----------------------------------------------------------------------------------------------------
@@ -409,7 +426,9 @@ def set_rdns(args, service_uuid, address):
     """Request a PTR record; depending on the pool's policy it is applied at once, after staff review, or once
     the name resolves to the address."""
     svc = own_service(service_uuid)
-    return rdns.request_ptr(svc, address, args.get("hostname") or None, _user())
+    req = rdns.request_ptr(svc, address, args.get("hostname") or None, _user())
+    db.session.commit()  # the apply job is dispatched after this commit
+    return req
 
 
 # --- tickets -----------------------------------------------------------------------------------------------------

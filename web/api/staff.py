@@ -438,6 +438,7 @@ def decide_approval(args, kind, item_uuid):
         db.session.commit()
     elif kind == "rdns":
         item = rdns.approve(item_uuid, g.api_user, note) if approve else rdns.reject(item_uuid, g.api_user, note)
+        db.session.commit()  # the apply job (an approval) is dispatched after this commit
     else:
         raise ApiProblem(404, "not-found", "Approvals are of kind iso or rdns.")
     return {"type": kind, "uuid": item.uuid, "state": item.state}
@@ -453,8 +454,11 @@ def decide_refund(args, refund_uuid):
     if req is None:
         raise ApiProblem(404, "not-found", "No such refund request.")
     if args["decision"] == "approve":
-        return billing.approve_refund(req, g.api_user, args.get("external_reference", ""), args.get("note", ""))
-    return billing.reject_refund(req, g.api_user, args.get("note", ""))
+        req = billing.approve_refund(req, g.api_user, args.get("external_reference", ""), args.get("note", ""))
+    else:
+        req = billing.reject_refund(req, g.api_user, args.get("note", ""))
+    db.session.commit()
+    return req
 
 
 @blp.route("/queues/datacenter")

@@ -67,6 +67,8 @@ class BTCPayStandIn(_Server):
     def __init__(self, store_id="7Qk3StoreId", api_key="greenfield-api-key-0123456789",
                  webhook_secret="btcpay-webhook-secret", rate=Decimal("64392.23")):
         self.store_id, self.api_key, self.webhook_secret, self.rate = store_id, api_key, webhook_secret, rate
+        # the key's permissions as Greenfield lists them (``policy:storeId``); a test may change them
+        self.permissions = [f"btcpay.store.canviewinvoices:{store_id}", f"btcpay.store.cancreateinvoice:{store_id}"]
         self.invoices: dict[str, dict] = {}
         self.paid_btc: dict[str, Decimal] = {}
         self.webhook_id = "Whk" + uuid.uuid4().hex[:16]
@@ -82,15 +84,46 @@ class BTCPayStandIn(_Server):
     def _problem(status, code, message):
         return status, {"code": code, "message": message}
 
+    # Greenfield's policy tree (a broader store permission contains the narrower ones)
+    CONTAINS = {"btcpay.store.canmodifystoresettings": {"btcpay.store.canviewstoresettings",
+                                                        "btcpay.store.canmodifyinvoices",
+                                                        "btcpay.store.canviewinvoices",
+                                                        "btcpay.store.cancreateinvoice"},
+                "btcpay.store.canviewstoresettings": {"btcpay.store.canviewinvoices"},
+                "btcpay.store.canmodifyinvoices": {"btcpay.store.canviewinvoices", "btcpay.store.cancreateinvoice"}}
+
+    def _holds(self, policy: str, store: str) -> bool:
+        for item in self.permissions:
+            granted, _, scope = item.partition(":")
+            if (granted in (policy, "unrestricted") or policy in self.CONTAINS.get(granted, ())) \
+                    and scope in ("", store):
+                return True
+        return False
+
+    def _missing(self, policy: str):
+        return self._problem(403, "missing-permission",
+                             f"Insufficient API Permissions. Please use an API key with permission: {policy}")
+
     def route(self, req, body):
         parts = req.path.strip("/").split("/")
+        if parts == ["api", "v1", "api-keys", "current"] and req.method == "GET":
+            if req.headers.get("Authorization") != f"token {self.api_key}":
+                return self._problem(401, "unauthenticated", "Authentication is required for accessing this endpoint")
+            return 200, {"apiKey": self.api_key, "label": "hostbay", "permissions": list(self.permissions)}
         if parts[:3] != ["api", "v1", "stores"] or len(parts) < 5 or parts[4] != "invoices":
             return 404, {"code": "not-found", "message": "not found"}
         if req.headers.get("Authorization") != f"token {self.api_key}":
             return self._problem(401, "unauthenticated", "Authentication is required for accessing this endpoint")
         if parts[3] != self.store_id:
-            return self._problem(403, "unauthorized", "The API key does not have access to this store")
+            return self._problem(404, "store-not-found", "The store was not found")
+        if len(parts) == 5 and req.method == "GET":  # list invoices (``take`` limits the page)
+            if not self._holds("btcpay.store.canviewinvoices", parts[3]):
+                return self._missing("btcpay.store.canviewinvoices")
+            take = int(req.args.get("take", "50") or 50)
+            return 200, list(self.invoices.values())[:take]
         if len(parts) == 5 and req.method == "POST":
+            if not self._holds("btcpay.store.cancreateinvoice", parts[3]):
+                return self._missing("btcpay.store.cancreateinvoice")
             return self._create(req, body)
         if len(parts) >= 6 and req.method == "GET":
             inv = self.invoices.get(parts[5])
@@ -258,6 +291,8 @@ class NOWPaymentsStandIn(_Server):
         return values
 
     def route(self, req, body):
+        if req.path == "/v1/status" and req.method == "GET":  # the one call without a key
+            return 200, {"message": "OK"}
         if req.headers.get("x-api-key") != self.api_key:
             return 403, {"status": False, "statusCode": 403, "code": "INVALID_API_KEY", "message": "Invalid api key"}
         if req.path == "/v1/invoice" and req.method == "POST":
@@ -268,6 +303,8 @@ class NOWPaymentsStandIn(_Server):
                 return 404, {"status": False, "statusCode": 404, "code": "PAYMENT_NOT_FOUND",
                              "message": "Payment not found"}
             return 200, js_stringify(pay)
+        if req.path == "/v1/merchant/coins" and req.method == "GET":
+            return 200, {"selectedCurrencies": ["BTC", "ETH", "USDTTRC20"]}
         return 404, {"status": False, "statusCode": 404, "code": "NOT_FOUND", "message": "Not found"}
 
     def _create(self, body):

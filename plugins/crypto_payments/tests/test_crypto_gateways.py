@@ -16,6 +16,16 @@ from hostbay.plugins.crypto_payments.tests.crypto_standins import (BTCPayStandIn
 from hostbay.testing import PaymentGatewayConformance
 
 
+def closed_port_url() -> str:
+    """A loopback URL where nothing listens."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
 @pytest.fixture(scope="module")
 def btcpay_server():
     srv = BTCPayStandIn()
@@ -39,7 +49,7 @@ class TestBTCPayConformance(PaymentGatewayConformance):
         return BTCPayGateway(self.srv.settings())
 
     def make_unreachable_driver(self):
-        return None  # validate() is not implemented by this gateway yet
+        return BTCPayGateway(self.srv.settings(base_url=closed_port_url()))
 
     def signed_delivery(self, drv, provider_ref, settled):
         self.srv.set_state(provider_ref, "Settled" if settled else "New")
@@ -55,7 +65,7 @@ class TestNOWPaymentsConformance(PaymentGatewayConformance):
         return NOWPaymentsGateway(self.srv.settings())
 
     def make_unreachable_driver(self):
-        return None  # validate() is not implemented by this gateway yet
+        return NOWPaymentsGateway(self.srv.settings(base_url=closed_port_url()))
 
     def signed_delivery(self, drv, provider_ref, settled):
         pid = self.srv.pay(provider_ref, "finished" if settled else "waiting")
@@ -222,3 +232,77 @@ def test_plugin_loads_without_requests():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "requests" in out.stdout and "fatal:" in out.stdout
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# "Test connection" (validate): one message per failure, no secret in it
+# ---------------------------------------------------------------------------------------------------------------
+
+def _refusal(drv) -> str:
+    with pytest.raises((FatalDriverError, TransientDriverError)) as err:
+        drv.validate()
+    return str(err.value)
+
+
+def _no_secret(text, *secrets):
+    for secret in secrets:
+        assert secret not in text
+
+
+def test_btcpay_validate_passes_and_asks_the_documented_endpoints(btcpay_server):
+    before = len(btcpay_server.requests)
+    BTCPayGateway(btcpay_server.settings()).validate()
+    asked = [(r["method"], r["path"], r["headers"].get("Authorization")) for r in btcpay_server.requests[before:]]
+    auth = f"token {btcpay_server.api_key}"
+    assert asked == [("GET", "/api/v1/api-keys/current", auth),
+                     ("GET", f"/api/v1/stores/{btcpay_server.store_id}/invoices", auth)]
+
+
+def test_btcpay_validate_says_what_is_wrong(btcpay_server, caplog):
+    key, secret, store = btcpay_server.api_key, btcpay_server.webhook_secret, btcpay_server.store_id
+    unreachable = _refusal(BTCPayGateway(btcpay_server.settings(base_url=closed_port_url())))
+    assert "not reachable" in unreachable
+    bad_key = _refusal(BTCPayGateway(btcpay_server.settings(api_key="wrong-key-123")))
+    assert bad_key == "BTCPay Server refused the API key (it is wrong or was revoked)."
+    no_store = _refusal(BTCPayGateway(btcpay_server.settings(store_id="NoSuchStore")))
+    assert no_store == "BTCPay Server has no store with the ID NoSuchStore."
+    saved = list(btcpay_server.permissions)
+    try:
+        btcpay_server.permissions = [f"btcpay.store.canviewinvoices:{store}"]
+        no_create = _refusal(BTCPayGateway(btcpay_server.settings()))
+        assert "lacks the permission 'Create invoice' on store" in no_create
+        btcpay_server.permissions = [f"btcpay.store.cancreateinvoice:{store}"]
+        no_view = _refusal(BTCPayGateway(btcpay_server.settings()))
+        assert "lacks the permission 'View invoices' on store" in no_view
+        btcpay_server.permissions = ["btcpay.store.canviewinvoices:OtherStore", "btcpay.store.cancreateinvoice:OtherStore"]
+        other = _refusal(BTCPayGateway(btcpay_server.settings()))
+        assert "lacks the permission 'View invoices' and 'Create invoice'" in other
+        btcpay_server.permissions = [f"btcpay.store.canmodifystoresettings:{store}"]  # the broader one includes both
+        BTCPayGateway(btcpay_server.settings()).validate()
+    finally:
+        btcpay_server.permissions = saved
+    for text in (unreachable, bad_key, no_store, no_create, no_view, other, caplog.text):
+        _no_secret(text, key, secret, "wrong-key-123")
+
+
+def test_nowpayments_validate_passes_and_asks_the_documented_endpoints(np_server):
+    before = len(np_server.requests)
+    NOWPaymentsGateway(np_server.settings()).validate()
+    asked = [(r["method"], r["path"], r["headers"].get("X-Api-Key")) for r in np_server.requests[before:]]
+    assert asked == [("GET", "/v1/status", None), ("GET", "/v1/merchant/coins", np_server.api_key)]
+
+
+def test_nowpayments_validate_says_what_is_wrong(np_server, caplog):
+    unreachable = _refusal(NOWPaymentsGateway(np_server.settings(base_url=closed_port_url())))
+    assert "not reachable" in unreachable
+    np_server.fail_next.append(503)
+    down = _refusal(NOWPaymentsGateway(np_server.settings()))
+    assert "is not available (GET /v1/status answered HTTP 503)" in down
+    bad_key = _refusal(NOWPaymentsGateway(np_server.settings(api_key="wrong-np-key")))
+    assert bad_key == "NOWPayments refused the API key (it is wrong or was deleted)."
+    drv = NOWPaymentsGateway(np_server.settings())
+    drv.config["ipn_secret"] = " "  # a stored configuration from before the field was required
+    no_secret = _refusal(drv)
+    assert no_secret.startswith("The IPN secret key is missing")
+    for text in (unreachable, down, bad_key, no_secret, caplog.text):
+        _no_secret(text, np_server.api_key, np_server.ipn_secret, "wrong-np-key")

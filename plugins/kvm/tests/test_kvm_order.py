@@ -56,6 +56,7 @@ def test_paid_order_reaches_a_running_domain(kvm_host, worker, db, make_user, ma
 
     svc = billing.place_order(user, pkg, "monthly", "web1.example.test", image=image, ssh_key_ids=[key.id],
                               key="order-1")
+    db.session.commit()  # the caller owns the transaction; the set-up job is dispatched after its commit
     svc_id = svc.id
     deadline = time.time() + 180
     state = None

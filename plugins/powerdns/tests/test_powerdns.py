@@ -139,6 +139,7 @@ def test_immediate_policy_reaches_powerdns_at_once(world, db):
     make, zone, drv, _ = world
     svc, addr = make("immediate")
     rdns.request_ptr(svc, addr, f"web.{zone}", svc.user)
+    db.session.commit()  # the caller owns the transaction; the apply job runs after its commit
     assert lookup(drv, addr) == f"web.{zone}"
     ipam.release_for_service(svc)
     db.session.commit()
@@ -152,6 +153,7 @@ def test_forward_match_policy_reaches_powerdns_when_the_a_record_matches(world, 
     svc, addr = make("forward_match")
     name = f"fwd.{zone}"
     req = rdns.request_ptr(svc, addr, name, svc.user)
+    db.session.commit()
     job_runner.run_all()
     assert req.state == rdns.WAITING and lookup(drv, addr) is None
     set_a(name, "198.51.100.200")  # a forward record, but for another address
@@ -174,9 +176,12 @@ def test_approval_policy_reaches_powerdns_only_when_approved(world, db, make_use
     svc, addr = make("approval")
     staff = make_user(role="support")
     req = rdns.request_ptr(svc, addr, f"mail.{zone}", svc.user)
+    db.session.commit()
     assert lookup(drv, addr) is None
     rdns.approve(req.uuid, staff, "ok")
+    db.session.commit()
     assert lookup(drv, addr) == f"mail.{zone}"
     later = rdns.request_ptr(svc, addr, f"other.{zone}", svc.user)
     rdns.reject(later.uuid, staff, "not yours")
+    db.session.commit()
     assert lookup(drv, addr) == f"mail.{zone}"

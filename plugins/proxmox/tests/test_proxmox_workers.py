@@ -5,12 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
-import uuid
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 from pve_testenv import TEMPLATE, settings_for
@@ -24,31 +20,6 @@ from hostbay.plugins.proxmox.standin import ProxmoxStandin
 from hostbay.testing.conformance import TEST_KEY
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
-
-REDIS_URL = os.environ.get("HOSTBAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/2")
-HOSTBAY = Path(sys.executable).with_name("hostbay")
-
-
-@pytest.fixture
-def rq_env(app, database_url, tmp_path):
-    if not database_url.startswith("postgresql"):
-        pytest.skip("needs PostgreSQL (HOSTBAY_TEST_DATABASE_URL)")
-    try:
-        from redis import Redis
-
-        conn = Redis.from_url(REDIS_URL)
-        conn.ping()
-    except Exception as exc:  # noqa: BLE001
-        pytest.skip(f"needs Redis at {REDIS_URL}: {exc}")
-    queue = f"hostbay-proxmox-test-{uuid.uuid4().hex[:8]}"
-    app.config.update(HOSTBAY_JOBS="rq", HOSTBAY_REDIS_URL=REDIS_URL, HOSTBAY_QUEUE=queue)
-    env = dict(os.environ, HOSTBAY_DATABASE_URL=database_url, HOSTBAY_REDIS_URL=REDIS_URL, HOSTBAY_QUEUE=queue,
-               HOSTBAY_JOBS="rq", HOSTBAY_INSTANCE_PATH=str(tmp_path / "worker"), HOSTBAY_SECRET_KEY="w",
-               HOSTBAY_LOG_LEVEL="WARNING")
-    yield env
-    for key in conn.scan_iter(f"rq:*{queue}*"):
-        conn.delete(key)
-    app.extensions.pop("hostbay.redis", None)
 
 
 @pytest.fixture
@@ -102,14 +73,11 @@ def _check_one_guest_per_service(db, standin, svc_ids, scope):
         sorted(f"local-lvm:vm-{v}-disk-0" for v in vmids)  # no leftover clone disk
 
 
-def test_two_workers_provision_twenty_orders_on_one_node(db, rq_env, slow_standin, make_node, make_package,
+def test_two_workers_provision_twenty_orders_on_one_node(db, running_workers, slow_standin, make_node, make_package,
                                                          make_image, make_user):
     node, pkg, image, users = _shop(db, slow_standin, make_node, make_package, make_image, make_user, 20)
     svc_ids = [_order(db, u, pkg, image, i) for i, u in enumerate(users)]
-    procs = [subprocess.Popen([str(HOSTBAY), "worker", "--burst"], env=rq_env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT) for _ in range(2)]
-    outs = [p.communicate(timeout=300)[0].decode() for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outs
+    running_workers.burst(2, timeout=300)
     db.session.expire_all()
     states = [db.session.get(Service, i).state for i in svc_ids]
     ops = db.session.scalars(select(jobs.Operation).where(jobs.Operation.kind == "service.provision")).all()
@@ -123,13 +91,12 @@ def test_two_workers_provision_twenty_orders_on_one_node(db, rq_env, slow_standi
     assert all(o.progress_text == "Your server is ready" for o in ops)
 
 
-def test_worker_killed_between_clone_and_configuration_then_retried(db, rq_env, slow_standin, make_node,
+def test_worker_killed_between_clone_and_configuration_then_retried(db, running_workers, slow_standin, make_node,
                                                                     make_package, make_image, make_user):
     node, pkg, image, users = _shop(db, slow_standin, make_node, make_package, make_image, make_user, 1)
     slow_standin.task_delay = 3.0  # the clone takes 3 s: the worker is killed while it waits for it
     svc_id = _order(db, users[0], pkg, image, 0)
-    proc = subprocess.Popen([str(HOSTBAY), "worker", "--burst"], env=rq_env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = running_workers.start(quiet=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not any(r["path"].endswith("/clone") for r in slow_standin.requests):
         time.sleep(0.02)
@@ -147,8 +114,7 @@ def test_worker_killed_between_clone_and_configuration_then_retried(db, rq_env, 
     db.session.execute(update(jobs.Operation).where(jobs.Operation.id == op.id).values(heartbeat_at=long_ago))
     db.session.commit()
     jobs.run_stale_recovery()
-    out = subprocess.run([str(HOSTBAY), "worker", "--burst"], env=rq_env, capture_output=True, timeout=120)
-    assert out.returncode == 0, out.stdout + out.stderr
+    running_workers.burst(1, timeout=120)
     db.session.expire_all()
     svc = db.session.get(Service, svc_id)
     op = db.session.get(jobs.Operation, op.id)
