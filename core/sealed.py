@@ -29,6 +29,17 @@ _TOKEN_PREFIX = "gAAAAA"  # every Fernet token (version byte 0x80, then a 64-bit
 _CREDENTIAL_NAME = re.compile(r"(?i)password|passwd|secret|token|api[_-]?key|apikey|private[_-]?key|credential")
 
 
+class SecretStr(str):
+    """A secret read from a sealed column: a ``str`` in every way (compare, encode, format) except its ``repr``,
+    which never shows it — so a row, a tuple or a dict that holds it (SQLAlchemy's DEBUG row log, ``%r`` in a
+    message, a traceback's locals) prints ``'[redacted]'``."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "'[redacted]'"
+
+
 def is_token(value) -> bool:
     return isinstance(value, str) and value.startswith(_TOKEN_PREFIX)
 
@@ -52,7 +63,7 @@ class SealedString(TypeDecorator):
     def process_result_value(self, value, dialect):
         if value is None:
             return None
-        return secretbox.open_(value) if is_token(value) else value
+        return SecretStr(secretbox.open_(value) if is_token(value) else value)
 
 
 class SettingsValue(dict):
@@ -63,6 +74,10 @@ class SettingsValue(dict):
     def __init__(self, values=(), secret_keys=frozenset()):
         super().__init__(values)
         self.secret_keys = frozenset(secret_keys)
+
+    def __repr__(self) -> str:
+        return repr({k: (SecretStr(v) if k in self.secret_keys and isinstance(v, str) else v)
+                     for k, v in self.items()})
 
 
 class SealedSettings(TypeDecorator):
@@ -91,8 +106,8 @@ class SealedSettings(TypeDecorator):
         if not isinstance(value, dict):
             return value
         sealed = {k for k, v in value.items() if _is_marker(v)}
-        return SettingsValue({k: (secretbox.open_(v[MARK]) if k in sealed else v) for k, v in value.items()},
-                             sealed)
+        return SettingsValue({k: (SecretStr(secretbox.open_(v[MARK])) if k in sealed else v)
+                              for k, v in value.items()}, sealed)
 
 
 def declared_secret_keys(kind: str, driver_name: str | None) -> frozenset[str] | None:
