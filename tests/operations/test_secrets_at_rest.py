@@ -44,24 +44,21 @@ def dump_database(db) -> str:
         dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
         return subprocess.run(["pg_dump", "--data-only", "--no-owner", dsn], check=True, capture_output=True,
                               text=True).stdout
-    raw = db.engine.raw_connection()
-    try:
-        return "\n".join(raw.driver_connection.iterdump())
-    finally:
-        raw.close()
+    return "\n".join(db.session.connection().connection.driver_connection.iterdump())
 
 
 def every_text_value(db) -> str:
     """Every text and JSON column of every table, SELECTed raw (no type decoding)."""
     out = []
-    insp = inspect(db.engine)
-    with db.engine.connect() as conn:
-        for table in insp.get_table_names():
-            for col in insp.get_columns(table):
-                t = str(col["type"]).upper()
-                if any(k in t for k in ("CHAR", "TEXT", "JSON", "CLOB")):
-                    out.extend(str(v) for v in conn.exec_driver_sql(f'SELECT "{col["name"]}" FROM "{table}"')
-                               .scalars() if v is not None)
+    conn = db.session.connection()  # the session's own (SQLite: one writer; no second connection waits on it)
+    insp = inspect(conn)
+    for table in insp.get_table_names():
+        for col in insp.get_columns(table):
+            t = str(col["type"]).upper()
+            if any(k in t for k in ("CHAR", "TEXT", "JSON", "CLOB")):
+                out.extend(str(v) for v in conn.exec_driver_sql(f'SELECT "{col["name"]}" FROM "{table}"')
+                           .scalars() if v is not None)
+    db.session.commit()
     return "\n".join(out)
 
 
