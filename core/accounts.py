@@ -16,6 +16,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from . import clock
 from .db import db, new_uuid
 from .errors import UserError
+from .sealed import SealedString
 
 ROLES = ("customer", "admin", "support", "billing")
 STAFF_ROLES = ("admin", "support", "billing")
@@ -44,7 +45,7 @@ class User(UserMixin, db.Model):
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[str] = mapped_column(String(16), default="customer")
     active: Mapped[bool] = mapped_column(default=True)
-    totp_secret: Mapped[str | None] = mapped_column(String(64))
+    totp_secret: Mapped[str | None] = mapped_column(SealedString)  # stored sealed (core/sealed.py)
     # Bumped to end every login session of the account (see core/sessions.py).
     session_generation: Mapped[int] = mapped_column(default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(default=lambda: clock.now())

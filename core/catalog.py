@@ -9,6 +9,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from . import clock
 from .db import db, new_uuid
+from .sealed import SealedSettings, SealedSettingsMixin
 
 CYCLES = {"monthly": 1, "quarterly": 3, "semiannual": 6, "annual": 12}  # months
 CYCLE_LABELS = {"monthly": "Monthly", "quarterly": "Quarterly", "semiannual": "Semi-annual", "annual": "Annual"}
@@ -97,11 +98,12 @@ class Image(db.Model):
     reports_readiness: Mapped[bool] = mapped_column(default=False)
 
 
-class Node(db.Model):
+class Node(SealedSettingsMixin, db.Model):
     """A host that runs virtual servers of one driver. ``settings`` is the driver's cleaned configuration and
-    never reaches a customer page. ``used_*`` are reservations, changed only by conditional updates."""
+    never reaches a customer page; its secret settings are stored sealed (core/sealed.py). ``used_*`` are reservations, changed only by conditional updates."""
 
     __tablename__ = "nodes"
+    __settings_kind__ = "virt"
     __table_args__ = (
         CheckConstraint("used_vcpus <= vcpus", name="vcpus_fit"),
         CheckConstraint("used_memory_mib <= memory_mib", name="memory_fits"),
@@ -112,7 +114,7 @@ class Node(db.Model):
     name: Mapped[str] = mapped_column(String(64), unique=True)
     driver: Mapped[str] = mapped_column(String(64))
     location: Mapped[str] = mapped_column(String(64), default="default")
-    settings: Mapped[dict] = mapped_column(JSON, default=dict)
+    settings: Mapped[dict] = mapped_column(SealedSettings, default=dict)
     enabled: Mapped[bool] = mapped_column(default=True)
     draining: Mapped[bool] = mapped_column(default=False, server_default="0")  # no new services are placed here
     vcpus: Mapped[int] = mapped_column(default=0)

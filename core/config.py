@@ -12,7 +12,7 @@ SETTINGS: dict[str, tuple[str | None, str]] = {
     "HOSTBAY_DATABASE_URL": (None, "SQLAlchemy URL. Default: SQLite file instance/hostbay.sqlite3 (embedded mode)."),
     "HOSTBAY_REDIS_URL": (None, "Redis URL for RQ jobs and rate limits. Unset: jobs run in-process (embedded mode)."),
     "HOSTBAY_SECRET_KEY": (None, "Session signing key. Unset: generated once into instance/secret_key."),
-    "HOSTBAY_SECRET_KEYS": (None, "Fernet keys for secrets at rest (BMC passwords), comma-separated, newest first. Unset: generated once into instance/secret_keys."),
+    "HOSTBAY_SECRET_KEYS": (None, "Fernet keys for secrets at rest (secret driver settings, TOTP seeds, webhook signing secrets, BMC passwords), comma-separated, newest first. Unset: generated once into instance/secret_keys."),
     "HOSTBAY_POWER_SETTINGS": (None, "JSON object of power-driver settings by driver name, e.g. {\"ipmi\": {\"min_interval_ms\": 1000, \"cipher_suite\": \"17\"}} (docs/dedicated.md)."),
     "HOSTBAY_PLUGINS": (None, "Comma-separated plugin names to enable. Unset: every installed plugin."),
     "HOSTBAY_INSTANCE_PATH": (None, "Folder for the SQLite file, the secret key and uploads. Default: ./instance."),

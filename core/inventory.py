@@ -29,6 +29,7 @@ from sqlalchemy import ForeignKey, String, Text, func, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
 from . import clock, secretbox
+from .sealed import SealedString
 from .activity import audit
 from .db import db, is_postgres, new_uuid
 from .errors import UserError
@@ -73,7 +74,8 @@ class HardwareServer(db.Model):
     bmc_host: Mapped[str | None] = mapped_column(String(255))
     bmc_port: Mapped[int] = mapped_column(default=623)
     bmc_username: Mapped[str | None] = mapped_column(String(64))
-    bmc_password_sealed: Mapped[str | None] = mapped_column(Text)  # MultiFernet token, never the password
+    # the password in memory, a MultiFernet token in the database (core/sealed.py); never logged or rendered
+    bmc_password_sealed: Mapped[str | None] = mapped_column(SealedString)
     bmc_cipher_suite: Mapped[str | None] = mapped_column(String(4))
     auto_install: Mapped[bool] = mapped_column(default=False)  # PXE + installer plugin, else datacenter task
     boot_efi: Mapped[bool] = mapped_column(default=False)
@@ -96,7 +98,7 @@ class HardwareServer(db.Model):
         return bool(self.bmc_host and self.bmc_username)
 
     def set_bmc_password(self, password: str | None) -> None:
-        self.bmc_password_sealed = secretbox.seal(password) if password else None
+        self.bmc_password_sealed = password or None
 
     @property
     def bmc_password_masked(self) -> str:
@@ -105,7 +107,7 @@ class HardwareServer(db.Model):
     def power_target(self) -> dict:
         """The power driver's target (decrypts the password; never log or render it)."""
         return {"bmc_host": self.bmc_host, "bmc_port": self.bmc_port, "bmc_username": self.bmc_username,
-                "bmc_password": secretbox.open_(self.bmc_password_sealed),
+                "bmc_password": self.bmc_password_sealed or "",
                 "bmc_cipher_suite": self.bmc_cipher_suite}
 
     def hardware_text(self) -> str:

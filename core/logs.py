@@ -2,13 +2,17 @@
 operation id, service UUID and user UUID where known, and no secret.
 
 Context travels in :mod:`contextvars`, so it follows the request or the job that set it (threads in the in-process
-job mode each have their own). Two defences keep secrets out:
+job mode each have their own). Two defences keep secrets out, applied when a record is created (a log record
+factory, so every handler gets the redacted record) and again in hostbay's handler (exception text):
 
 - values registered with :func:`register_secret` (every driver setting of type ``secret`` when a driver is built,
   and anything else a module knows to be secret) are replaced by ``[redacted]`` wherever they appear in a record,
   including its arguments and exception text;
 - ``key=value`` and ``"key": "value"`` pairs whose key names a credential (password, secret, token, api_key,
   authorization, …) have their value replaced, for secrets nobody registered.
+
+Values read from sealed columns (core/sealed.py) are, besides, strings whose ``repr`` is ``'[redacted]'``, so a
+row or a dict holding them never prints them.
 """
 
 from __future__ import annotations
@@ -166,8 +170,33 @@ class _Handler(logging.StreamHandler):
         self._own_stream = value
 
 
+def _install_record_factory() -> None:
+    """Redact every record when it is created, whatever logger creates it (SQLAlchemy's DEBUG row log, urllib3,
+    websockets, a plugin's own logger): no handler — hostbay's, an error tracker's, pytest's — ever receives a
+    registered secret or a credential pair. A record that needed no redaction keeps its message and arguments."""
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, _HANDLER_MARK, False):
+        return
+
+    def factory(*args, **kwargs):
+        record = previous(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a bad format string is the handler's to report
+            return record
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return record
+
+    setattr(factory, _HANDLER_MARK, True)
+    logging.setLogRecordFactory(factory)
+
+
 def configure(level: str = "INFO", fmt: str = "text", stream=None) -> logging.Handler:
-    """Install hostbay's handler on the root logger (once; called again it only updates level and format)."""
+    """Install hostbay's handler on the root logger (once; called again it only updates level and format) and the
+    record factory that redacts every record."""
+    _install_record_factory()
     root = logging.getLogger()
     handler = next((h for h in root.handlers if getattr(h, _HANDLER_MARK, False)), None)
     if handler is None:

@@ -3,6 +3,7 @@ view and audit entry), the short-lived driver cache, the top-up limits."""
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -89,7 +90,8 @@ def gateway(name: str, *, require_enabled: bool = True) -> PaymentGateway:
     if cls is None or cfg is None or (require_enabled and not cfg.enabled):
         raise NotFound("That payment method is not available.")
     cache = current_app.extensions.setdefault("hostbay.payment_gateways", {})
-    key = (name, cfg.updated_at, repr(sorted((cfg.settings or {}).items())))
+    # the settings' content (secrets included: their repr is masked, so it is not what identifies them)
+    key = (name, cfg.updated_at, json.dumps(cfg.settings or {}, sort_keys=True, default=str))
     drv = cache.get(name)
     if drv is None or drv[0] != key:
         try:

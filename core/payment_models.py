@@ -5,13 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, String, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from . import clock
 from .db import db, new_uuid
 from .drivers import PaymentStatus
 from .money import cents_to_decimal
+from .sealed import SealedSettings, SealedSettingsMixin
 
 
 # hostbay's payment statuses
@@ -98,11 +99,15 @@ class WebhookDelivery(db.Model):
     outcome: Mapped[str] = mapped_column(String(32), default="")
 
 
-class GatewayConfig(db.Model):
+class GatewayConfig(SealedSettingsMixin, db.Model):
+    """A payment gateway's stored settings; its API keys and webhook secrets are stored sealed (core/sealed.py)."""
+
     __tablename__ = "gateway_configs"
+    __settings_kind__ = "payment"
+    __settings_driver__ = "name"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     enabled: Mapped[bool] = mapped_column(Boolean, default=False)
-    settings: Mapped[dict] = mapped_column(JSON, default=dict)
+    settings: Mapped[dict] = mapped_column(SealedSettings, default=dict)
     updated_at: Mapped[datetime] = mapped_column(default=lambda: clock.now())

@@ -23,13 +23,14 @@ import re
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import JSON, ForeignKey, String, Text, select, update
+from sqlalchemy import ForeignKey, String, Text, select, update
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from . import clock, jobs
 from .activity import audit, log_activity
 from .db import db, new_uuid
 from .errors import FatalDriverError, NotFound, UserError
+from .sealed import SealedSettings, SealedSettingsMixin
 
 PENDING, WAITING, APPLYING, APPLIED, REJECTED, SUPERSEDED, CANCELLED, EXPIRED, FAILED = (
     "pending", "waiting", "applying", "applied", "rejected", "superseded", "cancelled", "expired", "failed")
@@ -80,15 +81,17 @@ def validate_hostname(raw: str | None) -> str | None:
     return name
 
 
-class DnsBackendConfig(db.Model):
-    """A configured DNS backend (driver name + its cleaned settings). The first enabled one applies records."""
+class DnsBackendConfig(SealedSettingsMixin, db.Model):
+    """A configured DNS backend (driver name + its cleaned settings). The first enabled one applies records.
+    Its secret settings are stored sealed (core/sealed.py)."""
 
     __tablename__ = "dns_backends"
+    __settings_kind__ = "dns"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     driver: Mapped[str] = mapped_column(String(64))
     label: Mapped[str] = mapped_column(String(120), default="")
-    settings: Mapped[dict] = mapped_column(JSON, default=dict)
+    settings: Mapped[dict] = mapped_column(SealedSettings, default=dict)
     enabled: Mapped[bool] = mapped_column(default=True)
     priority: Mapped[int] = mapped_column(default=0)
     created_at: Mapped[datetime] = mapped_column(default=lambda: clock.now())

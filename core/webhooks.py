@@ -39,6 +39,7 @@ from .activity import audit
 from .db import db, new_uuid
 from .errors import FatalDriverError, TransientDriverError, UserError
 from .hookspecs import hookimpl
+from .sealed import SealedString
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ class WebhookEndpoint(db.Model):
     url: Mapped[str] = mapped_column(String(500))
     description: Mapped[str] = mapped_column(String(200), default="")
     events: Mapped[list] = mapped_column(JSON, default=list)
-    secret: Mapped[str] = mapped_column(String(80))  # needed to sign: stored as is, shown once at creation
+    secret: Mapped[str] = mapped_column(SealedString)  # needed to sign: stored sealed, shown once at creation
     active: Mapped[bool] = mapped_column(default=True)
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(default=lambda: clock.now())

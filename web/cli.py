@@ -210,14 +210,19 @@ def secrets_group():
 @secrets_group.command("rotate")
 @with_appcontext
 def secrets_rotate():
-    """Re-encrypt every stored secret with the newest key of HOSTBAY_SECRET_KEYS (then drop the old keys)."""
-    from hostbay.core import secretbox
+    """Re-encrypt every stored secret with the newest key of HOSTBAY_SECRET_KEYS and seal any secret still stored
+    in plain text; prints counts per column, never a value. Afterwards the old keys can be dropped."""
+    from hostbay.core import sealed, secretbox
     from hostbay.core.db import db
-    from hostbay.core.inventory import HardwareServer
 
-    count = 0
-    for server in db.session.scalars(db.select(HardwareServer).where(HardwareServer.bmc_password_sealed.is_not(None))):
-        server.bmc_password_sealed = secretbox.rotate(server.bmc_password_sealed)
-        count += 1
-    db.session.commit()
-    click.echo(f"re-encrypted {count} secrets with the newest key")
+    try:
+        report = sealed.rotate_all()
+        db.session.commit()
+    except secretbox.SecretError as exc:
+        db.session.rollback()
+        raise click.ClickException(f"{exc}: nothing was changed (keep the old key in HOSTBAY_SECRET_KEYS until "
+                                   "rotate has run)") from None
+    for r in report:
+        click.echo(f"{r['table']}.{r['column']}: {r['rotated']} re-encrypted, {r['sealed']} sealed from plain text")
+    total = sum(r["rotated"] + r["sealed"] for r in report)
+    click.echo(f"re-encrypted {total} secrets with the newest key")

@@ -51,6 +51,16 @@ def get_metadata():
     return target_db.metadata
 
 
+def render_item(type_, obj, autogen_context):
+    """Column types of hostbay's own (the sealed types of core/sealed.py) are written as the SQL type they store,
+    so a migration never imports application code."""
+    from sqlalchemy.types import TypeDecorator
+
+    if type_ == "type" and isinstance(obj, TypeDecorator):
+        return "sa.%r" % (obj.impl_instance if hasattr(obj, "impl_instance") else obj.impl,)
+    return False
+
+
 def run_migrations_offline():
     """Run migrations in 'offline' mode.
 
@@ -93,6 +103,8 @@ def run_migrations_online():
     conf_args = current_app.extensions['migrate'].configure_args
     if conf_args.get("process_revision_directives") is None:
         conf_args["process_revision_directives"] = process_revision_directives
+    if conf_args.get("render_item") is None:
+        conf_args["render_item"] = render_item
 
     connectable = get_engine()
 

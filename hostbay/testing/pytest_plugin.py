@@ -23,6 +23,13 @@ def pytest_configure(config):
                  "redis: needs a real Redis (HOSTBAY_TEST_REDIS_URL)",
                  "libvirt: needs a running libvirtd with QEMU", "slow: takes more than a few seconds"):
         config.addinivalue_line("markers", line)
+    # One key for secrets at rest for the whole session, in the environment: the test apps and every hostbay
+    # process a test starts (console proxy, workers) open each other's sealed values, as production processes
+    # sharing one HOSTBAY_SECRET_KEYS do.
+    if not os.environ.get("HOSTBAY_SECRET_KEYS"):
+        from cryptography.fernet import Fernet
+
+        os.environ["HOSTBAY_SECRET_KEYS"] = Fernet.generate_key().decode()
 
 
 @pytest.fixture(scope="session")
