@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-01 17:36:48.672453
+Create Date: 2026-12-01 19:21:11.174620
 
 """
 from alembic import op
@@ -373,7 +373,7 @@ def upgrade():
     )
     with op.batch_alter_table('services', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_services_renews_at'), ['renews_at'], unique=False)
-        batch_op.create_index(batch_op.f('ix_services_state'), ['state'], unique=False)
+        batch_op.create_index('ix_services_state_renews_at', ['state', 'renews_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_services_user_id'), ['user_id'], unique=False)
 
     op.create_table('ssh_keys',
@@ -1126,7 +1126,7 @@ def downgrade():
     op.drop_table('ssh_keys')
     with op.batch_alter_table('services', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_services_user_id'))
-        batch_op.drop_index(batch_op.f('ix_services_state'))
+        batch_op.drop_index('ix_services_state_renews_at')
         batch_op.drop_index(batch_op.f('ix_services_renews_at'))
 
     op.drop_table('services')
