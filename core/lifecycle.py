@@ -481,16 +481,24 @@ def renewal_sweep(now: datetime | None = None, batch_size: int = RENEWAL_BATCH, 
     return totals
 
 
-def _renewal_batch(now: datetime, batch_size: int, dispatch: bool, check_paid: bool = False) -> dict | None:
-    pg = is_postgres()
+def due_query(now: datetime, batch_size: int = RENEWAL_BATCH):
+    """The sweep's due-time query: active services whose ``renews_at`` has come, a batch of them, locked (rows
+    another sweep holds are skipped on PostgreSQL). The index ``ix_services_state_renews_at`` answers it: with
+    nothing due it is one index probe, whatever the number of services."""
     s = Service.__table__
     q = (select(s.c.id, s.c.uuid, s.c.user_id, s.c.hostname, s.c.price_cents, s.c.period_start, s.c.renews_at,
                 s.c.cycle, s.c.cancel_at_period_end)
          .where(s.c.state == ACTIVE, s.c.renews_at <= now)
          .order_by(s.c.user_id, s.c.renews_at, s.c.id).limit(batch_size))
-    if pg:
+    if is_postgres():
         q = q.with_for_update(skip_locked=True, of=s)
-    rows = db.session.execute(q).all()
+    return q
+
+
+def _renewal_batch(now: datetime, batch_size: int, dispatch: bool, check_paid: bool = False) -> dict | None:
+    pg = is_postgres()
+    s = Service.__table__
+    rows = db.session.execute(due_query(now, batch_size)).all()
     if not rows:
         db.session.rollback()
         return None
