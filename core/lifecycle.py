@@ -683,6 +683,9 @@ def retention_sweep(now: datetime | None = None, limit: int = 5000) -> int:
                      payload={"reason": "retention"})
         count += 1
     db.session.commit()
+    from . import metrics
+
+    metrics.SWEEP_SERVICES.labels("removal_queued").inc(count)  # after the commit
     return count
 
 
