@@ -691,12 +691,32 @@ def run_stale_recovery() -> None:
     """Re-dispatch operations whose worker died (stale heartbeat) and retries that are due."""
     now = _utcnow()
     stale = now - timedelta(seconds=stale_seconds())
-    rows = db.session.execute(select(Operation.id, Operation.kind).where(or_(
+    rows = db.session.execute(select(Operation.id, Operation.kind, Operation.state).where(or_(
         (Operation.state == RUNNING) & (Operation.heartbeat_at < stale),
         (Operation.state == RETRYING) & (Operation.run_after < now - timedelta(seconds=60)),
         (Operation.state == QUEUED) & (Operation.created_at < now - timedelta(seconds=120))))).all()
-    for op_id, kind in rows:
-        dispatch(current_app._get_current_object(), op_id, kind=kind)
+    app = current_app._get_current_object()
+    waiting: set[str] = set()
+    if app.config["HOSTBAY_JOBS"] == "rq" and any(state != RUNNING for _, _, state in rows):
+        waiting = _waiting_in_redis(app)
+    for op_id, kind, state in rows:
+        if state != RUNNING and op_id in waiting:
+            continue  # still in its queue (behind a backlog): pushing it again would only add a duplicate
+        dispatch(app, op_id, kind=kind)
+
+
+def _waiting_in_redis(app) -> set[str]:
+    """Ids of the operations whose RQ job waits in one of hostbay's queues (job ids are ``op-<id>-<ms>``)."""
+    from rq import Queue
+
+    conn = redis_connection(app)
+    out: set[str] = set()
+    for name in queue_names(app):
+        for job_id in conn.lrange(Queue(name, connection=conn).key, 0, -1):
+            job_id = job_id.decode() if isinstance(job_id, bytes) else job_id
+            if job_id.startswith("op-"):
+                out.add(job_id[3:].rsplit("-", 1)[0])
+    return out
 
 
 @handler("core.ping", queue=NOTIFY)

@@ -150,3 +150,36 @@ def test_sweeps_are_counted_after_they_commit(app, db, make_user, make_package):
     assert value(metrics.SWEEPS) == runs + 2
     assert value(metrics.SWEEP_SERVICES, "renewed") == renewed + 1
     assert value(metrics.SWEEP_SERVICES, "suspended") == suspended + 1
+
+
+@pytest.mark.redis
+def test_stale_recovery_pushes_again_only_what_left_its_queue(app, db):
+    """A queued operation waiting behind a backlog is not pushed again at every scheduler tick; one whose push was
+    lost (not in any queue) is."""
+    from datetime import timedelta
+
+    redis_url = os.environ.get("HOSTBAY_TEST_REDIS_URL")
+    if not redis_url:
+        pytest.skip("HOSTBAY_TEST_REDIS_URL is not set")
+    from rq import Queue
+
+    prefix = f"hostbay-stale-{uuid.uuid4().hex[:8]}"
+    app.config.update(HOSTBAY_JOBS="rq", HOSTBAY_REDIS_URL=redis_url, HOSTBAY_QUEUE=prefix)
+    conn = jobs.redis_connection(app)
+    driver = Queue(jobs.queue_name(jobs.DRIVER), connection=conn)
+    try:
+        waiting, lost = jobs.enqueue("service.provision", key="stale-1"), jobs.enqueue("service.start", key="stale-2")
+        db.session.commit()
+        assert driver.count == 2
+        for op in (waiting, lost):
+            op.created_at = jobs._utcnow() - timedelta(minutes=10)
+        db.session.commit()
+        conn.lrem(driver.key, 0, [j for j in driver.get_job_ids() if lost.id in j][0])  # its push was lost
+        for _ in range(3):
+            jobs.run_stale_recovery()
+        ids = [j.args[0] for j in driver.jobs]
+        assert sorted(ids) == sorted([waiting.id, lost.id])  # pushed again once, the waiting one not at all
+    finally:
+        for key in conn.scan_iter(f"rq:*{prefix}*"):
+            conn.delete(key)
+        app.extensions.pop("hostbay.redis", None)
