@@ -165,7 +165,8 @@ def main(argv):
             from rq import Queue
 
             from hostbay.core import jobs
-            bench_q = Queue(BENCH_QUEUE, connection=jobs.redis_connection(app))
+            # suspensions are money-and-lifecycle jobs: they go to the money queue
+            bench_q = Queue(jobs.queue_name(jobs.MONEY, app), connection=jobs.redis_connection(app))
             bench_q.empty()
         t0 = time.perf_counter()
         got = lifecycle.renewal_sweep(now=DUE, batch_size=batch, dispatch=bool(redis_url))

@@ -93,12 +93,20 @@ def _redis_and_workers(app, cfg):
         yield Finding("error", f"Redis unreachable at the configured HOSTBAY_REDIS_URL: {type(exc).__name__}")
         return
     now = time.time()
-    queue = cfg["HOSTBAY_QUEUE"]
-    live = [w for w in workers if w.last_heartbeat and now - w.last_heartbeat.timestamp() <= WORKER_SEEN_SECONDS
-            and queue in w.queue_names()]
-    if not live:
-        yield Finding("error", f"no `hostbay worker` on queue {queue!r} seen in the last {WORKER_SEEN_SECONDS} s: "
-                               "nothing runs provisioning, renewals or notices")
+    served = set()
+    for w in workers:
+        if w.last_heartbeat and now - w.last_heartbeat.timestamp() <= WORKER_SEEN_SECONDS:
+            served.update(w.queue_names())
+    what = {jobs.MONEY: "renewals, suspensions and payments", jobs.DRIVER: "provisioning and server actions",
+            jobs.NOTIFY: "notices, webhooks and probes"}
+    missing = [(c, name) for c, name in zip(jobs.QUEUE_CLASSES, jobs.queue_names(app)) if name not in served]
+    if len(missing) == len(jobs.QUEUE_CLASSES):
+        yield Finding("error", f"no `hostbay worker` on the queues {', '.join(repr(n) for _, n in missing)} seen in "
+                               f"the last {WORKER_SEEN_SECONDS} s: nothing runs provisioning, renewals or notices")
+        return
+    for cls, name in missing:
+        yield Finding("error", f"no `hostbay worker` on queue {name!r} seen in the last {WORKER_SEEN_SECONDS} s: "
+                               f"nothing runs {what[cls]}")
 
 
 def _proxies(app, cfg):

@@ -124,7 +124,7 @@ def purge_expired(older_than_seconds: int = 3600) -> int:
     return res.rowcount
 
 
-@jobs.handler("console.purge_tokens", every=3600)
+@jobs.handler("console.purge_tokens", every=3600, queue=jobs.NOTIFY)
 def handle_purge(op, payload):
     return {"removed": purge_expired()}
 

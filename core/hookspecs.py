@@ -50,7 +50,9 @@ def hostbay_blueprints():
 @hookspec
 def hostbay_job_handlers():
     """Called once when the registry is built. Return a dict mapping a job kind (``"myplugin.sync"``) to a callable
-    ``handler(op, payload)``; enqueue it with ``hostbay.core.jobs.enqueue(kind, ...)``."""
+    ``handler(op, payload)``; enqueue it with ``hostbay.core.jobs.enqueue(kind, ...)``. Mark the callable with
+    ``hostbay.core.jobs.handler(kind, queue="money"|"driver"|"notify")`` to choose its queue class (money and
+    lifecycle work, driver calls, notifications and probes); an unmarked handler runs on the driver queue."""
 
 
 @hookspec

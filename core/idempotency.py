@@ -119,7 +119,7 @@ def purge(older_than: datetime) -> int:
     return res.rowcount or 0
 
 
-@jobs.handler(PURGE_KIND)
+@jobs.handler(PURGE_KIND, queue=jobs.NOTIFY)
 def purge_job(op, payload):
     """Scheduled (hourly, through ``hostbay_scheduled_jobs`` of the API's hooks): forget keys older than a week."""
     from datetime import timedelta

@@ -449,7 +449,7 @@ def _free_drive(mount_id: int) -> None:
     db.session.commit()
 
 
-@jobs.handler("service.mount_iso")
+@jobs.handler("service.mount_iso", queue=jobs.DRIVER)
 def handle_mount(op, payload):
     """Insert the ISO into the drive. Safe to re-run: inserting the same image twice is harmless."""
     service = _load(op)
@@ -487,7 +487,7 @@ def _back_to_mounted(mount_id: int) -> None:
     db.session.commit()
 
 
-@jobs.handler("service.eject_iso")
+@jobs.handler("service.eject_iso", queue=jobs.DRIVER)
 def handle_eject(op, payload):
     """Take the ISO out of the drive. Safe to re-run: ejecting an empty drive is harmless."""
     service = _load(op)
@@ -528,7 +528,7 @@ def purge_stale_parts(max_age_seconds: int = 6 * 3600) -> int:
     return n
 
 
-@jobs.handler("iso.purge_parts", every=3600)
+@jobs.handler("iso.purge_parts", every=3600, queue=jobs.NOTIFY)
 def handle_purge(op, payload):
     return {"removed": purge_stale_parts()}
 

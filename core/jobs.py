@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 
-from flask import current_app
+from flask import current_app, has_app_context
 from sqlalchemy import JSON, ForeignKey, String, Text, event, or_, select, update
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import IntegrityError
@@ -39,20 +39,67 @@ log = logging.getLogger(__name__)
 
 QUEUED, RUNNING, RETRYING, SUCCEEDED, FAILED = "queued", "running", "retrying", "succeeded", "failed"
 FINISHED = (SUCCEEDED, FAILED)
-STALE_SECONDS = 600
+STALE_SECONDS = 600  # default of HOSTBAY_STALE_SECONDS
 RETRY_DELAYS = (5, 30, 120, 600)
+SCHEDULER_TICK = 10.0  # default of HOSTBAY_SCHEDULER_TICK
+
+# Queue classes, in the priority order a worker serving several takes jobs in. Money and lifecycle (renewal
+# sweeps, suspensions, removals, wallet and payment work) never wait behind driver calls (provisioning, power,
+# reinstalls, ISO, rDNS), and neither waits behind notifications, probes and housekeeping.
+MONEY, DRIVER, NOTIFY = "money", "driver", "notify"
+QUEUE_CLASSES = (MONEY, DRIVER, NOTIFY)
+DEFAULT_QUEUE_CLASS = DRIVER  # a handler that declares none: the queue built for slow work
 
 
-
-def handler(kind: str, *, every: int | None = None):
+def handler(kind: str, *, every: int | None = None, queue: str | None = None):
     """Mark ``fn(op, payload)`` as the handler of job ``kind`` (run every ``every`` seconds by the scheduler when
-    given). Marking registers nothing: core's built-in plugin (``hostbay.core.builtin``) contributes the marked
-    functions of core's modules through ``hostbay_job_handlers`` / ``hostbay_scheduled_jobs``, like any plugin."""
+    given) and declare its queue class (``"money"``, ``"driver"`` or ``"notify"``; unmarked: ``"driver"``).
+    Marking registers nothing: core's built-in plugin (``hostbay.core.builtin``) contributes the marked functions
+    of core's modules through ``hostbay_job_handlers`` / ``hostbay_scheduled_jobs``, like any plugin; a plugin
+    marks its handlers the same way to choose their queue."""
+    if queue is not None and queue not in QUEUE_CLASSES:
+        raise ValueError(f"unknown queue class {queue!r} for job {kind!r}: one of {', '.join(QUEUE_CLASSES)}")
+
     def deco(fn):
         fn.hostbay_job_kind = kind
         fn.hostbay_every = every
+        fn.hostbay_queue = queue
         return fn
     return deco
+
+
+def stale_seconds(app=None) -> float:
+    """Seconds without a heartbeat after which a running operation's claim counts as a dead worker's
+    (``HOSTBAY_STALE_SECONDS``, default :data:`STALE_SECONDS`)."""
+    if app is None and has_app_context():
+        app = current_app
+    value = app.config.get("HOSTBAY_STALE_SECONDS") if app is not None else None
+    return float(value) if value else float(STALE_SECONDS)
+
+
+def queue_class(kind: str, app=None) -> str:
+    """The queue class of job ``kind``: what its handler declared (see :func:`handler`), else ``"driver"``."""
+    app = app or current_app
+    fn = app.extensions["hostbay"].job_handlers.get(kind)
+    return getattr(fn, "hostbay_queue", None) or DEFAULT_QUEUE_CLASS
+
+
+def queue_name(cls: str, app=None) -> str:
+    """The RQ queue of a class: ``<HOSTBAY_QUEUE>-<class>`` (``hostbay-money``, ``hostbay-driver``, ...)."""
+    app = app or current_app
+    return f"{app.config['HOSTBAY_QUEUE']}-{cls}"
+
+
+def parse_queue_classes(values) -> list[str]:
+    """Queue classes from ``--queue`` options or ``HOSTBAY_WORKER_QUEUES`` (comma-separated; ``all`` or nothing:
+    every class), in priority order. Raises ValueError naming an unknown class."""
+    wanted = {v.strip() for value in values or () for v in str(value).split(",") if v.strip()}
+    if not wanted or "all" in wanted:
+        return list(QUEUE_CLASSES)
+    unknown = sorted(wanted - set(QUEUE_CLASSES))
+    if unknown:
+        raise ValueError(f"unknown queue {', '.join(unknown)}: choose from {', '.join(QUEUE_CLASSES)} or all")
+    return [c for c in QUEUE_CLASSES if c in wanted]
 
 
 def _utcnow() -> datetime:
@@ -112,8 +159,9 @@ class Operation(db.Model):
 # --------------------------------------------------------------------------------------------------------------
 
 def enqueue(kind: str, *, key: str | None = None, payload: dict | None = None, service=None, user_id=None,
-            title: str = "", max_attempts: int = 4) -> Operation:
-    """Create (or, for a known ``key``, return) the operation; it is dispatched when the transaction commits."""
+            title: str = "", max_attempts: int = 4, front: bool = False) -> Operation:
+    """Create (or, for a known ``key``, return) the operation; it is dispatched when the transaction commits, to
+    the queue of its kind's class (``front``: at the head of that queue, for the scheduler's periodic sweeps)."""
     key = key or f"{kind}:{new_uuid()}"
     existing = db.session.scalar(select(Operation).filter_by(key=key))
     if existing is not None:
@@ -127,8 +175,19 @@ def enqueue(kind: str, *, key: str | None = None, payload: dict | None = None, s
             db.session.add(op)
     except IntegrityError:
         return db.session.scalar(select(Operation).filter_by(key=key))
-    db.session.info.setdefault("hostbay_dispatch", []).append(op.id)
+    dispatch_after_commit([op.id], kind, front=front)
     return op
+
+
+def dispatch_after_commit(op_ids, kind: str | None = None, *, front: bool = False) -> None:
+    """Dispatch operations inserted in the current transaction once it commits (never if it rolls back).
+    ``kind`` (when all share one) routes them without looking their kinds up again."""
+    info = db.session.info
+    info.setdefault("hostbay_dispatch", []).extend(op_ids)
+    if kind is not None or front:
+        meta = info.setdefault("hostbay_dispatch_meta", {})
+        for op_id in op_ids:
+            meta[op_id] = (kind, front)
 
 
 def notify_after_commit(hook_name: str, loader: Callable[[], dict]) -> None:
@@ -144,12 +203,13 @@ def _after_commit(session: Session) -> None:
     if session.in_nested_transaction():  # a SAVEPOINT released (e.g. by enqueue): the outer work is not committed
         return
     ids = session.info.pop("hostbay_dispatch", None)
+    meta = session.info.pop("hostbay_dispatch_meta", None) or {}
     events = session.info.pop("hostbay_events", None)
     if not ids and not events:
         return
     app = current_app._get_current_object()
     if ids:
-        dispatch_many(app, ids)
+        dispatch_many(app, ids, meta=meta)
     for hook_name, loader in events or ():
         with app.app_context():  # a new session: the committed one can emit no SQL inside this event
             try:
@@ -166,6 +226,7 @@ def _after_commit(session: Session) -> None:
 def _after_rollback(session: Session) -> None:
     if not session.in_transaction():
         session.info.pop("hostbay_dispatch", None)
+        session.info.pop("hostbay_dispatch_meta", None)
         session.info.pop("hostbay_events", None)
 
 
@@ -174,36 +235,69 @@ def _rq_job_kwargs(op_id: str) -> dict:
                 failure_ttl=86400)
 
 
-def dispatch_many(app, op_ids: list[str], batch: int = 1000) -> None:
-    """Dispatch several operations at once: in ``rq`` mode they are pushed in one Redis pipeline per ``batch``
-    (one round trip instead of one per job: a renewal sweep that suspends thousands of services); other modes
-    dispatch each as :func:`dispatch` does."""
-    if app.config["HOSTBAY_JOBS"] != "rq" or len(op_ids) == 1:
+def _kinds_of(app, op_ids) -> dict[str, str]:
+    """The kinds of operations, read on a connection of their own (the committing session emits no SQL here)."""
+    t = Operation.__table__
+    out: dict[str, str] = {}
+    with app.app_context(), db.engine.connect() as conn:
+        for start in range(0, len(op_ids), 1000):
+            out.update(conn.execute(select(t.c.id, t.c.kind).where(t.c.id.in_(op_ids[start:start + 1000]))).all())
+    return out
+
+
+def _route(app, op_ids, meta: dict | None = None) -> dict[tuple[str, bool], list[str]]:
+    """Group operations by (queue name, at front) in their order."""
+    meta = meta or {}
+    unknown = [i for i in op_ids if (meta.get(i) or (None,))[0] is None]
+    kinds = _kinds_of(app, unknown) if unknown else {}
+    classes: dict[str, str] = {}
+    groups: dict[tuple[str, bool], list[str]] = {}
+    for op_id in op_ids:
+        kind, front = meta.get(op_id) or (None, False)
+        kind = kind or kinds.get(op_id) or ""
+        if kind not in classes:
+            classes[kind] = queue_class(kind, app)
+        groups.setdefault((queue_name(classes[kind], app), front), []).append(op_id)
+    return groups
+
+
+def dispatch_many(app, op_ids: list[str], batch: int = 1000, meta: dict | None = None) -> None:
+    """Dispatch several operations at once: in ``rq`` mode each goes to the queue of its kind's class, pushed in
+    one Redis pipeline per ``batch`` (one round trip instead of one per job: a renewal sweep that suspends
+    thousands of services); other modes dispatch each as :func:`dispatch` does. ``meta`` maps an id to
+    ``(kind, at front)`` when the caller knows them (else the kinds are read in one query)."""
+    if app.config["HOSTBAY_JOBS"] != "rq":
         for op_id in op_ids:
             dispatch(app, op_id)
         return
     from rq import Queue
 
-    q = Queue(app.config["HOSTBAY_QUEUE"], connection=redis_connection(app))
-    for start in range(0, len(op_ids), batch):
-        chunk = op_ids[start:start + batch]
-        with q.connection.pipeline() as pipe:
-            datas = []
-            for op_id in chunk:
-                kw = _rq_job_kwargs(op_id)
-                datas.append(Queue.prepare_data("hostbay.core.jobs.rq_entry", (op_id,), timeout=kw["job_timeout"],
-                                                result_ttl=kw["result_ttl"], failure_ttl=kw["failure_ttl"],
-                                                job_id=kw["job_id"]))
-            q.enqueue_many(datas, pipeline=pipe)
-            pipe.execute()
+    conn = redis_connection(app)
+    for (name, front), ids in _route(app, op_ids, meta).items():
+        q = Queue(name, connection=conn)
+        for start in range(0, len(ids), batch):
+            chunk = ids[start:start + batch]
+            with conn.pipeline() as pipe:
+                datas = []
+                for op_id in chunk:
+                    kw = _rq_job_kwargs(op_id)
+                    datas.append(Queue.prepare_data("hostbay.core.jobs.rq_entry", (op_id,),
+                                                    timeout=kw["job_timeout"], result_ttl=kw["result_ttl"],
+                                                    failure_ttl=kw["failure_ttl"], job_id=kw["job_id"],
+                                                    at_front=front))
+                q.enqueue_many(datas, pipeline=pipe)
+                pipe.execute()
 
 
-def dispatch(app, op_id: str, delay: float = 0) -> None:
+def dispatch(app, op_id: str, delay: float = 0, kind: str | None = None) -> None:
+    """Hand one operation to the job mode (``rq``: the queue of its kind's class, after ``delay`` seconds)."""
     mode = app.config["HOSTBAY_JOBS"]
     if mode == "rq":
         from rq import Queue
 
-        q = Queue(app.config["HOSTBAY_QUEUE"], connection=redis_connection(app))
+        if kind is None:
+            kind = _kinds_of(app, [op_id]).get(op_id, "")
+        q = Queue(queue_name(queue_class(kind, app), app), connection=redis_connection(app))
         kw = _rq_job_kwargs(op_id)
         if delay:
             q.enqueue_in(timedelta(seconds=delay), "hostbay.core.jobs.rq_entry", op_id, **kw)
@@ -233,8 +327,8 @@ def dispatch(app, op_id: str, delay: float = 0) -> None:
 # The driver-call template
 # --------------------------------------------------------------------------------------------------------------
 
-def heartbeat_interval() -> float:
-    return max(0.05, min(60.0, STALE_SECONDS / 4))
+def heartbeat_interval(app=None) -> float:
+    return max(0.05, min(60.0, stale_seconds(app) / 4))
 
 
 class _Heartbeats:
@@ -268,11 +362,15 @@ class _Heartbeats:
     def _run(self) -> None:
         while True:
             with self._lock:
-                self._wake.wait(heartbeat_interval())
-                now, interval = time.monotonic(), heartbeat_interval()
+                self._wake.wait(min((heartbeat_interval(e[0]) for e in self._ops.values()),
+                                    default=heartbeat_interval()))
+                now, intervals = time.monotonic(), {}
                 due: dict = {}
                 for op_id, entry in self._ops.items():
-                    if now - entry[2] >= interval:  # beats every interval after the call started
+                    app = entry[0]
+                    if id(app) not in intervals:  # each app's own HOSTBAY_STALE_SECONDS
+                        intervals[id(app)] = heartbeat_interval(app)
+                    if now - entry[2] >= intervals[id(app)]:  # beats every interval after the call started
                         entry[2] = now
                         due.setdefault(entry[0], []).append(op_id)
             for app, ids in due.items():
@@ -356,7 +454,7 @@ def _handler_for(kind: str) -> Callable:
 
 def _claim(op_id: str) -> bool:
     now = _utcnow()
-    stale = now - timedelta(seconds=STALE_SECONDS)
+    stale = now - timedelta(seconds=stale_seconds())
     res = db.session.execute(
         update(Operation).where(Operation.id == op_id, or_(
             Operation.state.in_((QUEUED, RETRYING)),
@@ -391,10 +489,10 @@ def run_operation(op_id: str) -> str:
         logs.unbind(log_context)
 
 
-def queue_names(app=None) -> list[str]:
-    """The RQ queues hostbay's jobs go to."""
+def queue_names(app=None, classes=None) -> list[str]:
+    """The RQ queues hostbay's jobs go to (of ``classes``, default all), in priority order."""
     app = app or current_app
-    return [app.config["HOSTBAY_QUEUE"]]
+    return [queue_name(c, app) for c in (classes or QUEUE_CLASSES)]
 
 
 def _service_uuid(service_id: int | None) -> str | None:
@@ -428,7 +526,7 @@ def _run_claimed(op: Operation, op_id: str, payload: dict) -> str:
             op.run_after = _utcnow() + timedelta(seconds=delay)
             db.session.commit()
             log.warning("operation %s (%s) will retry in %ss: %s", op.id, op.kind, delay, op.error)
-            dispatch(current_app._get_current_object(), op_id, delay=delay)
+            dispatch(current_app._get_current_object(), op_id, delay=delay, kind=op.kind)
             return RETRYING
         op.state, op.finished_at = FAILED, _utcnow()
         op.progress_text = "Failed"
@@ -482,7 +580,7 @@ def retry(op: Operation, actor=None) -> Operation:
     op.payload = {**(op.payload or {}), "retried": int((op.payload or {}).get("retried", 0)) + 1}
     audit("operation.retry", "operation", op.id, actor=actor, before=before,
           after={"state": QUEUED, "attempts": 0, "error": None})
-    db.session.info.setdefault("hostbay_dispatch", []).append(op.id)
+    dispatch_after_commit([op.id], op.kind)
     return op
 
 
@@ -490,7 +588,7 @@ def run_pending(limit: int = 1000) -> int:
     """Run queued and due retrying operations in this process (manual mode, CLI, stale-claim recovery)."""
     ran = 0
     now = _utcnow()
-    stale = now - timedelta(seconds=STALE_SECONDS)
+    stale = now - timedelta(seconds=stale_seconds())
     while ran < limit:
         op_id = db.session.scalar(
             select(Operation.id).where(or_(
@@ -550,12 +648,20 @@ def schedule_due(now_ts: float | None = None) -> list[Operation]:
     ops = []
     for kind, every in entries:
         period = int(now_ts // every)
-        ops.append(enqueue(kind, key=f"schedule:{kind}:{period}", title=kind))
+        # at the head of its queue: a periodic sweep (renewals) never waits behind the work a previous one queued
+        ops.append(enqueue(kind, key=f"schedule:{kind}:{period}", title=kind, front=True))
     db.session.commit()
     return ops
 
 
-def scheduler_loop(app, stop: threading.Event, tick: float = 30.0) -> None:
+def scheduler_tick(app) -> float:
+    """Seconds between two scheduler ticks (``HOSTBAY_SCHEDULER_TICK``, default :data:`SCHEDULER_TICK`): a
+    periodic job is enqueued at most this long after its period starts."""
+    return float(app.config.get("HOSTBAY_SCHEDULER_TICK") or SCHEDULER_TICK)
+
+
+def scheduler_loop(app, stop: threading.Event, tick: float | None = None) -> None:
+    tick = scheduler_tick(app) if tick is None else tick
     while not stop.is_set():
         try:
             with app.app_context():
@@ -584,16 +690,36 @@ _SCHEDULER_LOCK = threading.Lock()
 def run_stale_recovery() -> None:
     """Re-dispatch operations whose worker died (stale heartbeat) and retries that are due."""
     now = _utcnow()
-    stale = now - timedelta(seconds=STALE_SECONDS)
-    ids = db.session.scalars(select(Operation.id).where(or_(
+    stale = now - timedelta(seconds=stale_seconds())
+    rows = db.session.execute(select(Operation.id, Operation.kind, Operation.state).where(or_(
         (Operation.state == RUNNING) & (Operation.heartbeat_at < stale),
         (Operation.state == RETRYING) & (Operation.run_after < now - timedelta(seconds=60)),
         (Operation.state == QUEUED) & (Operation.created_at < now - timedelta(seconds=120))))).all()
-    for op_id in ids:
-        dispatch(current_app._get_current_object(), op_id)
+    app = current_app._get_current_object()
+    waiting: set[str] = set()
+    if app.config["HOSTBAY_JOBS"] == "rq" and any(state != RUNNING for _, _, state in rows):
+        waiting = _waiting_in_redis(app)
+    for op_id, kind, state in rows:
+        if state != RUNNING and op_id in waiting:
+            continue  # still in its queue (behind a backlog): pushing it again would only add a duplicate
+        dispatch(app, op_id, kind=kind)
 
 
-@handler("core.ping")
+def _waiting_in_redis(app) -> set[str]:
+    """Ids of the operations whose RQ job waits in one of hostbay's queues (job ids are ``op-<id>-<ms>``)."""
+    from rq import Queue
+
+    conn = redis_connection(app)
+    out: set[str] = set()
+    for name in queue_names(app):
+        for job_id in conn.lrange(Queue(name, connection=conn).key, 0, -1):
+            job_id = job_id.decode() if isinstance(job_id, bytes) else job_id
+            if job_id.startswith("op-"):
+                out.add(job_id[3:].rsplit("-", 1)[0])
+    return out
+
+
+@handler("core.ping", queue=NOTIFY)
 def _ping(op: Operation, payload: dict) -> dict:
     """A no-op job that proves the job path end to end (health checks, tests)."""
     op.progress(50, "Pong")

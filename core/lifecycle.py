@@ -43,7 +43,7 @@ from .services import (ACTIVE, CANCELLED, ENDED, PENDING, PROVISIONING, REBUILDI
 log = logging.getLogger(__name__)
 
 RENEWAL_BATCH = 10000  # services per transaction; bench/renewal_sweep.py measures 5000 and 10000
-RENEWAL_EVERY = 300      # seconds between scheduled renewal sweeps
+RENEWAL_EVERY = 30       # seconds between scheduled renewal sweeps: a due service is renewed within ~40 s
 RETENTION_EVERY = 600
 NOTICES_EVERY = 900
 
@@ -153,7 +153,7 @@ def build_spec(service: Service, addresses=None) -> ServerSpec:
 # Job handlers
 # ==============================================================================================================
 
-@jobs.handler("service.provision")
+@jobs.handler("service.provision", queue=jobs.DRIVER)
 def provision(op, payload):
     """Place, allocate addresses, create the server, filter its network, mark it active. Re-runnable: each step
     is idempotent and committed before the next slow one."""
@@ -197,7 +197,7 @@ def provision(op, payload):
 
 
 def _simple_power(action: str, method: str, message: str):
-    @jobs.handler(f"service.{action}")
+    @jobs.handler(f"service.{action}", queue=jobs.DRIVER)
     def _h(op, payload):
         svc = _service_of(op)
         if svc.kind == "dedicated":  # hardware inventory: hostbay.core.dedicated
@@ -238,7 +238,7 @@ def _finish_busy(svc: Service, busy: str, op, event: str, message: str, before: 
     db.session.commit()
 
 
-@jobs.handler("service.reinstall")
+@jobs.handler("service.reinstall", queue=jobs.DRIVER)
 def reinstall(op, payload):
     """Fresh system disk from the service's image, with the same SSH keys as at creation."""
     svc = _service_of(op)
@@ -286,17 +286,17 @@ def _resize_like(op, busy: str, method: str, message: str):
     return {"state": ACTIVE, "text": "Package changed"}
 
 
-@jobs.handler("service.resize")
+@jobs.handler("service.resize", queue=jobs.DRIVER)
 def resize(op, payload):
     return _resize_like(op, RESIZING, "resize", "{hostname} now runs the {package} package.")
 
 
-@jobs.handler("service.rebuild")
+@jobs.handler("service.rebuild", queue=jobs.DRIVER)
 def rebuild(op, payload):
     return _resize_like(op, REBUILDING, "rebuild", "{hostname} was rebuilt on the {package} package.")
 
 
-@jobs.handler("service.suspend")
+@jobs.handler("service.suspend", queue=jobs.MONEY)
 def suspend_job(op, payload):
     """Stop the server of a suspended service (the state moved already, in the sweep or the staff action)."""
     svc = _service_of(op)
@@ -314,7 +314,7 @@ def suspend_job(op, payload):
     return {"state": SUSPENDED, "text": "Suspended"}
 
 
-@jobs.handler("service.unsuspend")
+@jobs.handler("service.unsuspend", queue=jobs.MONEY)
 def unsuspend_job(op, payload):
     """Start the server again and make the service active (after a renewal or a staff decision)."""
     svc = _service_of(op)
@@ -338,7 +338,7 @@ def unsuspend_job(op, payload):
     return {"state": ACTIVE, "text": "Active again"}
 
 
-@jobs.handler("service.remove")
+@jobs.handler("service.remove", queue=jobs.MONEY)
 def remove_job(op, payload):
     """Delete the server and its volumes, release its IPs and node capacity; removal-queued → terminated (a
     cancelled service stays cancelled). Every step tolerates having run before."""
@@ -422,7 +422,7 @@ def _suspended_for_nonpayment(svc: Service) -> bool:
     return last is None or (last or {}).get("reason") == "unpaid"
 
 
-@jobs.handler("lifecycle.retry_renewals")
+@jobs.handler("lifecycle.retry_renewals", queue=jobs.MONEY)
 def retry_renewals(op, payload):
     """After a wallet credit: renew the customer's suspended services (oldest first) while the balance covers
     them; each renewal is its own transaction."""
@@ -475,19 +475,30 @@ def renewal_sweep(now: datetime | None = None, batch_size: int = RENEWAL_BATCH, 
         totals["batches"] += 1
         for k in ("renewed", "suspended", "cancelled"):
             totals[k] += got[k]
+    from . import metrics
+
+    metrics.SWEEPS.inc()  # after the last batch committed (or found nothing due)
     return totals
 
 
-def _renewal_batch(now: datetime, batch_size: int, dispatch: bool, check_paid: bool = False) -> dict | None:
-    pg = is_postgres()
+def due_query(now: datetime, batch_size: int = RENEWAL_BATCH):
+    """The sweep's due-time query: active services whose ``renews_at`` has come, a batch of them, locked (rows
+    another sweep holds are skipped on PostgreSQL). The index ``ix_services_state_renews_at`` answers it: with
+    nothing due it is one index probe, whatever the number of services."""
     s = Service.__table__
     q = (select(s.c.id, s.c.uuid, s.c.user_id, s.c.hostname, s.c.price_cents, s.c.period_start, s.c.renews_at,
                 s.c.cycle, s.c.cancel_at_period_end)
          .where(s.c.state == ACTIVE, s.c.renews_at <= now)
          .order_by(s.c.user_id, s.c.renews_at, s.c.id).limit(batch_size))
-    if pg:
+    if is_postgres():
         q = q.with_for_update(skip_locked=True, of=s)
-    rows = db.session.execute(q).all()
+    return q
+
+
+def _renewal_batch(now: datetime, batch_size: int, dispatch: bool, check_paid: bool = False) -> dict | None:
+    pg = is_postgres()
+    s = Service.__table__
+    rows = db.session.execute(due_query(now, batch_size)).all()
     if not rows:
         db.session.rollback()
         return None
@@ -613,24 +624,32 @@ def _renewal_batch(now: datetime, batch_size: int, dispatch: bool, check_paid: b
                         "max_attempts": 4, "created_at": jobs._utcnow()})
     _bulk_insert(ActivityEntry.__table__, acts)
     _bulk_insert(AuditEntry.__table__, audits)
-    new_ops = []
-    if ops:
-        op_t = jobs.Operation.__table__
-        new_ops = _insert_ignore(op_t, ops, op_t.c.key, returning=op_t.c.id)
+    op_t, new_ops = jobs.Operation.__table__, {}
+    for kind in ("service.suspend", "service.remove"):  # one insert per kind: the dispatch knows each one's queue
+        rows_of = [o for o in ops if o["kind"] == kind]
+        if rows_of:
+            new_ops[kind] = _insert_ignore(op_t, rows_of, op_t.c.key, returning=op_t.c.id)
     if notices:
         from .notices import Notice
 
         _insert_ignore(Notice.__table__, notices, Notice.__table__.c.key)
-    if dispatch and new_ops:
-        db.session.info.setdefault("hostbay_dispatch", []).extend(new_ops)
+    if dispatch:
+        for kind, ids in new_ops.items():
+            if ids:
+                jobs.dispatch_after_commit(ids, kind)
     db.session.commit()
+    from . import metrics  # counted once the batch is committed (a rolled-back batch counts nothing)
+
+    metrics.SWEEP_SERVICES.labels("renewed").inc(len(renew_rows))
+    metrics.SWEEP_SERVICES.labels("suspended").inc(len(suspend_rows))
+    metrics.SWEEP_SERVICES.labels("cancelled").inc(len(cancelled))
     return {"renewed": len(renew_rows), "suspended": len(suspend_rows), "cancelled": len(cancels)}
 
 
 from .bulk import _bulk_insert, _bulk_update, _insert_ignore, _pg_array_type, _pg_exec, _pg_param  # noqa: E402,F401
 
 
-@jobs.handler("lifecycle.renewal_sweep", every=RENEWAL_EVERY)
+@jobs.handler("lifecycle.renewal_sweep", every=RENEWAL_EVERY, queue=jobs.MONEY)
 def renewal_sweep_job(op, payload):
     return renewal_sweep(batch_size=int(payload.get("batch", RENEWAL_BATCH)))
 
@@ -664,15 +683,18 @@ def retention_sweep(now: datetime | None = None, limit: int = 5000) -> int:
                      payload={"reason": "retention"})
         count += 1
     db.session.commit()
+    from . import metrics
+
+    metrics.SWEEP_SERVICES.labels("removal_queued").inc(count)  # after the commit
     return count
 
 
-@jobs.handler("lifecycle.retention_sweep", every=RETENTION_EVERY)
+@jobs.handler("lifecycle.retention_sweep", every=RETENTION_EVERY, queue=jobs.MONEY)
 def retention_sweep_job(op, payload):
     return {"queued": retention_sweep()}
 
 
-@jobs.handler("lifecycle.notices", every=NOTICES_EVERY)
+@jobs.handler("lifecycle.notices", every=NOTICES_EVERY, queue=jobs.NOTIFY)
 def notices_job(op, payload):
     from . import notices
 

@@ -59,7 +59,8 @@ WEBHOOKS = Counter("hostbay_payment_webhooks_total", "Payment webhook deliveries
                                                      "(verified, rejected, duplicate).", ["gateway", "result"])
 SWEEPS = Counter("hostbay_renewal_sweeps_total", "Renewal sweep runs.")
 SWEEP_SERVICES = Counter("hostbay_renewal_sweep_services_total",
-                         "Services the renewal sweep acted on, by outcome (renewed, suspended, removal_queued).",
+                         "Services the renewal and retention sweeps acted on, by outcome (renewed, suspended, "
+                         "cancelled, removal_queued).",
                          ["outcome"])
 
 

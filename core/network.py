@@ -49,7 +49,7 @@ def enqueue_filter_update(service):
                         service=service, title="Update network settings", payload={"service": service.uuid})
 
 
-@jobs.handler("network.apply_filter")
+@jobs.handler("network.apply_filter", queue=jobs.DRIVER)
 def _apply_filter_job(op, payload):
     from .db import db
     from .services import Service

@@ -401,7 +401,7 @@ def _sweep(op, payload):
 def _mark_sweep() -> None:
     from . import jobs  # jobs imports nothing of payments; marked here to keep the import order of the module
 
-    jobs.handler("payments.reconcile_stale", every=SWEEP_EVERY_SECONDS)(_sweep)
+    jobs.handler("payments.reconcile_stale", every=SWEEP_EVERY_SECONDS, queue=jobs.MONEY)(_sweep)
 
 
 _mark_sweep()

@@ -144,6 +144,8 @@ class Registry:
                 for name, cls in staged.items():
                     owner[(kind, name)] = plugin
                     found[kind][name] = cls
+        from .jobs import QUEUE_CLASSES
+
         handlers: dict[str, Callable] = {}
         for plugin, contributed in self._per_plugin("hostbay_job_handlers"):
             try:
@@ -154,6 +156,10 @@ class Registry:
                 for kind, fn in (contributed or {}).items():
                     if not callable(fn):
                         raise ContributionError(f"the handler of job kind {kind!r} is not callable")
+                    queue = getattr(fn, "hostbay_queue", None)
+                    if queue is not None and queue not in QUEUE_CLASSES:
+                        raise ContributionError(f"the handler of job kind {kind!r} declares the unknown queue "
+                                                f"{queue!r} (one of {', '.join(QUEUE_CLASSES)})")
                     if kind in handlers and handlers[kind] is not fn:
                         raise ContributionError(f"the job kind {kind!r} is taken by {owner[('job', kind)]}")
             except ContributionError as exc:

@@ -285,7 +285,7 @@ def reject(uuid: str, actor, note: str) -> RdnsRequest:
 # Jobs
 # ---------------------------------------------------------------------------------------------------------------
 
-@jobs.handler("rdns.apply")
+@jobs.handler("rdns.apply", queue=jobs.DRIVER)
 def _apply_job(op, payload):
     """Set the PTR in DNS. Safe to re-run: ``set_ptr`` replaces the record, and a request that was cancelled or
     superseded meanwhile is not applied."""
@@ -331,7 +331,7 @@ def _apply_job(op, payload):
     return {"address": address, "hostname": hostname, "text": "Reverse DNS set" if hostname else "Reverse DNS removed"}
 
 
-@jobs.handler("rdns.recheck", every=RECHECK_SECONDS)
+@jobs.handler("rdns.recheck", every=RECHECK_SECONDS, queue=jobs.NOTIFY)
 def _recheck_job(op, payload):
     """Apply forward-match requests whose forward record now matches; expire the ones that waited too long."""
     now = clock.now()

@@ -14,7 +14,7 @@ import sys
 from contextlib import contextmanager
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, String, select, update
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String, select, update
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from . import clock
@@ -113,13 +113,16 @@ STAFF_SUSPENSION_REFUSAL = "This service was suspended by our staff; please open
 
 class Service(db.Model):
     __tablename__ = "services"
+    # the renewal sweep's due-time query (state = active AND renews_at <= now), every 30 s: an index range scan
+    # that costs nothing when nothing is due, however many services (ended ones included) there are
+    __table_args__ = (Index("ix_services_state_renews_at", "state", "renews_at"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     uuid: Mapped[str] = mapped_column(String(36), unique=True, default=new_uuid)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
     package_id: Mapped[int] = mapped_column(ForeignKey("packages.id"))
     kind: Mapped[str] = mapped_column(String(16), default="vps")
-    state: Mapped[str] = mapped_column(String(20), default=PENDING, index=True)
+    state: Mapped[str] = mapped_column(String(20), default=PENDING)  # indexed by ix_services_state_renews_at
     hostname: Mapped[str] = mapped_column(String(253))
     cycle: Mapped[str] = mapped_column(String(16))
     price_cents: Mapped[int] = mapped_column(BigInteger)  # the recurring price the next renewal charges

@@ -269,7 +269,7 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-@jobs.handler(DELIVER_KIND)
+@jobs.handler(DELIVER_KIND, queue=jobs.NOTIFY)
 def deliver(op, payload):
     """POST the delivery's body once; anything but 2xx raises TransientDriverError (the job layer retries)."""
     d = db.session.scalar(select(OutgoingDelivery).filter_by(uuid=payload["delivery"]))

@@ -26,7 +26,9 @@ def main():
 
 
 @main.command("worker")
-@click.option("--queue", "queues", multiple=True, help="Queue(s) to listen on (default: HOSTBAY_QUEUE).")
+@click.option("--queue", "queues", multiple=True, metavar="CLASS",
+              help="Queue class to serve: money, driver, notify or all; repeat for several (default: "
+                   "HOSTBAY_WORKER_QUEUES, else all). Several are served in priority order money → driver → notify.")
 @click.option("--burst", is_flag=True, help="Quit when the queue is empty.")
 @click.option("--with-scheduler/--without-scheduler", default=True,
               help="Also enqueue scheduled jobs (safe to run in several workers: each period runs once).")
@@ -39,7 +41,11 @@ def worker(queues, burst, with_scheduler):
     if not app.config["HOSTBAY_REDIS_URL"]:
         raise click.ClickException("HOSTBAY_REDIS_URL is not set: in embedded mode jobs run inside the panel.")
     conn = jobs.redis_connection(app)
-    names = queues or (app.config["HOSTBAY_QUEUE"],)
+    try:
+        classes = jobs.parse_queue_classes(queues or [app.config.get("HOSTBAY_WORKER_QUEUES") or "all"])
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--queue") from None
+    names = jobs.queue_names(app, classes)
     stop = threading.Event()
     if with_scheduler and not burst:
         threading.Thread(target=jobs.scheduler_loop, args=(app, stop), daemon=True, name="hostbay-scheduler").start()

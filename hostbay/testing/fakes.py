@@ -354,4 +354,6 @@ def _wait_job(op, payload):
 
 @hookimpl
 def hostbay_job_handlers():
-    return {"fake.wait": _wait_job}
+    from hostbay.core import jobs
+
+    return {"fake.wait": jobs.handler("fake.wait", queue=jobs.DRIVER)(_wait_job)}

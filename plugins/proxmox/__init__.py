@@ -34,7 +34,9 @@ def hostbay_cli_commands():
 
 @hookimpl
 def hostbay_job_handlers():
-    return {REMOVE_ISO: remove_iso_job}
+    from hostbay.core import jobs
+
+    return {REMOVE_ISO: jobs.handler(REMOVE_ISO, queue=jobs.DRIVER)(remove_iso_job)}  # it calls the nodes' APIs
 
 
 @hookimpl

@@ -48,7 +48,11 @@ def _rollup(op, payload):
 
 @hookimpl
 def hostbay_job_handlers():
-    return {"status.probe_sweep": _probe_sweep, "status.tick": _tick, "status.rollup": _rollup}
+    from hostbay.core import jobs
+
+    # probes and the page's bookkeeping: the notifications queue, never ahead of renewals or driver work
+    return {kind: jobs.handler(kind, queue=jobs.NOTIFY)(fn)
+            for kind, fn in (("status.probe_sweep", _probe_sweep), ("status.tick", _tick), ("status.rollup", _rollup))}
 
 
 @hookimpl

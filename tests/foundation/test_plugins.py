@@ -195,7 +195,7 @@ def test_core_registers_through_the_hooks_like_a_plugin():
     assert {"hostbay_job_handlers", "hostbay_scheduled_jobs", "hostbay_admin_menu",
             "hostbay_wallet_credited"} <= set(core.hooks)
     assert {"service.provision", "rdns.apply", "payments.reconcile_stale", "core.ping"} <= set(reg.job_handlers)
-    assert ("lifecycle.renewal_sweep", 300) in reg.schedules
+    assert ("lifecycle.renewal_sweep", 30) in reg.schedules  # every 30 s: a due service waits well under 60 s
     assert ("Services", "staff_services.index", "services") in reg.collect("hostbay_admin_menu")
 
 

@@ -45,19 +45,26 @@ def test_a_production_configuration_passes_only_with_a_live_worker_on_its_queue(
     db.session.commit()
     conn = jobs.redis_connection(app)
     other = Worker([Queue(queue + "-other", connection=conn)], connection=conn, name=queue + "-other")
-    mine = Worker([Queue(queue, connection=conn)], connection=conn, name=queue)
+    money = Worker([Queue(queue + "-money", connection=conn)], connection=conn, name=queue + "-m")
+    rest = Worker([Queue(queue + "-driver", connection=conn), Queue(queue + "-notify", connection=conn)],
+                  connection=conn, name=queue + "-dn")
     try:
         other.register_birth()
         other.heartbeat()
         assert [f.text for f in run_checks(app)] == [
-            f"no `hostbay worker` on queue {queue!r} seen in the last 60 s: nothing runs provisioning, renewals "
-            "or notices"]
-        mine.register_birth()
-        mine.heartbeat()
+            f"no `hostbay worker` on the queues '{queue}-money', '{queue}-driver', '{queue}-notify' seen in the last "
+            "60 s: nothing runs provisioning, renewals or notices"]
+        rest.register_birth()
+        rest.heartbeat()
+        assert [f.text for f in run_checks(app)] == [  # each queue class needs a worker of its own or a shared one
+            f"no `hostbay worker` on queue '{queue}-money' seen in the last 60 s: nothing runs renewals, "
+            "suspensions and payments"]
+        money.register_birth()
+        money.heartbeat()
         assert run_checks(app) == []
     finally:
-        other.register_death()
-        mine.register_death()
+        for w in (other, money, rest):
+            w.register_death()
         db.session.execute(db.text("DROP TABLE alembic_version"))
         db.session.commit()
 
