@@ -147,6 +147,26 @@ def warm_up(base: str, metrics_dir: Path, processes: int, procs, timeout: float 
         t.join()
 
 
+def cpu_seconds(pids) -> float:
+    """User + system CPU seconds the processes have used (from /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
 def wait_workers(conn, queue: str, n: int, procs, timeout: float = 120) -> None:
     from rq import Queue, Worker
 
@@ -238,12 +258,13 @@ class Recorder:
         self.unexpected: list[tuple[str, int, str]] = []
         self.settled: list[str] = []  # payment uuids the provider settled (and sent the webhook for)
         self.credited_seen = 0
+        self.read_timeouts = 0
         self.orders = 0
 
     def request(self, session, page, method, url, expect=(200,), **kw):
         import requests
 
-        kw.setdefault("timeout", 60)
+        kw.setdefault("timeout", 60)  # a request not answered in 60 s is a transport error (and fails the run)
         kw.setdefault("allow_redirects", False)
         t0 = time.perf_counter()
         try:
@@ -251,6 +272,8 @@ class Recorder:
         except requests.RequestException as exc:
             with self.lock:
                 self.transport_errors.append((page, f"{type(exc).__name__}: {exc}"[:200]))
+                if isinstance(exc, requests.ReadTimeout):  # it reached the panel, which answers it later
+                    self.read_timeouts += 1
             return None
         elapsed = time.perf_counter() - t0
         with self.lock:
@@ -269,9 +292,9 @@ def customer(i: int, base: str, email: str, services: list[str], info: dict, pro
 
     rnd = random.Random(i)
     s = requests.Session()
-    # customers arrive over the first quarter of the run (at most 15 s): a login is a scrypt hash, 200 at once
-    # would be a storm no real panel sees
-    time.sleep(rnd.uniform(0, min(15.0, max(0.0, deadline - time.monotonic()) / 4)))
+    # customers arrive over the first half of the run (at most 30 s): a login checks a scrypt hash (~0.2 CPU-s by
+    # design), 200 at once would be a storm no real panel sees
+    time.sleep(rnd.uniform(0, min(30.0, max(0.0, deadline - time.monotonic()) / 2)))
     r = rec.request(s, "login", "GET", f"{base}/login")
     if r is None or r.status_code != 200:
         return
@@ -411,7 +434,7 @@ def main(argv) -> int:
     ap.add_argument("--services", type=int, default=20_000, help="due services the renewal sweep works through")
     ap.add_argument("--web-workers", type=int, default=4)
     ap.add_argument("--job-workers", type=int, default=2)
-    ap.add_argument("--think", default="0.5,2.0", help="think time between a customer's requests: min,max seconds")
+    ap.add_argument("--think", default="2,8", help="think time between a customer's requests: min,max seconds")
     ap.add_argument("--drain-timeout", type=float, default=600, help="seconds to wait for the queue afterwards")
     ap.add_argument("--json", help="also write the results to this file")
     args = ap.parse_args(argv[1:])
@@ -440,7 +463,11 @@ def main(argv) -> int:
         "    from hostbay.core import metrics\n"
         "    metrics.mark_process_dead(worker.pid)\n")
 
+    import logging
+
     from hostbay.plugins.crypto_payments.tests.crypto_standins import BTCPayStandIn
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the stand-in's access log
 
     provider = BTCPayStandIn()
     recreate_database(url)
@@ -450,6 +477,7 @@ def main(argv) -> int:
                       "HOSTBAY_QUEUE": queue, "HOSTBAY_PLUGINS": ["fake", "crypto_payments", "status"],
                       "SECRET_KEY": "bench-load", "HOSTBAY_LOG_LEVEL": "WARNING", "HOSTBAY_BASE_URL": base,
                       "INSTANCE_PATH": str(tmp / "instance")})
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # (create_app set up logging anew)
     from sqlalchemy import func, select, text
 
     from hostbay.core import jobs
@@ -479,6 +507,8 @@ def main(argv) -> int:
             wait_workers(conn, queue, args.job_workers, workers)
             warm_up(base, metrics_dir, args.web_workers + args.job_workers, procs)
             counted_before = scraped_requests(base)
+            web_pids = children(web.pid)
+            web_cpu_before = cpu_seconds(web_pids)
 
             rec = Recorder()
             started = time.monotonic()
@@ -497,6 +527,7 @@ def main(argv) -> int:
             for t in threads:
                 t.join(timeout=max(1.0, deadline - time.monotonic() + 90))
             elapsed = time.monotonic() - started
+            web_cpu = cpu_seconds(web_pids) - web_cpu_before
             load = max(load, os.getloadavg()[0])
 
             # the sweep and everything queued (suspensions, provisioning, notices) drain
@@ -557,7 +588,10 @@ def main(argv) -> int:
             "queue_drained_s_after_load": round(drained - (started + elapsed), 1) if busy == 0 else None,
             "jobs_left_when_checked": busy, "operations": states,
             "wallet_mismatches": len(mismatches), "wallet_mismatch_samples": mismatches[:10],
-            "metrics_http_requests": counted, "client_requests_to_panel": made,
+            "metrics_http_requests": counted, "client_requests_to_panel": made + rec.read_timeouts,
+            "client_read_timeouts": rec.read_timeouts,
+            "gunicorn_cpu_s": round(web_cpu, 1),
+            "gunicorn_cpu_ms_per_request": round(web_cpu * 1000 / max(1, made + rec.read_timeouts), 1),
         }
         failed = bool(rec.server_errors or rec.transport_errors or mismatches or missing_credit
                       or sweep_state != jobs.SUCCEEDED or topup_entries != len(credited))
@@ -614,11 +648,13 @@ def print_report(r: dict) -> None:
                else f"{r['jobs_left_when_checked']} jobs still queued when checked")
     print(f"renewal sweep: {s['state']} {s['result']} {s['seconds_from_enqueue']} s from enqueue to done; {drained}; "
           f"operations {r['operations']}")
+    print(f"gunicorn workers' CPU during the load: {r['gunicorn_cpu_s']} s, "
+          f"{r['gunicorn_cpu_ms_per_request']} ms per request")
     print(f"orders placed: {r['orders']}; top-ups settled {r['topups_settled']}, credited {r['topups_credited']} "
           f"(ledger entries {r['topup_ledger_entries']}); missing credits: {len(r['missing_credits'])}")
     print(f"wallets whose balance differs from the sum of their ledger entries: {r['wallet_mismatches']}")
     print(f"HTTP requests counted at /metrics (all processes): {r['metrics_http_requests']}; made to the panel: "
-          f"{r['client_requests_to_panel']}")
+          f"{r['client_requests_to_panel']} (of which {r['client_read_timeouts']} given up on after 60 s)")
     for key in ("five_xx_samples", "transport_error_samples", "unexpected_samples", "wallet_mismatch_samples"):
         if r.get(key):
             print(f"{key}: {r[key]}")
