@@ -409,13 +409,15 @@ def call_driver(op: Operation, fn: Callable, *args, pct: int | None = None, text
     4. map errors: driver errors pass unchanged; ``NotImplementedError`` becomes a FatalDriverError (the driver
        lacks the primitive), ``ConnectionError``/``TimeoutError`` a TransientDriverError (retried with back-off).
     Returns what the driver returned. Reload rows after it: the session was committed."""
+    from . import metrics
     from .errors import DriverError, FatalDriverError
 
     if text is not None:
         op.progress(op.progress_pct if pct is None else pct, text)
     db.session.commit()  # after the progress write: reading the operation's expired attributes would begin anew
     try:
-        with heartbeat(sa_inspect(op).identity[0] if sa_inspect(op).identity else op.id):
+        with heartbeat(sa_inspect(op).identity[0] if sa_inspect(op).identity else op.id), \
+                metrics.timed_driver_call(fn):  # hostbay_driver_call_duration_seconds{driver, action, outcome}
             return fn(*args, **kwargs)
     except DriverError:
         raise

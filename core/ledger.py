@@ -6,7 +6,8 @@ sum of its entries, kept in the same transaction as each insert: a debit is one 
 operation with the same key returns the first entry and changes nothing.
 
 Every new entry also writes one ``billing`` event in the customer's activity log (plain words, in the same
-savepoint), so the activity log and the ledger can never disagree. A mistaken entry is never edited or deleted:
+savepoint), so the activity log and the ledger can never disagree. Committed entries are counted for Prometheus
+(``hostbay_wallet_movements_total``, ``hostbay_wallet_cents_total``) after their transaction commits. A mistaken entry is never edited or deleted:
 :func:`reverse` appends its opposite (kind ``reversal``), once per entry.
 """
 
@@ -18,7 +19,7 @@ from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, String, func, se
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
-from . import clock
+from . import clock, metrics
 from .activity import log_activity
 from .db import db, new_uuid
 from .errors import InsufficientFunds, UserError
@@ -147,6 +148,7 @@ def post(user_id: int, amount_cents: int, *, kind: str, key: str, description: s
             raise
         return existing
     db.session.refresh(wallet)
+    metrics.count_ledger_entry(db.session(), entry)  # counted when (and only if) the transaction commits
     if amount_cents > 0:
         _notify_credited(user_id, entry)
     return entry

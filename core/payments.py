@@ -32,7 +32,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import lazyload
 
-from . import clock, ledger
+from . import clock, ledger, metrics
 from .activity import audit, log_activity
 from .db import db
 from .drivers import PaymentGateway, PaymentState, PaymentStatus, SignatureError, WebhookEvent
@@ -151,6 +151,7 @@ def _seen(gateway_name: str, event_id: str) -> bool:
         is not None
 
 
+@metrics.counts_webhooks  # hostbay_payment_webhooks_total{gateway, result, outcome}
 def handle_webhook(gateway_name: str, headers, raw_body: bytes) -> WebhookResult:
     """Verify, deduplicate and apply one delivery. Forged, malformed and unknown-invoice deliveries change
     nothing. Commits (a credit fires ``hostbay_wallet_credited`` from the ledger)."""

@@ -21,11 +21,20 @@ from urllib.parse import urlsplit
 from sqlalchemy import select
 
 from hostbay.core import clock
+from hostbay.core import metrics as core_metrics
 from hostbay.core.db import db
 
 from .models import Probe, Sample
 
 MAX_PARALLEL = 16
+
+# Prometheus (docs/operations.md): one sample per probe run, counted once the sweep has recorded it
+PROBE_RESULTS = core_metrics.Counter("hostbay_status_probe_results_total",
+                                     "Status probe runs, by probe (its name), kind and result (up, down).",
+                                     ["probe", "kind", "result"])
+PROBE_LATENCY = core_metrics.Histogram("hostbay_status_probe_latency_seconds",
+                                       "Latency of the status probes that answered, by probe and kind.",
+                                       ["probe", "kind"], buckets=core_metrics.LATENCY_BUCKETS)
 
 
 @dataclass
@@ -182,6 +191,7 @@ def sweep(now: datetime | None = None, probe_ids: list[int] | None = None) -> di
         probes = db.session.scalars(select(Probe).where(Probe.id.in_(probe_ids))).all()
     specs = [(p.id, p.component_id, p.kind, p.host, p.port, p.url, p.expected_status, float(p.timeout_seconds))
              for p in probes]
+    names = {p.id: (p.name, p.kind) for p in probes}
     in_maint = maintenance_component_ids(now)
     db.session.commit()  # no transaction (and no SQLite write lock) across the network calls
     if not specs:
@@ -220,4 +230,9 @@ def sweep(now: datetime | None = None, probe_ids: list[int] | None = None) -> di
 
         bump()
     db.session.commit()
+    for pid, r in results.items():
+        name, kind = names[pid]
+        PROBE_RESULTS.labels(name, kind, "up" if r.ok else "down").inc()
+        if r.ok and r.latency_ms is not None:
+            PROBE_LATENCY.labels(name, kind).observe(r.latency_ms / 1000.0)
     return {"probes": len(specs), "down": down}
