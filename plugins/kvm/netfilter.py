@@ -28,7 +28,7 @@ class KvmNetworkFilter(NetworkFilter):
             raise FatalDriverError(f"the libvirt network filter cannot act on a {virt.name} server")
         lv = libvirt()
         dom = virt._domain(ref)
-        virt._ensure_filters(addresses)
+        virt._ensure_filters()
         wanted = X.filterref(addresses)
         targets = [(0, lv.VIR_DOMAIN_AFFECT_LIVE)] if dom.isActive() else []
         targets.append((lv.VIR_DOMAIN_XML_INACTIVE, lv.VIR_DOMAIN_AFFECT_CONFIG))
