@@ -175,13 +175,15 @@ def host_filters() -> list[str]:
 
     The dual-stack filter adds IPv6 from the ``IPV6`` parameters, link-local addresses and duplicate address
     detection (ICMPv6 from ::), and IPv6 in."""
-    mac_only = "srcmacaddr='$MAC'"
-    rarp = ("dstmacaddr='ff:ff:ff:ff:ff:ff' opcode='Request_Reverse' arpsrcmacaddr='$MAC' arpdstmacaddr='$MAC' "
+    # one iterator for the MAC and another for the address lists, so a rule is written once per address (with
+    # one shared iterator libvirt would refuse lists of different lengths: one MAC, two addresses)
+    mac_only = "srcmacaddr='$MAC[@1]'"
+    rarp = ("dstmacaddr='ff:ff:ff:ff:ff:ff' opcode='Request_Reverse' arpsrcmacaddr='$MAC[@1]' arpdstmacaddr='$MAC[@1]' "
             "arpsrcipaddr='0.0.0.0' arpdstipaddr='0.0.0.0'")
     v4 = f"""<filter name='{V4_FILTER}' chain='root'>
-  <rule action='accept' direction='out' priority='-700'><ip {mac_only} srcipaddr='$IP'/></rule>
+  <rule action='accept' direction='out' priority='-700'><ip {mac_only} srcipaddr='$IP[@2]'/></rule>
   <rule action='accept' direction='out' priority='-690'><ip {mac_only} srcipaddr='0.0.0.0' protocol='udp'/></rule>
-  <rule action='accept' direction='out' priority='-500'><arp {mac_only} arpsrcmacaddr='$MAC' arpsrcipaddr='$IP'/></rule>
+  <rule action='accept' direction='out' priority='-500'><arp {mac_only} arpsrcmacaddr='$MAC[@1]' arpsrcipaddr='$IP[@2]'/></rule>
   <rule action='accept' direction='out' priority='-400'><rarp {mac_only} {rarp}/></rule>
   <rule action='accept' direction='in' priority='-700'><mac protocolid='ipv4'/></rule>
   <rule action='accept' direction='in' priority='-500'><mac protocolid='arp'/></rule>
@@ -192,7 +194,7 @@ def host_filters() -> list[str]:
   <filterref filter='{V4_FILTER}'/>
   <rule action='accept' direction='out' priority='-600'><ipv6 {mac_only} srcipaddr='fe80::' srcipmask='10'/></rule>
   <rule action='accept' direction='out' priority='-600'><ipv6 {mac_only} srcipaddr='::' srcipmask='128' protocol='icmpv6'/></rule>
-  <rule action='accept' direction='out' priority='-600'><ipv6 {mac_only} srcipaddr='$IPV6'/></rule>
+  <rule action='accept' direction='out' priority='-600'><ipv6 {mac_only} srcipaddr='$IPV6[@2]'/></rule>
   <rule action='accept' direction='in' priority='-600'><mac protocolid='ipv6'/></rule>
 </filter>"""
     return [v4, dual]

@@ -17,15 +17,17 @@ from kvm_testhost import PREFIX
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.slow]
 
-IP, OTHER_IP, PEER_IP = "192.0.2.10", "192.0.2.66", "192.0.2.20"
+IP, IP_B, OTHER_IP, PEER_IP = "192.0.2.10", "192.0.2.11", "192.0.2.66", "192.0.2.20"
 IP6, OTHER_IP6, PEER_IP6 = "2001:db8:5f::10", "2001:db8:5f::66", "2001:db8:5f::20"
 
 FRAMES = {
     "ipv4": S.udp4(S.GUEST_MAC, IP, PEER_IP, "ipv4"),
+    "ipv4-second": S.udp4(S.GUEST_MAC, IP_B, PEER_IP, "ipv4-second"),
     "ipv4-dhcp-discover": S.udp4(S.GUEST_MAC, "0.0.0.0", "255.255.255.255", "ipv4-dhcp-discover"),
     "ipv4-other-source": S.udp4(S.GUEST_MAC, OTHER_IP, PEER_IP, "ipv4-other-source"),
     "ipv4-other-mac": S.udp4(S.OTHER_MAC, IP, PEER_IP, "ipv4-other-mac"),
     "arp": S.arp(S.GUEST_MAC, S.GUEST_MAC, IP, PEER_IP, "arp"),
+    "arp-second": S.arp(S.GUEST_MAC, S.GUEST_MAC, IP_B, PEER_IP, "arp-second"),
     "arp-other-ip": S.arp(S.GUEST_MAC, S.GUEST_MAC, OTHER_IP, PEER_IP, "arp-other-ip"),
     "arp-other-mac": S.arp(S.GUEST_MAC, S.OTHER_MAC, IP, PEER_IP, "arp-other-mac"),
     "arp-from-other-mac": S.arp(S.OTHER_MAC, S.OTHER_MAC, IP, PEER_IP, "arp-from-other-mac"),
@@ -34,7 +36,8 @@ FRAMES = {
     "ipv6-other-source": S.udp6(S.GUEST_MAC, OTHER_IP6, PEER_IP6, "ipv6-other-source"),
     "ipv6-other-mac": S.udp6(S.OTHER_MAC, IP6, PEER_IP6, "ipv6-other-mac"),
 }
-V4_ALLOWED = {"ipv4", "ipv4-dhcp-discover", "arp"}
+V4_ALLOWED = {"ipv4", "ipv4-second", "ipv4-dhcp-discover", "arp", "arp-second"}
+V4 = [Address(IP, 24), Address(IP_B, 24)]  # two addresses: one MAC and a list of two in the same rules
 
 
 @pytest.fixture
@@ -79,17 +82,17 @@ def test_the_wire_delivers_everything_without_a_filter(wire):
 
 
 def test_ipv4_server_can_only_send_from_its_address_and_mac(filters, wire):
-    assert _delivered_with(filters.conn, wire, _ref([Address(IP, 24)])) == V4_ALLOWED
+    assert _delivered_with(filters.conn, wire, _ref(V4)) == V4_ALLOWED
 
 
 def test_dualstack_server_can_only_send_from_its_addresses_and_mac(filters, wire):
-    got = _delivered_with(filters.conn, wire, _ref([Address(IP, 24), Address(IP6, 64)]))
+    got = _delivered_with(filters.conn, wire, _ref([*V4, Address(IP6, 64), Address("2001:db8:5f::11", 64)]))
     assert got == V4_ALLOWED | {"ipv6", "ipv6-link-local"}
 
 
 def test_hostbay_filter_drops_what_clean_traffic_drops(filters, wire):
     """The same frames through libvirt's clean-traffic (what servers had before) and through hostbay's filter."""
-    addresses = [Address(IP, 24)]
+    addresses = V4
     assert _delivered_with(filters.conn, wire, _ref(addresses, "clean-traffic")) == \
         _delivered_with(filters.conn, wire, _ref(addresses))
 

@@ -115,15 +115,15 @@ def test_host_filters_keep_every_rule_in_the_root_chain():
         for rule in flt.iterfind("rule"):
             (match,) = list(rule)
             if rule.get("action") == "accept" and rule.get("direction") == "out":
-                assert match.get("srcmacaddr") == "$MAC", X.ET.tostring(rule)
+                assert match.get("srcmacaddr") == "$MAC[@1]", X.ET.tostring(rule)
     assert [r.get("filter") for r in dual.iterfind("filterref")] == [X.V4_FILTER]
     last = max(v4.iterfind("rule"), key=lambda r: int(r.get("priority")))
     assert (last.get("action"), last.get("direction"), last[0].tag, last[0].attrib) == ("drop", "inout", "mac", {})
     out4 = {(r[0].tag, r[0].get("srcipaddr"), r[0].get("arpsrcipaddr")) for r in v4.iterfind("rule[@action='accept']")
             if r.get("direction") == "out"}
-    assert ("ip", "$IP", None) in out4 and ("arp", None, "$IP") in out4
+    assert ("ip", "$IP[@2]", None) in out4 and ("arp", None, "$IP[@2]") in out4
     out6 = {r[0].get("srcipaddr") for r in dual.iterfind("rule[@direction='out']") if r[0].tag == "ipv6"}
-    assert out6 == {"$IPV6", "fe80::", "::"}
+    assert out6 == {"$IPV6[@2]", "fe80::", "::"}
     assert len(X.HOST_FILTERS_DIGEST) == 16
 
 
