@@ -372,7 +372,7 @@ class KvmDriver(VirtDriver):
             return PowerState.STOPPED
         return PowerState.UNKNOWN
 
-    def _ensure_running(self, dom) -> None:
+    def _ensure_running(self, dom, _refiltered: bool = False) -> None:
         lv = libvirt()
         state = self._state(dom)
         try:
@@ -382,6 +382,11 @@ class KvmDriver(VirtDriver):
                 dom.create()
         except lv.libvirtError as exc:
             message = exc.get_error_message() or ""
+            if not _refiltered and "is missing" in message and any(
+                    f"referenced filter '{X.parse(f).get('name')}'" in message for f in X.host_filters()):
+                # removed from the host since this worker defined it: define it again, then start
+                self._ensure_filters(fresh=True)
+                return self._ensure_running(dom, _refiltered=True)
             if "tc " in message and ("qdisc" in message or "TC action" in message or "police" in message):
                 raise FatalDriverError(
                     f"{dom.name()} cannot start: the host kernel cannot shape its port speed ({message.strip()}). "

@@ -131,3 +131,36 @@ def test_filters_are_defined_once_per_process_and_upgraded_in_place(filters, mon
             pass
     for name, uuid in uuids.items():
         assert conn.nwfilterLookupByName(name).UUIDString() == uuid
+
+
+def test_a_filter_removed_from_the_host_is_defined_again_at_start(kvm_host, monkeypatch):
+    """The filters are defined once per worker; one removed from the host later is defined again when a start
+    needs it (filters of this test's own names: the host-wide ones serve every server on this libvirtd)."""
+    import libvirt
+
+    from hostbay.plugins.kvm import KvmDriver
+    from hostbay.plugins.kvm import xml as X
+    from test_kvm_libvirt import _noop, _spec
+
+    monkeypatch.setattr(X, "V4_FILTER", f"{PREFIX}flt4")
+    monkeypatch.setattr(X, "DUALSTACK_FILTER", f"{PREFIX}flt46")
+    monkeypatch.setattr(X, "HOST_FILTERS_DIGEST", f"{PREFIX}test")
+    drv = KvmDriver(kvm_host.settings())
+    spec = _spec(addresses=(Address("192.0.2.70", 24, "192.0.2.1"),))
+    try:
+        drv._ensure_filters(fresh=True)
+        for name in (X.DUALSTACK_FILTER, X.V4_FILTER):
+            drv.conn.nwfilterLookupByName(name).undefine()
+        ref = drv.create(spec, _noop)
+        dom = drv.conn.lookupByName(ref["domain"])
+        assert dom.isActive()
+        port = X.parse(dom.XMLDesc(0)).find("./devices/interface/target").get("dev")
+        binding = next(b for b in drv.conn.listAllNWFilterBindings(0) if b.portDev() == port)
+        assert binding.filterName() == X.V4_FILTER
+    finally:
+        drv.delete({"domain": drv.domain_name(spec.uuid)})
+        for name in (X.DUALSTACK_FILTER, X.V4_FILTER):
+            try:
+                drv.conn.nwfilterLookupByName(name).undefine()
+            except libvirt.libvirtError:
+                pass
