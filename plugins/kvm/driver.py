@@ -32,6 +32,7 @@ GIB = 1024 ** 3
 NOT_RUNNING = "The server is not running."
 PROBE_TTL = 3600  # seconds an ``auto`` probe result is trusted
 _AUTO_CHOICES: dict[tuple[str, str], tuple[float, str, str]] = {}  # (uri, storage) -> (until, virt_type, reason)
+_FILTERS_DEFINED: set[tuple[str, str]] = set()  # (uri, digest of X.host_filters()) defined by this process
 
 
 def _is_path(value: str) -> bool:
@@ -261,7 +262,7 @@ class KvmDriver(VirtDriver):
         disk_path = self._new_disk(pool, name, spec)
         progress(45, "Writing the first-boot configuration")
         seed_path = self._new_seed(pool, name, spec)
-        self._ensure_filters(spec.addresses)
+        self._ensure_filters()
         progress(65, "Defining the server")
         xml = X.domain(name=name, service_uuid=spec.uuid, virt_type=virt_type, vcpus=spec.vcpus,
                        memory_mib=spec.memory_mib, disk_path=disk_path, seed_path=seed_path, mac=X.mac_for(spec.uuid),
@@ -323,19 +324,36 @@ class KvmDriver(VirtDriver):
                 raise
             return vol.path()
 
-    def _ensure_filters(self, addresses) -> None:
-        if X.filter_name(addresses) != X.DUALSTACK_FILTER:
+    def _ensure_filters(self, fresh: bool = False) -> None:
+        """Define hostbay's anti-spoofing filters on the host (``X.host_filters``) once per worker process and
+        libvirt URI: each domain only passes parameters. Defining an unchanged filter is a no-op for libvirt (it
+        re-instantiates the bindings that use a filter only when its rules change), so a new hostbay version's
+        rules replace an older one's at its first use; an existing filter keeps its UUID."""
+        key = (self.config["uri"], X.HOST_FILTERS_DIGEST)
+        if key in _FILTERS_DEFINED and not fresh:
             return
+        for xml in X.host_filters():
+            self._define_filter(xml, retry=True)
+        _FILTERS_DEFINED.add(key)
+
+    def _define_filter(self, xml: str, retry: bool) -> None:
         lv = libvirt()
-        for xml in X.dualstack_filters():
-            fname = X.parse(xml).get("name")
-            try:
-                self.conn.nwfilterLookupByName(fname)
-            except lv.libvirtError as exc:
-                if exc.get_error_code() != lv.VIR_ERR_NO_NWFILTER:
-                    raise translate(exc, f"looking up nwfilter {fname}") from exc
-                with translated(f"defining nwfilter {fname}"):
-                    self.conn.nwfilterDefineXML(xml)
+        root = X.parse(xml)
+        fname = root.get("name")
+        try:
+            uuid = self.conn.nwfilterLookupByName(fname).UUIDString()
+        except lv.libvirtError as exc:
+            if exc.get_error_code() != lv.VIR_ERR_NO_NWFILTER:
+                raise translate(exc, f"looking up nwfilter {fname}") from exc
+            uuid = None
+        if uuid:
+            X.ET.SubElement(root, "uuid").text = uuid
+        try:
+            self.conn.nwfilterDefineXML(X.ET.tostring(root, encoding="unicode"))
+        except lv.libvirtError as exc:
+            if uuid or not retry:
+                raise translate(exc, f"defining nwfilter {fname}") from exc
+            self._define_filter(xml, retry=False)  # another worker defined it meanwhile: update it by its UUID
 
     # power -----------------------------------------------------------------------------------------------------
     def _state(self, dom) -> PowerState:
@@ -354,7 +372,7 @@ class KvmDriver(VirtDriver):
             return PowerState.STOPPED
         return PowerState.UNKNOWN
 
-    def _ensure_running(self, dom) -> None:
+    def _ensure_running(self, dom, _refiltered: bool = False) -> None:
         lv = libvirt()
         state = self._state(dom)
         try:
@@ -364,6 +382,11 @@ class KvmDriver(VirtDriver):
                 dom.create()
         except lv.libvirtError as exc:
             message = exc.get_error_message() or ""
+            if not _refiltered and "is missing" in message and any(
+                    f"referenced filter '{X.parse(f).get('name')}'" in message for f in X.host_filters()):
+                # removed from the host since this worker defined it: define it again, then start
+                self._ensure_filters(fresh=True)
+                return self._ensure_running(dom, _refiltered=True)
             if "tc " in message and ("qdisc" in message or "TC action" in message or "police" in message):
                 raise FatalDriverError(
                     f"{dom.name()} cannot start: the host kernel cannot shape its port speed ({message.strip()}). "
@@ -465,7 +488,7 @@ class KvmDriver(VirtDriver):
         disk_path = self._new_disk(pool, name, spec)
         progress(55, f"{verb}: writing the first-boot configuration")
         seed_path = self._new_seed(pool, name, spec)
-        self._ensure_filters(spec.addresses)
+        self._ensure_filters()
         dom = self._redefine(dom, spec.vcpus, spec.memory_mib, disk_path, seed_path,
                              port_speed_mbit=spec.port_speed_mbit or 0)
         progress(80, f"{verb}: starting the server")
@@ -585,10 +608,12 @@ class KvmDriver(VirtDriver):
 
     # admin -----------------------------------------------------------------------------------------------------
     def validate(self) -> str:
-        """Test connection: the pools exist and a probe guest runs under the configured ``virt_type`` (``auto``
-        probes KVM and falls back to QEMU emulation). Returns what was chosen and why; raises when nothing runs."""
+        """Test connection: the pools exist, the anti-spoofing filters are defined, and a probe guest runs under
+        the configured ``virt_type`` (``auto`` probes KVM and falls back to QEMU emulation). Returns what was
+        chosen and why; raises when nothing runs."""
         self._pool("storage", create=True)
         self._pool("templates", create=True)
+        self._ensure_filters(fresh=True)
         with translated("reading host capabilities"):
             caps = X.parse(self.conn.getCapabilities())
         types = {d.get("type") for d in caps.iterfind("./guest/arch[@name='x86_64']/domain")}

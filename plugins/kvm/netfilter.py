@@ -1,8 +1,10 @@
 """KvmNetworkFilter: pins a KVM server's traffic to its allocated addresses with libvirt nwfilter.
 
-The domain's interface carries ``<filterref>`` with one ``IP`` parameter per IPv4 address (``IPV6`` per IPv6
-address, with hostbay's dual-stack filter) and ``CTRL_IP_LEARNING=none``. Applying a new set updates the interface
-on the running domain and in its definition; libvirt re-instantiates the nwfilter binding of the port.
+The domain's interface carries ``<filterref>`` naming one of hostbay's host-wide filters (``xml.host_filters``,
+defined once per host by the driver) with one ``IP`` parameter per IPv4 address (``IPV6`` per IPv6 address, with
+the dual-stack filter) and ``CTRL_IP_LEARNING=none``. Applying a new set updates the interface on the running
+domain and in its definition; libvirt re-instantiates the nwfilter binding of the port. A server created with
+libvirt's ``clean-traffic`` moves to hostbay's filter at its next change.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ class KvmNetworkFilter(NetworkFilter):
             raise FatalDriverError(f"the libvirt network filter cannot act on a {virt.name} server")
         lv = libvirt()
         dom = virt._domain(ref)
-        virt._ensure_filters(addresses)
+        virt._ensure_filters()
         wanted = X.filterref(addresses)
         targets = [(0, lv.VIR_DOMAIN_AFFECT_LIVE)] if dom.isActive() else []
         targets.append((lv.VIR_DOMAIN_XML_INACTIVE, lv.VIR_DOMAIN_AFFECT_CONFIG))

@@ -12,8 +12,8 @@ NS = "https://hostbay.org/xmlns/kvm/1"
 ISO_TARGET = "hdd"       # the customer's ISO drive (boot order 1, empty by default)
 SEED_TARGET = "hdc"      # the cloud-init seed (never booted)
 DISK_TARGET = "vda"
-DUALSTACK_FILTER = "hostbay-clean-traffic-dualstack"
-IPV6_SPOOF_FILTER = "hostbay-no-ipv6-spoofing"
+V4_FILTER = "hostbay-clean-traffic"            # host-wide anti-spoofing filters (host_filters), only parameters
+DUALSTACK_FILTER = "hostbay-clean-traffic-dualstack"  # per domain; the second one adds IPv6
 NO_IPV4 = "0.0.0.0"      # placeholder IP parameter for IPv6-only guests (allows nothing but unconfigured probes)
 
 
@@ -35,7 +35,7 @@ class Network:
 
 
 def filter_name(addresses: list[Address] | tuple[Address, ...]) -> str:
-    return DUALSTACK_FILTER if any(a.version == 6 for a in addresses) else "clean-traffic"
+    return DUALSTACK_FILTER if any(a.version == 6 for a in addresses) else V4_FILTER
 
 
 def filterref(addresses) -> ET.Element:
@@ -164,29 +164,43 @@ def dir_pool(name: str, path: str) -> str:
     return ET.tostring(pool, encoding="unicode")
 
 
-def dualstack_filters() -> list[str]:
-    """Our IPv6-aware variant of libvirt's clean-traffic: the same IPv4/ARP/MAC rules plus IPv6 restricted to the
-    ``IPV6`` parameters, link-local addresses and duplicate address detection."""
-    v6 = f"""<filter name='{IPV6_SPOOF_FILTER}' chain='ipv6-hbip' priority='-610'>
-  <rule action='return' direction='out' priority='100'><ipv6 srcipaddr='fe80::' srcipmask='10'/></rule>
-  <rule action='return' direction='out' priority='110'><ipv6 srcipaddr='::' srcipmask='128' protocol='icmpv6'/></rule>
-  <rule action='return' direction='out' priority='500'><ipv6 srcipaddr='$IPV6'/></rule>
-  <rule action='drop' direction='out' priority='1000'/>
+def host_filters() -> list[str]:
+    """hostbay's anti-spoofing filters, defined once per host (in this order: the dual-stack one includes the
+    IPv4 one). They give the guarantees of libvirt's ``clean-traffic`` (frames only from the NIC's MAC, IPv4 only
+    from the ``IP`` parameters or 0.0.0.0 for DHCP, ARP only with that MAC and those addresses, QEMU's RARP
+    announcement after a migration, IPv4/ARP in, every other frame dropped both ways) with every rule in the
+    interface's root chain. ``clean-traffic`` puts its rules into six sub-chains, and libvirt creates, fills,
+    renames and removes each with one ebtables process per step: 100 ebtables runs to start a server against 33
+    here (docs/benchmarks.md).
+
+    The dual-stack filter adds IPv6 from the ``IPV6`` parameters, link-local addresses and duplicate address
+    detection (ICMPv6 from ::), and IPv6 in."""
+    # one iterator for the MAC and another for the address lists, so a rule is written once per address (with
+    # one shared iterator libvirt would refuse lists of different lengths: one MAC, two addresses)
+    mac_only = "srcmacaddr='$MAC[@1]'"
+    rarp = ("dstmacaddr='ff:ff:ff:ff:ff:ff' opcode='Request_Reverse' arpsrcmacaddr='$MAC[@1]' arpdstmacaddr='$MAC[@1]' "
+            "arpsrcipaddr='0.0.0.0' arpdstipaddr='0.0.0.0'")
+    v4 = f"""<filter name='{V4_FILTER}' chain='root'>
+  <rule action='accept' direction='out' priority='-700'><ip {mac_only} srcipaddr='$IP[@2]'/></rule>
+  <rule action='accept' direction='out' priority='-690'><ip {mac_only} srcipaddr='0.0.0.0' protocol='udp'/></rule>
+  <rule action='accept' direction='out' priority='-500'><arp {mac_only} arpsrcmacaddr='$MAC[@1]' arpsrcipaddr='$IP[@2]'/></rule>
+  <rule action='accept' direction='out' priority='-400'><rarp {mac_only} {rarp}/></rule>
+  <rule action='accept' direction='in' priority='-700'><mac protocolid='ipv4'/></rule>
+  <rule action='accept' direction='in' priority='-500'><mac protocolid='arp'/></rule>
+  <rule action='accept' direction='in' priority='-400'><rarp {rarp}/></rule>
+  <rule action='drop' direction='inout' priority='1000'><mac/></rule>
 </filter>"""
-    root = f"""<filter name='{DUALSTACK_FILTER}' chain='root'>
-  <filterref filter='no-mac-spoofing'/>
-  <filterref filter='no-ip-spoofing'/>
-  <filterref filter='{IPV6_SPOOF_FILTER}'/>
-  <rule action='accept' direction='out' priority='-650'><mac protocolid='ipv4'/></rule>
-  <rule action='accept' direction='out' priority='-650'><mac protocolid='ipv6'/></rule>
-  <filterref filter='allow-incoming-ipv4'/>
-  <filterref filter='allow-incoming-ipv6'/>
-  <filterref filter='no-arp-spoofing'/>
-  <rule action='accept' direction='inout' priority='-500'><mac protocolid='arp'/></rule>
-  <filterref filter='no-other-l2-traffic'/>
-  <filterref filter='qemu-announce-self'/>
+    dual = f"""<filter name='{DUALSTACK_FILTER}' chain='root'>
+  <filterref filter='{V4_FILTER}'/>
+  <rule action='accept' direction='out' priority='-600'><ipv6 {mac_only} srcipaddr='fe80::' srcipmask='10'/></rule>
+  <rule action='accept' direction='out' priority='-600'><ipv6 {mac_only} srcipaddr='::' srcipmask='128' protocol='icmpv6'/></rule>
+  <rule action='accept' direction='out' priority='-600'><ipv6 {mac_only} srcipaddr='$IPV6[@2]'/></rule>
+  <rule action='accept' direction='in' priority='-600'><mac protocolid='ipv6'/></rule>
 </filter>"""
-    return [v6, root]
+    return [v4, dual]
+
+
+HOST_FILTERS_DIGEST = hashlib.sha256("".join(host_filters()).encode()).hexdigest()[:16]
 
 
 # reading back ---------------------------------------------------------------------------------------------------

@@ -63,7 +63,7 @@ def test_interface_filter_and_bandwidth():
     assert iface.get("type") == "ethernet" and iface.find("source") is None
     assert iface.find("mac").get("address") == X.mac_for(spec().uuid)
     ref = iface.find("filterref")
-    assert ref.get("filter") == "clean-traffic"
+    assert ref.get("filter") == X.V4_FILTER
     params = [(p.get("name"), p.get("value")) for p in ref.iterfind("parameter")]
     assert params == [("IP", "203.0.113.5"), ("IP", "203.0.113.6"), ("CTRL_IP_LEARNING", "none")]
     bw = iface.find("bandwidth")
@@ -98,11 +98,33 @@ def test_ipv6_uses_the_dualstack_filter():
     ref = domain_xml(s).find("./devices/interface/filterref")
     assert ref.get("filter") == X.DUALSTACK_FILTER
     assert ("IPV6", "2001:db8::5") in {(p.get("name"), p.get("value")) for p in ref.iterfind("parameter")}
-    names = [X.parse(f).get("name") for f in X.dualstack_filters()]
-    assert names == [X.IPV6_SPOOF_FILTER, X.DUALSTACK_FILTER]
+    names = [X.parse(f).get("name") for f in X.host_filters()]
+    assert names == [X.V4_FILTER, X.DUALSTACK_FILTER]  # the dual-stack filter includes the IPv4 one: defined first
     only6 = X.filterref([Address("2001:db8::5", 64)])
     assert [(p.get("name"), p.get("value")) for p in only6.iterfind("parameter")][:2] == \
         [("IP", X.NO_IPV4), ("IPV6", "2001:db8::5")]
+
+
+def test_host_filters_keep_every_rule_in_the_root_chain():
+    """Sub-chains are what makes libvirt's clean-traffic slow to instantiate (each is created, filled, renamed and
+    removed by its own ebtables runs); hostbay's filters put every rule in the root chain, pin every outgoing
+    rule that accepts to the NIC's MAC, and end with a drop of everything else in both directions."""
+    v4, dual = (X.parse(f) for f in X.host_filters())
+    for flt in (v4, dual):
+        assert flt.get("chain") == "root"
+        for rule in flt.iterfind("rule"):
+            (match,) = list(rule)
+            if rule.get("action") == "accept" and rule.get("direction") == "out":
+                assert match.get("srcmacaddr") == "$MAC[@1]", X.ET.tostring(rule)
+    assert [r.get("filter") for r in dual.iterfind("filterref")] == [X.V4_FILTER]
+    last = max(v4.iterfind("rule"), key=lambda r: int(r.get("priority")))
+    assert (last.get("action"), last.get("direction"), last[0].tag, last[0].attrib) == ("drop", "inout", "mac", {})
+    out4 = {(r[0].tag, r[0].get("srcipaddr"), r[0].get("arpsrcipaddr")) for r in v4.iterfind("rule[@action='accept']")
+            if r.get("direction") == "out"}
+    assert ("ip", "$IP[@2]", None) in out4 and ("arp", None, "$IP[@2]") in out4
+    out6 = {r[0].get("srcipaddr") for r in dual.iterfind("rule[@direction='out']") if r[0].tag == "ipv6"}
+    assert out6 == {"$IPV6[@2]", "fe80::", "::"}
+    assert len(X.HOST_FILTERS_DIGEST) == 16
 
 
 def test_mac_is_stable_and_local():
