@@ -103,7 +103,7 @@ def webhook(gateway):
 # --------------------------------------------------------------------------------------------------------------
 
 @bp.get("/staff/payments/")
-@staff_required("money")
+@staff_required("money.view")
 def staff_list():
     wanted = request.args.get("status") or None
     if wanted not in payments.STATUSES:
@@ -113,7 +113,7 @@ def staff_list():
 
 
 @bp.get("/staff/payments/<payment_uuid>")
-@staff_required("money")
+@staff_required("money.view")
 def staff_detail(payment_uuid):
     try:
         p = payments.get_payment(payment_uuid)
@@ -125,7 +125,7 @@ def staff_detail(payment_uuid):
 
 
 @bp.post("/staff/payments/<payment_uuid>/reconcile")
-@staff_required("money")
+@staff_required("money.adjust")
 def staff_reconcile(payment_uuid):
     try:
         p = payments.get_payment(payment_uuid)
@@ -139,7 +139,7 @@ def staff_reconcile(payment_uuid):
 
 
 @bp.post("/staff/payments/<payment_uuid>/credit")
-@staff_required("money")
+@staff_required("money.adjust")
 def staff_credit(payment_uuid):
     try:
         p = payments.get_payment(payment_uuid)
@@ -154,7 +154,7 @@ def staff_credit(payment_uuid):
 
 
 @bp.get("/staff/payments/gateways")
-@staff_required("plugins")  # API keys and webhook secrets: administrators only
+@staff_required("plugins.gateways")  # API keys and webhook secrets: administrators only
 def staff_gateways():
     rows = []
     for name, cls in sorted(payments.gateway_classes().items()):
@@ -164,7 +164,7 @@ def staff_gateways():
 
 
 @bp.post("/staff/payments/gateways/<name>/test")
-@staff_required("plugins")
+@staff_required("plugins.gateways")
 def staff_gateway_test(name):
     """ "Test connection" with the stored settings."""
     from hostbay.core.connection_test import test_connection
@@ -179,7 +179,7 @@ def staff_gateway_test(name):
 
 
 @bp.route("/staff/payments/gateways/<name>", methods=["GET", "POST"])
-@staff_required("plugins")
+@staff_required("plugins.gateways")
 def staff_gateway(name):
     cls = payments.gateway_classes().get(name)
     if cls is None:
