@@ -60,7 +60,7 @@ def _unfinished(service: Service):
 
 
 def _live(op: jobs.Operation) -> bool:
-    stale = clock.now() - timedelta(seconds=jobs.STALE_SECONDS)
+    stale = jobs._utcnow() - timedelta(seconds=jobs.STALE_SECONDS)  # heartbeats are on the real clock
     return op.state == jobs.RUNNING and op.heartbeat_at is not None and op.heartbeat_at >= stale
 
 
@@ -170,7 +170,7 @@ def request_force(service: Service, action: str, actor, *, reason: str = "", req
     if _live(op):
         raise ActionNotAllowed(f"The operation “{op.title}” is running on a live worker (its heartbeat is fresh); "
                                "wait for it.")
-    stale = clock.now() - timedelta(seconds=jobs.STALE_SECONDS)
+    stale = jobs._utcnow() - timedelta(seconds=jobs.STALE_SECONDS)
     res = db.session.execute(
         update(jobs.Operation).where(jobs.Operation.id == op.id, jobs.Operation.state == op.state,
                                      (jobs.Operation.state != jobs.RUNNING) | (jobs.Operation.heartbeat_at < stale)
