@@ -214,6 +214,9 @@ def _force_power(op, payload, restart: bool):
     if restart:
         jobs.call_driver(op, drv.start, ref, pct=60, text="Starting")
     svc = _service_of(op)
+    from .power import mark_stale
+
+    mark_stale(svc)
     log_activity(svc.user_id, "restart" if restart else "stop",
                  f"Support staff {'restarted' if restart else 'powered off'} {svc.hostname} (forced, without waiting "
                  "for a clean shutdown).", svc.id)
