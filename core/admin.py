@@ -225,6 +225,10 @@ def left_behind(op: jobs.Operation) -> list[str]:
     if (svc.infra_ref or {}):
         out.append("Whatever the driver created for it (domain, disks, server) stays on the host: "
                    f"{json.dumps(svc.infra_ref, sort_keys=True)}.")
+    if op.kind == "service.move" and (op.payload or {}).get("to_node_id") and svc.node_id != op.payload["to_node_id"]:
+        target = db.session.get(Node, op.payload["to_node_id"])
+        out.append(f"The room reserved for the move on node {target.name if target else op.payload['to_node_id']} "
+                   "stays held as well.")
     out.append("No money moves: charges already made stay, nothing is refunded.")
     return out
 

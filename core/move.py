@@ -124,23 +124,26 @@ def move_job(op, payload):
         raise FatalDriverError(f"service {svc.uuid} is {svc.state}, not moving")
     if target is None:
         raise FatalDriverError(f"target node {payload['to_node_id']} is gone")
-    source = svc.node
-    before = {"node": source.name if source else None, "infra_ref": dict(svc.infra_ref or {})}
-    drv, ref, spec = driver_for(svc), dict(svc.infra_ref or {}), build_spec(svc)
-    if not drv.supports("move"):
-        raise FatalDriverError(f"driver {drv.name} cannot move servers")
-    new_ref = jobs.call_driver(op, drv.move, ref, spec, dict(target.settings or {}), _progress(op, 10, 90),
-                               pct=10, text="Moving your server to another host")
-    svc = db.session.get(Service, svc.id)
-    res = db.session.get(NodeReservation, svc.id)
-    if res is not None and res.node_id != target.id:  # the source's room goes back; the target's was reserved
-        db.session.execute(update(Node).where(Node.id == res.node_id).values(
-            used_vcpus=Node.used_vcpus - res.vcpus, used_memory_mib=Node.used_memory_mib - res.memory_mib,
-            used_disk_gib=Node.used_disk_gib - res.disk_gib).execution_options(synchronize_session=False))
-        res.node_id = target.id
-    svc.node_id, svc.infra_ref = target.id, dict(new_ref or ref)
-    db.session.flush()
-    db.session.commit()
+    source = db.session.get(Node, payload["from_node_id"])
+    before = {"node": source.name if source else None, "infra_ref": dict(payload.get("from_ref") or svc.infra_ref
+                                                                       or {})}
+    if svc.node_id != target.id:  # (a retry after the driver's part committed goes straight on below)
+        drv, ref, spec = driver_for(svc), dict(svc.infra_ref or {}), build_spec(svc)
+        if not drv.supports("move"):
+            raise FatalDriverError(f"driver {drv.name} cannot move servers")
+        op.payload = {**(op.payload or {}), "from_ref": ref}
+        new_ref = jobs.call_driver(op, drv.move, ref, spec, dict(target.settings or {}), _progress(op, 10, 90),
+                                   pct=10, text="Moving your server to another host")
+        svc = db.session.get(Service, svc.id)
+        res = db.session.get(NodeReservation, svc.id)
+        if res is not None and res.node_id != target.id:  # the source's room goes back; the target's was reserved
+            db.session.execute(update(Node).where(Node.id == res.node_id).values(
+                used_vcpus=Node.used_vcpus - res.vcpus, used_memory_mib=Node.used_memory_mib - res.memory_mib,
+                used_disk_gib=Node.used_disk_gib - res.disk_gib).execution_options(synchronize_session=False))
+            res.node_id = target.id
+        svc.node_id, svc.infra_ref = target.id, dict(new_ref or ref)
+        db.session.flush()
+        db.session.commit()
     svc = _service_of(op)
     network.apply_network_filter(svc, driver_for(svc), op=op)
     if not transition(svc, ACTIVE, expect=MOVING):

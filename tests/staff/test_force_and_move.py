@@ -297,3 +297,40 @@ def test_staff_power_actions_follow_the_power_state(app, world):
     assert r.status_code == 409 and "stopped" in r.get_json()["detail"]
     page = w.client.get(f"/staff/services/{svc.uuid}").get_data(as_text=True)
     assert "/action/start" in page and "/action/stop" not in page
+
+
+def test_a_failed_move_is_retried_from_the_page_without_moving_twice(app, world, monkeypatch):
+    """The driver moved the server, then a later step failed: the service stays moving (the customer is not told
+    it was moved), and the staff retry finishes it without calling the driver's move again."""
+    from hostbay.core import network
+    from hostbay.core.errors import FatalDriverError
+
+    w = world
+    svc = _provisioned(w)
+    moves, real_move, real_filter = [], FakeVirtDriver.move, network.apply_network_filter
+
+    def counted(self, *args, **kw):
+        moves.append(args[0])
+        return real_move(self, *args, **kw)
+
+    def fails_once(*args, **kw):
+        monkeypatch.setattr(network, "apply_network_filter", real_filter)
+        raise FatalDriverError("filter backend down")
+
+    monkeypatch.setattr(FakeVirtDriver, "move", counted)
+    monkeypatch.setattr(network, "apply_network_filter", fails_once)
+    w.client.post(f"/staff/services/{svc.uuid}/move", data={"node": w.b.id, "confirm_hostname": svc.hostname})
+    db.session.expire_all()
+    svc = db.session.get(Service, svc.id)
+    (op,) = db.session.scalars(select(jobs.Operation).where(jobs.Operation.kind == "service.move")).all()
+    assert op.state == jobs.FAILED and svc.state == "moving" and svc.node_id == w.b.id
+    assert not any("was moved" in m for m in _told(svc))
+    assert "fake-b" in w.client.get(f"/staff/services/{svc.uuid}").get_data(as_text=True)
+    w.client.post(f"/staff/services/{svc.uuid}/operations/{op.id}/retry")
+    db.session.expire_all()
+    svc = db.session.get(Service, svc.id)
+    assert svc.state == "active" and svc.node_id == w.b.id and len(moves) == 1
+    assert db.session.get(jobs.Operation, op.id).state == jobs.SUCCEEDED
+    (done,) = _audit(svc, "service.moved")
+    assert (done.before["node"], done.after["node"]) == ("fake-a", "fake-b")
+    assert _used(w.a.id) == (0, 0, 0) and _used(w.b.id) == (2, 1024, 20)
