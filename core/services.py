@@ -43,8 +43,8 @@ SUSPENDED_UNPAID, SUSPENDED_BY_STAFF = "unpaid", "staff"
 
 STATE_LABELS = {
     PENDING: "Waiting to be set up", PROVISIONING: "Being set up", ACTIVE: "Active", REBUILDING: "Rebuilding",
-    REINSTALLING: "Reinstalling", RESIZING: "Changing package", MOVING: "Moving to another host", SUSPENDED: "Suspended",
-    REMOVAL_QUEUED: "Queued for removal", TERMINATED: "Terminated", CANCELLED: "Cancelled",
+    REINSTALLING: "Reinstalling", RESIZING: "Changing package", MOVING: "Moving to another host",
+    SUSPENDED: "Suspended", REMOVAL_QUEUED: "Queued for removal", TERMINATED: "Terminated", CANCELLED: "Cancelled",
 }
 
 # Allowed transitions: from -> set of to.

@@ -109,9 +109,10 @@ def test_a_custom_role_from_the_picker_power_cycles_but_cannot_force_or_move(liv
         m.goto(live_server + f"/staff/services/{svc_uuid}")
         shot(m, "custom-role-service-page")
         token = m.locator("input[name=csrf_token]").first.get_attribute("value")
-        for path, data in ((f"/staff/services/{svc_uuid}/force/force_terminate", {"confirm_hostname": "dora1.example.test"}),
-                           (f"/staff/services/{svc_uuid}/move", {"confirm_hostname": "dora1.example.test", "node": "2"}),
-                           (f"/staff/services/{svc_uuid}/action/terminate", {"confirm_hostname": "dora1.example.test"})):
+        typed = {"confirm_hostname": "dora1.example.test"}
+        for path, data in ((f"/staff/services/{svc_uuid}/force/force_terminate", typed),
+                           (f"/staff/services/{svc_uuid}/move", {**typed, "node": "2"}),
+                           (f"/staff/services/{svc_uuid}/action/terminate", typed)):
             resp = m.request.post(live_server + path, form={"csrf_token": token, **data}, max_redirects=0)
             assert resp.status == 404, (path, resp.status)
         _db.session.expire_all()

@@ -228,7 +228,8 @@ def test_staff_build_the_catalogue_and_fix_a_failed_order(kvm_host, live_server,
         _wait(db, lambda: db.session.get(Service, svc_id).node_id == node2_id
               and db.session.get(Service, svc_id).state == "active", "the move", 180)
         ref = _read(db, lambda: dict(db.session.get(Service, svc_id).infra_ref))
-        assert ref["domain"] == f"{prefix}b-{svc_uuid}" and ref["disk"].startswith(str(kvm_host.disks.parent / "disks-b"))
+        assert ref["domain"] == f"{prefix}b-{svc_uuid}"
+        assert ref["disk"].startswith(str(kvm_host.disks.parent / "disks-b"))
         conn = kvm_host.conn()
         assert sorted(d.name() for d in conn.listAllDomains(0) if d.name().endswith(svc_uuid)) == [ref["domain"]]
         assert conn.lookupByName(ref["domain"]).isActive()
