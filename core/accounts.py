@@ -20,8 +20,11 @@ from .sealed import SealedString
 
 ROLES = ("customer", "admin", "support", "billing")
 STAFF_ROLES = ("admin", "support", "billing")
-# Which staff roles may do what; "admin" may do everything.
-PERMISSIONS = {
+# Which staff roles may do what; "admin" may do everything. The areas (no dot) group the named permissions
+# (``area.action``) that every staff page and action checks; a built-in role holds a permission when its roles
+# name it. A custom role (core/staff_roles.py) holds exactly the named permissions it lists (an area name in its
+# list, from before the named permissions, stands for every permission of that area).
+AREAS = {
     "money": ("admin", "billing"),
     "services": ("admin", "support"),
     "tickets": ("admin", "support"),
@@ -32,7 +35,49 @@ PERMISSIONS = {
     "audit": ("admin", "support", "billing"),  # the audit trail and its CSV export
     "catalogue": ("admin",),  # packages, prices and OS images
     "staff": ("admin",),  # staff accounts, roles, two-factor resets
+    "status": ("admin", "support"),  # the public status page
 }
+# name -> (the built-in roles that hold it, one line for the role editor)
+NAMED_PERMISSIONS: dict[str, tuple[tuple[str, ...], str]] = {
+    "money.view": (AREAS["money"], "See wallets, ledgers, payments and refund requests"),
+    "money.adjust": (AREAS["money"], "Credit or debit a wallet, reverse an entry, reconcile or credit a payment"),
+    "money.refunds": (AREAS["money"], "Approve or reject refund requests"),
+    "services.view": (AREAS["services"], "See every service, its infrastructure, operations and audit trail"),
+    "services.power": (AREAS["services"], "Start, stop and restart a server (when its power state allows it)"),
+    "services.manage": (AREAS["services"], "Suspend, unsuspend, renew from the wallet, terminate or cancel a service"),
+    "services.force": (AREAS["services"], "Force power off, restart, suspend, unsuspend, terminate; mark work failed"),
+    "services.move": (AREAS["services"], "Move a service to another node of its driver"),
+    "services.operations": (AREAS["services"], "See failed and stuck work; retry or abandon it"),
+    "services.inventory": (AREAS["services"], "Dedicated server inventory: add, edit, assign, BMC settings"),
+    "services.datacenter": (AREAS["services"], "Datacenter tasks: see, start, note and finish them"),
+    "tickets.view": (AREAS["tickets"], "Read the support tickets"),
+    "tickets.reply": (AREAS["tickets"], "Reply to and close tickets"),
+    "approvals.iso": (AREAS["approvals"], "Approve or reject uploaded ISO images"),
+    "approvals.rdns": (AREAS["approvals"], "Approve or reject reverse DNS requests"),
+    "network.view": (AREAS["network"], "See IP pools and their addresses"),
+    "network.manage": (AREAS["network"], "Create and change IP pools, addresses and DNS backends"),
+    "customers.view": (AREAS["customers"], "Search customers; see their services, wallet, tickets and activity"),
+    "customers.view_as": (AREAS["customers"], "Open a customer's dashboard read-only (the customer is told)"),
+    "customers.lock": (AREAS["services"], "Lock or unlock an account (ends its sessions)"),
+    "audit.view": (AREAS["audit"], "Read and export the audit trail"),
+    "catalogue.packages": (AREAS["catalogue"], "Create and change packages and their prices"),
+    "catalogue.images": (AREAS["catalogue"], "Create and change OS images"),
+    "staff.accounts": (AREAS["staff"], "Invite staff, change their role, reset their two-factor"),
+    "staff.roles": (AREAS["staff"], "Create, change and delete custom roles"),
+    "plugins.view": (AREAS["plugins"], "See installed plugins and drivers"),
+    "plugins.nodes": (AREAS["plugins"], "Add and change hypervisor nodes, test them, set their placement"),
+    "plugins.images": (AREAS["plugins"], "Manage driver images (templates) on the nodes"),
+    "plugins.gateways": (AREAS["plugins"], "Configure payment gateways (API keys, webhook secrets)"),
+    "plugins.branding": (AREAS["plugins"], "Change the branding and the help pages"),
+    "plugins.webhooks": (AREAS["plugins"], "Manage outgoing webhooks and redeliver them"),
+    "status.manage": (AREAS["status"], "Edit the status page: components, incidents, maintenance, probes"),
+}
+# Every permission name (areas and named permissions) -> the built-in roles that hold it.
+PERMISSIONS = {**AREAS, **{name: roles for name, (roles, _) in NAMED_PERMISSIONS.items()}}
+
+
+def area_of(permission: str) -> str:
+    return permission.split(".", 1)[0]
 
 
 class User(UserMixin, db.Model):
@@ -76,7 +121,8 @@ class User(UserMixin, db.Model):
             return False
         from .staff_roles import custom_permissions
 
-        return permission in (custom_permissions(self.role) or ())
+        held = custom_permissions(self.role) or ()
+        return permission in held or ("." in permission and area_of(permission) in held)
 
     def set_password(self, password: str) -> None:
         if len(password) < 10:

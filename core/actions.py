@@ -45,8 +45,28 @@ def _key(action: str, service: Service, params: dict) -> str:
     return f"{action}:{service.uuid}:{params.get('request_id') or new_uuid()}"
 
 
+# The permission a staff member needs for each action (checked by the staff pages and the staff API).
+STAFF_PERMISSION = {"start": "services.power", "stop": "services.power", "restart": "services.power",
+                    "move": "services.move"}
+
+
+def staff_permission(action: str) -> str:
+    from .force import NAMES
+
+    return STAFF_PERMISSION.get(action) or ("services.force" if action in NAMES else "services.manage")
+
+
 def request_action(service: Service, action: str, actor, **params):
     staff = _is_staff(actor)
+    from .force import NAMES as FORCE
+
+    if action in FORCE:
+        if not staff:
+            raise ActionNotAllowed("Only staff can force an action.")
+        from .force import request_force
+
+        return request_force(service, action, actor, reason=params.get("reason", ""),
+                             request_id=params.get("request_id"))
     db.session.refresh(service)
     require_action(service, action, staff=staff)
     if not staff and actor is not None and getattr(actor, "id", None) != service.user_id:

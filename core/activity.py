@@ -17,7 +17,7 @@ from .db import db
 
 CUSTOMER_EVENTS = ("create", "start", "stop", "restart", "reinstall", "package_change", "iso_mount", "iso_eject",
                    "rdns_change", "billing", "suspend", "unsuspend", "renew", "cancel", "remove", "console",
-                   "ssh_key", "account", "ticket")
+                   "ssh_key", "account", "ticket", "move", "operation")
 
 
 class ActivityEntry(db.Model):

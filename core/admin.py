@@ -33,25 +33,25 @@ def waiting_counts() -> list[dict]:
     since = clock.now() - timedelta(days=30)
     return [
         {"label": "ISO approvals", "count": count(select(iso.IsoImage.id).where(iso.IsoImage.state == iso.PENDING)),
-         "endpoint": "staff_iso.queue", "permission": "approvals"},
+         "endpoint": "staff_iso.queue", "permission": "approvals.iso"},
         {"label": "Reverse DNS approvals",
          "count": count(select(rdns.RdnsRequest.id).where(rdns.RdnsRequest.state == rdns.PENDING)),
-         "endpoint": "staff_network.rdns_queue", "permission": "approvals"},
+         "endpoint": "staff_network.rdns_queue", "permission": "approvals.rdns"},
         {"label": "Refund requests",
          "count": count(select(RefundRequest.id).where(RefundRequest.state == REFUND_PENDING)),
-         "endpoint": "staff_billing.refunds", "permission": "money"},
+         "endpoint": "staff_billing.refunds", "permission": "money.view"},
         {"label": "Open tickets", "count": count(select(Ticket.id).where(Ticket.status == TICKET_OPEN)),
-         "endpoint": "staff_tickets.queue", "permission": "tickets"},
+         "endpoint": "staff_tickets.queue", "permission": "tickets.view"},
         {"label": "Datacenter tasks",
          "count": count(select(dctasks.DatacenterTask.id)
                         .where(dctasks.DatacenterTask.state.in_((dctasks.OPEN, dctasks.IN_PROGRESS)))),
-         "endpoint": "staff_inventory.tasks", "permission": "services"},
+         "endpoint": "staff_inventory.tasks", "permission": "services.datacenter"},
         {"label": "Failed operations", "count": count(failed_operations()),
-         "endpoint": "staff_admin.operations", "permission": "services"},
+         "endpoint": "staff_admin.operations", "permission": "services.operations"},
         {"label": "Orders refused for want of stock (30 days)",
          "count": count(select(AuditEntry.id).where(AuditEntry.action == "dedicated.out_of_stock",
                                                     AuditEntry.created_at >= since)),
-         "endpoint": "staff_inventory.index", "permission": "services"},
+         "endpoint": "staff_inventory.index", "permission": "services.inventory"},
     ]
 
 
@@ -225,6 +225,10 @@ def left_behind(op: jobs.Operation) -> list[str]:
     if (svc.infra_ref or {}):
         out.append("Whatever the driver created for it (domain, disks, server) stays on the host: "
                    f"{json.dumps(svc.infra_ref, sort_keys=True)}.")
+    if op.kind == "service.move" and (op.payload or {}).get("to_node_id") and svc.node_id != op.payload["to_node_id"]:
+        target = db.session.get(Node, op.payload["to_node_id"])
+        out.append(f"The room reserved for the move on node {target.name if target else op.payload['to_node_id']} "
+                   "stays held as well.")
     out.append("No money moves: charges already made stay, nothing is refunded.")
     return out
 

@@ -57,8 +57,8 @@ def _check_key(key: str) -> str:
     return key
 
 
-def _require_money_staff(actor: User) -> None:
-    if actor is None or not getattr(actor, "is_staff", False) or not actor.can("money"):
+def _require_money_staff(actor: User, permission: str = "money.adjust") -> None:
+    if actor is None or not getattr(actor, "is_staff", False) or not actor.can(permission):
         raise ActionNotAllowed("Only staff with the money permission can do this.")
 
 
@@ -313,7 +313,7 @@ def change_package(service: Service, new_package: Package, actor: User, confirm:
     """
     staff = bool(getattr(actor, "is_staff", False))
     if staff:
-        if not actor.can("services") and not actor.can("money"):
+        if not actor.can("services.manage") and not actor.can("money.adjust"):
             raise ActionNotAllowed("You are not allowed to change packages.")
     elif actor is None or actor.id != service.user_id:
         raise NotFound("Service not found.")
@@ -520,7 +520,7 @@ def _decide(req: RefundRequest, actor: User, state: str, **values) -> None:
 def approve_refund(req: RefundRequest, actor: User, external_reference: str, note: str = "") -> RefundRequest:
     """Record a refund staff paid out by hand: one ledger debit (kind ``refund_payout``) with the external
     reference. Refused if the wallet no longer covers the amount; the request then stays pending."""
-    _require_money_staff(actor)
+    _require_money_staff(actor, "money.refunds")
     external_reference = (external_reference or "").strip()
     if not external_reference:
         raise UserError("Enter the external reference of the payout (e.g. the transaction id).")
@@ -551,7 +551,7 @@ def approve_refund(req: RefundRequest, actor: User, external_reference: str, not
 
 def reject_refund(req: RefundRequest, actor: User, note: str) -> RefundRequest:
     """Decline a refund request with a note the customer reads; no money moves."""
-    _require_money_staff(actor)
+    _require_money_staff(actor, "money.refunds")
     note = (note or "").strip()
     if not note:
         raise UserError("Explain the decision in a note; the customer will read it.")

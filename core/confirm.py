@@ -11,7 +11,14 @@ from .errors import UserError
 
 WHAT = {"reinstall": "Reinstalling erases all data on the disk",
         "cancel_now": "Cancelling now removes the server and all its data",
-        "terminate": "Terminating removes the server and all its data"}
+        "terminate": "Terminating removes the server and all its data",
+        "force_stop": "Forcing the power off cuts it without a clean shutdown",
+        "force_restart": "Forcing a restart cuts the power without a clean shutdown",
+        "force_suspend": "Forcing a suspension gives up the service's unfinished work and powers it off",
+        "force_unsuspend": "Forcing the suspension off makes the service active at once",
+        "force_terminate": "Force terminating removes the server and all its data now",
+        "mark_failed": "Marking the operation failed stops it from running on",
+        "move": "Moving the server takes it off its node for a few minutes"}
 
 
 def destructive(action: str, params: dict | None = None) -> str | None:

@@ -159,7 +159,8 @@ class VirtDriver(Driver):
     service's admin-only infrastructure reference."""
 
     # "readiness": the driver hands ``spec.ready_url`` to the guest, which reports to it after its first boot
-    OPTIONAL = frozenset({"resize", "rebuild", "iso", "console", "suspend", "readiness"})
+    # "move": the driver moves a server to another node of the same driver (staff "Move", core/move.py)
+    OPTIONAL = frozenset({"resize", "rebuild", "iso", "console", "suspend", "readiness", "move"})
 
     @abc.abstractmethod
     def create(self, spec: ServerSpec, progress: Progress) -> dict[str, Any]:
@@ -212,6 +213,13 @@ class VirtDriver(Driver):
 
     def console_target(self, ref: dict[str, Any]) -> ConsoleTarget:
         """Where the console of a running server is (capability ``console``)."""
+        raise NotImplementedError
+
+    def move(self, ref: dict[str, Any], spec: ServerSpec, target: dict[str, Any], progress: Progress) -> dict[str, Any]:
+        """Move the server from its node (``spec.node``, the source's cleaned settings) to the node whose cleaned
+        settings are ``target``, keeping its disk and addresses, and leave it running on the target; returns the
+        reference on the target (capability ``move``). Idempotent: a retry after a crash finishes the move, and at
+        the end exactly one server exists for ``spec.uuid``, on the target."""
         raise NotImplementedError
 
 
@@ -339,7 +347,8 @@ class DnsBackend(Driver):
 # advertises a capability without them; core offers an action only when the driver advertises its capability).
 CAPABILITY_METHODS: dict[type, dict[str, tuple[str, ...]]] = {
     VirtDriver: {"resize": ("resize",), "rebuild": ("rebuild",), "iso": ("mount_iso", "eject_iso"),
-                 "console": ("console_target",), "suspend": ("suspend",)},
+                 "console": ("console_target",), "suspend": ("suspend",),
+                 "move": ("move",)},
     PowerDriver: {"boot_device": ("set_boot_device",)},
     PaymentGateway: {"refetch": ("fetch",)},
 }

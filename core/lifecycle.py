@@ -209,6 +209,9 @@ def _simple_power(action: str, method: str, message: str):
         call, ref = getattr(driver_for(svc), method), dict(svc.infra_ref or {})
         jobs.call_driver(op, call, ref, pct=20, text=f"{action.title()}ing" if action != "stop" else "Stopping")
         svc = _service_of(op)
+        from .power import mark_stale
+
+        mark_stale(svc)  # a reading taken while the job ran is old news: the next page reads the server again
         log_activity(svc.user_id, action, message.format(hostname=svc.hostname), svc.id)
         audit(f"service.{action}", "service", svc.uuid, after=_refs(svc), detail=f"operation {op.id}",
               actor_type=payload.get("actor_type"), actor=_actor(payload))

@@ -28,32 +28,35 @@ ACTIVE = "active"
 REBUILDING = "rebuilding"
 REINSTALLING = "reinstalling"
 RESIZING = "resizing"
+MOVING = "moving"                  # staff move it to another node of its driver (core/move.py)
 SUSPENDED = "suspended"
 REMOVAL_QUEUED = "removal_queued"
 TERMINATED = "terminated"
 CANCELLED = "cancelled"
 
-STATES = (PENDING, PROVISIONING, ACTIVE, REBUILDING, REINSTALLING, RESIZING, SUSPENDED, REMOVAL_QUEUED,
+STATES = (PENDING, PROVISIONING, ACTIVE, REBUILDING, REINSTALLING, RESIZING, MOVING, SUSPENDED, REMOVAL_QUEUED,
           TERMINATED, CANCELLED)
-BUSY = frozenset({PENDING, PROVISIONING, REBUILDING, REINSTALLING, RESIZING})
+BUSY = frozenset({PENDING, PROVISIONING, REBUILDING, REINSTALLING, RESIZING, MOVING})
 HIDDEN_FROM_CUSTOMER = frozenset({REMOVAL_QUEUED, TERMINATED, CANCELLED})
 ENDED = frozenset({TERMINATED, CANCELLED})
 SUSPENDED_UNPAID, SUSPENDED_BY_STAFF = "unpaid", "staff"
 
 STATE_LABELS = {
     PENDING: "Waiting to be set up", PROVISIONING: "Being set up", ACTIVE: "Active", REBUILDING: "Rebuilding",
-    REINSTALLING: "Reinstalling", RESIZING: "Changing package", SUSPENDED: "Suspended",
-    REMOVAL_QUEUED: "Queued for removal", TERMINATED: "Terminated", CANCELLED: "Cancelled",
+    REINSTALLING: "Reinstalling", RESIZING: "Changing package", MOVING: "Moving to another host",
+    SUSPENDED: "Suspended", REMOVAL_QUEUED: "Queued for removal", TERMINATED: "Terminated", CANCELLED: "Cancelled",
 }
 
 # Allowed transitions: from -> set of to.
 TRANSITIONS = {
     PENDING: {PROVISIONING, CANCELLED},
     PROVISIONING: {ACTIVE, PENDING, CANCELLED},
-    ACTIVE: {REBUILDING, REINSTALLING, RESIZING, SUSPENDED, REMOVAL_QUEUED, CANCELLED},
-    REBUILDING: {ACTIVE, SUSPENDED},
-    REINSTALLING: {ACTIVE, SUSPENDED},
-    RESIZING: {ACTIVE, SUSPENDED},
+    ACTIVE: {REBUILDING, REINSTALLING, RESIZING, MOVING, SUSPENDED, REMOVAL_QUEUED, CANCELLED},
+    # a busy service whose work is stuck: staff may force it suspended or removed (core/force.py)
+    REBUILDING: {ACTIVE, SUSPENDED, REMOVAL_QUEUED},
+    REINSTALLING: {ACTIVE, SUSPENDED, REMOVAL_QUEUED},
+    RESIZING: {ACTIVE, SUSPENDED, REMOVAL_QUEUED},
+    MOVING: {ACTIVE},
     SUSPENDED: {ACTIVE, REMOVAL_QUEUED},
     REMOVAL_QUEUED: {TERMINATED},
     TERMINATED: set(),
@@ -63,22 +66,28 @@ TRANSITIONS = {
 # Actions per state. "customer" actions appear in the panel/API for the owner; "staff" ones for staff.
 _RUNNING_ACTIONS = {"start", "stop", "restart", "reinstall", "change_package", "mount_iso", "eject_iso", "console",
                     "rdns", "cancel", "renew"}
+_STUCK = frozenset({"retry", "mark_failed", "force_suspend", "force_terminate"})  # a busy service's work is stuck
 ACTIONS: dict[str, dict[str, frozenset[str]]] = {
-    PENDING: {"customer": frozenset(), "staff": frozenset({"retry", "cancel"})},
-    PROVISIONING: {"customer": frozenset(), "staff": frozenset({"retry", "cancel"})},
+    PENDING: {"customer": frozenset(), "staff": frozenset({"retry", "cancel", "mark_failed"})},
+    PROVISIONING: {"customer": frozenset(), "staff": frozenset({"retry", "cancel", "mark_failed"})},
     ACTIVE: {"customer": frozenset(_RUNNING_ACTIONS),
-             "staff": frozenset(_RUNNING_ACTIONS | {"suspend", "terminate"})},
-    REBUILDING: {"customer": frozenset(), "staff": frozenset({"retry"})},
-    REINSTALLING: {"customer": frozenset(), "staff": frozenset({"retry"})},
-    RESIZING: {"customer": frozenset(), "staff": frozenset({"retry"})},
-    SUSPENDED: {"customer": frozenset({"renew"}), "staff": frozenset({"renew", "unsuspend", "terminate"})},
-    REMOVAL_QUEUED: {"customer": frozenset(), "staff": frozenset({"retry"})},
+             "staff": frozenset(_RUNNING_ACTIONS | {"suspend", "terminate", "move", "force_stop", "force_restart",
+                                                    "force_suspend", "force_terminate", "mark_failed"})},
+    REBUILDING: {"customer": frozenset(), "staff": _STUCK},
+    REINSTALLING: {"customer": frozenset(), "staff": _STUCK},
+    RESIZING: {"customer": frozenset(), "staff": _STUCK},
+    MOVING: {"customer": frozenset(), "staff": frozenset({"retry", "mark_failed"})},
+    SUSPENDED: {"customer": frozenset({"renew"}),
+                "staff": frozenset({"renew", "unsuspend", "terminate", "force_stop", "force_unsuspend",
+                                    "force_terminate", "mark_failed"})},
+    REMOVAL_QUEUED: {"customer": frozenset(), "staff": frozenset({"retry", "mark_failed"})},
     TERMINATED: {"customer": frozenset(), "staff": frozenset()},
     CANCELLED: {"customer": frozenset(), "staff": frozenset()},
 }
 # Actions that only make sense for one kind of service.
 KIND_ACTIONS = {"vps": None, "dedicated": frozenset({"start", "stop", "restart", "reinstall", "cancel", "renew",
-                                                      "rdns", "suspend", "unsuspend", "terminate", "retry"})}
+                                                      "rdns", "suspend", "unsuspend", "terminate", "retry",
+                                                      "mark_failed"})}
 
 # The capability rule: an action that needs an optional driver primitive is offered, charged and accepted only when
 # the service's driver advertises one of these capabilities (see drivers.CAPABILITY_METHODS).
@@ -87,12 +96,14 @@ ACTION_CAPABILITIES: dict[str, frozenset[str]] = {
     "mount_iso": frozenset({"iso"}),
     "eject_iso": frozenset({"iso"}),
     "console": frozenset({"console"}),
+    "move": frozenset({"move"}),
 }
 UNSUPPORTED = {
     "change_package": "The package of this server cannot be changed on its platform.",
     "mount_iso": "ISO images cannot be mounted on this server's platform.",
     "eject_iso": "ISO images cannot be mounted on this server's platform.",
     "console": "A web console is not available for this server's platform.",
+    "move": "This server's platform cannot move a server to another node.",
 }
 
 REFUSAL = {
@@ -101,6 +112,7 @@ REFUSAL = {
     REBUILDING: "This service is being rebuilt; actions are disabled until the change is complete.",
     REINSTALLING: "This service is being reinstalled; actions are disabled until the change is complete.",
     RESIZING: "The package change is in progress; actions are disabled until it is complete.",
+    MOVING: "This server is being moved to another host; actions are disabled until the move is complete.",
     SUSPENDED: "This service is suspended for non-payment. Add funds and renew it to use it again.",
     REMOVAL_QUEUED: "This service is queued for removal and can no longer be changed.",
     TERMINATED: "This service has ended.",

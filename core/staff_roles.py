@@ -1,7 +1,9 @@
 """Staff roles as data. The built-in roles (admin, support, billing) hold the permissions of
-``accounts.PERMISSIONS``; staff with the ``staff`` permission add custom roles, each a name and a set of permissions
-from :data:`accounts.PERMISSIONS`. A user whose ``role`` names a custom role is staff with exactly its permissions.
-Every staff page and action checks one named permission (``web.staff.staff_required``)."""
+``accounts.PERMISSIONS``; staff with the ``staff.roles`` permission add custom roles, each a name and a set of named
+permissions from :data:`accounts.NAMED_PERMISSIONS`, picked per action in the staff roles page (grouped by area,
+each with its one-line description). A user whose ``role`` names a custom role is staff with exactly its
+permissions (an area name, as roles saved before the named permissions hold, stands for the whole area). Every
+staff page and action checks one named permission (``web.staff.staff_required``)."""
 
 from __future__ import annotations
 
@@ -27,9 +29,28 @@ class StaffRole(db.Model):
 
 
 def permission_names() -> list[str]:
+    """Every name a custom role may hold: the named permissions, and the areas (each stands for all of its own)."""
     from .accounts import PERMISSIONS
 
     return sorted(PERMISSIONS)
+
+
+AREA_LABELS = {"money": "Money", "services": "Services", "tickets": "Tickets", "approvals": "Approvals",
+               "network": "Network", "plugins": "Plugins, nodes and settings", "customers": "Customers",
+               "audit": "Audit trail", "catalogue": "Catalogue", "staff": "Staff accounts and roles",
+               "status": "Status page"}
+
+
+def permission_groups() -> list[dict]:
+    """The named permissions grouped by area, for the role editor: ``[{area, label, permissions: [{name,
+    description}]}]``, areas in the order of ``accounts.AREAS``."""
+    from .accounts import AREAS, NAMED_PERMISSIONS, area_of
+
+    groups = {area: [] for area in AREAS}
+    for name, (_, description) in NAMED_PERMISSIONS.items():
+        groups.setdefault(area_of(name), []).append({"name": name, "description": description})
+    return [{"area": area, "label": AREA_LABELS.get(area, area.capitalize()), "permissions": perms}
+            for area, perms in groups.items() if perms]
 
 
 def builtin_permissions(role: str) -> set[str]:

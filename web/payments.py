@@ -108,7 +108,7 @@ def webhook(gateway):
 # --------------------------------------------------------------------------------------------------------------
 
 @bp.get("/staff/payments/")
-@staff_required("money")
+@staff_required("money.view")
 def staff_list():
     wanted = request.args.get("status") or None
     if wanted not in payments.STATUSES:
@@ -118,7 +118,7 @@ def staff_list():
 
 
 @bp.get("/staff/payments/<payment_uuid>")
-@staff_required("money")
+@staff_required("money.view")
 def staff_detail(payment_uuid):
     try:
         p = payments.get_payment(payment_uuid)
@@ -130,7 +130,7 @@ def staff_detail(payment_uuid):
 
 
 @bp.post("/staff/payments/<payment_uuid>/reconcile")
-@staff_required("money")
+@staff_required("money.adjust")
 def staff_reconcile(payment_uuid):
     try:
         p = payments.get_payment(payment_uuid)
@@ -146,7 +146,7 @@ def staff_reconcile(payment_uuid):
 
 
 @bp.post("/staff/payments/<payment_uuid>/credit")
-@staff_required("money")
+@staff_required("money.adjust")
 def staff_credit(payment_uuid):
     try:
         p = payments.get_payment(payment_uuid)
@@ -162,7 +162,7 @@ def staff_credit(payment_uuid):
 
 
 @bp.get("/staff/payments/gateways")
-@staff_required("plugins")  # API keys and webhook secrets: administrators only
+@staff_required("plugins.gateways")  # API keys and webhook secrets: administrators only
 def staff_gateways():
     rows = []
     for name, cls in sorted(payments.gateway_classes().items()):
@@ -172,7 +172,7 @@ def staff_gateways():
 
 
 @bp.post("/staff/payments/gateways/<name>/test")
-@staff_required("plugins")
+@staff_required("plugins.gateways")
 def staff_gateway_test(name):
     """ "Test connection" with the stored settings."""
     from hostbay.core.connection_test import test_connection
@@ -187,7 +187,7 @@ def staff_gateway_test(name):
 
 
 @bp.route("/staff/payments/gateways/<name>", methods=["GET", "POST"])
-@staff_required("plugins")
+@staff_required("plugins.gateways")
 def staff_gateway(name):
     cls = payments.gateway_classes().get(name)
     if cls is None:

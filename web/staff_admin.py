@@ -35,14 +35,14 @@ def _customer(user_uuid: str) -> User:
 # --- customers ---------------------------------------------------------------------------------------------------
 
 @bp.get("/customers/")
-@staff_required("customers")
+@staff_required("customers.view")
 def customers():
     q = request.args.get("q", "")
     return render_template("staff/admin/customers.html", q=q, customers=admin.search_customers(q))
 
 
 @bp.get("/customers/<user_uuid>")
-@staff_required("customers")
+@staff_required("customers.view")
 def customer(user_uuid):
     from hostbay.core.tickets import Ticket
 
@@ -58,7 +58,7 @@ def customer(user_uuid):
 
 
 @bp.get("/customers/<user_uuid>/view-as")
-@staff_required("customers")
+@staff_required("customers.view_as")
 def view_as(user_uuid):
     """The customer's dashboard as they see it, read-only: no forms, no links into their pages."""
     from .panel import dashboard_notices, dashboard_rows, dashboard_services
@@ -79,7 +79,7 @@ def _operation(op_id: str) -> jobs.Operation:
 
 
 @bp.get("/operations/")
-@staff_required("services")
+@staff_required("services.operations")
 def operations():
     failed = db.session.scalars(admin.failed_operations().limit(200)).all()
     stuck = db.session.scalars(admin.stuck_operations().limit(200)).all()
@@ -89,7 +89,7 @@ def operations():
 
 
 @bp.post("/operations/retry")
-@staff_required("services")
+@staff_required("services.operations")
 def retry_bulk():
     done, skipped = admin.retry_many(request.form.getlist("op"), current_user)
     db.session.commit()
@@ -99,7 +99,7 @@ def retry_bulk():
 
 
 @bp.post("/operations/<op_id>/retry")
-@staff_required("services")
+@staff_required("services.operations")
 def retry(op_id):
     op = _operation(op_id)
     try:
@@ -113,7 +113,7 @@ def retry(op_id):
 
 
 @bp.route("/operations/<op_id>/abandon", methods=["GET", "POST"])
-@staff_required("services")
+@staff_required("services.operations")
 def abandon(op_id):
     op = _operation(op_id)
     if request.method == "GET":
@@ -181,7 +181,7 @@ def _package_form(pkg: Package | None) -> tuple[dict, dict]:
 
 
 @bp.route("/catalogue/packages/", methods=["GET", "POST"])
-@staff_required("catalogue")
+@staff_required("catalogue.packages")
 def packages():
     if request.method == "POST":
         try:
@@ -199,7 +199,7 @@ def packages():
 
 
 @bp.route("/catalogue/packages/<package_uuid>", methods=["GET", "POST"])
-@staff_required("catalogue")
+@staff_required("catalogue.packages")
 def package(package_uuid):
     pkg = db.session.scalar(select(Package).filter_by(uuid=package_uuid)) or abort(404)
     if request.method == "POST":
@@ -232,7 +232,7 @@ def _image_form(img: Image | None) -> dict:
 
 
 @bp.route("/catalogue/images/", methods=["GET", "POST"])
-@staff_required("catalogue")
+@staff_required("catalogue.images")
 def images():
     if request.method == "POST":
         try:
@@ -249,7 +249,7 @@ def images():
 
 
 @bp.route("/catalogue/images/<image_uuid>", methods=["GET", "POST"])
-@staff_required("catalogue")
+@staff_required("catalogue.images")
 def image(image_uuid):
     img = db.session.scalar(select(Image).filter_by(uuid=image_uuid)) or abort(404)
     if request.method == "POST":
@@ -284,7 +284,7 @@ def _audit_filters() -> dict:
 
 
 @bp.get("/audit/")
-@staff_required("audit")
+@staff_required("audit.view")
 def audit():
     page = request.args.get("page", "1")
     page = int(page) if page.isdigit() and int(page) > 0 else 1
@@ -298,7 +298,7 @@ def audit():
 
 
 @bp.get("/audit/export.csv")
-@staff_required("audit")
+@staff_required("audit.view")
 def audit_csv():
     entries = db.session.scalars(admin.audit_query(**_audit_filters()).limit(50000)).all()
     return Response(admin.audit_csv(entries), mimetype="text/csv",
@@ -308,7 +308,7 @@ def audit_csv():
 # --- nodes: placement --------------------------------------------------------------------------------------------
 
 @bp.post("/nodes/<int:node_id>/placement")
-@staff_required("plugins")
+@staff_required("plugins.nodes")
 def node_placement(node_id):
     node = db.session.get(Node, node_id) or abort(404)
     what = request.form.get("set")
@@ -333,7 +333,7 @@ def _staff_member(user_uuid: str) -> User:
 
 
 @bp.get("/team/")
-@staff_required("staff")
+@staff_required("staff.accounts")
 def team():
     from hostbay.core import staff_roles
 
@@ -341,11 +341,11 @@ def team():
     names = [r["name"] for r in roles]
     members = db.session.scalars(select(User).where(User.role.in_(names)).order_by(User.email)).all()
     return render_template("staff/admin/team.html", members=members, roles=roles,
-                           permissions=staff_roles.permission_names())
+                           groups=staff_roles.permission_groups())
 
 
 @bp.post("/team/invite")
-@staff_required("staff")
+@staff_required("staff.accounts")
 def invite():
     import secrets
 
@@ -384,7 +384,7 @@ def invite():
 
 
 @bp.post("/team/<user_uuid>/role")
-@staff_required("staff")
+@staff_required("staff.accounts")
 def set_role(user_uuid):
     from hostbay.core import sessions, staff_roles
     from hostbay.core.activity import audit as audit_entry
@@ -404,7 +404,7 @@ def set_role(user_uuid):
 
 
 @bp.post("/team/<user_uuid>/reset-2fa")
-@staff_required("staff")
+@staff_required("staff.accounts")
 def reset_two_factor(user_uuid):
     from hostbay.core import credentials, sessions
     from hostbay.core.activity import audit as audit_entry
@@ -421,7 +421,7 @@ def reset_two_factor(user_uuid):
 
 
 @bp.post("/team/roles")
-@staff_required("staff")
+@staff_required("staff.roles")
 def save_role():
     from hostbay.core import staff_roles
 
@@ -437,7 +437,7 @@ def save_role():
 
 
 @bp.post("/team/roles/<name>/delete")
-@staff_required("staff")
+@staff_required("staff.roles")
 def delete_role(name):
     from hostbay.core import staff_roles
 
@@ -454,7 +454,7 @@ def delete_role(name):
 # --- plugins and settings ----------------------------------------------------------------------------------------
 
 @bp.get("/plugins/")
-@staff_required("plugins")
+@staff_required("plugins.view")
 def plugins():
     ext = current_app.extensions["hostbay"]
     drivers = {kind: sorted((name, getattr(cls, "label", name), len(getattr(cls, "settings", ()) or ()))

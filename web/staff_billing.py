@@ -28,7 +28,7 @@ def _customer(user_uuid: str) -> User:
 
 
 @bp.get("/")
-@staff_required("money")
+@staff_required("money.view")
 def home():
     q = (request.args.get("q") or "").strip()
     users = []
@@ -44,7 +44,7 @@ def home():
 
 
 @bp.get("/customers/<user_uuid>")
-@staff_required("money")
+@staff_required("money.view")
 def customer(user_uuid):
     user = _customer(user_uuid)
     entries = db.session.scalars(ledger.entries_for(user.id).limit(500)).all()
@@ -59,7 +59,7 @@ def customer(user_uuid):
 
 
 @bp.post("/customers/<user_uuid>/money")
-@staff_required("money")
+@staff_required("money.adjust")
 def money(user_uuid):
     user = _customer(user_uuid)
     f = request.form
@@ -88,7 +88,7 @@ def money(user_uuid):
 
 
 @bp.post("/entries/<entry_uuid>/reverse")
-@staff_required("money")
+@staff_required("money.adjust")
 def reverse(entry_uuid):
     entry = db.session.scalar(select(ledger.LedgerEntry).filter_by(uuid=entry_uuid))
     if entry is None:
@@ -104,7 +104,7 @@ def reverse(entry_uuid):
 
 
 @bp.get("/refunds")
-@staff_required("money")
+@staff_required("money.view")
 def refunds():
     from hostbay.core.refunds import refundable_cents
 
@@ -125,7 +125,7 @@ def _refund(uuid: str) -> billing.RefundRequest:
 
 
 @bp.post("/refunds/<uuid>/approve")
-@staff_required("money")
+@staff_required("money.refunds")
 def approve(uuid):
     req = _refund(uuid)
     try:
@@ -139,7 +139,7 @@ def approve(uuid):
 
 
 @bp.post("/refunds/<uuid>/reject")
-@staff_required("money")
+@staff_required("money.refunds")
 def reject(uuid):
     req = _refund(uuid)
     try:

@@ -17,7 +17,7 @@ bp = Blueprint("staff_brand", __name__, url_prefix="/staff")
 
 
 @bp.route("/branding", methods=["GET", "POST"])
-@staff_required("plugins")
+@staff_required("plugins.branding")
 def branding_page():
     brand = branding.current()
     form = {"name": brand.name, "logo_url": brand.logo_url or "", "favicon_url": brand.favicon_url or "",
@@ -48,14 +48,14 @@ def _contrast(color: str) -> str | None:
 
 
 @bp.get("/help")
-@staff_required("plugins")
+@staff_required("plugins.branding")
 def help_list():
     return render_template("staff/help_list.html", entries=branding.help_entries(published_only=False))
 
 
 @bp.route("/help/new", methods=["GET", "POST"], defaults={"entry_id": None})
 @bp.route("/help/<entry_id>", methods=["GET", "POST"])
-@staff_required("plugins")
+@staff_required("plugins.branding")
 def help_edit(entry_id):
     entry = None
     if entry_id is not None:

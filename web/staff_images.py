@@ -27,14 +27,14 @@ def _drivers() -> list[str]:
 
 
 @bp.get("/")
-@staff_required("plugins")
+@staff_required("plugins.images")
 def index():
     images = db.session.scalars(select(Image).order_by(Image.driver, Image.name, Image.id)).all()
     return render_template("staff/images.html", images=images, drivers=_drivers(), os_families=OS_FAMILIES)
 
 
 @bp.post("/")
-@staff_required("plugins")
+@staff_required("plugins.images")
 def create():
     f = request.form
     driver, slug, name, source = (f.get(k, "").strip() for k in ("driver", "slug", "name", "source"))
@@ -76,7 +76,7 @@ def create():
 
 
 @bp.post("/<uuid>")
-@staff_required("plugins")
+@staff_required("plugins.images")
 def update(uuid):
     image = db.session.scalar(select(Image).filter_by(uuid=uuid))
     if image is None:

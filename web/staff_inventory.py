@@ -56,7 +56,7 @@ def _server(uuid: str) -> HardwareServer:
 
 
 @bp.get("/staff/inventory/")
-@staff_required("services")
+@staff_required("services.inventory")
 def index():
     q = select(HardwareServer)
     state = request.args.get("state") or ""
@@ -109,7 +109,7 @@ def _form_values(form) -> dict:
 
 
 @bp.route("/staff/inventory/new", methods=["GET", "POST"])
-@staff_required("services")
+@staff_required("services.inventory")
 def new():
     if request.method == "POST":
         try:
@@ -132,7 +132,7 @@ def new():
 
 
 @bp.route("/staff/inventory/import", methods=["GET", "POST"])
-@staff_required("services")
+@staff_required("services.inventory")
 def import_csv():
     errors, created, text = [], [], ""
     if request.method == "POST":
@@ -152,7 +152,7 @@ def import_csv():
 
 
 @bp.get("/staff/inventory/<uuid>")
-@staff_required("services")
+@staff_required("services.inventory")
 def detail(uuid):
     server = _server(uuid)
     service = db.session.get(Service, server.service_id) if server.service_id else None
@@ -169,7 +169,7 @@ def detail(uuid):
 
 
 @bp.post("/staff/inventory/<uuid>/state")
-@staff_required("services")
+@staff_required("services.inventory")
 def set_state(uuid):
     server = _server(uuid)
     to = request.form.get("state", "")
@@ -195,7 +195,7 @@ def set_state(uuid):
 
 
 @bp.post("/staff/inventory/<uuid>/bmc")
-@staff_required("services")
+@staff_required("services.inventory")
 def set_bmc(uuid):
     server = _server(uuid)
     f = request.form
@@ -230,7 +230,7 @@ def set_bmc(uuid):
 
 
 @bp.post("/staff/inventory/<uuid>/assign")
-@staff_required("services")
+@staff_required("services.inventory")
 def assign(uuid):
     server = _server(uuid)
     svc = db.session.scalar(select(Service).filter_by(uuid=request.form.get("service", "")))
@@ -253,7 +253,7 @@ def assign(uuid):
 
 
 @bp.post("/staff/inventory/<uuid>/task")
-@staff_required("services")
+@staff_required("services.datacenter")
 def new_task(uuid):
     server = _server(uuid)
     kind = request.form.get("kind", "")
@@ -288,7 +288,7 @@ def _task(uuid: str) -> dctasks.DatacenterTask:
 
 
 @bp.get("/staff/datacenter/")
-@staff_required("services")
+@staff_required("services.datacenter")
 def tasks():
     state = request.args.get("state") or "active"
     location = request.args.get("location") or ""
@@ -306,7 +306,7 @@ def tasks():
 
 
 @bp.get("/staff/datacenter/<uuid>")
-@staff_required("services")
+@staff_required("services.datacenter")
 def task(uuid):
     t = _task(uuid)
     svc = db.session.get(Service, t.service_id) if t.service_id else None
@@ -314,7 +314,7 @@ def task(uuid):
 
 
 @bp.post("/staff/datacenter/<uuid>/<step>")
-@staff_required("services")
+@staff_required("services.datacenter")
 def task_step(uuid, step):
     t = _task(uuid)
     notes = (request.form.get("notes") or "").strip()

@@ -17,7 +17,7 @@ bp = Blueprint("staff_iso", __name__, url_prefix="/staff/isos")
 
 
 @bp.get("/")
-@staff_required("approvals")
+@staff_required("approvals.iso")
 def queue():
     recent = db.session.scalars(select(iso_mod.IsoImage).where(iso_mod.IsoImage.state != iso_mod.PENDING)
                                 .order_by(iso_mod.IsoImage.decided_at.desc()).limit(50)).all()
@@ -39,12 +39,12 @@ def _decide(uuid: str, approve: bool):
 
 
 @bp.post("/<uuid>/approve")
-@staff_required("approvals")
+@staff_required("approvals.iso")
 def approve(uuid):
     return _decide(uuid, True)
 
 
 @bp.post("/<uuid>/reject")
-@staff_required("approvals")
+@staff_required("approvals.iso")
 def reject(uuid):
     return _decide(uuid, False)

@@ -35,7 +35,7 @@ def _int_or_none(raw: str | None):
 
 
 @bp.get("/")
-@staff_required("network")
+@staff_required("network.view")
 def pools():
     rows = db.session.scalars(select(IpPool).order_by(IpPool.version, IpPool.name)).all()
     nodes = db.session.scalars(select(Node).order_by(Node.name)).all()
@@ -48,7 +48,7 @@ def pools():
 
 
 @bp.post("/pools")
-@staff_required("network")
+@staff_required("network.manage")
 def create_pool():
     f = request.form
     try:
@@ -75,7 +75,7 @@ def _pool(uuid: str) -> IpPool:
 
 
 @bp.get("/pools/<uuid>")
-@staff_required("network")
+@staff_required("network.view")
 def pool(uuid: str):
     p = _pool(uuid)
     state = request.args.get("state", "")
@@ -94,7 +94,7 @@ def pool(uuid: str):
 
 
 @bp.post("/pools/<uuid>/settings")
-@staff_required("network")
+@staff_required("network.manage")
 def pool_settings(uuid: str):
     p = _pool(uuid)
     f = request.form
@@ -112,7 +112,7 @@ def pool_settings(uuid: str):
 
 
 @bp.post("/addresses")
-@staff_required("network")
+@staff_required("network.manage")
 def address_action():
     f = request.form
     action, address = f.get("action", ""), f.get("address", "")
@@ -140,7 +140,7 @@ def address_action():
 
 
 @bp.post("/dns-backends")
-@staff_required("network")
+@staff_required("network.manage")
 def add_dns_backend():
     f = request.form
     registry = current_app.extensions["hostbay"]
@@ -172,7 +172,7 @@ def add_dns_backend():
 
 
 @bp.post("/dns-backends/<int:backend_id>/toggle")
-@staff_required("network")
+@staff_required("network.manage")
 def toggle_dns_backend(backend_id: int):
     cfg = db.session.get(rdns.DnsBackendConfig, backend_id) or abort(404)
     cfg.enabled = not cfg.enabled
@@ -189,7 +189,7 @@ def toggle_dns_backend(backend_id: int):
 
 
 @bp.get("/rdns")
-@staff_required("approvals")
+@staff_required("approvals.rdns")
 def rdns_queue():
     recent = db.session.scalars(select(rdns.RdnsRequest).where(rdns.RdnsRequest.state != rdns.PENDING)
                                 .order_by(rdns.RdnsRequest.id.desc()).limit(50)).all()
@@ -197,7 +197,7 @@ def rdns_queue():
 
 
 @bp.post("/rdns/<uuid>/<decision>")
-@staff_required("approvals")
+@staff_required("approvals.rdns")
 def rdns_decide(uuid: str, decision: str):
     note = request.form.get("note", "")
     try:

@@ -57,14 +57,14 @@ def _report(node: Node, what: str) -> None:
 
 
 @bp.get("/")
-@staff_required("plugins")
+@staff_required("plugins.nodes")
 def index():
     nodes = db.session.scalars(select(Node).order_by(Node.name)).all()
     return render_template("staff/nodes/index.html", nodes=nodes, drivers=_virt_drivers())
 
 
 @bp.post("/")
-@staff_required("plugins")
+@staff_required("plugins.nodes")
 def add():
     cls = _virt_drivers().get(request.form.get("driver", ""))
     try:
@@ -93,7 +93,7 @@ def add():
 
 
 @bp.route("/<int:node_id>", methods=["GET", "POST"])
-@staff_required("plugins")
+@staff_required("plugins.nodes")
 def edit(node_id: int):
     node = db.session.get(Node, node_id) or abort(404)
     cls = _virt_drivers().get(node.driver)
@@ -124,7 +124,7 @@ def edit(node_id: int):
 
 
 @bp.post("/<int:node_id>/test")
-@staff_required("plugins")
+@staff_required("plugins.nodes")
 def test(node_id: int):
     node = db.session.get(Node, node_id) or abort(404)
     _report(node, "was tested")

@@ -7,12 +7,13 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from flask_login import current_user
 from sqlalchemy import or_, select
 
-from hostbay.core import jobs
+from hostbay.core import force, jobs, move
+from hostbay.core import power as power_mod
 from hostbay.core.accounts import User
-from hostbay.core.actions import STAFF_ACTIONS, request_action
+from hostbay.core.actions import STAFF_ACTIONS, request_action, staff_permission
 from hostbay.core.activity import ActivityEntry, audit
 from hostbay.core.catalog import Node
-from hostbay.core.db import db
+from hostbay.core.db import db, new_uuid
 from hostbay.core.errors import HostbayError, UserError
 from hostbay.core.lifecycle import NodeReservation, audit_trail
 from hostbay.core.notices import Notice
@@ -26,7 +27,7 @@ PAGE = 100
 
 
 @bp.get("/")
-@staff_required("services")
+@staff_required("services.view")
 def index():
     q = select(Service).join(User, User.id == Service.user_id)
     state = request.args.get("state") or ""
@@ -63,7 +64,7 @@ def _service(uuid: str) -> Service:
 
 
 @bp.get("/<uuid>")
-@staff_required("services")
+@staff_required("services.view")
 def detail(uuid):
     svc = _service(uuid)
     ops = db.session.scalars(select(jobs.Operation).where(jobs.Operation.service_id == svc.id)
@@ -78,18 +79,44 @@ def detail(uuid):
     notices = db.session.scalars(select(Notice).where(Notice.service_id == svc.id)
                                  .order_by(Notice.id.desc()).limit(50)).all()
     allowed = svc.actions_for(staff=True)
+    power = None
+    if allowed & power_mod.POWER_ACTIONS and (svc.infra_ref or svc.kind == "dedicated"):
+        power = power_mod.power_of(svc)  # the panel's rule: Start only when stopped, Stop/Restart when running
+        allowed = allowed - (power_mod.POWER_ACTIONS - power_mod.power_actions(power))
+        svc = _service(uuid)
+    actions = [(a, label) for a, label in STAFF_ACTIONS if a in allowed and current_user.can(staff_permission(a))]
+    forced = [(a, label, what) for a, label, what in force.FORCE_ACTIONS
+              if a in allowed and current_user.can("services.force")]
+    can_move = "move" in allowed and current_user.can("services.move") and svc.kind == "vps"
     return render_template("staff/services/detail.html", service=svc, ops=ops, trail=trail, actors=actors,
                            activity=activity, notices=notices, reservation=db.session.get(NodeReservation, svc.id),
-                           actions=[(a, label) for a, label in STAFF_ACTIONS if a in allowed])
+                           actions=actions, forced=forced, power=power,
+                           targets=move.candidates(svc) if can_move else None, request_id=new_uuid())
+
+
+def _refuse(uuid, message: str):
+    db.session.rollback()
+    flash(message, "error")
+    return redirect(url_for(".detail", uuid=uuid))
 
 
 @bp.post("/<uuid>/action/<action>")
-@staff_required("services")
+@staff_required("services.view")
 def action(uuid, action):
+    """The everyday staff actions; each needs its own permission (``actions.staff_permission``: power actions
+    ``services.power``, the others ``services.manage``); force actions and moves have their own routes."""
+    if action in force.NAMES or action == "move" or not current_user.can(staff_permission(action)):
+        abort(404)
     svc = _service(uuid)
     params = {"reason": (request.form.get("reason") or "")[:200]}
     if action == "cancel":
         params["when"] = "now"
+    if action in power_mod.POWER_ACTIONS and action in svc.actions_for(staff=True):
+        why = power_mod.refusal(action, power_mod.power_of(svc))
+        if why:
+            return _refuse(uuid, why)
+        svc = _service(uuid)
+        power_mod.mark_stale(svc)
     try:
         from hostbay.core.confirm import require_confirmation
 
@@ -98,13 +125,52 @@ def action(uuid, action):
         db.session.commit()
         flash(f"{action.title()}: done or queued.", "info")
     except UserError as exc:
-        db.session.rollback()
-        flash(str(exc), "error")
+        return _refuse(uuid, str(exc))
+    return redirect(url_for(".detail", uuid=uuid))
+
+
+@bp.post("/<uuid>/force/<action>")
+@staff_required("services.force")
+def force_action(uuid, action):
+    """A force action (core/force.py), confirmed with the hostname typed in."""
+    if action not in force.NAMES:
+        abort(404)
+    svc = _service(uuid)
+    try:
+        from hostbay.core.confirm import require_confirmation
+
+        require_confirmation(svc, action, request.form.get("confirm_hostname"))
+        op = force.request_force(svc, action, current_user, reason=request.form.get("reason") or "",
+                                 request_id=request.form.get("request_id"))
+        db.session.commit()
+    except UserError as exc:
+        return _refuse(uuid, str(exc))
+    flash(f"{force.LABELS[action]}: {'queued' if op is not None and op.state == jobs.QUEUED else 'done'}.", "info")
+    return redirect(url_for(".detail", uuid=uuid))
+
+
+@bp.post("/<uuid>/move")
+@staff_required("services.move")
+def move_service(uuid):
+    """Move the service to another node of its driver (core/move.py), confirmed with the hostname typed in."""
+    svc = _service(uuid)
+    node_id = request.form.get("node", type=int)
+    node = db.session.get(Node, node_id) if node_id else None
+    try:
+        from hostbay.core.confirm import require_confirmation
+
+        require_confirmation(svc, "move", request.form.get("confirm_hostname"))
+        move.request_move(svc, node, current_user, reason=request.form.get("reason") or "",
+                          request_id=request.form.get("request_id"))
+        db.session.commit()
+    except UserError as exc:
+        return _refuse(uuid, str(exc))
+    flash(f"{svc.hostname} is being moved to {node.name}.", "info")
     return redirect(url_for(".detail", uuid=uuid))
 
 
 @bp.post("/<uuid>/operations/<op_id>/retry")
-@staff_required("services")
+@staff_required("services.operations")
 def retry(uuid, op_id):
     svc = _service(uuid)
     op = db.session.get(jobs.Operation, op_id)

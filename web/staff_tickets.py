@@ -26,7 +26,7 @@ def _ticket_or_404(uuid: str) -> tk.Ticket:
 
 
 @bp.get("/")
-@staff_required("tickets")
+@staff_required("tickets.view")
 def queue():
     status = request.args.get("status", "open")
     if status not in tk.STATUSES and status != "all":
@@ -42,13 +42,13 @@ def queue():
 
 
 @bp.get("/<uuid>")
-@staff_required("tickets")
+@staff_required("tickets.view")
 def show(uuid: str):
     return render_template("staff_tickets/show.html", ticket=_ticket_or_404(uuid))
 
 
 @bp.post("/<uuid>/reply")
-@staff_required("tickets")
+@staff_required("tickets.reply")
 def reply(uuid: str):
     ticket = _ticket_or_404(uuid)
     body = request.form.get("body", "")
@@ -67,7 +67,7 @@ def reply(uuid: str):
 
 
 @bp.post("/<uuid>/close")
-@staff_required("tickets")
+@staff_required("tickets.reply")
 def close(uuid: str):
     ticket = _ticket_or_404(uuid)
     tk.close(ticket, current_user, staff=True)

@@ -209,6 +209,36 @@ class VirtDriverConformance(_DriverBasics):
         assert self.observed(drv, ref)["iso"] is None
         drv.eject_iso(ref)  # ejecting an empty drive is harmless
 
+    def make_move_target(self) -> dict | None:
+        """The settings of a second node of the same driver to move a server to (capability ``move``), or None
+        when there is none here. ``observed`` must then also return ``node``: where the infrastructure says the
+        server lives (a host, a storage directory, a node name)."""
+        return None
+
+    def test_move_to_another_node(self, server):
+        drv, spec, ref, _ = server
+        if not drv.supports("move"):
+            pytest.skip("no move capability")
+        target = self.make_move_target()
+        if target is None:
+            pytest.skip("no second node to move to")
+        other = type(drv)(target)
+        before = self.observed(drv, ref)
+        new_ref = None
+        try:
+            new_ref = drv.move(ref, spec, other.config, _noop) or ref
+            seen = self.observed(other, new_ref)
+            assert seen["node"] != before["node"], "move left the server where it was"
+            assert other.status(new_ref) == PowerState.RUNNING
+            assert (seen["vcpus"], seen["memory_mib"], seen["disk_gib"]) == (before["vcpus"], before["memory_mib"],
+                                                                               before["disk_gib"])
+            again = drv.move(ref, spec, other.config, _noop) or ref  # a retry after the move finishes it, once
+            assert again == new_ref and self.observed(other, again)["node"] == seen["node"]
+            assert other.status(again) == PowerState.RUNNING
+        finally:
+            if new_ref is not None:
+                other.delete(new_ref)
+
     def test_console_target(self, server):
         drv, _spec, ref, _ = server
         if not drv.supports("console"):

@@ -33,8 +33,10 @@ class FakeVirtDriver(VirtDriver):
                 Setting("guest_boot_seconds", "Seconds until the simulated guest reports readiness", type="int",
                         required=False, default=0,
                         help="0: the simulated guest never reports (tests play the guest); otherwise it POSTs "
-                             "its phone-home to the readiness URL through the app after this many seconds.")]
-    capabilities = frozenset({"resize", "rebuild", "iso", "console", "suspend", "readiness"})
+                             "its phone-home to the readiness URL through the app after this many seconds."),
+                Setting("host", "Simulated host name", required=False, default="fake-host",
+                        help="Where the simulated servers of this node live (a move changes it).")]
+    capabilities = frozenset({"resize", "rebuild", "iso", "console", "suspend", "readiness", "move"})
     servers: dict[str, dict[str, Any]] = {}  # a server's "ready_url" is where its (simulated) guest would report
 
     def _step(self, progress, pct, text):
@@ -44,8 +46,8 @@ class FakeVirtDriver(VirtDriver):
 
     def _get(self, ref) -> dict[str, Any]:
         server = self.servers.get(ref.get("id", ""))
-        if server is None:
-            raise FatalDriverError(f"fake server {ref!r} does not exist")
+        if server is None or server.get("host", self.config["host"]) != self.config["host"]:
+            raise FatalDriverError(f"fake server {ref!r} does not exist on {self.config['host']}")
         return server
 
     def create(self, spec: ServerSpec, progress):
@@ -53,6 +55,7 @@ class FakeVirtDriver(VirtDriver):
             server = self.servers.get(spec.uuid)
             if server is None:
                 server = self.servers[spec.uuid] = {"state": PowerState.STOPPED, "spec": spec, "iso": None,
+                                                    "host": self.config["host"],
                                                     "disk_gib": spec.disk_gib, "boot": "hd", "installs": 0,
                                                     "filter": [a.address for a in spec.addresses]}
         self._step(progress, 30, "Creating disk")
@@ -65,7 +68,9 @@ class FakeVirtDriver(VirtDriver):
 
     def status(self, ref):
         server = self.servers.get(ref.get("id", ""))
-        return PowerState.MISSING if server is None else server["state"]
+        if server is None or server.get("host", self.config["host"]) != self.config["host"]:
+            return PowerState.MISSING
+        return server["state"]
 
     def start(self, ref):
         self._get(ref)["state"] = PowerState.RUNNING
@@ -120,6 +125,19 @@ class FakeVirtDriver(VirtDriver):
 
     def suspend(self, ref):
         self._get(ref)["state"] = PowerState.STOPPED
+
+    def move(self, ref, spec, target, progress):
+        host = self.clean_settings(target)["host"]
+        server = self.servers.get(ref.get("id", ""))
+        if server is None or server.get("host") not in (self.config["host"], host):
+            raise FatalDriverError(f"fake server {ref!r} does not exist on {self.config['host']}")
+        if server["host"] != host:
+            self._step(progress, 30, "Stopping the server")
+            server["state"] = PowerState.STOPPED
+            self._step(progress, 60, "Copying the disk")
+            server["host"] = host
+        server["state"] = PowerState.RUNNING
+        return ref
 
     def mount_iso(self, ref, iso_path):
         server = self._get(ref)

@@ -71,7 +71,7 @@ class KvmDriver(VirtDriver):
         Setting("name_prefix", "Domain name prefix", default="hostbay-",
                 help="libvirt domains are named prefix + service UUID."),
     ]
-    capabilities = frozenset({"resize", "rebuild", "iso", "console", "suspend", "readiness"})
+    capabilities = frozenset({"resize", "rebuild", "iso", "console", "suspend", "readiness", "move"})
 
     def __init__(self, config: dict[str, Any] | None = None):
         super().__init__(config)
@@ -576,6 +576,115 @@ class KvmDriver(VirtDriver):
         return ConsoleTarget(host="127.0.0.1", port=port, protocol="vnc", extra={"websocket_port": websocket})
 
     # delete ----------------------------------------------------------------------------------------------------
+    # move ------------------------------------------------------------------------------------------------------
+    def move(self, ref: dict[str, Any], spec: ServerSpec, target: dict[str, Any], progress: Progress) -> dict[str, Any]:
+        """Move the server to the node ``target`` (another libvirt URI, or the same libvirtd with another storage
+        directory and name prefix). The server is shut down cleanly (powered off after ``stop_timeout``), its disk
+        and seed volumes are copied into the target's storage (``virStorageVolCreateXMLFrom`` on the same libvirtd,
+        which also flattens the disk off its template; a download/upload stream pair across hosts, which keeps the
+        template as backing file, so the target needs the same template path), the domain is defined on the target
+        with the copied volumes, started, and then removed from the source with its volumes.
+
+        Idempotent: each retry looks at both sides first. Source gone and target defined: finish (start it, remove
+        leftover source volumes). Target defined and running while the source still exists: remove the source.
+        Otherwise the copy starts over from the (stopped) source. At the end one domain exists, on the target."""
+        other = type(self)(target)
+        name, tname = ref.get("domain", ""), other.domain_name(spec.uuid)
+        if self.config["uri"] == other.config["uri"] and name == tname:
+            raise FatalDriverError(f"the target node names its domains like the source ({tname} on "
+                                   f"{other.config['uri']}): it is the same place")
+        src, dst = self._lookup(name) if name else None, other._lookup(tname)
+        if src is None and dst is None:
+            raise FatalDriverError(f"domain {name!r} is on neither {self.config['uri']} nor {other.config['uri']}",
+                                   customer_message="This server no longer exists on its host. Our staff have "
+                                                    "been notified.")
+        if dst is not None and (src is None or other._state(dst) == PowerState.RUNNING):
+            progress(85, "Starting the server on its new host")
+            other._ensure_running(dst)
+            progress(95, "Cleaning up the old host")
+            self.delete({**ref, "domain": name})
+            progress(100, "Server is running")
+            return other._ref_of(dst, spec.uuid)
+        progress(5, "Stopping the server")
+        self._stop(src, self.config["stop_timeout"])
+        lv = libvirt()
+        with translated("reading the domain"):
+            root = X.parse(src.XMLDesc(lv.VIR_DOMAIN_XML_INACTIVE | lv.VIR_DOMAIN_XML_SECURE))
+        if dst is not None:  # an earlier attempt defined it but did not finish: define it again from the source
+            with translated(f"undefining the unfinished {tname}"):
+                dst.undefineFlags(lv.VIR_DOMAIN_UNDEFINE_NVRAM | lv.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
+        pool = other._pool("storage", create=True)
+        for target_dev, suffix, pct in ((X.DISK_TARGET, "disk.qcow2", 20), (X.SEED_TARGET, "seed.iso", 70)):
+            disk = X.find_disk(root, target_dev)
+            path = X.disk_source(root, target_dev)
+            if disk is None or not path:
+                continue
+            progress(pct, "Copying the disk" if target_dev == X.DISK_TARGET else "Copying the configuration")
+            with translated(f"finding volume {path}"):
+                vol = self.conn.storageVolLookupByPath(path)
+            disk.find("source").set("file", other._copy_volume(vol, pool, f"{tname}-{suffix}", self))
+        root.find("name").text = tname
+        uuid_el = root.find("uuid")
+        if uuid_el is not None:  # libvirt gives the new domain its own UUID (both may live on one libvirtd)
+            root.remove(uuid_el)
+        for iface in root.iterfind("./devices/interface"):
+            target_el = iface.find("target")
+            if target_el is not None:  # the tap device name is the host's to choose
+                iface.remove(target_el)
+        progress(80, "Defining the server on its new host")
+        other._ensure_filters(spec.addresses)
+        with translated(f"defining domain {tname}"):
+            dst = other.conn.defineXML(X.to_string(root))
+        progress(85, "Starting the server on its new host")
+        other._ensure_running(dst)
+        progress(95, "Cleaning up the old host")
+        self.delete({**ref, "domain": name})
+        progress(100, "Server is running")
+        return other._ref_of(dst, spec.uuid)
+
+    def _copy_volume(self, vol, pool, vol_name: str, source: "KvmDriver") -> str:
+        """Copy ``vol`` (of ``source``'s libvirtd) into ``pool`` (of this driver's) as ``vol_name``; an older copy
+        of that name (an interrupted attempt) is replaced. Returns the new volume's path."""
+        lv = libvirt()
+        with translated("reading the volume"):
+            vroot = X.parse(vol.XMLDesc(0))
+            fmt_el = vroot.find("./target/format")
+            fmt = fmt_el.get("type") if fmt_el is not None else "raw"
+            capacity = vol.info()[1]
+        old = self._volume(pool, vol_name)
+        if old is not None:
+            with translated(f"removing {vol_name}"):
+                old.delete(0)
+        if source.conn is self.conn:
+            with translated(f"copying {vol.name()} to {vol_name}"):
+                return pool.createXMLFrom(X.volume(vol_name, capacity, fmt), vol, 0).path()
+        backing = vroot.find("./backingStore/path")
+        bfmt = vroot.find("./backingStore/format")
+        with translated(f"copying {vol.name()} to {vol_name} over streams"):
+            new = pool.createXML(X.volume(vol_name, capacity, fmt, (backing.text, bfmt.get("type") if bfmt is not
+                                                                     None else "raw") if backing is not None
+                                          else None), 0)
+            down, up = source.conn.newStream(0), self.conn.newStream(0)
+            vol.download(down, 0, 0, 0)
+            new.upload(up, 0, 0, 0)
+            try:
+                while True:
+                    chunk = down.recv(256 * 1024)
+                    if chunk in (-2, None) or not chunk:
+                        break
+                    view = memoryview(chunk)
+                    while view:
+                        sent = up.send(bytes(view))
+                        view = view[sent:]
+                down.finish()
+                up.finish()
+            except BaseException:
+                for stream in (down, up):
+                    with contextlib.suppress(Exception):
+                        stream.abort()
+                raise
+            return new.path()
+
     def owned_volumes(self, name: str) -> list:
         """Every volume in the storage pool this driver created for the domain ``name``."""
         pool = self._pool("storage", create=True)

@@ -83,7 +83,7 @@ class ProxmoxDriver(VirtDriver):
         Setting("stop_timeout", "Seconds to wait for a clean shutdown", type="int", default=60,
                 help="After this the guest is stopped."),
     ]
-    capabilities = frozenset({"resize", "rebuild", "iso", "console", "suspend"})
+    capabilities = frozenset({"resize", "rebuild", "iso", "console", "suspend", "move"})
 
     def __init__(self, config: dict[str, Any] | None = None):
         super().__init__(config)
@@ -505,6 +505,50 @@ class ProxmoxDriver(VirtDriver):
                 self._numbering().release(self.scope, ref["service"])
             except FatalDriverError:
                 pass
+
+    # -- move -----------------------------------------------------------------------------------------------
+    def move(self, ref: dict[str, Any], spec: ServerSpec, target: dict[str, Any], progress: Progress) -> dict[str, Any]:
+        """Migrate the guest to the target node of the same cluster (``POST /nodes/{node}/qemu/{vmid}/migrate``
+        with ``target``; live, with ``online=1`` and ``with-local-disks=1``, when it runs; ``targetstorage`` when the
+        target node's disk storage has another name), waiting for the ``qmigrate`` task. Idempotent: the guest is
+        looked up in ``/cluster/resources`` first, so a retry after the task finished only makes sure it runs."""
+        other = type(self)(target)
+        if host_port(other.config["api_url"]) != host_port(self.config["api_url"]):
+            raise FatalDriverError("the target node is in another Proxmox cluster (another API URL); hostbay moves "
+                                   "guests only within one cluster")
+        vmid, tnode = int(ref["vmid"]), other.node
+        new_ref = {**ref, "node": tnode}
+        for _ in range(3):
+            where = self._vms().get(vmid)
+            if where is None:
+                raise FatalDriverError(f"VM {vmid} is not in the cluster", customer_message=GONE)
+            if where.get("node") == tnode:
+                cfg = other._exists(new_ref)
+                if ref.get("service") and f"{MARKER}{ref['service']}" not in (cfg.get("description") or ""):
+                    raise FatalDriverError(f"VM {vmid} on {tnode} does not carry the marker of service "
+                                           f"{ref['service']}")
+                progress(90, "Starting the server on its new host")
+                other._ensure_running(new_ref)
+                progress(100, "Server is running")
+                return new_ref
+            cfg = self._exists({**ref, "node": where["node"]})
+            if cfg.get("lock") == "migrate":  # an earlier attempt's migration still runs: wait for it to end
+                deadline = time.monotonic() + float(self.config["task_timeout"])
+                while (self._config({**ref, "node": where["node"]}) or {}).get("lock") == "migrate":
+                    if time.monotonic() > deadline:
+                        raise TransientDriverError(f"VM {vmid} is still being migrated")
+                    time.sleep(0.2)
+                continue
+            running = self._status({**ref, "node": where["node"]}) == PowerState.RUNNING
+            params: dict[str, Any] = {"target": tnode}
+            if running:
+                params.update({"online": 1, "with-local-disks": 1})
+            if other.config["storage"] != self.config["storage"]:
+                params["targetstorage"] = other.config["storage"]
+            progress(20, "Moving the server to its new host")
+            upid = self.pve.post(f"nodes/{where['node']}/qemu/{vmid}/migrate", **params)
+            self._wait(upid, f"migrating VM {vmid} to {tnode}")
+        raise TransientDriverError(f"VM {vmid} did not arrive on {tnode}")
 
     # -- admin ----------------------------------------------------------------------------------------------
     def validate(self) -> None:

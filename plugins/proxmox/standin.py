@@ -808,6 +808,62 @@ ROUTES[("POST", "/nodes/{node}/qemu/{vmid}/status/resume")] = _power("resume", "
                                                                     needs=("paused", "running"))
 
 
+@route("POST", "/nodes/{node}/qemu/{vmid}/migrate")
+def _migrate(s, p, user):
+    """``qm migrate``: the guest and its disks move to ``target`` in a ``qmigrate`` task of the source node. A running
+    guest needs ``online`` (and ``with-local-disks`` for disks on local storage, which every stand-in storage is);
+    ``targetstorage`` maps the disks to another storage of the target (one storage ID, or ``source:target``
+    pairs); without it they keep their storage's name. The guest is locked (``migrate``) until the task ends."""
+    vm = _vm(s, p, modify=True)
+    target = p["target"]
+    if target not in s.nodes:
+        raise ApiError(500, f"no such cluster node '{target}'")
+    if target == vm.node:
+        raise ApiError(500, "target is local node.")
+    if vm.template:
+        raise ApiError(500, "you can't migrate a template this way")
+    online = _bool(p.get("online", 0))
+    if vm.status != "stopped" and not online:
+        raise ApiError(500, "can't migrate running VM without --online")
+    if vm.status != "stopped" and not _bool(p.get("with-local-disks", 0)):
+        raise ApiError(500, "can't live migrate attached local disks without with-local-disks option")
+    mapping = {}
+    for pair in filter(None, (p.get("targetstorage") or "").split(",")):
+        src, _, dst = pair.partition(":")
+        if dst:
+            mapping[src] = dst
+        else:
+            mapping["*"] = src
+    disks = {}
+    for key, value in vm.config.items():
+        m = re.fullmatch(r"([a-z0-9-]+):((?:vm|base)-\d+-[a-z0-9-]+)(,.*)?", str(value))
+        if m and re.fullmatch(r"(scsi|virtio|sata|ide|efidisk|tpmstate)\d+", key):
+            storage = m.group(1)
+            dst = mapping.get(storage, mapping.get("*", storage))
+            if (target, dst) not in s.storages:
+                raise ApiError(500, f"storage '{dst}' is not available on node '{target}'")
+            disks[key] = (storage, dst, m.group(2), m.group(3) or "")
+    source = vm.node
+    vm.config["lock"] = "migrate"
+
+    def effect():
+        try:
+            need = sum(s.storages[(source, st)]["volumes"].get(f"{st}:{name}", {}).get("size_gib", 0)
+                       for st, _dst, name, _rest in disks.values())
+            for dst in {d for _s, d, _n, _r in disks.values()}:
+                if s._used(target, dst) + need > s.storages[(target, dst)]["total_gib"]:
+                    raise ApiError(500, f"migration aborted: storage '{dst}' on node '{target}' is full")
+            for key, (st, dst, name, rest) in disks.items():
+                vol = s.storages[(source, st)]["volumes"].pop(f"{st}:{name}", None)
+                if vol is not None:
+                    s.storages[(target, dst)]["volumes"][f"{dst}:{name}"] = vol
+                vm.config[key] = f"{dst}:{name}{rest}"
+            vm.node = target
+        finally:
+            vm.config.pop("lock", None)
+    return s.task(source, "qmigrate", vm.vmid, user, effect)
+
+
 @route("DELETE", "/nodes/{node}/qemu/{vmid}")
 def _destroy(s, p, user):
     vm = _vm(s, p, modify=True)

@@ -62,7 +62,7 @@ def hostbay_scheduled_jobs():
 
 @hookimpl
 def hostbay_admin_menu():
-    return [("Status page", "status_staff.index")]
+    return [("Status page", "status_staff.index", "status.manage")]
 
 
 @hookimpl

@@ -23,7 +23,7 @@ from .status import clock_status, component_statuses
 
 bp = Blueprint("status_staff", __name__, url_prefix="/staff/status", template_folder="templates")
 
-PERMISSION = "services"
+PERMISSION = "status.manage"
 
 
 def _dt(value: str) -> datetime:

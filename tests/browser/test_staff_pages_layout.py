@@ -38,7 +38,7 @@ def test_staff_pages_fit_the_viewport(live_server, browser, db, make_user, make_
             "packages": "/staff/catalogue/packages/", "package": f"/staff/catalogue/packages/{pkg.uuid}",
             "images": "/staff/catalogue/images/", "image": f"/staff/catalogue/images/{img.uuid}",
             "audit": "/staff/audit/", "nodes": "/staff/nodes/", "node": f"/staff/nodes/{node.id}",
-            "services": "/staff/services/"}
+            "services": "/staff/services/", "service": f"/staff/services/{svc.uuid}", "team": "/staff/team/"}
     email = staff.email
     _db.session.commit()  # reading the attribute began a transaction: on SQLite it would hold the write lock
     folder = Path(os.environ.get("HOSTBAY_TEST_ARTIFACTS", "artifacts")) / "browser" / "staff"

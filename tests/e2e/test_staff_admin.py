@@ -2,7 +2,9 @@
 create a package and an OS image, add a KVM node with "Test connection", drain it so a customer's order of that
 package fails to be placed, retry the failed provisioning from the failed-work page to a running server on that
 node, approve a refund, "view as customer" (which the customer sees in their activity), and find every step in the
-audit trail with its before/after. Screenshots: artifacts/e2e/staff-*.png."""
+audit trail with its before/after; then a forced power-off (confirmed in the danger zone) and Start, and a move
+of the server to a second KVM node (own storage directory and prefix) with one domain at the end. Screenshots:
+artifacts/e2e/staff-*.png."""
 
 from __future__ import annotations
 
@@ -189,17 +191,66 @@ def test_staff_build_the_catalogue_and_fix_a_failed_order(kvm_host, live_server,
         c.goto(live_server + "/panel/activity")
         expect(c.locator("body")).to_contain_text("viewed your dashboard (read-only)")
 
-        # 8. every step in the audit trail, before/after as a readable difference -------------------------------
+        # 8. force power off from the danger zone (hostname typed), then Start; the customer is told ----------
+        s.goto(live_server + f"/staff/services/{svc_uuid}")
+        box = s.locator("#force-force_stop")
+        box.get_by_label(re.compile("Type the hostname")).fill("carol1.example.test")
+        box.get_by_role("button", name="Force power off").click()
+        expect(s.locator(".flash")).to_contain_text("Force power off")
+        _wait(db, lambda: db.session.scalar(db.select(Operation.id).filter_by(
+            service_id=svc_id, kind="service.force_stop", state="succeeded")), "the forced power-off")
+        s.goto(live_server + f"/staff/services/{svc_uuid}")
+        s.get_by_role("button", name="Start", exact=True).click()  # offered now: the server is stopped
+        _wait(db, lambda: db.session.scalar(db.select(Operation.id).filter_by(
+            service_id=svc_id, kind="service.start", state="succeeded")), "the start")
+
+        # 9. move the server to a second KVM node (own storage directory and domain prefix) --------------------
+        from hostbay.plugins.kvm import KvmDriver
+
+        prefix = os.environ.get("HOSTBAY_TEST_E2E_PREFIX", "hbe2e-")
+        second = KvmDriver.clean_settings(kvm_host.settings(name_prefix=f"{prefix}b-",
+                                                            storage=str(kvm_host.disks.parent / "disks-b")))
+        node2 = Node(name="kvm-admin-node-2", driver="kvm", settings=second, vcpus=4, memory_mib=4096, disk_gib=50)
+        db.session.add(node2)
+        db.session.flush()
+        pool = db.session.scalar(db.select(ipam.IpPool).filter_by(name="admin-e2e-v4"))
+        pool.nodes = [*pool.nodes, node2]
+        node2_id = node2.id
+        db.session.commit()
+        s.goto(live_server + f"/staff/services/{svc_uuid}")
+        move = s.locator("#move-form")
+        move.get_by_label(re.compile("Target node")).select_option(label="kvm-admin-node-2")
+        move.get_by_label("Reason").fill("host maintenance")
+        move.get_by_label(re.compile("Type the hostname")).fill("carol1.example.test")
+        shots(s, "staff-07a-move-form")
+        move.get_by_role("button", name="Move the server").click()
+        expect(s.locator(".flash")).to_contain_text("is being moved to kvm-admin-node-2")
+        _wait(db, lambda: db.session.get(Service, svc_id).node_id == node2_id
+              and db.session.get(Service, svc_id).state == "active", "the move", 180)
+        ref = _read(db, lambda: dict(db.session.get(Service, svc_id).infra_ref))
+        assert ref["domain"] == f"{prefix}b-{svc_uuid}"
+        assert ref["disk"].startswith(str(kvm_host.disks.parent / "disks-b"))
+        conn = kvm_host.conn()
+        assert sorted(d.name() for d in conn.listAllDomains(0) if d.name().endswith(svc_uuid)) == [ref["domain"]]
+        assert conn.lookupByName(ref["domain"]).isActive()
+        c.goto(live_server + "/panel/activity")
+        expect(c.locator("body")).to_contain_text("was moved to another host")
+        assert "kvm-admin-node" not in c.inner_text("body")
+
+        # 10. every step in the audit trail, before/after as a readable difference ------------------------------
         s.goto(live_server + "/staff/audit/")
         entries = s.locator(".staff-audit-entry")
         for action, words in (("package.create", "admin-vps"), ("image.create", "blank.qcow2"),
                               ("node.create", "kvm-admin-node"), ("node.placement", "draining"),
                               ("operation.retry", "failed"), ("refund.approve", "pending"),
-                              ("customer.view_as", "customer told"), ("iso.approve", "approved")):
+                              ("customer.view_as", "customer told"), ("iso.approve", "approved"),
+                              ("service.force_stop", "stopped"), ("service.moved", "kvm-admin-node-2")):
             entry = entries.filter(has_text=action).first
             expect(entry).to_contain_text(words)
             expect(entry.locator(".staff-diff")).to_be_visible()
         assert staff_email in s.inner_text(".staff-audit")
+        moved = entries.filter(has_text="service.moved").first
+        expect(moved.locator(".staff-diff")).to_contain_text("kvm-admin-node")  # node before → after
         shots(s, "staff-07-audit-trail")
         s.goto(live_server + f"/staff/audit/?customer={customer_email}")
         expect(s.locator(".staff-audit")).to_contain_text("customer.view_as")

@@ -9,7 +9,7 @@ from hostbay.testing import PowerDriverConformance, VirtDriverConformance
 
 class NoOpVirt(VirtDriver):
     name, label = "noop", "No-op"
-    capabilities = frozenset({"resize", "rebuild", "iso", "console", "suspend"})
+    capabilities = frozenset({"resize", "rebuild", "iso", "console", "suspend", "move"})
     servers: dict = {}
 
     def create(self, spec, progress):
@@ -50,6 +50,9 @@ class NoOpVirt(VirtDriver):
     def mount_iso(self, ref, iso_path):
         pass  # does nothing
 
+    def move(self, ref, spec, target, progress):
+        return ref  # does nothing
+
     def eject_iso(self, ref):
         pass
 
@@ -66,7 +69,10 @@ class NoOpSuite(VirtDriverConformance):
     def observed(self, drv, ref):  # reads the truth: the no-op driver never changed it
         spec = NoOpVirt.servers[ref["id"]]["spec"]
         return {"vcpus": spec.vcpus, "memory_mib": spec.memory_mib, "disk_gib": spec.disk_gib,
-                "system_disk": spec.uuid, "iso": None}
+                "system_disk": spec.uuid, "iso": None, "node": "noop-1"}
+
+    def make_move_target(self):
+        return {}
 
 
 def _server(suite):
@@ -76,7 +82,7 @@ def _server(suite):
 
 @pytest.mark.parametrize("case", ["test_resize_grows", "test_reinstall_replaces_the_system_disk",
                                   "test_rebuild_recreates_the_server", "test_iso_mount_and_eject",
-                                  "test_a_missing_server_is_a_fatal_error"])
+                                  "test_a_missing_server_is_a_fatal_error", "test_move_to_another_node"])
 def test_a_no_op_virt_driver_fails(case, tmp_path):
     suite = NoOpSuite()
     method = getattr(suite, case)

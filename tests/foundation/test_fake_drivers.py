@@ -18,7 +18,10 @@ class TestFakeVirt(VirtDriverConformance):
         server = FakeVirtDriver.servers[ref["id"]]
         spec = server["spec"]
         return {"vcpus": spec.vcpus, "memory_mib": spec.memory_mib, "disk_gib": server["disk_gib"],
-                "system_disk": server["installs"], "iso": server["iso"]}
+                "system_disk": server["installs"], "iso": server["iso"], "node": server["host"]}
+
+    def make_move_target(self):
+        return {"host": "fake-host-2"}
 
 
 class TestFakePower(PowerDriverConformance):

@@ -196,7 +196,7 @@ def test_core_registers_through_the_hooks_like_a_plugin():
             "hostbay_wallet_credited"} <= set(core.hooks)
     assert {"service.provision", "rdns.apply", "payments.reconcile_stale", "core.ping"} <= set(reg.job_handlers)
     assert ("lifecycle.renewal_sweep", 30) in reg.schedules  # every 30 s: a due service waits well under 60 s
-    assert ("Services", "staff_services.index", "services") in reg.collect("hostbay_admin_menu")
+    assert ("Services", "staff_services.index", "services.view") in reg.collect("hostbay_admin_menu")
 
 
 def test_fake_plugin_is_opt_in():

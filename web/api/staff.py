@@ -12,7 +12,7 @@ from sqlalchemy import or_, select
 
 from hostbay.core import billing, dctasks, iso, jobs, rdns, webhooks
 from hostbay.core.accounts import User
-from hostbay.core.actions import STAFF_ACTIONS, request_action
+from hostbay.core.actions import STAFF_ACTIONS, request_action, staff_permission
 from hostbay.core.activity import AuditEntry
 from hostbay.core.catalog import Node, Package
 from hostbay.core.db import db
@@ -291,7 +291,7 @@ def _service(uuid):
 # --- customers ---------------------------------------------------------------------------------------------------
 
 @blp.route("/customers")
-@staff_required(("services", "money", "tickets"))
+@staff_required("customers.view")
 @blp.arguments(CustomerArgs, location="query")
 @blp.response(200, CustomerPage)
 def customers(args):
@@ -302,7 +302,7 @@ def customers(args):
 
 
 @blp.route("/customers/<customer_uuid>")
-@staff_required(("services", "money", "tickets"))
+@staff_required("customers.view")
 @blp.response(200, CustomerSchema)
 def customer(customer_uuid):
     return _customer(customer_uuid)
@@ -311,7 +311,7 @@ def customer(customer_uuid):
 # --- services ----------------------------------------------------------------------------------------------------
 
 @blp.route("/services")
-@staff_required("services")
+@staff_required("services.view")
 @blp.arguments(StaffServiceArgs, location="query")
 @blp.response(200, StaffServicePage)
 def services(args):
@@ -322,22 +322,32 @@ def services(args):
 
 
 @blp.route("/services/<service_uuid>")
-@staff_required("services")
+@staff_required("services.view")
 @blp.response(200, StaffServiceSchema)
 def service(service_uuid):
     return _service(service_uuid)
 
 
 @blp.route("/services/<service_uuid>/actions/<action>", methods=["POST"])
-@staff_required("services")
+@staff_required("services.view")
 @blp.arguments(StaffActionArgs)
 @blp.response(200, StaffActionResult)
 def service_action(args, service_uuid, action):
-    """Staff actions with the staff rules of services.ACTIONS (suspend, unsuspend, terminate, retry, ...)."""
+    """Staff actions with the staff rules of services.ACTIONS (suspend, unsuspend, terminate, retry, ...); each
+    needs its permission (power actions `services.power`, retry `services.operations`, the others
+    `services.manage`), and power actions follow the panel's rule (Start only when stopped, Stop and Restart only
+    when running)."""
     svc = _service(service_uuid)
     if action not in STAFF_API_ACTIONS:
         raise ApiProblem(404, "not-found", f"No staff action “{action[:40]}”.")
-    from .customer import confirm_or_problem
+    perm = "services.operations" if action == "retry" else staff_permission(action)
+    if not g.api_user.can(perm):
+        raise ApiProblem(403, "permission-denied", f"Your role does not have the permission for this action ({perm}).")
+    from .customer import confirm_or_problem, power_rule
+
+    if action in svc.actions_for(staff=True):
+        power_rule(svc, action)
+        svc = _service(service_uuid)
 
     typed = args.pop("confirm_hostname", None)
     params = {k: val for k, val in args.items() if val}
@@ -353,28 +363,28 @@ def service_action(args, service_uuid, action):
 # --- catalogue and infrastructure --------------------------------------------------------------------------------
 
 @blp.route("/nodes")
-@staff_required("network")
+@staff_required("plugins.nodes")
 @blp.response(200, NodeSchema(many=True))
 def nodes():
     return db.session.scalars(select(Node).order_by(Node.name)).all()
 
 
 @blp.route("/packages")
-@staff_required("services")
+@staff_required("services.view")
 @blp.response(200, StaffPackageSchema(many=True))
 def packages():
     return db.session.scalars(select(Package).order_by(Package.sort, Package.id)).all()
 
 
 @blp.route("/pools")
-@staff_required("network")
+@staff_required("network.view")
 @blp.response(200, PoolSchema(many=True))
 def pools():
     return db.session.scalars(select(IpPool).order_by(IpPool.name)).all()
 
 
 @blp.route("/pools/<pool_uuid>/addresses")
-@staff_required("network")
+@staff_required("network.view")
 @blp.arguments(PageArgs, location="query")
 @blp.response(200, PoolAddressPage)
 def pool_addresses(args, pool_uuid):
@@ -392,7 +402,7 @@ def pool_addresses(args, pool_uuid):
 # --- queues ------------------------------------------------------------------------------------------------------
 
 @blp.route("/queues/approvals")
-@staff_required("approvals")
+@staff_required(("approvals.iso", "approvals.rdns"))
 @blp.response(200, ApprovalSchema(many=True))
 def approvals():
     """ISO images and reverse DNS requests waiting for staff review."""
@@ -424,7 +434,7 @@ class DecisionSchema(Strict):
 
 
 @blp.route("/queues/approvals/<kind>/<item_uuid>", methods=["POST"])
-@staff_required("approvals")
+@staff_required(("approvals.iso", "approvals.rdns"))
 @blp.arguments(DecisionArgs)
 @blp.response(200, DecisionSchema)
 def decide_approval(args, kind, item_uuid):
@@ -445,7 +455,7 @@ def decide_approval(args, kind, item_uuid):
 
 
 @blp.route("/queues/refunds/<refund_uuid>", methods=["POST"])
-@staff_required("money")
+@staff_required("money.refunds")
 @blp.arguments(RefundDecisionArgs)
 @blp.response(200, RefundSchema)
 def decide_refund(args, refund_uuid):
@@ -462,7 +472,7 @@ def decide_refund(args, refund_uuid):
 
 
 @blp.route("/queues/datacenter")
-@staff_required("services")
+@staff_required("services.datacenter")
 @blp.arguments(DatacenterArgs, location="query")
 @blp.response(200, DatacenterTaskPage)
 def datacenter_tasks(args):
@@ -479,14 +489,14 @@ def _task(task_uuid):
 
 
 @blp.route("/queues/datacenter/<task_uuid>")
-@staff_required("services")
+@staff_required("services.datacenter")
 @blp.response(200, DatacenterTaskSchema)
 def datacenter_task(task_uuid):
     return _task(task_uuid)
 
 
 @blp.route("/queues/datacenter/<task_uuid>/start", methods=["POST"])
-@staff_required("services")
+@staff_required("services.datacenter")
 @blp.arguments(TaskNoteArgs)
 @blp.response(200, DatacenterTaskSchema)
 def start_task(args, task_uuid):
@@ -497,7 +507,7 @@ def start_task(args, task_uuid):
 
 
 @blp.route("/queues/datacenter/<task_uuid>/notes", methods=["POST"])
-@staff_required("services")
+@staff_required("services.datacenter")
 @blp.arguments(TaskNoteRequiredArgs)
 @blp.response(200, DatacenterTaskSchema)
 def note_task(args, task_uuid):
@@ -508,7 +518,7 @@ def note_task(args, task_uuid):
 
 
 @blp.route("/queues/datacenter/<task_uuid>/finish", methods=["POST"])
-@staff_required("services")
+@staff_required("services.datacenter")
 @blp.arguments(TaskFinishArgs)
 @blp.response(200, DatacenterTaskSchema)
 def finish_task(args, task_uuid):
@@ -521,7 +531,7 @@ def finish_task(args, task_uuid):
 # --- dedicated-server inventory ----------------------------------------------------------------------------------
 
 @blp.route("/inventory")
-@staff_required("services")
+@staff_required("services.inventory")
 @blp.arguments(InventoryArgs, location="query")
 @blp.response(200, HardwareServerPage)
 def inventory_servers(args):
@@ -535,7 +545,7 @@ def inventory_servers(args):
 
 
 @blp.route("/inventory/<server_uuid>")
-@staff_required("services")
+@staff_required("services.inventory")
 @blp.response(200, HardwareServerSchema)
 def inventory_server(server_uuid):
     server = db.session.scalar(select(HardwareServer).filter_by(uuid=server_uuid))
@@ -545,7 +555,7 @@ def inventory_server(server_uuid):
 
 
 @blp.route("/queues/refunds")
-@staff_required("money")
+@staff_required("money.view")
 @blp.arguments(PageArgs, location="query")
 @blp.response(200, RefundPage)
 def refunds(args):
@@ -563,7 +573,7 @@ def _with_service_uuids(ops):
 
 
 @blp.route("/operations/failed")
-@staff_required("services")
+@staff_required("services.operations")
 @blp.arguments(PageArgs, location="query")
 @blp.response(200, StaffOperationPage)
 def failed_operations(args):
@@ -575,7 +585,7 @@ def failed_operations(args):
 
 
 @blp.route("/operations/<operation_id>/retry", methods=["POST"])
-@staff_required("services")
+@staff_required("services.operations")
 @blp.response(202, StaffOperationSchema)
 def retry_operation(operation_id):
     op = db.session.get(jobs.Operation, operation_id)
@@ -590,7 +600,7 @@ def retry_operation(operation_id):
 
 
 @blp.route("/audit")
-@staff_required(("services", "money"))
+@staff_required("audit.view")
 @blp.arguments(AuditArgs, location="query")
 @blp.response(200, AuditPage)
 def audit_trail(args):
@@ -617,7 +627,7 @@ def _endpoint(uuid):
 
 
 @blp.route("/webhooks")
-@staff_required("plugins")
+@staff_required("plugins.webhooks")
 @blp.response(200, WebhookSchema(many=True))
 def list_webhooks():
     return db.session.scalars(select(webhooks.WebhookEndpoint).filter_by(active=True)
@@ -625,7 +635,7 @@ def list_webhooks():
 
 
 @blp.route("/webhooks", methods=["POST"])
-@staff_required("plugins")
+@staff_required("plugins.webhooks")
 @blp.arguments(WebhookArgs)
 @blp.response(201, WebhookCreatedSchema)
 def create_webhook(args):
@@ -636,7 +646,7 @@ def create_webhook(args):
 
 
 @blp.route("/webhooks/<webhook_uuid>", methods=["DELETE"])
-@staff_required("plugins")
+@staff_required("plugins.webhooks")
 @blp.response(204)
 def delete_webhook(webhook_uuid):
     webhooks.remove_endpoint(_endpoint(webhook_uuid), g.api_user)
@@ -645,7 +655,7 @@ def delete_webhook(webhook_uuid):
 
 
 @blp.route("/webhooks/<webhook_uuid>/deliveries")
-@staff_required("plugins")
+@staff_required("plugins.webhooks")
 @blp.arguments(PageArgs, location="query")
 @blp.response(200, DeliveryPage)
 def deliveries(args, webhook_uuid):
@@ -655,7 +665,7 @@ def deliveries(args, webhook_uuid):
 
 
 @blp.route("/webhooks/<webhook_uuid>/deliveries/<delivery_uuid>/redeliver", methods=["POST"])
-@staff_required("plugins")
+@staff_required("plugins.webhooks")
 @blp.response(202, DeliverySchema)
 def redeliver(webhook_uuid, delivery_uuid):
     ep = _endpoint(webhook_uuid)

@@ -141,7 +141,11 @@ class TestKvmConformance(VirtDriverConformance):
         return {"vcpus": int(root.findtext("vcpu")), "memory_mib": int(root.findtext("memory")) // 1024
                 if root.find("memory").get("unit", "KiB") == "KiB" else int(root.findtext("memory")),
                 "disk_gib": _virtual_size(disk) // GIB, "system_disk": (disk, ctime),
-                "iso": X.disk_source(_xml(dom), X.ISO_TARGET)}
+                "iso": X.disk_source(_xml(dom), X.ISO_TARGET), "node": os.path.dirname(disk)}
+
+    def make_move_target(self):
+        """A second node on the same libvirtd: its own storage directory and domain name prefix."""
+        return self.host.settings(storage=str(self.host.disks.parent / "disks-b"), name_prefix=f"{PREFIX}b-")
 
 
 class TestKvmNetworkFilterConformance(NetworkFilterConformance):
@@ -486,3 +490,62 @@ def test_validate(kvm_host):
     _driver(kvm_host).validate()
     with pytest.raises(FatalDriverError):
         _driver(kvm_host, templates="hbtest-no-such-pool").validate()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# move between nodes
+# ---------------------------------------------------------------------------------------------------------------
+
+def _domains(conn, service_uuid):
+    return sorted(d.name() for d in conn.listAllDomains(0) if d.name().endswith(service_uuid))
+
+
+def test_move_over_streams_between_two_connections_and_a_retry_after_a_crash(kvm_host, monkeypatch):
+    """Two node records on the test libvirtd: the target reached through another URI (qemu+unix://), so the
+    volumes go over download/upload streams. The first attempt dies when the target domain would start; the retry
+    finishes it: one domain at the end, on the target, with copied volumes, and the source's volumes gone."""
+    from hostbay.plugins.kvm import KvmDriver
+    from hostbay.plugins.kvm import xml as X
+
+    if kvm_host.uri != "qemu:///system":
+        pytest.skip("needs the local system libvirtd, reachable as qemu+unix:///system too")
+    src = _driver(kvm_host)
+    target = kvm_host.settings(uri="qemu+unix:///system", storage=str(kvm_host.disks.parent / "disks-c"),
+                               name_prefix=f"{PREFIX}c-")
+    spec = _spec()
+    ref = src.create(spec, _noop)
+    conn = kvm_host.conn()
+    old_volumes = sorted(v.name() for v in src.owned_volumes(ref["domain"]))
+    assert old_volumes == [f"{ref['domain']}-disk.qcow2", f"{ref['domain']}-seed.iso"]
+    real_start = KvmDriver._ensure_running
+    calls = []
+
+    def dies_once(self, dom):
+        if dom.name().startswith(f"{PREFIX}c-") and not calls:
+            calls.append(dom.name())
+            raise TransientDriverError("worker died")
+        return real_start(self, dom)
+
+    monkeypatch.setattr(KvmDriver, "_ensure_running", dies_once)
+    steps = []
+    try:
+        with pytest.raises(TransientDriverError):
+            src.move(ref, spec, target, lambda p, t: steps.append(t))
+        assert "Copying the disk" in steps
+        # both domains exist now (the source stopped): the retry must end with one
+        assert len(_domains(conn, spec.uuid)) == 2
+        new_ref = src.move(ref, spec, target, _noop)
+        other = KvmDriver(target)
+        assert _domains(conn, spec.uuid) == [other.domain_name(spec.uuid)]
+        assert other.status(new_ref) == PowerState.RUNNING and src.status(ref) == PowerState.MISSING
+        disk = X.disk_source(_xml(conn.lookupByName(new_ref["domain"]), inactive=True), X.DISK_TARGET)
+        assert disk == new_ref["disk"] and disk.startswith(str(kvm_host.disks.parent / "disks-c"))
+        assert _virtual_size(disk) == spec.disk_gib * GIB
+        assert src.owned_volumes(ref["domain"]) == []
+        assert sorted(v.name() for v in other.owned_volumes(new_ref["domain"])) == [
+            f"{new_ref['domain']}-disk.qcow2", f"{new_ref['domain']}-seed.iso"]
+        assert src.move(ref, spec, target, _noop) == new_ref  # retried once more: nothing changes
+    finally:
+        monkeypatch.undo()
+        for drv, r in ((src, ref), (KvmDriver(target), {"domain": KvmDriver(target).domain_name(spec.uuid)})):
+            drv.delete(r)

@@ -20,7 +20,7 @@ from hostbay.core.drivers import Address, PowerState
 from hostbay.core.errors import FatalDriverError, SettingsError, TransientDriverError
 from hostbay.plugins.proxmox import ProxmoxDriver, ProxmoxNetworkFilter
 from hostbay.plugins.proxmox.driver import IPSET, MARKER
-from hostbay.plugins.proxmox.standin import VM, Schema, _size_gib
+from hostbay.plugins.proxmox.standin import VM, ProxmoxStandin, Schema, _size_gib
 from hostbay.testing.conformance import TEST_KEY, NetworkFilterConformance, VirtDriverConformance
 
 RECORDED: list[dict] = []  # every request of every stand-in of this module, for the replay test at the end
@@ -87,7 +87,10 @@ class TestProxmoxConformance(VirtDriverConformance):
             store = self.standin.storages[(vm.node, cdrom.split(":", 1)[0])]["volumes"][cdrom]
             iso = getattr(self, "_isos", {}).get(store.get("sha256"), cdrom)
         return {"vcpus": int(cfg["cores"]), "memory_mib": int(cfg["memory"]), "disk_gib": _size_gib(disk),
-                "system_disk": (volid, volume["serial"]), "iso": iso}
+                "system_disk": (volid, volume["serial"]), "iso": iso, "node": vm.node}
+
+    def make_move_target(self):
+        return settings_for(self.standin, node="pve2")
 
     def test_delete_purges_disks(self):
         drv = self.make_driver()
@@ -473,3 +476,76 @@ def test_zz_replay_every_driver_request_against_the_schema():
     keys = [r["params"]["sshkeys"] for r in RECORDED if "sshkeys" in r["params"]]
     assert keys and all("%20" in k and " " not in k and "+" not in k for k in keys)
     assert all(k == quote(unquote(k), safe="") for k in keys)
+
+
+# --- move (qm migrate) -----------------------------------------------------------------------------------------
+
+def test_move_migrates_a_running_guest_live_and_its_disk_follows(app, standin, pve_settings):
+    drv = ProxmoxDriver(pve_settings)
+    ref = drv.create(_spec(), _noop)
+    vmid = ref["vmid"]
+    before = dict(standin.storages[("pve1", "local-lvm")]["volumes"][f"local-lvm:vm-{vmid}-disk-0"])
+    steps = []
+    new_ref = drv.move(ref, _spec(), settings_for(standin, node="pve2"), lambda p, t: steps.append(t))
+    assert new_ref == {**ref, "node": "pve2"}
+    vm = standin.vms[vmid]
+    assert vm.node == "pve2" and vm.status == "running" and "lock" not in vm.config
+    assert standin.storages[("pve2", "local-lvm")]["volumes"][f"local-lvm:vm-{vmid}-disk-0"] == before
+    assert f"local-lvm:vm-{vmid}-disk-0" not in standin.storages[("pve1", "local-lvm")]["volumes"]
+    (call,) = [r for r in standin.requests if r["template"] == "/nodes/{node}/qemu/{vmid}/migrate"]
+    assert call["method"] == "POST" and call["path"] == f"/nodes/pve1/qemu/{vmid}/migrate"
+    assert call["params"] == {"target": "pve2", "online": "1", "with-local-disks": "1"}
+    assert ProxmoxDriver(settings_for(standin, node="pve2")).status(new_ref) == PowerState.RUNNING
+    assert drv.status(ref) == PowerState.MISSING  # not on pve1 any more
+    assert "Moving the server to its new host" in steps
+    # a retry after the task finished migrates nothing again
+    assert drv.move(ref, _spec(), settings_for(standin, node="pve2"), _noop) == new_ref
+    assert len([r for r in standin.requests if r["template"].endswith("/migrate")]) == 1
+    ProxmoxDriver(settings_for(standin, node="pve2")).delete(new_ref)
+
+
+def test_move_of_a_stopped_guest_is_offline_and_maps_the_storage(app, tmp_path):
+    with ProxmoxStandin(nodes=("pve1", "pve2"), task_delay=0.05, workdir=tmp_path / "pve",
+                        storages=({"name": "local", "content": "iso,vztmpl,backup"},
+                                  {"name": "local-lvm", "content": "images,rootdir"},
+                                  {"name": "fast", "content": "images"}),
+                        templates={TEMPLATE: {"node": "pve1", "disk_gib": 1}}) as standin:
+        drv = ProxmoxDriver(settings_for(standin))
+        ref = drv.create(_spec(), _noop)
+        drv.stop(ref, timeout=0)
+        new_ref = drv.move(ref, _spec(), settings_for(standin, node="pve2", storage="fast"), _noop)
+        vm = standin.vms[ref["vmid"]]
+        assert vm.node == "pve2" and vm.config["scsi0"].startswith(f"fast:vm-{ref['vmid']}-disk-0")
+        (call,) = [r for r in standin.requests if r["template"].endswith("/migrate")]
+        assert call["params"] == {"target": "pve2", "targetstorage": "fast"}  # offline: no online flag
+        assert vm.status == "running"  # the move leaves it running on the target
+        assert new_ref["node"] == "pve2"
+
+
+def test_the_standin_migrate_follows_the_schema(app, standin, pve_settings):
+    """What Proxmox refuses, the stand-in refuses: no target (parameter check), a running guest without online,
+    a live migration of local disks without with-local-disks, the local node as target."""
+    from hostbay.plugins.proxmox.client import PveError
+
+    drv = ProxmoxDriver(pve_settings)
+    ref = drv.create(_spec(), _noop)
+    path = f"nodes/pve1/qemu/{ref['vmid']}/migrate"
+    with pytest.raises(PveError) as err:
+        drv.pve.post(path)
+    assert err.value.status == 400 and "target" in str(err.value)
+    for params, message in (({"target": "pve2"}, "without --online"),
+                            ({"target": "pve2", "online": 1}, "without with-local-disks"),
+                            ({"target": "pve1", "online": 1, "with-local-disks": 1}, "target is local node"),
+                            ({"target": "pve2", "online": 1, "with-local-disks": 1, "bogus": 1}, "bogus")):
+        with pytest.raises(PveError) as err:
+            drv.pve.post(path, **params)
+        assert message in str(err.value), (params, str(err.value))
+    assert standin.vms[ref["vmid"]].node == "pve1"
+    drv.delete(ref)
+
+
+def test_move_refuses_another_cluster(app, standin, pve_settings):
+    drv = ProxmoxDriver(pve_settings)
+    with pytest.raises(FatalDriverError, match="another Proxmox cluster"):
+        drv.move({"vmid": 1, "node": "pve1"}, _spec(), settings_for(standin, api_url="https://127.0.0.2:8006"),
+                 _noop)
