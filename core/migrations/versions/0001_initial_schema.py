@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-01 19:21:11.174620
+Create Date: 2026-12-01 20:19:26.048029
 
 """
 from alembic import op
@@ -215,7 +215,7 @@ def upgrade():
     sa.Column('password_hash', sa.String(length=255), nullable=False),
     sa.Column('role', sa.String(length=16), nullable=False),
     sa.Column('active', sa.Boolean(), nullable=False),
-    sa.Column('totp_secret', sa.String(length=64), nullable=True),
+    sa.Column('totp_secret', sa.Text(), nullable=True),
     sa.Column('session_generation', sa.Integer(), server_default='0', nullable=False),
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_users')),
@@ -459,7 +459,7 @@ def upgrade():
     sa.Column('url', sa.String(length=500), nullable=False),
     sa.Column('description', sa.String(length=200), nullable=False),
     sa.Column('events', sa.JSON(), nullable=False),
-    sa.Column('secret', sa.String(length=80), nullable=False),
+    sa.Column('secret', sa.Text(), nullable=False),
     sa.Column('active', sa.Boolean(), nullable=False),
     sa.Column('created_by', sa.Integer(), nullable=True),
     sa.Column('created_at', sa.DateTime(), nullable=False),
