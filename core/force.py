@@ -191,12 +191,12 @@ def request_force(service: Service, action: str, actor, *, reason: str = "", req
 
 # --- the jobs ----------------------------------------------------------------------------------------------------
 
-@jobs.handler("service.force_stop")
+@jobs.handler("service.force_stop", queue=jobs.DRIVER)
 def force_stop_job(op, payload):
     return _force_power(op, payload, restart=False)
 
 
-@jobs.handler("service.force_restart")
+@jobs.handler("service.force_restart", queue=jobs.DRIVER)
 def force_restart_job(op, payload):
     return _force_power(op, payload, restart=True)
 

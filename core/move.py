@@ -112,7 +112,7 @@ def request_move(service: Service, node: Node | None, actor, *, reason: str = ""
     return op
 
 
-@jobs.handler("service.move")
+@jobs.handler("service.move", queue=jobs.DRIVER)
 def move_job(op, payload):
     from .lifecycle import _actor, _progress, _service_of, build_spec, driver_for
 
