@@ -73,6 +73,19 @@ def _worker(env, procs, *args):
     return p
 
 
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    if int(fh.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        out.append(int(entry))
+            except (OSError, ValueError, IndexError):
+                continue
+    return out
+
+
 def test_worker_killed_during_kvm_create_is_taken_over(kvm_host, rq_env, db, make_user, make_package):
     env, procs = rq_env
     node = Node(name="kvm-kill-node", driver="kvm", settings=kvm_host.settings(), vcpus=8, memory_mib=8192,
@@ -106,7 +119,10 @@ def test_worker_killed_during_kvm_create_is_taken_over(kvm_host, rq_env, db, mak
         assert row.state in (jobs.QUEUED, jobs.RUNNING), row
         time.sleep(0.005)
     assert seen, "the driver call never started"
+    children = _children(first.pid)  # RQ's scheduler process: a machine that dies takes it along
     os.kill(first.pid, signal.SIGKILL)
+    for pid in children:
+        os.kill(pid, signal.SIGKILL)
     first.wait()
     db.session.expire_all()
     op = db.session.get(jobs.Operation, op_id)
