@@ -222,9 +222,11 @@ def _after_commit(session: Session) -> None:
                 log.exception("after-commit event %s failed", hook_name)
 
 
-@event.listens_for(Session, "after_rollback")
-def _after_rollback(session: Session) -> None:
-    if not session.in_transaction():
+@event.listens_for(Session, "after_soft_rollback")
+def _after_rollback(session: Session, previous_transaction) -> None:
+    # the outermost transaction rolled back: what it enqueued and announced is gone with it (``after_rollback``
+    # fires while the session still counts as in the transaction, so it cannot tell)
+    if previous_transaction.parent is None:
         session.info.pop("hostbay_dispatch", None)
         session.info.pop("hostbay_dispatch_meta", None)
         session.info.pop("hostbay_events", None)

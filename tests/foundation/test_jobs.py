@@ -72,6 +72,18 @@ def test_rollback_dispatches_nothing(db):
     assert CALLS == [] and db.session.scalar(db.select(jobs.Operation).filter_by(key="rolled")) is None
 
 
+def test_an_event_of_a_rolled_back_transaction_never_fires(app, db, monkeypatch):
+    fired = []
+    monkeypatch.setattr(app.extensions["hostbay"], "notify", lambda name, **kw: fired.append((name, kw)))
+    db.session.execute(db.select(1))
+    jobs.notify_after_commit("hostbay_wallet_credited", lambda: {"n": "rolled back"})
+    db.session.rollback()
+    db.session.execute(db.select(1))
+    jobs.notify_after_commit("hostbay_wallet_credited", lambda: {"n": "committed"})
+    db.session.commit()  # the next unit of work: only its own event fires
+    assert fired == [("hostbay_wallet_credited", {"n": "committed"})]
+
+
 def test_transient_errors_are_retried(db, job_runner):
     op = jobs.enqueue("test.flaky", key="flaky")
     db.session.commit()
