@@ -170,7 +170,7 @@ def children(pid: int) -> list[int]:
 def wait_workers(conn, queue: str, n: int, procs, timeout: float = 120) -> None:
     from rq import Queue, Worker
 
-    q = Queue(queue, connection=conn)
+    q = Queue(f"{queue}-money", connection=conn)  # every worker serves all classes, money first
     deadline = time.monotonic() + timeout
     while len(Worker.all(queue=q)) < n:
         if time.monotonic() > deadline or any(p.poll() is not None for p in procs):

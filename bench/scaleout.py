@@ -56,7 +56,7 @@ def start_workers(n, env, conn, queue, timeout=60):
 
     procs = [subprocess.Popen([str(HOSTBAY), "worker", "--without-scheduler"], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(n)]
-    q = Queue(queue, connection=conn)
+    q = Queue(f"{queue}-money", connection=conn)  # every worker serves all classes, money first
     deadline = time.monotonic() + timeout
     while len(Worker.all(queue=q)) < n:
         if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
