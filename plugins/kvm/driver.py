@@ -731,15 +731,27 @@ class KvmDriver(VirtDriver):
             chosen, why = self._auto_choice(types, fresh=True)
         else:
             chosen, why = self.virt_type(), f"virt_type is set to {wanted}"
+        note = network_protection_note(self.config)
         if chosen == "kvm" and wanted == "auto":
-            return why
+            return why + note
         result = self.probe(chosen)
         if not result.ok:
             raise FatalDriverError(f"this node cannot run guests: {why}; {result.summary}")
-        return why if wanted == "auto" else f"{why}: {result.summary}"
+        return (why if wanted == "auto" else f"{why}: {result.summary}") + note
 
 
 TRAY_RETRY_SECONDS = (0.5, 1.0, 2.0)
+
+
+def network_protection_note(config) -> str:
+    """What Test connection adds about anti-spoofing for the node's network mode: libvirt's nwfilter acts on
+    bridged ports only (``bridge``, ``network``); on a routed tap (``ethernet``) no rule ever sees the guest's frames,
+    so staff are told instead of being left to believe the servers are filtered."""
+    if config.get("network") == "ethernet":
+        return ("; warning: network mode 'ethernet' (routed tap) is not filtered against spoofing by libvirt, whose "
+                "filters act on bridged ports only: use 'bridge' or 'network', or stop foreign source addresses in "
+                "the host's routing (strict reverse-path filtering with a route per server address)")
+    return ""
 
 
 def _tray_not_open_yet(exc) -> bool:

@@ -236,7 +236,7 @@ def test_settings_defaults_and_validation():
     drv = KvmDriver({})
     assert drv.config["uri"] == "qemu:///system" and drv.config["network"] == "ethernet"
     assert drv.config["virt_type"] == "auto" and drv.config["shaping"] == "libvirt"
-    assert drv.capabilities == {"resize", "rebuild", "iso", "console", "suspend", "readiness"}
+    assert drv.capabilities == {"resize", "rebuild", "iso", "console", "suspend", "readiness", "move"}
     assert drv.config["probe_timeout"] == 15
     with pytest.raises(SettingsError) as err:
         KvmDriver({"network": "bridge"})
@@ -414,3 +414,12 @@ def test_cdrom_change_retries_while_the_tray_is_still_opening(monkeypatch):
             with pytest.raises(TransientDriverError):
                 drv.eject_iso({"domain": "x"})
             assert dom.calls == 3
+
+
+def test_test_connection_warns_that_a_routed_tap_is_not_filtered():
+    from hostbay.plugins.kvm.driver import network_protection_note
+
+    routed = network_protection_note(KvmDriver.clean_settings({}))
+    assert KvmDriver.clean_settings({})["network"] == "ethernet" and "not filtered against spoofing" in routed
+    assert network_protection_note(KvmDriver.clean_settings({"network": "bridge", "bridge": "br0"})) == ""
+    assert network_protection_note(KvmDriver.clean_settings({"network": "network", "bridge": "default"})) == ""
