@@ -84,8 +84,10 @@ def test_twenty_concurrent_orders_five_servers_two_workers(db, rq_app, tmp_path,
                 try:
                     svc = billing.place_order(user, package, "monthly", f"m{i}.example.com", image.id,
                                               key=f"order-{i}")
+                    database.session.commit()  # the owner of the unit of work, as the order view is
                     results[i] = svc.uuid
                 except OutOfStock as exc:
+                    database.session.commit()  # the refusal's demand record, as the order view commits it
                     results[i] = exc
                 except BaseException as exc:  # noqa: BLE001 - reported below
                     results[i] = exc
