@@ -103,9 +103,10 @@ def everything_logged():
 
 @pytest.fixture
 def loopvnc(app, register_plugin):
-    """The loopback-VNC driver the console proxy of the tests serves (tests/console/proxy_main.py)."""
-    mod = _load("console_proxy_main_scan", CONSOLE_TESTS / "proxy_main.py")
-    with register_plugin(mod.LoopVncPlugin(), name="loopvnc-scan"):
+    """The loopback-VNC driver the console proxy of the tests serves (hostbay.testing.console)."""
+    from hostbay.testing.console import LoopVncPlugin
+
+    with register_plugin(LoopVncPlugin(), name="loopvnc-scan"):
         yield
 
 
