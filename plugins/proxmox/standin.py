@@ -485,7 +485,8 @@ class _Handler(BaseHTTPRequestHandler):
         if tpl is None or method not in s.schema.paths[tpl]:
             return self._send(501, message=f"Method '{method} {path}' not implemented")
         values = {k: (v if not isinstance(v, dict) else "<file>") for k, v in params.items()}
-        self._entry = {"method": method, "path": path, "template": tpl, "params": values, "status": None}
+        self._entry = {"method": method, "path": path, "template": tpl, "params": values, "status": None,
+                       "at": time.monotonic()}
         with s.lock:
             s.requests.append(self._entry)
         errors = s.schema.check(method, tpl, {**params, **path_params})

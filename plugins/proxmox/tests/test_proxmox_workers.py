@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from datetime import datetime, timedelta, timezone
@@ -86,8 +87,17 @@ def test_two_workers_provision_twenty_orders_on_one_node(db, running_workers, sl
     _check_one_guest_per_service(db, slow_standin, svc_ids, f"proxmox:127.0.0.1:{slow_standin.port}")
     clones = [r for r in slow_standin.requests if r["path"].endswith("/clone")]
     assert len(clones) == 20
-    spans = sorted((t.finish_at - 0.2, t.finish_at) for t in slow_standin.tasks.values() if t.type == "qmclone")
-    assert any(b[0] < a[1] for a, b in zip(spans, spans[1:])), "the two workers never cloned at the same time"
+    # Each guest's requests (its clone, then everything under /qemu/<vmid>/) span the time one worker spent on it;
+    # two workers running at once means two of those spans overlap.
+    spans: dict[int, list[float]] = {}
+    for r in slow_standin.requests:
+        m = re.search(r"/qemu/(\d+)/", r["path"])
+        vmid = int(r["params"]["newid"]) if r["path"].endswith("/clone") else int(m.group(1)) if m else None
+        if vmid is not None and vmid != TEMPLATE:
+            spans.setdefault(vmid, [r["at"], r["at"]])[1] = r["at"]
+    ordered = sorted(spans.values())
+    assert len(ordered) == 20
+    assert any(b[0] < a[1] for a, b in zip(ordered, ordered[1:])), "the two workers never worked at the same time"
     assert all(o.progress_text == "Your server is ready" for o in ops)
 
 
