@@ -15,7 +15,7 @@ def _texts(findings, level=None):
     return [f.text for f in findings if level is None or f.level == level]
 
 
-def test_embedded_defaults_are_reported(app, monkeypatch):
+def test_embedded_defaults_are_reported(app):
     app.config.update(SQLALCHEMY_DATABASE_URI="sqlite:///x.sqlite3", HOSTBAY_JOBS="thread",
                       HOSTBAY_BASE_URL="http://127.0.0.1:5000", HOSTBAY_SECRET_KEY_SET=False)
     errors = " | ".join(_texts(run_checks(app), "error"))
