@@ -41,15 +41,13 @@ def _base_url(app, cfg):
 
 
 def _secret_keys(app, cfg):
-    import os
-
-    if not os.environ.get("HOSTBAY_SECRET_KEY"):
+    if not cfg.get("HOSTBAY_SECRET_KEY_SET"):
         yield Finding("warning", "HOSTBAY_SECRET_KEY is not set: sessions are signed with the key generated in "
                                  f"{cfg['INSTANCE_PATH']}/secret_key; every web process must share it (set it, or "
                                  "share and back up that file)")
     from . import config as config_mod
 
-    if "HOSTBAY_SECRET_KEYS" in config_mod.SETTINGS and not os.environ.get("HOSTBAY_SECRET_KEYS"):
+    if "HOSTBAY_SECRET_KEYS" in config_mod.SETTINGS and not cfg.get("HOSTBAY_SECRET_KEYS"):
         yield Finding("warning", "HOSTBAY_SECRET_KEYS is not set: stored secrets are encrypted with keys generated "
                                  f"in {cfg['INSTANCE_PATH']}; every process must share them and a lost key loses "
                                  "the secrets (set it, or back up that file)")

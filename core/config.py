@@ -89,6 +89,8 @@ def load(env=None) -> dict:
         "SQLALCHEMY_DATABASE_URI": db_url,
         "HOSTBAY_REDIS_URL": redis_url,
         "SECRET_KEY": get("HOSTBAY_SECRET_KEY") or _secret_key(instance),
+        # whether the key came from the setting (every web process shares it) or was generated into the instance
+        "HOSTBAY_SECRET_KEY_SET": bool(get("HOSTBAY_SECRET_KEY")),
         "HOSTBAY_SECRET_KEYS": get("HOSTBAY_SECRET_KEYS"),
         "HOSTBAY_POWER_SETTINGS": get("HOSTBAY_POWER_SETTINGS"),
         "HOSTBAY_PLUGINS": [p.strip() for p in plugins.split(",") if p.strip()] if plugins else None,
@@ -135,3 +137,25 @@ def load(env=None) -> dict:
         "HOSTBAY_READY_TOKEN_SECONDS": int(get("HOSTBAY_READY_TOKEN_SECONDS")),
         "HOSTBAY_EMBEDDED": db_url.startswith("sqlite") or not redis_url,
     }
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Process environment needed before any app exists
+# --------------------------------------------------------------------------------------------------------------
+
+def prepare_metrics_dir(env=None) -> str | None:
+    """Point prometheus_client's multiprocess mode at ``HOSTBAY_METRICS_DIR`` (unless ``PROMETHEUS_MULTIPROC_DIR``
+    is set already) and create the folder. Called by :mod:`hostbay.core.metrics` when it is imported:
+    prometheus_client picks its storage when it is first imported, before any app and its config exist."""
+    env = os.environ if env is None else env
+    folder = env.get("HOSTBAY_METRICS_DIR")
+    if folder and not env.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.makedirs(folder, exist_ok=True)
+        env["PROMETHEUS_MULTIPROC_DIR"] = folder
+    return multiprocess_dir(env)
+
+
+def multiprocess_dir(env=None) -> str | None:
+    """The folder prometheus_client's multiprocess mode writes to in this process, or None."""
+    env = os.environ if env is None else env
+    return env.get("PROMETHEUS_MULTIPROC_DIR") or None

@@ -112,6 +112,13 @@ def can_automate_install(server) -> bool:
     return bool(server.auto_install and drv is not None and drv.supports("boot_device") and _installer_loaded())
 
 
+def _notify(hook: str, svc: Service, **kw) -> None:
+    """Fire a service event hook once the transaction that holds the change commits (never if it rolls back):
+    the one after-commit mechanism, :func:`hostbay.core.jobs.notify_after_commit`."""
+    sid = svc.id
+    jobs.notify_after_commit(hook, lambda: {"service": db.session.get(Service, sid), **kw})
+
+
 def _say(op, pct: int, text: str) -> None:
     db.session.commit()
     op.progress(pct, text)
@@ -212,9 +219,9 @@ def provision(op, payload, svc: Service):
                      "installer; it is yours to use once the installation finishes.", svc.id)
         audit("service.provisioned", "service", svc.uuid, before={"state": PROVISIONING},
               after={"state": ACTIVE, "server": server.name, "automated": True}, detail=f"operation {op.id}")
+        _notify("hostbay_service_provisioned", svc)
         db.session.commit()
         _say(op, 100, "Your server is installing its operating system")
-        _registry().notify("hostbay_service_provisioned", service=svc)
         return {"state": ACTIVE, "automated": True}
     image, _keys = _image_and_keys(svc)
     task = _queue_task(op, svc, server, dctasks.INSTALL_OS, f"install:{svc.uuid}:provision",
@@ -305,8 +312,8 @@ def suspend(op, payload, svc: Service):
             _drive(op, server, "off")
     audit("service.suspended.driver", "service", svc.uuid, after={"server": getattr(server, "name", None)},
           detail=f"operation {op.id}")
+    _notify("hostbay_service_suspended", svc, reason=payload.get("reason", "unpaid"))
     db.session.commit()
-    _registry().notify("hostbay_service_suspended", service=svc, reason=payload.get("reason", "unpaid"))
     return {"state": SUSPENDED}
 
 
@@ -332,8 +339,8 @@ def unsuspend(op, payload, svc: Service):
         f"; powering it on is {dctasks.QUEUED_TEXT.lower()}." if queued else " and powered on."), svc.id)
     audit("service.unsuspended", "service", svc.uuid, before={"state": SUSPENDED}, after={"state": ACTIVE},
           detail=f"operation {op.id}")
+    _notify("hostbay_service_unsuspended", svc)
     db.session.commit()
-    _registry().notify("hostbay_service_unsuspended", service=svc)
     return {"state": ACTIVE}
 
 
@@ -372,8 +379,8 @@ def remove(op, payload, svc: Service):
     audit("service.removed", "service", svc.uuid, after={"state": svc.state, "server": getattr(server, "name", None),
                                                          "server_state": getattr(server, "state", None)},
           detail=f"operation {op.id}; addresses released; server handed to the wipe queue")
+    _notify("hostbay_service_terminated", svc)
     db.session.commit()
-    _registry().notify("hostbay_service_terminated", service=svc)
     return {"state": svc.state}
 
 
@@ -408,10 +415,7 @@ def task_finished(task: dctasks.DatacenterTask, actor) -> None:
             audit(f"service.{'reinstall' if reinstall_ else 'provisioned'}", "service", svc.uuid, actor=actor,
                   before={"state": busy}, after={"state": ACTIVE, "server": server.name, "task": task.uuid})
             if not reinstall_:
-                from .jobs import notify_after_commit
-
-                sid = svc.id
-                notify_after_commit("hostbay_service_provisioned", lambda: {"service": db.session.get(Service, sid)})
+                _notify("hostbay_service_provisioned", svc)
         elif not ok:
             if reinstall_ and svc.state == REINSTALLING:
                 transition(svc, ACTIVE, expect=REINSTALLING)

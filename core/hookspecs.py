@@ -150,6 +150,6 @@ def hostbay_choose_node(service, candidates):
     default choice, or None to keep it."""
 
 
-# Event hooks, fired after commit through hostbay.core.events (each listener isolated in a SAVEPOINT).
+# Event hooks, fired after commit through hostbay.core.jobs.notify_after_commit (each listener isolated in a SAVEPOINT).
 EVENT_HOOKS = frozenset({"hostbay_service_provisioned", "hostbay_service_suspended", "hostbay_service_unsuspended",
                          "hostbay_service_terminated", "hostbay_wallet_credited", "hostbay_operation_failed"})

@@ -193,8 +193,8 @@ def dispatch_after_commit(op_ids, kind: str | None = None, *, front: bool = Fals
 def notify_after_commit(hook_name: str, loader: Callable[[], dict]) -> None:
     """Fire the event hook ``hook_name`` once the current transaction has committed (never if it rolls back), as
     the hook specs promise. ``loader`` runs after the commit, in a fresh app context with its own session, and
-    returns the hook's keyword arguments (load the objects anew there, by id). The one event mechanism; see also
-    :func:`hostbay.core.events.after_commit`."""
+    returns the hook's keyword arguments (load the objects anew there, by id). The one event mechanism: it fires
+    through :meth:`hostbay.core.plugins.Registry.notify` (pluggy's hook caller, each listener isolated)."""
     db.session.info.setdefault("hostbay_events", []).append((hook_name, loader))
 
 

@@ -22,16 +22,15 @@ ones), queue depth per queue and the workers seen on each queue. docs/operations
 
 from __future__ import annotations
 
-import os
 import time
 from contextlib import contextmanager
 from functools import wraps
 
-_dir = os.environ.get("HOSTBAY_METRICS_DIR")
-if _dir and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-    # prometheus_client picks its storage when it is first imported: set the folder before that
-    os.makedirs(_dir, exist_ok=True)
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _dir
+from . import config as _config
+
+# prometheus_client picks its storage when it is first imported: set the folder before that (the config loader maps
+# HOSTBAY_METRICS_DIR; no app exists yet at this point)
+_config.prepare_metrics_dir()
 
 from prometheus_client import (  # noqa: E402
     CONTENT_TYPE_LATEST,
@@ -193,7 +192,7 @@ def timed_driver_call(fn):
 
 
 def multiprocess_dir() -> str | None:
-    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+    return _config.multiprocess_dir()
 
 
 class _LiveCollector:

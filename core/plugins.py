@@ -244,7 +244,7 @@ class Registry:
     def notify(self, hook_name: str, **kwargs) -> None:
         """Fire an event hook through pluggy's hook caller (its order and wrappers); a listener's exception is
         logged and the other listeners still run. Code that changes data fires events with
-        :func:`hostbay.core.events.after_commit` instead, which calls this once the change is committed."""
+        :func:`hostbay.core.jobs.notify_after_commit` instead, which calls this once the change is committed."""
         getattr(self.hook, hook_name)(**kwargs)
 
 

@@ -35,3 +35,22 @@ def test_production_settings(tmp_path):
 def test_bad_number_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError):
         config.load({"HOSTBAY_INSTANCE_PATH": str(tmp_path), "HOSTBAY_RETENTION_DAYS": "three"})
+
+
+def test_key_settings_reach_the_checks_through_the_config(tmp_path):
+    """`hostbay check` reads the app config, not the environment: the loader records whether the signing key
+    was set or generated."""
+    cfg = config.load({"HOSTBAY_INSTANCE_PATH": str(tmp_path)})
+    assert cfg["HOSTBAY_SECRET_KEY_SET"] is False and cfg["HOSTBAY_SECRET_KEYS"] is None
+    cfg = config.load({"HOSTBAY_INSTANCE_PATH": str(tmp_path), "HOSTBAY_SECRET_KEY": "k", "HOSTBAY_SECRET_KEYS": "a,b"})
+    assert cfg["HOSTBAY_SECRET_KEY_SET"] is True and cfg["HOSTBAY_SECRET_KEYS"] == "a,b"
+
+
+def test_metrics_folder_is_mapped_onto_prometheus_multiprocess_mode(tmp_path):
+    folder = tmp_path / "metrics"
+    env = {"HOSTBAY_METRICS_DIR": str(folder)}
+    assert config.prepare_metrics_dir(env) == str(folder)
+    assert env["PROMETHEUS_MULTIPROC_DIR"] == str(folder) and folder.is_dir()
+    env = {"HOSTBAY_METRICS_DIR": str(folder), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "own")}
+    assert config.prepare_metrics_dir(env) == str(tmp_path / "own")  # an explicit prometheus setting wins
+    assert config.prepare_metrics_dir({}) is None

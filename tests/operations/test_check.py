@@ -15,10 +15,9 @@ def _texts(findings, level=None):
     return [f.text for f in findings if level is None or f.level == level]
 
 
-def test_embedded_defaults_are_reported(app, monkeypatch):
-    monkeypatch.delenv("HOSTBAY_SECRET_KEY", raising=False)
+def test_embedded_defaults_are_reported(app):
     app.config.update(SQLALCHEMY_DATABASE_URI="sqlite:///x.sqlite3", HOSTBAY_JOBS="thread",
-                      HOSTBAY_BASE_URL="http://127.0.0.1:5000")
+                      HOSTBAY_BASE_URL="http://127.0.0.1:5000", HOSTBAY_SECRET_KEY_SET=False)
     errors = " | ".join(_texts(run_checks(app), "error"))
     assert "the database is SQLite" in errors and "jobs run in the panel process" in errors
     assert "HOSTBAY_BASE_URL is http://127.0.0.1:5000" in errors
@@ -35,8 +34,8 @@ def test_a_production_configuration_passes_only_with_a_live_worker_on_its_queue(
 
     from hostbay.core import jobs
 
-    monkeypatch.setenv("HOSTBAY_SECRET_KEY", "x" * 32)
-    monkeypatch.setenv("HOSTBAY_SECRET_KEYS", "k")
+    monkeypatch.setitem(app.config, "HOSTBAY_SECRET_KEY_SET", True)  # as config.load maps HOSTBAY_SECRET_KEY
+    monkeypatch.setitem(app.config, "HOSTBAY_SECRET_KEYS", "k")
     queue = f"hbcheck-{os.getpid()}"
     app.config.update(HOSTBAY_REDIS_URL=redis_url, HOSTBAY_JOBS="rq", HOSTBAY_BASE_URL="https://panel.example.test",
                       HOSTBAY_TRUSTED_PROXIES=1, HOSTBAY_QUEUE=queue)
@@ -91,3 +90,19 @@ def test_command_exits_non_zero_in_embedded_mode(tmp_path):
     assert res.returncode == 1, res.stdout + res.stderr
     assert "ERROR    embedded mode: the database is SQLite" in res.stdout
     assert "database schema" not in res.stdout  # upgraded to head
+
+
+def test_key_settings_from_the_environment_still_count(tmp_path):
+    """The check reads the app config; the config loader maps the environment onto it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOSTBAY_")}
+    env.update(HOSTBAY_INSTANCE_PATH=str(tmp_path))
+
+    def warnings(**extra):
+        res = subprocess.run([sys.executable, "-m", "hostbay.web.cli", "check"], env={**env, **extra},
+                             capture_output=True, text=True, timeout=60)
+        return [line for line in res.stdout.splitlines() if line.startswith("WARNING")]
+
+    unset = " | ".join(warnings())
+    assert "HOSTBAY_SECRET_KEY is not set" in unset and "HOSTBAY_SECRET_KEYS is not set" in unset
+    both = warnings(HOSTBAY_SECRET_KEY="x" * 32, HOSTBAY_SECRET_KEYS="Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4Zm9vYmFyYmE=")
+    assert not any("SECRET_KEY" in w for w in both), both
