@@ -87,6 +87,49 @@ def staff_role_names() -> list[str]:
     return [r["name"] for r in all_roles()]
 
 
+def role_grants(role: str) -> frozenset[str] | None:
+    """The named permissions a member of ``role`` holds (an area in a custom role stands for every named
+    permission of that area), or None if ``role`` is not a staff role."""
+    from .accounts import NAMED_PERMISSIONS, STAFF_ROLES, area_of
+
+    if role in STAFF_ROLES:
+        held = builtin_permissions(role)
+    else:
+        held = custom_permissions(role)
+        if held is None:
+            return None
+    return frozenset(n for n in NAMED_PERMISSIONS if n in held or area_of(n) in held)
+
+
+def holds_all(actor, permissions) -> bool:
+    """Whether ``actor`` holds every permission of ``permissions`` (areas expanded to their named permissions)."""
+    from .accounts import NAMED_PERMISSIONS, area_of
+
+    if actor.role == "admin":
+        return True
+    wanted = set()
+    for p in permissions:
+        wanted |= {n for n in NAMED_PERMISSIONS if n == p or area_of(n) == p}
+    return all(actor.can(n) for n in wanted)
+
+
+def can_grant(actor, role: str) -> bool:
+    """Staff give only what they hold themselves: ``actor`` may give ``role`` (invite someone with it, set someone
+    to it) when they hold every permission of it; only an admin may give the admin role."""
+    if actor.role == "admin":
+        return True
+    if role == "admin":
+        return False
+    perms = role_grants(role)
+    return perms is not None and holds_all(actor, perms)
+
+
+def can_manage(actor, member) -> bool:
+    """Whether ``actor`` may change ``member``'s role or reset their two-factor: only an admin may alter an admin;
+    anyone else only members whose current role they could give."""
+    return can_grant(actor, member.role)
+
+
 def save_role(name: str, label: str, permissions: list[str], actor) -> StaffRole:
     from .accounts import ROLES
 
@@ -101,6 +144,10 @@ def save_role(name: str, label: str, permissions: list[str], actor) -> StaffRole
     if not permissions:
         raise UserError("Give the role at least one permission.")
     role = db.session.scalar(select(StaffRole).filter_by(name=name))
+    if actor is not None and not holds_all(actor, permissions):
+        raise UserError("You can only give a role permissions you hold yourself.")
+    if actor is not None and role is not None and not holds_all(actor, role.permissions or ()):
+        raise UserError(f"Role {name} holds permissions you do not hold; only staff who hold them all can change it.")
     before = {"label": role.label, "permissions": sorted(role.permissions)} if role else None
     if role is None:
         role = StaffRole(name=name)
@@ -118,6 +165,8 @@ def delete_role(name: str, actor) -> None:
     role = db.session.scalar(select(StaffRole).filter_by(name=name))
     if role is None:
         raise UserError("No such custom role.")
+    if actor is not None and not holds_all(actor, role.permissions or ()):
+        raise UserError(f"Role {name} holds permissions you do not hold; only staff who hold them all can delete it.")
     if db.session.scalar(select(func.count(User.id)).where(User.role == name)):
         raise UserError("Move the staff who hold this role to another role first.")
     audit("staff_role.delete", "staff_role", name, actor=actor,

@@ -326,10 +326,18 @@ def node_placement(node_id):
 # --- staff accounts and roles ------------------------------------------------------------------------------------
 
 def _staff_member(user_uuid: str) -> User:
+    """A staff member the current user may alter: not oneself, and (core.staff_roles.can_manage) not an admin unless
+    one is an admin, nor anyone whose role holds a permission one lacks. Anything else is a 404."""
+    from hostbay.core import staff_roles
+
     user = db.session.scalar(select(User).filter_by(uuid=user_uuid))
-    if user is None or not user.is_staff or user.id == current_user.id:
+    if user is None or not user.is_staff or user.id == current_user.id \
+            or not staff_roles.can_manage(current_user, user):
         abort(404)
     return user
+
+
+_NOT_GRANTABLE = "You can only give a role whose permissions you hold yourself; only an admin can make an admin."
 
 
 @bp.get("/team/")
@@ -340,8 +348,12 @@ def team():
     roles = staff_roles.all_roles()
     names = [r["name"] for r in roles]
     members = db.session.scalars(select(User).where(User.role.in_(names)).order_by(User.email)).all()
-    return render_template("staff/admin/team.html", members=members, roles=roles,
-                           groups=staff_roles.permission_groups())
+    grantable = [r["name"] for r in roles if staff_roles.can_grant(current_user, r["name"])]
+    groups = [{**g, "permissions": [p for p in g["permissions"] if current_user.can(p["name"])]}
+              for g in staff_roles.permission_groups()]
+    return render_template("staff/admin/team.html", members=members, roles=roles, grantable=grantable,
+                           manageable={m.id for m in members if staff_roles.can_manage(current_user, m)},
+                           groups=[g for g in groups if g["permissions"]])
 
 
 @bp.post("/team/invite")
@@ -358,6 +370,8 @@ def invite():
     try:
         if role not in staff_roles.staff_role_names():
             raise UserError("Choose a staff role.")
+        if not staff_roles.can_grant(current_user, role):
+            raise UserError(_NOT_GRANTABLE)
         user = create_user(request.form.get("email", ""), secrets.token_urlsafe(24), role=role,
                            name=(request.form.get("name") or "").strip()[:120])
         audit_entry("staff.invite", "user", user.uuid, actor=current_user, after={"email": user.email, "role": role})
@@ -393,6 +407,9 @@ def set_role(user_uuid):
     role = request.form.get("role", "")
     if role not in staff_roles.staff_role_names():
         flash("Choose a staff role.", "error")
+        return redirect(url_for(".team"))
+    if not staff_roles.can_grant(current_user, role):
+        flash(_NOT_GRANTABLE, "error")
         return redirect(url_for(".team"))
     before = user.role
     user.role = role

@@ -113,3 +113,124 @@ def test_plugins_page_lists_plugins_and_driver_settings(app, make_user):
     support = app.test_client()
     login(support, make_user(role="support"))
     assert support.get("/staff/plugins/").status_code == 404
+
+
+def _role(name, permissions):
+    db.session.add(StaffRole(name=name, label=name, permissions=permissions))
+    db.session.commit()
+
+
+def _audited(action, target_uuid=None):
+    query = select(AuditEntry).where(AuditEntry.action == action)
+    if target_uuid:
+        query = query.where(AuditEntry.target_id == target_uuid)
+    return db.session.scalars(query).all()
+
+
+def test_staff_accounts_holders_grant_only_what_they_hold_and_never_admin(app, make_user):
+    """A custom role holding staff.accounts (and staff.roles) cannot invite an admin, promote anyone to admin,
+    alter an admin, or give a role or permission it does not hold itself; an admin can do all of it."""
+    _role("team-lead", ["staff.accounts", "staff.roles", "tickets.view", "tickets.reply"])
+    _role("helpdesk", ["tickets.view"])
+    _role("money-desk", ["money.view", "money.adjust"])
+    lead_user = make_user(role="team-lead")
+    admin_user = make_user(role="admin")
+    other_admin = make_user(role="admin")
+    helper = make_user(role="helpdesk")
+    lead = app.test_client()
+    login(lead, lead_user)
+
+    # invitations: never as admin, never as a role holding what the inviter lacks
+    for role in ("admin", "billing", "money-desk"):
+        resp = lead.post("/staff/team/invite", data={"email": f"new-{role}@example.test", "role": role},
+                         follow_redirects=True)
+        assert b"only an admin can make an admin" in resp.data, role
+        assert db.session.scalar(select(User).filter_by(email=f"new-{role}@example.test")) is None, role
+    assert _audited("staff.invite") == []
+    # ... but as a role within its own permissions
+    resp = lead.post("/staff/team/invite", data={"email": "new-help@example.test", "role": "helpdesk"},
+                     follow_redirects=True)
+    assert b"was invited as helpdesk" in resp.data
+
+    # promotions: nobody becomes admin (or money-desk) through the lead
+    for role in ("admin", "money-desk", "support"):
+        lead.post(f"/staff/team/{helper.uuid}/role", data={"role": role})
+        db.session.expire_all()
+        assert db.session.get(User, helper.id).role == "helpdesk", role
+    assert _audited("staff.role", helper.uuid) == []
+    lead.post(f"/staff/team/{helper.uuid}/role", data={"role": "team-lead"})  # its own role: it holds all of it
+    db.session.expire_all()
+    assert db.session.get(User, helper.id).role == "team-lead"
+
+    # an admin cannot be altered by the lead: no role change, no two-factor reset (404 like any foreign URL)
+    other = db.session.get(User, other_admin.id)
+    other.totp_secret = credentials.new_totp_secret()
+    db.session.commit()
+    assert lead.post(f"/staff/team/{other_admin.uuid}/role", data={"role": "helpdesk"}).status_code == 404
+    assert lead.post(f"/staff/team/{other_admin.uuid}/reset-2fa").status_code == 404
+    db.session.expire_all()
+    other = db.session.get(User, other_admin.id)
+    assert other.role == "admin" and other.totp_secret is not None
+    page = lead.get("/staff/team/").get_data(as_text=True)
+    assert "<option>admin</option>" not in page and "<option>money-desk</option>" not in page
+    assert "<option>helpdesk</option>" in page
+
+    # custom roles: no permission the lead lacks, neither in a new role nor by widening its own
+    resp = lead.post("/staff/team/roles", data={"name": "sneaky", "permission": ["tickets.view", "money.adjust"]},
+                     follow_redirects=True)
+    assert b"permissions you hold yourself" in resp.data
+    assert db.session.scalar(select(StaffRole).filter_by(name="sneaky")) is None
+    lead.post("/staff/team/roles", data={"name": "sneaky", "permission": ["money"]})  # an area stands for all
+    assert db.session.scalar(select(StaffRole).filter_by(name="sneaky")) is None
+    lead.post("/staff/team/roles", data={"name": "team-lead",
+                                         "permission": ["staff.accounts", "staff.roles", "services.force"]})
+    db.session.expire_all()
+    assert "services.force" not in db.session.scalar(select(StaffRole).filter_by(name="team-lead")).permissions
+    # nor change or delete a role holding what it lacks
+    lead.post("/staff/team/roles", data={"name": "money-desk", "permission": ["tickets.view"]})
+    lead.post("/staff/team/roles/money-desk/delete")
+    db.session.expire_all()
+    assert sorted(db.session.scalar(select(StaffRole).filter_by(name="money-desk")).permissions) == \
+        ["money.adjust", "money.view"]
+    resp = lead.post("/staff/team/roles", data={"name": "ticket-reader", "permission": ["tickets.view"]},
+                     follow_redirects=True)
+    assert b"Role ticket-reader was saved." in resp.data
+
+    # an admin can do all of it
+    boss = app.test_client()
+    login(boss, admin_user)
+    resp = boss.post("/staff/team/invite", data={"email": "new-admin@example.test", "role": "admin"},
+                     follow_redirects=True)
+    assert b"was invited as admin" in resp.data
+    boss.post(f"/staff/team/{helper.uuid}/role", data={"role": "admin"})
+    boss.post(f"/staff/team/{other_admin.uuid}/role", data={"role": "support"})
+    boss.post("/staff/team/roles", data={"name": "money-desk", "permission": ["money.view", "services.force"]})
+    db.session.expire_all()
+    assert db.session.get(User, helper.id).role == "admin"
+    assert db.session.get(User, other_admin.id).role == "support"
+    assert db.session.scalar(select(StaffRole).filter_by(name="money-desk")).permissions == \
+        ["money.view", "services.force"]
+
+
+def test_a_role_with_every_permission_still_cannot_make_or_alter_an_admin(app, make_user):
+    from hostbay.core.accounts import NAMED_PERMISSIONS
+
+    _role("deputy", sorted(NAMED_PERMISSIONS))
+    deputy_user = make_user(role="deputy")
+    an_admin = make_user(role="admin")
+    support = make_user(role="support")
+    deputy = app.test_client()
+    login(deputy, deputy_user)
+    resp = deputy.post("/staff/team/invite", data={"email": "boss@example.test", "role": "admin"},
+                       follow_redirects=True)
+    assert b"only an admin can make an admin" in resp.data
+    assert db.session.scalar(select(User).filter_by(email="boss@example.test")) is None
+    deputy.post(f"/staff/team/{support.uuid}/role", data={"role": "admin"})
+    assert deputy.post(f"/staff/team/{an_admin.uuid}/role", data={"role": "support"}).status_code == 404
+    db.session.expire_all()
+    assert db.session.get(User, support.id).role == "support"
+    assert db.session.get(User, an_admin.id).role == "admin"
+    # everything short of admin it may give: it holds every permission
+    deputy.post(f"/staff/team/{support.uuid}/role", data={"role": "billing"})
+    db.session.expire_all()
+    assert db.session.get(User, support.id).role == "billing"
