@@ -7,7 +7,7 @@ from __future__ import annotations
 from flask import g, request
 from flask.views import MethodView  # noqa: F401
 from flask_smorest import Blueprint
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from hostbay.core import billing, iso, jobs, ledger, payments, rdns, tickets
 from hostbay.core.accounts import SSHKey, add_ssh_key
@@ -324,6 +324,10 @@ def create_order(args):
     pkg = db.session.scalar(select(Package).filter_by(uuid=args["package"]))
     if pkg is None or not pkg.orderable:
         raise ApiProblem(404, "not-found", "No such package.")
+    keys = list(dict.fromkeys(args.get("ssh_keys") or []))
+    if keys and db.session.scalar(select(func.count()).select_from(SSHKey).where(
+            SSHKey.user_id == _user().id, SSHKey.uuid.in_(keys))) != len(keys):
+        raise ApiProblem(404, "not-found", "No such SSH key.")  # another customer's key is no key at all
     try:
         svc = billing.place_order(_user(), pkg, args["cycle"], args["hostname"], args.get("image") or None,
                                   args.get("ssh_keys") or [], key=request_key())
