@@ -199,7 +199,8 @@ def test_customer_write_answers_carry_no_infrastructure_or_row_ids(app, client, 
     address = client.get(f"/api/v1/services/{uuid}/addresses", headers=h).get_json()[0]["address"]
     call("set_rdns", "PUT", f"/api/v1/services/{uuid}/addresses/{address}/rdns", 202,
          json={"hostname": "mail.example.test"})
-    ticket = call("open_ticket", "POST", "/api/v1/tickets", 201, json={"subject": "Help", "body": "Hi", "service": uuid})
+    ticket = call("open_ticket", "POST", "/api/v1/tickets", 201,
+                  json={"subject": "Help", "body": "Hi", "service": uuid})
     call("reply_ticket", "POST", f"/api/v1/tickets/{ticket['uuid']}/replies", 201, json={"body": "More"})
     call("create_topup", "POST", "/api/v1/topups", 201, headers={"Idempotency-Key": "w-t1"},
          json={"gateway": "fake", "amount_cents": 2500})
