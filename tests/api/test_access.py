@@ -144,3 +144,96 @@ def test_no_cookie_authentication_and_csrf_only_off_for_token_routes(app, make_u
     resp = app.test_client().post("/api/v1/tickets", headers=bearer(raw), json={"subject": "s", "body": "b"})
     assert resp.status_code == 201, resp.data
     assert "Set-Cookie" not in resp.headers
+
+
+def test_customer_b_gets_404_for_customer_as_uuids_in_the_body(app, client, make_user, make_token, make_package,
+                                                               make_image, make_iso, active_service, tenant_a):
+    """UUIDs in a request body go through the same ownership lookups: A's SSH key in B's order, A's ISO in B's
+    mount, A's service in B's new ticket are 404s, and nothing is created or charged."""
+    from sqlalchemy import func, select
+
+    from hostbay.core import iso as iso_mod
+    from hostbay.core import ledger
+    from hostbay.core.services import Service
+
+    b = make_user(balance_cents=5000)
+    h = bearer(make_token(b, "write"))
+    a_iso = iso_mod.upload_bytes(tenant_a["user"], make_iso(), "a-private.iso")
+    db.session.commit()
+    iso_mod.decide(a_iso, True, make_user(role="support"))
+    db.session.commit()
+    b_service = active_service(b)
+    pkg, img = make_package(monthly_cents=1000), make_image()
+
+    def count(model, **where):
+        return db.session.scalar(select(func.count()).select_from(model).filter_by(**where))
+
+    order = client.post("/api/v1/orders", headers=h | {"Idempotency-Key": "b-order"},
+                        json={"package": pkg.uuid, "cycle": "monthly", "hostname": "b1.example.test",
+                              "image": img.uuid, "ssh_keys": [tenant_a["key_uuid"]]})
+    mount = client.put(f"/api/v1/services/{b_service.uuid}/iso", headers=h, json={"iso": a_iso.uuid})
+    ticket = client.post("/api/v1/tickets", headers=h,
+                         json={"subject": "x", "body": "x", "service": tenant_a["service_uuid"]})
+    for resp in (order, mount, ticket):
+        assert resp.status_code == 404, (resp.request.path, resp.status_code, resp.data)
+        assert resp.mimetype == "application/problem+json" and resp.get_json()["type"].endswith("/not-found")
+        assert b"a-private" not in resp.data and b"a-key" not in resp.data
+    assert ledger.balance_cents(b.id) == 5000 and db.session.scalars(ledger.entries_for(b.id)).all()[0].kind != "order"
+    assert count(Service, user_id=b.id) == 1  # only the one made above
+    assert count(iso_mod.IsoMount) == 0 and count(jobs.Operation, kind="service.mount_iso") == 0
+    assert count(tickets.Ticket, user_id=b.id) == 0
+    # the same bodies with B's own objects succeed: the 404s come from ownership
+    own_iso = iso_mod.upload_bytes(b, make_iso(), "b.iso")
+    db.session.commit()
+    iso_mod.decide(own_iso, True, make_user(role="support"))
+    db.session.commit()
+    assert client.put(f"/api/v1/services/{b_service.uuid}/iso", headers=h,
+                      json={"iso": own_iso.uuid}).status_code == 202
+    assert client.post("/api/v1/tickets", headers=h, json={"subject": "x", "body": "x",
+                                                           "service": b_service.uuid}).status_code == 201
+
+
+def test_a_custom_role_with_one_permission_reaches_only_its_area(app, client, make_user, make_token, tenant_a):
+    """A role made through the roles model (core.staff_roles) with only ``plugins.webhooks``: it registers, lists
+    and deletes webhooks; every other staff endpoint is 403 ``permission-denied`` and changes nothing."""
+    from hostbay.core import billing, staff_roles, webhooks
+
+    staff_roles.save_role("hook-desk", "Webhook desk", ["plugins.webhooks"], make_user(role="admin"))
+    db.session.commit()
+    member = make_user(role="hook-desk")
+    assert member.is_staff and member.can("plugins.webhooks") and not member.can("plugins.nodes")
+    h = bearer(make_token(member, "write"))
+    created = client.post("/api/v1/staff/webhooks", headers=h,
+                          json={"url": "http://127.0.0.1:9/hook", "events": ["wallet.credited"]})
+    assert created.status_code == 201, created.data
+    hook = created.get_json()["uuid"]
+    assert [w["uuid"] for w in client.get("/api/v1/staff/webhooks", headers=h).get_json()] == [hook]
+    assert client.get(f"/api/v1/staff/webhooks/{hook}/deliveries", headers=h).status_code == 200
+
+    req = billing.request_refund(tenant_a["user"], 1000, "Moving away")
+    db.session.commit()
+    values = {"service_uuid": tenant_a["service_uuid"], "customer_uuid": tenant_a["user"].uuid, "action": "stop",
+              "operation_id": tenant_a["operation_id"], "pool_uuid": "x", "refund_uuid": req.uuid}
+    refused = []
+    for rule in _api_rules(app, "/api/v1/staff/"):
+        perms = app.view_functions[rule.endpoint]._hostbay_permission
+        if "plugins.webhooks" in perms:
+            continue
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            body = BODIES.get(rule.endpoint.split(".")[1], {})
+            if rule.endpoint == "api_staff.decide_refund":
+                body = {"decision": "approve", "external_reference": "tx-9"}
+            resp = client.open(_url(rule, values), method=method, headers=h, json=body)
+            assert resp.status_code == 403, (method, rule.rule, resp.status_code)
+            assert resp.get_json()["type"].endswith("/permission-denied")
+            refused.append((method, rule.rule))
+    assert len(refused) >= 20, refused  # 23 today: every staff route outside the webhooks area
+    assert ("POST", "/api/v1/staff/queues/refunds/<refund_uuid>") in refused
+    # the refused calls changed nothing: the refund is pending, the customer's service was not stopped
+    db.session.refresh(req)
+    assert req.state == "pending"
+    assert jobs.Operation.query.filter_by(kind="service.stop").count() == 0
+    assert client.delete(f"/api/v1/staff/webhooks/{hook}", headers=h).status_code == 204
+    db.session.expire_all()
+    assert db.session.scalar(db.select(webhooks.WebhookEndpoint.active).filter_by(uuid=hook)) is False
+    assert client.get("/api/v1/staff/webhooks", headers=h).get_json() == []

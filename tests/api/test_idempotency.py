@@ -85,3 +85,85 @@ def test_ten_concurrent_replays_make_one_service_and_one_debit(app, database_url
     entries = db.session.scalars(ledger.entries_for(user.id)).all()
     assert [e.kind for e in entries].count("order") == 1
     assert ledger.balance_cents(user.id) == 100000 - 1000 == ledger.ledger_sum_cents(user.id)
+
+
+# --- every call that moves money needs a key ---------------------------------------------------------------------
+
+def _renewals(user):
+    return [e for e in db.session.scalars(ledger.entries_for(user.id)).all() if e.kind == "renewal"]
+
+
+def test_renew_without_a_key_is_refused_and_a_retried_renew_charges_once(app, client, make_user, make_token,
+                                                                        make_package, make_service):
+    user = make_user(balance_cents=5000)
+    svc = make_service(user, make_package(monthly_cents=1000))
+    renews_at = svc.renews_at
+    h = bearer(make_token(user))
+    url = f"/api/v1/services/{svc.uuid}/actions/renew"
+    missing = client.post(url, headers=h, json={})
+    assert missing.status_code == 400, missing.data
+    assert missing.mimetype == "application/problem+json"
+    assert missing.get_json()["type"] == "/api/v1/problems/idempotency-key-required"
+    blank = client.post(url, headers=h | {"Idempotency-Key": "  "}, json={})
+    assert blank.status_code == 400 and blank.get_json()["type"].endswith("/idempotency-key-required")
+    db.session.refresh(svc)
+    assert ledger.balance_cents(user.id) == 5000 and _renewals(user) == [] and svc.renews_at == renews_at
+
+    first = client.post(url, headers=h | {"Idempotency-Key": "renew-1"}, json={})
+    assert first.status_code == 200, first.data
+    again = client.post(url, headers=h | {"Idempotency-Key": "renew-1"}, json={})
+    assert again.status_code == 200 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.get_json() == first.get_json()
+    db.session.refresh(svc)
+    assert ledger.balance_cents(user.id) == 4000 == ledger.ledger_sum_cents(user.id)
+    assert len(_renewals(user)) == 1 and svc.renews_at > renews_at
+    # actions that move no money still work without a key
+    assert client.post(f"/api/v1/services/{svc.uuid}/actions/cancel", headers=h,
+                       json={"when": "end"}).status_code == 200
+
+
+def test_staff_renew_needs_a_key_and_charges_once(app, client, make_user, make_token, make_package, make_service):
+    user = make_user(balance_cents=5000)
+    svc = make_service(user, make_package(monthly_cents=1000))
+    h = bearer(make_token(make_user(role="admin")))
+    url = f"/api/v1/staff/services/{svc.uuid}/actions/renew"
+    missing = client.post(url, headers=h, json={})
+    assert missing.status_code == 400 and missing.get_json()["type"].endswith("/idempotency-key-required")
+    assert ledger.balance_cents(user.id) == 5000 and _renewals(user) == []
+    for _ in range(2):
+        resp = client.post(url, headers=h | {"Idempotency-Key": "staff-renew-1"}, json={})
+        assert resp.status_code == 200, resp.data
+    assert resp.headers["Idempotent-Replayed"] == "true"
+    assert ledger.balance_cents(user.id) == 4000 and len(_renewals(user)) == 1
+
+
+def test_refund_request_needs_a_key_and_is_created_once(app, client, make_user, make_token):
+    from hostbay.core import billing
+
+    user = make_user(balance_cents=3000)
+    h = bearer(make_token(user))
+    body = {"amount_cents": 1000, "reason": "leaving"}
+    missing = client.post("/api/v1/refunds", headers=h, json=body)
+    assert missing.status_code == 400 and missing.get_json()["type"].endswith("/idempotency-key-required")
+    assert db.session.scalar(select(func.count()).select_from(billing.RefundRequest)) == 0
+    first = client.post("/api/v1/refunds", headers=h | {"Idempotency-Key": "refund-1"}, json=body)
+    assert first.status_code == 201, first.data
+    again = client.post("/api/v1/refunds", headers=h | {"Idempotency-Key": "refund-1"}, json=body)
+    assert again.status_code == 201 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.get_json()["uuid"] == first.get_json()["uuid"]
+    assert db.session.scalar(select(func.count()).select_from(billing.RefundRequest)) == 1
+
+
+def test_the_document_marks_the_key_required_where_money_moves(app, client):
+    doc = client.get("/api/v1/openapi.json").get_json()
+
+    def key_param(path, method="post"):
+        params = doc["paths"][path][method].get("parameters", [])
+        return next(p for p in params if p.get("name") == "Idempotency-Key")
+
+    for path in ("/api/v1/orders", "/api/v1/topups", "/api/v1/refunds",
+                 "/api/v1/services/{service_uuid}/package-changes"):
+        assert key_param(path).get("required") is True, path
+    for path in ("/api/v1/services/{service_uuid}/actions/{action}",
+                 "/api/v1/staff/services/{service_uuid}/actions/{action}"):
+        assert "Required for `renew`" in key_param(path)["description"], path

@@ -147,3 +147,63 @@ def test_private_addresses_are_refused_unless_allowed(app, client, make_user, ma
     resp = client.post("/api/v1/staff/webhooks", headers=bearer(token),
                        json={"url": "http://127.0.0.1:9/x", "events": ["wallet.credited"]})
     assert resp.status_code == 400 and "public address" in resp.get_json()["detail"]
+
+
+def test_lifecycle_jobs_on_the_fake_driver_emit_the_service_events(app, client, make_user, make_token, make_node,
+                                                                    make_package, make_image, receiver):
+    """No event fired by hand: an order through the API is provisioned by its job on the fake driver, a staff
+    suspension and a staff termination run theirs; the receiver gets service.provisioned, .suspended and
+    .terminated once each, signed, in that order, each only after its job ran."""
+    from hostbay.core import ipam
+    from hostbay.testing import FakeVirtDriver
+
+    app.config["HOSTBAY_JOBS"] = "manual"
+    node = make_node(name="hv-hooks-1", vcpus=16, memory_mib=65536, disk_gib=1000)
+    ipam.create_pool(name="hooks-v4", cidr="198.51.100.0/24", gateway="198.51.100.1", node_ids=[node.id])
+    db.session.commit()
+    admin_token = make_token(make_user(role="admin"))
+    recv = receiver()
+    hook = _register(client, admin_token, recv.url,
+                     ["service.provisioned", "service.suspended", "service.terminated"])
+    customer = make_user(balance_cents=5000)
+    resp = client.post("/api/v1/orders", headers=bearer(make_token(customer)) | {"Idempotency-Key": "hook-o1"},
+                       json={"package": make_package(monthly_cents=1000).uuid, "cycle": "monthly",
+                             "hostname": "hooked.example.test", "image": make_image().uuid})
+    assert resp.status_code == 201, resp.data
+    uuid = resp.get_json()["uuid"]
+    assert resp.get_json()["state"] in ("pending", "provisioning")
+    assert recv.got == []  # nothing before the provisioning job ran
+
+    def run_all():
+        for _ in range(5):
+            if not jobs.run_pending():
+                break
+
+    def types():
+        return [json.loads(raw)["type"] for _, raw in recv.got]
+
+    run_all()
+    assert uuid in FakeVirtDriver.servers  # the fake driver made the server
+    assert types() == ["service.provisioned"]
+    staff = bearer(admin_token)
+    sus = client.post(f"/api/v1/staff/services/{uuid}/actions/suspend", headers=staff, json={"reason": "abuse"})
+    assert sus.status_code == 200, sus.data
+    assert types() == ["service.provisioned"]  # the suspend job has not run yet
+    run_all()
+    assert types() == ["service.provisioned", "service.suspended"]
+    term = client.post(f"/api/v1/staff/services/{uuid}/actions/terminate", headers=staff,
+                       json={"confirm_hostname": "hooked.example.test"})
+    assert term.status_code == 200, term.data
+    run_all()
+    assert types() == ["service.provisioned", "service.suspended", "service.terminated"]
+    assert uuid not in FakeVirtDriver.servers  # the removal job deleted it
+    bodies = [json.loads(raw) for _, raw in recv.got]
+    assert len({b["id"] for b in bodies}) == 3
+    for (headers, raw), body in zip(recv.got, bodies):
+        assert verify(hook["secret"], headers, raw) and headers["Hostbay-Event"] == body["type"]
+        assert body["data"]["service"]["uuid"] == uuid
+    assert bodies[1]["data"]["service"]["state"] == "suspended"
+    ops = {o.kind: o.state for o in db.session.scalars(db.select(jobs.Operation)
+                                                       .filter(jobs.Operation.service_id.isnot(None)))}
+    assert {k: ops.get(k) for k in ("service.provision", "service.suspend", "service.remove")} == \
+        dict.fromkeys(("service.provision", "service.suspend", "service.remove"), "succeeded"), ops

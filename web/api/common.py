@@ -36,7 +36,7 @@ PROBLEM_TYPES = {
     "permission-denied", "staff-only", "not-found", "method-not-allowed", "conflict", "action-not-allowed",
     "insufficient-funds", "payload-too-large", "unsupported-media-type", "validation-error",
     "idempotency-key-required", "idempotency-key-reused", "idempotency-in-progress", "rate-limited",
-    "server-error", "unavailable", "confirmation-required",
+    "server-error", "unavailable", "confirmation-required", "quote-expired",
 }
 
 
@@ -216,14 +216,31 @@ IDEMPOTENCY_PARAM = {
 }
 
 
-def idempotent(required: bool = True):
-    """Decorator for POST views that move money or create servers (place it under ``@blp.route``)."""
+IDEMPOTENCY_REQUIRED_PARAM = {**IDEMPOTENCY_PARAM, "required": True}
+
+# Actions of the actions endpoints that move money: the Idempotency-Key is required for them.
+MONEY_ACTIONS = frozenset({"renew"})
+ACTION_IDEMPOTENCY_PARAM = {**IDEMPOTENCY_PARAM, "description": IDEMPOTENCY_PARAM["description"] + (
+    " **Required for `renew`**, which charges the wallet: without it the answer is 400 "
+    "`idempotency-key-required` and nothing is charged. Optional for the other actions.")}
+
+
+def action_moves_money(view_args) -> bool:
+    return view_args.get("action") in MONEY_ACTIONS
+
+
+def idempotent(required=True):
+    """Decorator for POST views that move money or create servers (place it under ``@blp.route``).
+
+    ``required`` is a bool, or a function of the view's URL arguments that says whether this request needs a key
+    (the actions endpoints: only actions that move money). Without a needed key the answer is 400
+    ``idempotency-key-required`` and the view does not run."""
     def deco(fn):
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
             key = request.headers.get("Idempotency-Key", "").strip()
             if not key:
-                if required:
+                if required(kwargs) if callable(required) else required:
                     raise ApiProblem(400, "idempotency-key-required",
                                      "This request moves money or creates a server: send an Idempotency-Key header "
                                      "(e.g. a fresh UUID) so that a retry cannot do it twice.")

@@ -7,7 +7,7 @@ from __future__ import annotations
 from flask import g, request
 from flask.views import MethodView  # noqa: F401
 from flask_smorest import Blueprint
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from hostbay.core import billing, iso, jobs, ledger, payments, rdns, tickets
 from hostbay.core.accounts import SSHKey, add_ssh_key
@@ -20,8 +20,8 @@ from hostbay.core.inventory import OutOfStock
 from hostbay.core.services import Service, customer_services, get_customer_service
 
 from . import schemas as s
-from .common import IDEMPOTENCY_PARAM, ApiProblem, PageArgs, idempotent, paginate, paginate_list, \
-    problem_for_domain_error, request_key
+from .common import ACTION_IDEMPOTENCY_PARAM, IDEMPOTENCY_REQUIRED_PARAM, ApiProblem, PageArgs, action_moves_money, \
+    idempotent, paginate, paginate_list, problem_for_domain_error, request_key
 
 blp = Blueprint("api_customer", __name__, url_prefix="/api/v1", description="Customer endpoints")
 
@@ -129,13 +129,13 @@ def get_power(service_uuid):
 
 
 @blp.route("/services/<service_uuid>/actions/<action>", methods=["POST"])
-@idempotent(required=False)
+@idempotent(required=action_moves_money)
 @blp.arguments(s.ActionArgs)
 @blp.response(200, s.ActionResultSchema)
-@blp.doc(parameters=[IDEMPOTENCY_PARAM])
+@blp.doc(parameters=[ACTION_IDEMPOTENCY_PARAM])
 def service_action(args, service_uuid, action):
     """Start, stop, restart, reinstall, renew or cancel, with the panel's state rules (services.ACTIONS).
-    `renew` charges the wallet: send an Idempotency-Key."""
+    `renew` charges the wallet and requires an Idempotency-Key (else 400 `idempotency-key-required`)."""
     svc = own_service(service_uuid)
     if action not in API_ACTIONS:
         raise ApiProblem(404, "not-found", f"No action “{action[:40]}” here; actions: {', '.join(API_ACTIONS)}.")
@@ -236,7 +236,7 @@ def quote_change(args, service_uuid):
 @idempotent()
 @blp.arguments(s.ApplyChangeArgs)
 @blp.response(200, s.OperationSchema)
-@blp.doc(parameters=[IDEMPOTENCY_PARAM])
+@blp.doc(parameters=[IDEMPOTENCY_REQUIRED_PARAM])
 def apply_change(args, service_uuid):
     """Change the package for exactly the amount of its quote (`quote` from `.../package-changes/quote`, valid
     5 minutes; an expired or outdated quote is a 409 `quote-expired`: quote again). Upgrades are charged,
@@ -277,13 +277,14 @@ def list_refunds():
 
 
 @blp.route("/refunds", methods=["POST"])
-@idempotent(required=False)
+@idempotent()
 @blp.arguments(s.RefundArgs)
 @blp.response(201, s.RefundRequestSchema)
-@blp.doc(parameters=[IDEMPOTENCY_PARAM])
+@blp.doc(parameters=[IDEMPOTENCY_REQUIRED_PARAM])
 def request_refund(args):
     """Ask for money to be paid back: at most `refundable_cents` of `GET /wallet` (top-ups not spent yet;
-    bonuses and credits stay in the wallet), one pending request at a time. Staff review it."""
+    bonuses and credits stay in the wallet), one pending request at a time. Staff review it. Requires an
+    Idempotency-Key."""
     req = billing.request_refund(_user(), args["amount_cents"], args["reason"], args.get("payout_details", ""))
     db.session.commit()
     return req
@@ -293,7 +294,7 @@ def request_refund(args):
 @idempotent()
 @blp.arguments(s.TopupArgs)
 @blp.response(201, s.TopupSchema)
-@blp.doc(parameters=[IDEMPOTENCY_PARAM])
+@blp.doc(parameters=[IDEMPOTENCY_REQUIRED_PARAM])
 def create_topup(args):
     """Start a top-up with a payment gateway; pay at `checkout_url`. The wallet is credited when the gateway
     confirms the payment."""
@@ -316,13 +317,17 @@ def get_topup(payment_uuid):
 @idempotent()
 @blp.arguments(s.OrderArgs)
 @blp.response(201, s.ServiceSchema)
-@blp.doc(parameters=[IDEMPOTENCY_PARAM])
+@blp.doc(parameters=[IDEMPOTENCY_REQUIRED_PARAM])
 def create_order(args):
     """Order a package: the price is debited from the wallet and the server is set up. Requires an
     Idempotency-Key; replays return the first order's service."""
     pkg = db.session.scalar(select(Package).filter_by(uuid=args["package"]))
     if pkg is None or not pkg.orderable:
         raise ApiProblem(404, "not-found", "No such package.")
+    keys = list(dict.fromkeys(args.get("ssh_keys") or []))
+    if keys and db.session.scalar(select(func.count()).select_from(SSHKey).where(
+            SSHKey.user_id == _user().id, SSHKey.uuid.in_(keys))) != len(keys):
+        raise ApiProblem(404, "not-found", "No such SSH key.")  # another customer's key is no key at all
     try:
         svc = billing.place_order(_user(), pkg, args["cycle"], args["hostname"], args.get("image") or None,
                                   args.get("ssh_keys") or [], key=request_key())

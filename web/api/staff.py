@@ -23,8 +23,8 @@ from hostbay.core.services import Service
 
 from . import schemas as cs
 from .auth import staff_required
-from .common import ApiProblem, PageArgs, UtcDateTime, page_schema, paginate, paginate_list, \
-    problem_for_domain_error
+from .common import ACTION_IDEMPOTENCY_PARAM, ApiProblem, PageArgs, UtcDateTime, action_moves_money, idempotent, \
+    page_schema, paginate, paginate_list, problem_for_domain_error
 from .schemas import Strict
 
 blp = Blueprint("api_staff", __name__, url_prefix="/api/v1/staff", description="Staff endpoints")
@@ -330,13 +330,15 @@ def service(service_uuid):
 
 @blp.route("/services/<service_uuid>/actions/<action>", methods=["POST"])
 @staff_required("services.view")
+@idempotent(required=action_moves_money)
 @blp.arguments(StaffActionArgs)
 @blp.response(200, StaffActionResult)
+@blp.doc(parameters=[ACTION_IDEMPOTENCY_PARAM])
 def service_action(args, service_uuid, action):
     """Staff actions with the staff rules of services.ACTIONS (suspend, unsuspend, terminate, retry, ...); each
     needs its permission (power actions `services.power`, retry `services.operations`, the others
     `services.manage`), and power actions follow the panel's rule (Start only when stopped, Stop and Restart only
-    when running)."""
+    when running). `renew` charges the customer's wallet and requires an Idempotency-Key."""
     svc = _service(service_uuid)
     if action not in STAFF_API_ACTIONS:
         raise ApiProblem(404, "not-found", f"No staff action “{action[:40]}”.")
