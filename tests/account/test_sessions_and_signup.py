@@ -75,6 +75,27 @@ def test_two_factor_changes_end_the_other_sessions(app, client, make_user):
     assert _in(copy2)
 
 
+def test_turning_two_factor_off_ends_the_other_sessions_and_keeps_this_one(app, client, make_user):
+    user = make_user()
+    login(client, user)
+    client.get("/panel/account/two-factor")
+    with client.session_transaction() as s:
+        secret = s["totp_setup"]
+    page = client.post("/panel/account/two-factor", data={"code": pyotp.TOTP(secret).now()})
+    assert page.status_code == 200
+    codes = re.findall(r"<li><code>([a-z0-9]{5}-[a-z0-9]{5})</code></li>", page.get_data(as_text=True))
+    assert codes
+    copy = _copy_of(client, app)  # a copy made while two-factor is on
+    assert _in(copy)
+    wrong = client.post("/panel/account/two-factor/disable", data={"password": "not the password", "code": codes[0]})
+    assert wrong.status_code == 400 and _in(copy)  # a refused attempt changes nothing
+    resp = client.post("/panel/account/two-factor/disable", data={"password": PW, "code": codes[0]})
+    assert resp.status_code == 302 and resp.headers["Location"].endswith("/panel/account/")
+    assert db.session.get(User, user.id).totp_secret is None
+    assert not _in(copy)  # the other browser is signed out
+    assert _in(client)  # the browser that turned it off stays signed in (renew_current)
+
+
 def test_staff_lock_ends_every_session(app, client, make_user):
     user, admin = make_user(), make_user(role="admin", password="admin password 1")
     login(client, user)

@@ -4,12 +4,16 @@ agree, reports a port in use before it prints a URL, runs the console proxy; the
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import socket
 import struct
 import subprocess
 import sys
 import threading
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -140,7 +144,66 @@ def test_a_port_in_use_is_reported_before_any_url():
     assert f"Port {port} on 127.0.0.1 is in use" in proc.stderr
     script = (ROOT / "scripts" / "demo").read_text()
     assert script.index("hostbay.web.demo_env") < script.index("hostbay panel:")  # checked before the URL
-    assert "console-proxy" in script
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_scripts_demo_starts_the_panel_and_the_console_proxy(tmp_path):
+    """scripts/demo itself, run with this virtual environment (pip made a no-op), a fresh instance and free ports:
+    the panel answers on PORT and hostbay's console proxy on HOSTBAY_CONSOLE_PROXY_PORT; stopping the script stops
+    them."""
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    venv = Path(sys.executable).parent
+    shims = tmp_path / "venv" / "bin"
+    shims.mkdir(parents=True)
+    (shims / "pip").write_text("#!/bin/sh\nexit 0\n")
+    for name in ("python", "hostbay"):
+        (shims / name).write_text(f'#!/bin/sh\nexec "{venv / name}" "$@"\n')
+    for shim in shims.iterdir():
+        shim.chmod(0o755)
+    port, console_port = _free_port(), _free_port()
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path), "HOSTBAY_VENV": str(tmp_path / "venv"),
+           "PORT": str(port), "HOSTBAY_CONSOLE_PROXY_PORT": str(console_port),
+           "HOSTBAY_INSTANCE_PATH": str(tmp_path / "instance")}
+    err = (tmp_path / "demo.err").open("w+")
+    proc = subprocess.Popen(["bash", str(ROOT / "scripts" / "demo")], env=env, stdout=subprocess.DEVNULL,
+                            stderr=err, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, (tmp_path / "demo.err").read_text()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/login", timeout=2) as resp:
+                    assert resp.status == 200
+                with socket.create_connection(("127.0.0.1", console_port), timeout=2):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, (tmp_path / "demo.err").read_text()
+                time.sleep(0.3)
+        with pytest.raises(InvalidStatus) as refused:
+            with connect(f"ws://127.0.0.1:{console_port}/", open_timeout=10):
+                pass
+        assert refused.value.response.status_code == 403  # hostbay's proxy: a console needs a token
+        assert refused.value.response.body == b"Console refused: no token"
+        assert f"hostbay panel: http://127.0.0.1:{port}/" in (tmp_path / "demo.err").read_text()
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        err.close()
+    time.sleep(0.5)
+    for p in (port, console_port):
+        assert demo_env.port_free(p), f"port {p} still in use after the demo stopped"
 
 
 def test_readme_names_port_base_url_and_the_staff_home():

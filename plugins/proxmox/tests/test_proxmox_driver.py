@@ -1,6 +1,6 @@
 """The Proxmox driver against the HTTPS API stand-in: the conformance suites, failures Proxmox really produces
-(failed tasks, locks, slow tasks and calls, lost connections), validation, ISOs, clusters, and a replay of every
-request the driver made against the official schema."""
+(failed tasks, locks, slow tasks and calls, lost connections), validation, ISOs, clusters, and the check that
+replays every test's stand-in requests against the official schema (conftest)."""
 
 from __future__ import annotations
 
@@ -13,28 +13,21 @@ from pathlib import Path
 from urllib.parse import quote, unquote
 
 import pytest
-from pve_testenv import TEMPLATE, settings_for
+from pve_testenv import TEMPLATE, check_against_the_schema, deliberate_requests, settings_for
 
 from hostbay.core import numbering
 from hostbay.core.drivers import Address, PowerState
 from hostbay.core.errors import FatalDriverError, SettingsError, TransientDriverError
 from hostbay.plugins.proxmox import ProxmoxDriver, ProxmoxNetworkFilter
 from hostbay.plugins.proxmox.driver import IPSET, MARKER
-from hostbay.plugins.proxmox.standin import VM, ProxmoxStandin, Schema, _size_gib
+from hostbay.plugins.proxmox.standin import VM, ProxmoxStandin, _size_gib
 from hostbay.testing.conformance import TEST_KEY, NetworkFilterConformance, VirtDriverConformance
 
-RECORDED: list[dict] = []  # every request of every stand-in of this module, for the replay test at the end
 SECOND_KEY = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQC7+/x+y== second key"
 
 
 def _noop(_p, _t):
     pass
-
-
-@pytest.fixture(autouse=True)
-def _record(standin):
-    yield
-    RECORDED.extend(standin.requests)
 
 
 def _spec(**kw):
@@ -450,32 +443,36 @@ def test_standin_is_strict_to_the_schema(standin):
     time.sleep(0.2)
     done = s.get(base + f"/nodes/pve1/tasks/{upid}/status").json()["data"]
     assert done["status"] == "stopped" and done["exitstatus"] == "OK"
-    standin.requests.clear()  # these were not the driver's: keep them out of the replay
+    standin.requests.clear()  # made by hand to be refused: keep them out of the replay at the end of this test
 
 
-def test_zz_replay_every_driver_request_against_the_schema():
-    """Runs last in this module: every request of the tests above, checked against the schema file."""
-    import json
-
-    from hostbay.plugins.proxmox.standin import schema_path
-
-    raw = json.loads(schema_path().read_text())["paths"]
-    schema = Schema()
-    assert len(RECORDED) > 300
-    for r in RECORDED:
-        tpl, path_params = schema.match(r["path"])
-        assert tpl == r["template"] and r["method"] in raw[tpl], r
-        declared = raw[tpl][r["method"]]["parameters"]
-        for name in r["params"]:
-            base = name.rstrip("0123456789")
-            assert name in declared or (base != name and f"{base}[n]" in declared), (r["method"], tpl, name)
-        for name, decl in declared.items():
-            if not decl.get("optional") and not name.endswith("[n]"):
-                assert name in r["params"] or name in path_params, (r["method"], tpl, name)
-        assert r["status"] not in (400, 501), r
-    keys = [r["params"]["sshkeys"] for r in RECORDED if "sshkeys" in r["params"]]
+def test_the_replay_checks_this_tests_requests_and_refuses_what_the_schema_does_not_allow(
+        app, standin, pve_settings, standins_checked_against_the_schema, pve_requests):
+    """The check every test's stand-in requests go through at its end (conftest): here it sees this test's own
+    provisioning, with SSH keys, and it refuses requests the schema does not allow."""
+    before = len(pve_requests)
+    drv = ProxmoxDriver(pve_settings)
+    drv.create(_spec(ssh_keys=[TEST_KEY, SECOND_KEY]), _noop)
+    assert standins_checked_against_the_schema == [standin]
+    ours = list(standin.requests)
+    assert len(ours) > 10 and len(pve_requests) == before  # added to the session's log when this test ends
+    check_against_the_schema(ours)
+    keys = [r["params"]["sshkeys"] for r in ours if "sshkeys" in r["params"]]
     assert keys and all("%20" in k and " " not in k and "+" not in k for k in keys)
     assert all(k == quote(unquote(k), safe="") for k in keys)
+    clone = next(r for r in ours if r["template"] == "/nodes/{node}/qemu/{vmid}/clone")
+    config = next(r for r in ours if r["template"] == "/nodes/{node}/qemu/{vmid}/config" and "sshkeys" in r["params"])
+    wrong = [
+        {**clone, "params": {**clone["params"], "fast": "1"}},  # an undeclared parameter
+        {**clone, "params": {k: v for k, v in clone["params"].items() if k != "newid"}},  # a required one missing
+        {**clone, "method": "PUT"},  # a method the path does not have
+        {**clone, "template": "/nodes/{node}/qemu/{vmid}/config"},  # the path is not that template
+        {**clone, "status": 400},  # refused as malformed
+        {**config, "params": {**config["params"], "sshkeys": config["params"]["sshkeys"].replace("%20", "+")}},
+    ]
+    for bad in wrong:
+        with pytest.raises(AssertionError):
+            check_against_the_schema([bad])
 
 
 # --- move (qm migrate) -----------------------------------------------------------------------------------------
@@ -530,16 +527,17 @@ def test_the_standin_migrate_follows_the_schema(app, standin, pve_settings):
     drv = ProxmoxDriver(pve_settings)
     ref = drv.create(_spec(), _noop)
     path = f"nodes/pve1/qemu/{ref['vmid']}/migrate"
-    with pytest.raises(PveError) as err:
-        drv.pve.post(path)
-    assert err.value.status == 400 and "target" in str(err.value)
-    for params, message in (({"target": "pve2"}, "without --online"),
-                            ({"target": "pve2", "online": 1}, "without with-local-disks"),
-                            ({"target": "pve1", "online": 1, "with-local-disks": 1}, "target is local node"),
-                            ({"target": "pve2", "online": 1, "with-local-disks": 1, "bogus": 1}, "bogus")):
+    with deliberate_requests(standin):
         with pytest.raises(PveError) as err:
-            drv.pve.post(path, **params)
-        assert message in str(err.value), (params, str(err.value))
+            drv.pve.post(path)
+        assert err.value.status == 400 and "target" in str(err.value)
+        for params, message in (({"target": "pve2"}, "without --online"),
+                                ({"target": "pve2", "online": 1}, "without with-local-disks"),
+                                ({"target": "pve1", "online": 1, "with-local-disks": 1}, "target is local node"),
+                                ({"target": "pve2", "online": 1, "with-local-disks": 1, "bogus": 1}, "bogus")):
+            with pytest.raises(PveError) as err:
+                drv.pve.post(path, **params)
+            assert message in str(err.value), (params, str(err.value))
     assert standin.vms[ref["vmid"]].node == "pve1"
     drv.delete(ref)
 

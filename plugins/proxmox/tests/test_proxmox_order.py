@@ -141,3 +141,63 @@ def test_deleting_an_iso_removes_its_copy_from_the_iso_storage(app, standin, mak
 
     (op,) = db.session.scalars(select(jobs.Operation).where(jobs.Operation.kind == "proxmox.remove_iso")).all()
     assert op.state == "succeeded" and op.result == {"removed": 1}
+
+
+def test_placement_chooses_the_proxmox_node_with_room_in_one_cluster(
+        app, standin, make_user, make_package, make_image, make_node):
+    """Two hostbay nodes on one Proxmox cluster (one API URL, nodes pve1 and pve2): placement orders candidates by
+    free memory, so pve1 would come first, but its CPUs are all reserved; the order goes to pve2, is cloned there
+    from pve1's template (``target``), and reaches Active. Once pve1 has room again the next order lands on it.
+    Both VMIDs come from the cluster's one scope."""
+    from hostbay.core import billing, numbering
+    from hostbay.core.accounts import SSHKey, add_ssh_key
+    from hostbay.core.catalog import Node
+    from hostbay.plugins.proxmox import ProxmoxDriver
+    from hostbay.testing.conformance import TEST_KEY
+
+    shared = dict(vmid_min=48300, vmid_max=48399)
+    first = make_node(name="pve-fra1-a", driver="proxmox", settings=settings_for(standin, node="pve1", **shared),
+                      vcpus=8, memory_mib=65536, used_vcpus=8)  # most free memory, but no free CPU
+    second = make_node(name="pve-fra1-b", driver="proxmox", settings=settings_for(standin, node="pve2", **shared),
+                       vcpus=8, memory_mib=32768)
+    ipam.create_pool(name="pve-v4", cidr="203.0.113.16/28", gateway="203.0.113.17", nameservers=["203.0.113.53"],
+                     node_ids=[first.id, second.id])
+    pkg = make_package(slug="pve-m", name="Cloud M", driver="proxmox", vcpus=2, memory_mib=2048, disk_gib=4,
+                       monthly_cents=900)
+    image = make_image(driver="proxmox", name="Debian 12", source=str(TEMPLATE))
+    user = make_user(balance_cents=1800)
+    add_ssh_key(user, "laptop", TEST_KEY)
+    db.session.commit()
+    key = db.session.scalar(select(SSHKey).where(SSHKey.user_id == user.id))
+
+    def order(i):
+        svc = billing.place_order(user, pkg, "monthly", f"app{i}.example.test", image=image, ssh_key_ids=[key.id],
+                                  key=f"pve-cluster-order-{i}")
+        db.session.commit()  # the provisioning job runs after the commit (sync jobs in tests)
+        db.session.expire_all()
+        return db.session.get(Service, svc.id)
+
+    svc = order(1)
+    assert svc.state == "active", svc.state
+    assert svc.node_id == second.id and svc.infra_ref["node"] == "pve2"
+    vmid = svc.infra_ref["vmid"]
+    vm = standin.vms[vmid]
+    assert vm.node == "pve2" and vm.status == "running"
+    (clone,) = [r for r in standin.requests if r["template"] == "/nodes/{node}/qemu/{vmid}/clone"]
+    assert clone["path"] == f"/nodes/pve1/qemu/{TEMPLATE}/clone"  # the template lives on pve1
+    assert clone["params"]["target"] == "pve2" and clone["params"]["newid"] == str(vmid)
+    assert db.session.get(Node, second.id).used_vcpus == 2 and db.session.get(Node, first.id).used_vcpus == 8
+
+    db.session.get(Node, first.id).used_vcpus = 0  # pve1 has room again: it has the most free memory
+    db.session.commit()
+    other = order(2)
+    assert other.state == "active" and other.node_id == first.id and other.infra_ref["node"] == "pve1"
+    assert standin.vms[other.infra_ref["vmid"]].node == "pve1"
+    clones = [r for r in standin.requests if r["template"] == "/nodes/{node}/qemu/{vmid}/clone"]
+    assert len(clones) == 2 and "target" not in clones[1]["params"]  # same node as the template
+
+    scope = ProxmoxDriver(first.settings).scope
+    assert scope == ProxmoxDriver(second.settings).scope
+    assert numbering.lookup(scope, svc.uuid) == vmid and numbering.lookup(scope, other.uuid) == other.infra_ref["vmid"]
+    assert vmid != other.infra_ref["vmid"] and {vmid, other.infra_ref["vmid"]} <= set(range(48300, 48400))
+    assert set(numbering.held_in(scope)) == {vmid, other.infra_ref["vmid"]}
