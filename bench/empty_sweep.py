@@ -34,7 +34,7 @@ def main(argv):
     from hostbay.core.catalog import Package, PackagePrice
     from hostbay.core.clock import FrozenClock
     from hostbay.core.db import db
-    from hostbay.core import lifecycle
+    from hostbay.core import renewals
     from hostbay.web import create_app
     from tests.lifecycle.seed import seed_due
 
@@ -62,16 +62,16 @@ def main(argv):
         db.session.commit()
         with db.engine.connect() as conn:
             conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("VACUUM ANALYZE")
-        q = lifecycle.due_query(NOW).compile(dialect=db.engine.dialect, compile_kwargs={"literal_binds": True})
+        q = renewals.due_query(NOW).compile(dialect=db.engine.dialect, compile_kwargs={"literal_binds": True})
         plan = "\n".join(db.session.execute(text(f"EXPLAIN ANALYZE {q}")).scalars())
         db.session.rollback()
         assert "ix_services_state_renews_at" in plan, plan
         for _ in range(10):  # warm the pool and caches
-            lifecycle.renewal_sweep(now=NOW)
+            renewals.renewal_sweep(now=NOW)
         times = []
         for _ in range(runs):
             t0 = time.perf_counter()
-            got = lifecycle.renewal_sweep(now=NOW)
+            got = renewals.renewal_sweep(now=NOW)
             times.append((time.perf_counter() - t0) * 1000)
             assert got["batches"] == 0, got
         db.session.remove()

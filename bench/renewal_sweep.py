@@ -154,7 +154,7 @@ def main(argv):
     manual = "--manual" in argv
     redis_url = None if manual else os.environ.get("HOSTBAY_BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
     app = build_app(url, redis_url)
-    from hostbay.core import lifecycle
+    from hostbay.core import renewals
     from hostbay.core.db import db
 
     rows = []
@@ -169,7 +169,7 @@ def main(argv):
             bench_q = Queue(jobs.queue_name(jobs.MONEY, app), connection=jobs.redis_connection(app))
             bench_q.empty()
         t0 = time.perf_counter()
-        got = lifecycle.renewal_sweep(now=DUE, batch_size=batch, dispatch=bool(redis_url))
+        got = renewals.renewal_sweep(now=DUE, batch_size=batch, dispatch=bool(redis_url))
         sweep_s = time.perf_counter() - t0
         assert got["renewed"] + got["suspended"] == n, got
         verify(db, n)
@@ -179,7 +179,7 @@ def main(argv):
             queued = bench_q.count  # every suspension job reached Redis
             assert queued == n // 5, queued
             bench_q.empty()
-        again = lifecycle.renewal_sweep(now=DUE, batch_size=batch, dispatch=False)
+        again = renewals.renewal_sweep(now=DUE, batch_size=batch, dispatch=False)
         assert again["batches"] == 0, again
 
         reset_and_seed(db, n)

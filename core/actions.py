@@ -98,7 +98,7 @@ def request_action(service: Service, action: str, actor, **params):
         return op
 
     if action == "renew":
-        from .lifecycle import renew_service
+        from .renewals import renew_service
 
         return renew_service(service, actor=actor, actor_type="staff" if staff else "customer")
 

@@ -17,6 +17,7 @@ from .hookspecs import hookimpl
 CORE_MODULES: tuple[str, ...] = (
     "hostbay.core.jobs",
     "hostbay.core.lifecycle",
+    "hostbay.core.renewals",
     "hostbay.core.force",
     "hostbay.core.move",
     "hostbay.core.iso",
@@ -87,6 +88,6 @@ def hostbay_admin_menu():
 @hookimpl
 def hostbay_wallet_credited(user, entry):
     """After a committed credit: queue the renewal of the customer's services suspended for non-payment."""
-    from .lifecycle import queue_retry_renewals
+    from .renewals import queue_retry_renewals
 
     queue_retry_renewals(user, entry)

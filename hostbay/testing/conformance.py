@@ -9,7 +9,9 @@ overrides the factory methods; every bundled and third-party driver runs the sam
 
 The cases check effects, not return values: each capability's case reads the infrastructure back through
 ``observed``, so a driver whose resize, reinstall, rebuild or ISO methods do
-nothing fails them, and ``validate()`` must refuse a driver that cannot reach its infrastructure.
+nothing fails them, and ``validate()`` must refuse a driver that cannot reach its infrastructure. The error types
+have cases too: a missing server is a ``FatalDriverError`` (no retry), an unreachable host a
+``TransientDriverError`` (the job layer retries it later), never a bare exception, a fatal error or a result.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import pytest
 from hostbay.core.drivers import (Address, ConsoleTarget, DnsBackend, NetworkFilter, PaymentGateway, PowerDriver,
                                   PowerState, ServerSpec, SignatureError, VirtDriver)
 from hostbay.core.drivers import CAPABILITY_METHODS
-from hostbay.core.errors import DriverError, FatalDriverError, SettingsError
+from hostbay.core.errors import DriverError, FatalDriverError, SettingsError, TransientDriverError
 
 TEST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEfZQmrHVr2i6OmnFzRzRu8LrbSZrvVdaROzW0DkmHh0 conformance"
 
@@ -154,6 +156,29 @@ class VirtDriverConformance(_DriverBasics):
         for call in (lambda: drv.start(ref), lambda: drv.reinstall(ref, self.make_spec(), _noop)):
             with pytest.raises(FatalDriverError):  # not a raw exception, and not worth retrying
                 call()
+
+    def test_an_unreachable_host_is_a_transient_error(self, server):
+        """With its host not answering (``make_unreachable_driver``), the driver's operations raise
+        TransientDriverError: the job is retried once the host is back. A fatal error would fail the customer's
+        order for a passing outage; a result (``MISSING``, a silent delete) would have core release the addresses
+        of a server that still runs."""
+        drv = self.make_unreachable_driver()
+        if drv is None:
+            pytest.skip("the driver reaches no infrastructure")
+        _drv, _spec, ref, _ = server  # a real server's reference, asked of a driver that cannot reach its host
+        calls = {"status": lambda: drv.status(ref), "start": lambda: drv.start(ref),
+                 "delete": lambda: drv.delete(ref), "create": lambda: drv.create(self.make_spec(), _noop)}
+        for name, call in calls.items():
+            try:
+                got = call()
+            except TransientDriverError as exc:
+                assert str(exc), f"{name}(): the transient error must say what failed"
+                continue
+            except Exception as exc:  # noqa: BLE001 - the case reports which type came instead
+                pytest.fail(f"{name}() against an unreachable host raised {type(exc).__name__} ({exc}), "
+                            "not TransientDriverError")
+            pytest.fail(f"{name}() against an unreachable host returned {got!r} instead of raising "
+                        "TransientDriverError")
 
     def test_delete_removes_and_is_idempotent(self):
         drv = self.make_driver()

@@ -7,7 +7,7 @@ import re
 import pytest
 from sqlalchemy import select
 
-from hostbay.core import billing, dctasks, inventory, jobs, ledger, lifecycle
+from hostbay.core import billing, dctasks, inventory, jobs, ledger, lifecycle, renewals
 from hostbay.core.actions import request_action
 from hostbay.core.dctasks import DatacenterTask
 from hostbay.core.dedicated import InstallRequest
@@ -203,7 +203,7 @@ def test_clock_driven_suspend_recover_remove_on_the_simulator(db, app, clock, si
 
     # renewal date, empty wallet: suspended, and the server is powered off at the BMC
     clock.set(svc.renews_at)
-    assert lifecycle.renewal_sweep()["suspended"] == 1
+    assert renewals.renewal_sweep()["suspended"] == 1
     jobs.run_pending()
     svc = _fresh(db, svc)
     assert svc.state == "suspended" and sim.state()["power"] == "off"
@@ -220,11 +220,11 @@ def test_clock_driven_suspend_recover_remove_on_the_simulator(db, app, clock, si
 
     # next period unpaid: suspended again; after the retention window it is removed
     clock.set(svc.renews_at)
-    lifecycle.renewal_sweep()
+    renewals.renewal_sweep()
     jobs.run_pending()
     assert _fresh(db, svc).state == "suspended" and sim.state()["power"] == "off"
     clock.advance(days=app.config["HOSTBAY_RETENTION_DAYS"] + 1)
-    assert lifecycle.retention_sweep() == 1
+    assert renewals.retention_sweep() == 1
     jobs.run_pending()
     svc = _fresh(db, svc)
     assert svc.state == "terminated"

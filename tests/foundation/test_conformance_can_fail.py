@@ -1,9 +1,11 @@
 """The conformance suites can fail: a driver that advertises every capability but does nothing fails each case
-that checks a capability's effect (the fake drivers, the KVM driver and the example plugin pass them)."""
+that checks a capability's effect or an error type (the fake drivers, the KVM driver and the example plugin pass
+them)."""
 
 import pytest
 
 from hostbay.core.drivers import PowerDriver, PowerState, VirtDriver
+from hostbay.core.errors import FatalDriverError, TransientDriverError
 from hostbay.testing import PowerDriverConformance, VirtDriverConformance
 
 
@@ -148,3 +150,39 @@ def test_validate_must_refuse_an_unreachable_host():
 
     with pytest.raises(pytest.fail.Exception):
         Suite().test_validate_refuses_unreachable_infrastructure()
+
+
+def _raising(error):
+    """A NoOpVirt whose every operation raises ``error`` (what its mapping makes of a refused connection)."""
+    class Down(NoOpVirt):
+        def _down(self, *a, **k):
+            raise error
+
+        create = status = start = stop = restart = reinstall = delete = _down
+
+    return Down({})
+
+
+@pytest.mark.parametrize("unreachable", [
+    pytest.param(lambda: NoOpVirt({}), id="answers-as-if-the-host-were-up"),
+    pytest.param(lambda: _raising(FatalDriverError("connection refused")), id="maps-it-to-fatal"),
+    pytest.param(lambda: _raising(ConnectionRefusedError(111, "Connection refused")), id="bare-exception"),
+])
+def test_an_unreachable_host_must_be_a_transient_error(unreachable):
+    class Suite(NoOpSuite):
+        def make_unreachable_driver(self):
+            return unreachable()
+
+    suite = Suite()
+    with pytest.raises(pytest.fail.Exception) as failed:
+        suite.test_an_unreachable_host_is_a_transient_error(_server(suite))
+    assert "against an unreachable host" in str(failed.value)
+
+
+def test_a_driver_that_reports_an_outage_as_transient_passes_that_case():
+    class Suite(NoOpSuite):
+        def make_unreachable_driver(self):
+            return _raising(TransientDriverError("connection refused"))
+
+    suite = Suite()
+    suite.test_an_unreachable_host_is_a_transient_error(_server(suite))

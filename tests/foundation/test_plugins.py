@@ -196,6 +196,11 @@ def test_core_registers_through_the_hooks_like_a_plugin():
             "hostbay_wallet_credited"} <= set(core.hooks)
     assert {"service.provision", "rdns.apply", "payments.reconcile_stale", "core.ping"} <= set(reg.job_handlers)
     assert ("lifecycle.renewal_sweep", 30) in reg.schedules  # every 30 s: a due service waits well under 60 s
+    # the sweeps live in hostbay.core.renewals and keep their job kinds and queue classes
+    assert {k: reg.job_handlers[k].__module__ for k in ("lifecycle.renewal_sweep", "lifecycle.retention_sweep",
+                                                         "lifecycle.retry_renewals", "lifecycle.notices")} \
+        == dict.fromkeys(("lifecycle.renewal_sweep", "lifecycle.retention_sweep", "lifecycle.retry_renewals",
+                          "lifecycle.notices"), "hostbay.core.renewals")
     assert ("Services", "staff_services.index", "services.view") in reg.collect("hostbay_admin_menu")
 
 

@@ -128,7 +128,7 @@ def test_dispatch_routes_each_job_to_its_class_queue(app, db):
 def test_sweeps_are_counted_after_they_commit(app, db, make_user, make_package):
     from datetime import timedelta
 
-    from hostbay.core import clock, lifecycle, metrics
+    from hostbay.core import clock, metrics, renewals
     from hostbay.core.services import Service
 
     def value(metric, *labels):
@@ -145,8 +145,8 @@ def test_sweeps_are_counted_after_they_commit(app, db, make_user, make_package):
                                hostname=f"m{balance}.example.test", price_cents=1000,
                                period_start=due - timedelta(days=30), renews_at=due))
     db.session.commit()
-    lifecycle.renewal_sweep()
-    lifecycle.renewal_sweep()  # nothing due: a run, no services
+    renewals.renewal_sweep()
+    renewals.renewal_sweep()  # nothing due: a run, no services
     assert value(metrics.SWEEPS) == runs + 2
     assert value(metrics.SWEEP_SERVICES, "renewed") == renewed + 1
     assert value(metrics.SWEEP_SERVICES, "suspended") == suspended + 1

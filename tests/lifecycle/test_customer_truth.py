@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from hostbay.core import ledger, lifecycle
+from hostbay.core import ledger, renewals
 from hostbay.core.actions import request_action
 from hostbay.core.db import db
 from hostbay.core.drivers import PowerState
@@ -43,19 +43,19 @@ def test_staff_suspension_has_its_own_reason_and_honest_texts(client, setup, ord
     ledger.credit(setup.user.id, 5000, kind="topup", key="t-after", description="Top-up")
     db.session.commit()
     clock.set(svc.renews_at + timedelta(days=30))
-    lifecycle.renewal_sweep()
+    renewals.renewal_sweep()
     svc = _fresh(svc)
     assert svc.state == "suspended" and ledger.balance_cents(setup.user.id) == 5000
     # the retention sweep keeps a service staff hold, however long
     clock.set(svc.renews_at + timedelta(days=90))
-    assert lifecycle.retention_sweep() == 0
+    assert renewals.retention_sweep() == 0
     assert _fresh(svc).state == "suspended"
 
 
 def test_unpaid_suspension_keeps_its_reason_and_text(client, setup, order, clock):
     svc, _ = order()
     clock.set(_fresh(svc).renews_at)
-    lifecycle.renewal_sweep()
+    renewals.renewal_sweep()
     svc = _fresh(svc)
     assert svc.state == "suspended" and svc.suspension_reason == "unpaid"
     login(client, setup.user)

@@ -7,7 +7,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.handlers import Message
 
-from hostbay.core import ledger, lifecycle, notices
+from hostbay.core import ledger, notices, renewals
 from hostbay.core.notices import Notice
 
 
@@ -74,8 +74,8 @@ def test_reminders_and_suspension_notice_sent_once(db, clock, smtp, setup, make_
     assert "$10.00" in body and "Add at least $7.00" in body and "fake-x" not in body
     # the sweep suspends and records a suspension notice; a second sweep adds none
     clock.set(due)
-    lifecycle.renewal_sweep()
-    lifecycle.renewal_sweep()
+    renewals.renewal_sweep()
+    renewals.renewal_sweep()
     notices.send_pending()
     notices.send_pending()
     assert len(box.messages) == 3

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, text
 
-from hostbay.core import ipam, jobs, lifecycle
+from hostbay.core import ipam, jobs, renewals
 from hostbay.core.catalog import add_cycle
 from hostbay.core.ledger import LedgerEntry
 from hostbay.core.services import Service
@@ -187,10 +187,10 @@ def test_due_query_uses_the_state_renews_at_index(db, database_url, make_package
         " created_at, updated_at FROM services"))
     db.session.execute(text("ANALYZE services"))
     db.session.commit()
-    q = lifecycle.due_query(_now())
+    q = renewals.due_query(_now())
     compiled = q.compile(dialect=db.engine.dialect, compile_kwargs={"literal_binds": True})
     plan = "\n".join(db.session.execute(text(f"EXPLAIN {compiled}")).scalars())
     db.session.commit()
     print(plan)
     assert "ix_services_state_renews_at" in plan and "Seq Scan on services" not in plan, plan
-    assert lifecycle.renewal_sweep()["batches"] == 0
+    assert renewals.renewal_sweep()["batches"] == 0

@@ -3,7 +3,7 @@ from datetime import timedelta
 
 import pytest
 
-from hostbay.core import ipam, jobs, ledger, lifecycle
+from hostbay.core import ipam, jobs, ledger, lifecycle, renewals
 from hostbay.core.actions import request_action
 from hostbay.core.activity import AuditEntry
 from hostbay.core.catalog import Node, add_cycle
@@ -37,19 +37,19 @@ def test_full_lifecycle(db, app, client, clock, setup, order, make_user, monkeyp
 
     # 1. renew: at the renewal date the wallet pays and the service runs one more cycle
     clock.set(first_due)
-    assert lifecycle.renewal_sweep() == {"renewed": 1, "suspended": 0, "cancelled": 0, "batches": 1}
+    assert renewals.renewal_sweep() == {"renewed": 1, "suspended": 0, "cancelled": 0, "batches": 1}
     svc = _fresh(db, svc)
     assert svc.state == "active" and svc.renews_at == add_cycle(first_due, "monthly")
     assert svc.period_start == first_due
     assert ledger.balance_cents(setup.user.id) == 500 == ledger.ledger_sum_cents(setup.user.id)
     [entry] = _renewals(db, svc)
-    assert entry.idempotency_key == lifecycle.renewal_key(svc.uuid, first_due) and entry.amount_cents == -1000
+    assert entry.idempotency_key == renewals.renewal_key(svc.uuid, first_due) and entry.amount_cents == -1000
     assert entry.balance_after_cents == 500
 
     # 2. fail to renew: not enough money -> suspended, server stopped, console refused, customer told why
     clock.set(svc.renews_at)
     second_due = svc.renews_at
-    assert lifecycle.renewal_sweep()["suspended"] == 1
+    assert renewals.renewal_sweep()["suspended"] == 1
     svc = _fresh(db, svc)
     assert svc.state == "suspended" and svc.suspended_at == second_due and svc.renews_at == second_due
     assert FakeVirtDriver.servers[svc.uuid]["state"].value == "stopped"
@@ -80,12 +80,12 @@ def test_full_lifecycle(db, app, client, clock, setup, order, make_user, monkeyp
     db.session.commit()
     clock.set(svc.renews_at)
     suspended_at = svc.renews_at
-    lifecycle.renewal_sweep()
+    renewals.renewal_sweep()
     clock.set(suspended_at + timedelta(days=3) - timedelta(seconds=1))
-    assert lifecycle.retention_sweep() == 0
+    assert renewals.retention_sweep() == 0
     assert _fresh(db, svc).state == "suspended"
     clock.set(suspended_at + timedelta(days=3))
-    assert lifecycle.retention_sweep() == 1  # sync jobs: the removal job runs at commit
+    assert renewals.retention_sweep() == 1  # sync jobs: the removal job runs at commit
     svc = _fresh(db, svc)
     assert svc.state == "terminated" and svc.removal_queued_at == suspended_at + timedelta(days=3)
     assert svc.ended_at is not None
@@ -125,10 +125,10 @@ def test_removal_queued_refuses_recovery(db, clock, setup, order, job_runner):
     job_runner.run_all()
     svc = _fresh(db, svc)
     clock.set(svc.renews_at)
-    lifecycle.renewal_sweep()
+    renewals.renewal_sweep()
     job_runner.run_all()
     clock.advance(days=3)
-    lifecycle.retention_sweep()
+    renewals.retention_sweep()
     svc = _fresh(db, svc)
     assert svc.state == "removal_queued"
     ledger.credit(setup.user.id, 5000, kind="topup", key="late", description="Top-up")
@@ -136,7 +136,7 @@ def test_removal_queued_refuses_recovery(db, clock, setup, order, job_runner):
     with pytest.raises(ActionNotAllowed, match="queued for removal"):
         request_action(svc, "renew", setup.user)
     with pytest.raises(ActionNotAllowed, match="queued for removal and can no longer be recovered"):
-        lifecycle.renew_service(svc)
+        renewals.renew_service(svc)
     db.session.rollback()
     job_runner.run_all()
     assert _fresh(db, svc).state == "terminated"
@@ -149,7 +149,7 @@ def test_customer_renews_suspended_service_by_hand(db, clock, setup, order, job_
     svc = _fresh(db, svc)
     clock.set(svc.renews_at)
     due = svc.renews_at
-    lifecycle.renewal_sweep()
+    renewals.renewal_sweep()
     job_runner.run_all()
     # the top-up's automatic renewal retry stays queued: the customer renews first, by hand
     ledger.credit(setup.user.id, 1000, kind="topup", key="t", description="Top-up")
@@ -164,7 +164,7 @@ def test_customer_renews_suspended_service_by_hand(db, clock, setup, order, job_
     assert ledger.balance_cents(setup.user.id) == 0
     # a gateway-triggered renewal for the same period shares the key: no second charge
     ledger.credit(setup.user.id, 1000, kind="topup", key="t-2", description="Top-up")
-    e = ledger.debit(setup.user.id, 1000, kind="renewal", key=lifecycle.renewal_key(svc.uuid, due),
+    e = ledger.debit(setup.user.id, 1000, kind="renewal", key=renewals.renewal_key(svc.uuid, due),
                      description="again")
     db.session.commit()
     assert ledger.balance_cents(setup.user.id) == 1000 and e.amount_cents == -1000
@@ -175,8 +175,8 @@ def test_sweep_twice_at_same_instant_charges_once(db, clock, setup, make_service
     users = [make_user(balance_cents=2500) for _ in range(3)]
     svcs = [make_service(u, setup.package) for u in users for _ in range(3)]  # 3 x $10 each, $25 each
     clock.set(svcs[0].renews_at)
-    first = lifecycle.renewal_sweep(batch_size=4)
-    second = lifecycle.renewal_sweep(batch_size=4)
+    first = renewals.renewal_sweep(batch_size=4)
+    second = renewals.renewal_sweep(batch_size=4)
     assert first["renewed"] == 6 and first["suspended"] == 3
     assert second == {"renewed": 0, "suspended": 0, "cancelled": 0, "batches": 0}
     for u in users:
@@ -207,7 +207,7 @@ def test_cancel_at_period_end_and_now(db, clock, setup, order, make_user):
     assert b.state == "cancelled" and b.uuid not in FakeVirtDriver.servers
     assert get_customer_service(setup.user.id, b.uuid) is None
     clock.set(a.renews_at)
-    assert lifecycle.renewal_sweep()["cancelled"] == 1
+    assert renewals.renewal_sweep()["cancelled"] == 1
     a = _fresh(db, a)
     assert a.state == "cancelled" and a.uuid not in FakeVirtDriver.servers
     assert ledger.balance_cents(setup.user.id) == 5000  # nothing charged for the ended period
@@ -222,7 +222,7 @@ def test_staff_suspension_of_paid_service_is_not_removed(db, clock, setup, order
     db.session.commit()
     assert _fresh(db, svc).state == "suspended"
     clock.advance(days=5)
-    assert lifecycle.retention_sweep() == 0
+    assert renewals.retention_sweep() == 0
     request_action(_fresh(db, svc), "unsuspend", staff)
     db.session.commit()
     assert _fresh(db, svc).state == "active"
@@ -246,12 +246,12 @@ def test_period_paid_elsewhere_is_extended_without_second_charge(db, clock, setu
     user = make_user(balance_cents=3000)
     a = make_service(user, setup.package)
     b = make_service(user, setup.package)
-    ledger.debit(user.id, 1000, kind="renewal", key=lifecycle.renewal_key(a.uuid, a.renews_at),
+    ledger.debit(user.id, 1000, kind="renewal", key=renewals.renewal_key(a.uuid, a.renews_at),
                  description="Renewal paid by the gateway", reference=("service", a.uuid))
     db.session.commit()
     due = a.renews_at
     clock.set(due)
-    assert lifecycle.renewal_sweep()["renewed"] == 2
+    assert renewals.renewal_sweep()["renewed"] == 2
     assert ledger.balance_cents(user.id) == 1000 == ledger.ledger_sum_cents(user.id)
     assert len(_renewals(db, a)) == 1 and len(_renewals(db, b)) == 1
     assert _fresh(db, a).renews_at == _fresh(db, b).renews_at == add_cycle(due, "monthly")

@@ -29,12 +29,12 @@ def test_staff_suspension_survives_renewal_and_topup(make_user, make_package, ma
 
 
 def test_unpaid_suspension_is_still_lifted_by_a_renewal(make_user, make_package, make_service, make_node, clock):
-    from hostbay.core import lifecycle
+    from hostbay.core import renewals
 
     user = make_user()
     svc = make_service(user, make_package(monthly_cents=1000), node=make_node())
     clock.set(svc.renews_at)
-    lifecycle.renewal_sweep()
+    renewals.renewal_sweep()
     db.session.expire_all()
     assert db.session.get(Service, svc.id).state == "suspended"
     ledger.credit(user.id, 1000, kind="bonus", key="topup-unpaid", description="Top-up")

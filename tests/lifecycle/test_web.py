@@ -119,18 +119,18 @@ def test_double_submit_is_one_operation(db, client, setup, active, job_runner):
 
 
 def test_retention_days_is_configurable(db, app, clock, setup, order):
-    from hostbay.core import lifecycle
+    from hostbay.core import renewals
 
     app.config["HOSTBAY_RETENTION_DAYS"] = 1
     svc, _ = order()
     db.session.expire_all()
     svc = db.session.get(Service, svc.id)
     clock.set(svc.renews_at)
-    lifecycle.renewal_sweep()
+    renewals.renewal_sweep()
     clock.advance(hours=23)
-    assert lifecycle.retention_sweep() == 0
+    assert renewals.retention_sweep() == 0
     clock.advance(hours=1)
-    assert lifecycle.retention_sweep() == 1
+    assert renewals.retention_sweep() == 1
     db.session.expire_all()
     assert db.session.get(Service, svc.id).state == "terminated"
 

@@ -55,8 +55,8 @@ def test_credit_schedules_renewal_retry_only_when_something_is_suspended(setup, 
     ledger.debit(user.id, ledger.balance_cents(user.id), kind="admin_charge", key="drain", description="Drain")
     db.session.commit()
     clock.set(svc.renews_at)
-    from hostbay.core import lifecycle
-    lifecycle.renewal_sweep()
+    from hostbay.core import renewals
+    renewals.renewal_sweep()
     assert db.session.get(services.Service, svc.id).state == services.SUSPENDED
     ledger.credit(user.id, 5000, kind="bonus", key="bonus-3", description="Bonus")
     op = db.session.scalar(db.select(jobs.Operation).filter_by(kind="lifecycle.retry_renewals"))
