@@ -1,7 +1,7 @@
 """Dedicated services announce their changes through the one after-commit mechanism
 (``jobs.notify_after_commit``): each event fires once, after its change committed, with the service loaded anew."""
 
-from hostbay.core import billing, jobs, ledger, lifecycle
+from hostbay.core import billing, jobs, ledger, renewals
 from hostbay.core.hookspecs import hookimpl
 
 
@@ -46,7 +46,7 @@ def test_dedicated_events_fire_once_after_their_commit(db, app, clock, sim, make
         assert seen == [("provisioned", svc.uuid, "active")]
 
         clock.set(svc.renews_at)
-        lifecycle.renewal_sweep()
+        renewals.renewal_sweep()
         jobs.run_pending()
         assert seen[1:] == [("suspended", svc.uuid, "suspended", "unpaid")]
 
@@ -57,9 +57,9 @@ def test_dedicated_events_fire_once_after_their_commit(db, app, clock, sim, make
 
         svc = _fresh(db, svc)
         clock.set(svc.renews_at)
-        lifecycle.renewal_sweep()
+        renewals.renewal_sweep()
         jobs.run_pending()
         clock.advance(days=app.config["HOSTBAY_RETENTION_DAYS"] + 1)
-        assert lifecycle.retention_sweep() == 1
+        assert renewals.retention_sweep() == 1
         jobs.run_pending()
         assert seen[3:] == [("suspended", svc.uuid, "suspended", "unpaid"), ("terminated", svc.uuid, "terminated")]
