@@ -292,7 +292,8 @@ def ssh_keys():
         except UserError as exc:
             db.session.rollback()
             flash(str(exc), "error")
-            return render_template("account/ssh_keys.html", keys=_keys(), form=request.form), 400
+            return render_template("account/ssh_keys.html", keys=_keys(), form=request.form, error=str(exc),
+                                   field=getattr(exc, "field", None)), 400
         flash(f"SSH key “{key.name}” added.", "info")
         return redirect(url_for("account.ssh_keys"))
     return render_template("account/ssh_keys.html", keys=_keys(), form={})
