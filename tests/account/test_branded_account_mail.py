@@ -111,3 +111,20 @@ def test_staff_invitation_carries_the_brand(app, brand, make_user, smtp_server):
     msg = _one(smtp_server, "new.staff@example.test", "staff account")
     _assert_branded(msg, f"Your {BRAND} staff account")
     assert f"on the {BRAND} panel" in smtp_server.body(msg)
+
+
+def test_staff_ticket_reply_is_signed_with_the_brand(app, client, db, brand, make_user, smtp_server):
+    from hostbay.core import tickets as tk
+
+    customer, support = make_user("cust@example.test"), make_user("help@example.test", role="support")
+    login(client, customer)
+    client.post("/panel/tickets/new", data={"subject": "Server slow", "body": "Since this morning."})
+    ticket = db.session.scalar(db.select(tk.Ticket).filter_by(user_id=customer.id))
+    staff = app.test_client()
+    login(staff, support)
+    assert staff.post(f"/staff/tickets/{ticket.uuid}/reply", data={"body": "Moved you."}).status_code == 302
+    page = client.get(f"/panel/tickets/{ticket.uuid}").get_data(as_text=True)
+    assert f"<strong>{BRAND} support</strong>" in page and "hostbay support" not in page
+    [mail] = smtp_server.to("cust@example.test")
+    body = smtp_server.body(mail)
+    assert BRAND in body and "hostbay" not in body.lower()
