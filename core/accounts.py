@@ -15,7 +15,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from . import clock
 from .db import db, new_uuid
-from .errors import UserError
+from .errors import FieldError, UserError
 from .sealed import SealedString
 
 ROLES = ("customer", "admin", "support", "billing")
@@ -165,17 +165,18 @@ def parse_ssh_public_key(text: str) -> tuple[str, str, str]:
     """Validate an OpenSSH public key line; return (type, base64 blob, SHA256 fingerprint)."""
     parts = (text or "").strip().split()
     if len(parts) < 2 or parts[0] not in SSH_KEY_TYPES:
-        raise UserError("This is not an OpenSSH public key (it should start with ssh-ed25519, ssh-rsa or ecdsa-…).")
+        raise FieldError("public_key",
+                         "This is not an OpenSSH public key (it should start with ssh-ed25519, ssh-rsa or ecdsa-…).")
     try:
         blob = base64.b64decode(parts[1], validate=True)
         (n,) = struct.unpack(">I", blob[:4])
         inner_type = blob[4:4 + n].decode()
     except (binascii.Error, struct.error, UnicodeDecodeError):
-        raise UserError("The key data is damaged: copy the whole line of your .pub file.") from None
+        raise FieldError("public_key", "The key data is damaged: copy the whole line of your .pub file.") from None
     if inner_type != parts[0]:
-        raise UserError("The key type does not match the key data.")
+        raise FieldError("public_key", "The key type does not match the key data.")
     if parts[0] == "ssh-rsa" and len(blob) < 270:
-        raise UserError("RSA keys shorter than 2048 bits are refused.")
+        raise FieldError("public_key", "RSA keys shorter than 2048 bits are refused.")
     fp = "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
     return parts[0], parts[1], fp
 
@@ -198,10 +199,10 @@ class SSHKey(db.Model):
 def add_ssh_key(user: User, name: str, text: str) -> SSHKey:
     name = (name or "").strip()
     if not name or len(name) > 80:
-        raise UserError("Give the key a name of at most 80 characters.")
+        raise FieldError("name", "Give the key a name of at most 80 characters.")
     ktype, blob, fp = parse_ssh_public_key(text)
     if any(k.fingerprint == fp for k in user.ssh_keys):
-        raise UserError("This key is in your account already.")
+        raise FieldError("public_key", "This key is in your account already.")
     key = SSHKey(user=user, name=name, public_key=f"{ktype} {blob} {name}", fingerprint=fp)
     db.session.add(key)
     db.session.flush()

@@ -20,7 +20,7 @@ from .accounts import SSHKey, User
 from .activity import audit, log_activity
 from .catalog import CYCLE_LABELS, CYCLES, Image, Package, add_cycle
 from .db import db, new_uuid
-from .errors import ActionNotAllowed, NotFound, UserError
+from .errors import ActionNotAllowed, FieldError, NotFound, UserError
 from .inventory import OutOfStock, record_demand
 from .money import format_cents, prorata_cents
 from .services import ACTIVE, PENDING, REBUILDING, RESIZING, Service, require_action, transition
@@ -37,16 +37,16 @@ def normalise_hostname(hostname: str) -> str:
     """An RFC 1123 host name, lower-cased, without a trailing dot; UserError otherwise."""
     name = (hostname or "").strip().lower().rstrip(".")
     if not name:
-        raise UserError("Enter a hostname, e.g. web1.example.com.")
+        raise FieldError("hostname", "Enter a hostname, e.g. web1.example.com.")
     if len(name) > 253:
-        raise UserError("A hostname has at most 253 characters.")
+        raise FieldError("hostname", "A hostname has at most 253 characters.")
     labels = name.split(".")
     for label in labels:
         if not _LABEL.match(label):
-            raise UserError("A hostname consists of labels of letters, digits and hyphens (1 to 63 characters, "
-                            "not starting or ending with a hyphen), separated by dots.")
+            raise FieldError("hostname", "A hostname consists of labels of letters, digits and hyphens "
+                             "(1 to 63 characters, not starting or ending with a hyphen), separated by dots.")
     if len(labels) > 1 and labels[-1].isdigit():
-        raise UserError("A hostname cannot end in a number-only label (that looks like an IP address).")
+        raise FieldError("hostname", "A hostname cannot end in a number-only label (that looks like an IP address).")
     return name
 
 
@@ -106,15 +106,15 @@ def quote_order(user: User, package: Package, cycle: str) -> OrderQuote:
 def _resolve_image(package: Package, image) -> Image | None:
     if image is None or image == "":
         if package.kind == "vps":
-            raise UserError("Choose an operating system image.")
+            raise FieldError("image", "Choose an operating system image.")
         return None
     if not isinstance(image, Image):
         column = Image.id if isinstance(image, int) else Image.uuid
         image = db.session.scalar(select(Image).where(column == image))
     if image is None or not image.enabled or image.driver != package.driver:
-        raise UserError("This operating system image is not available for this package.")
+        raise FieldError("image", "This operating system image is not available for this package.")
     if package.kind == "vps" and image.min_disk_gib > package.disk_gib:
-        raise UserError("This operating system image needs a larger disk than the package has.")
+        raise FieldError("image", "This operating system image needs a larger disk than the package has.")
     return image
 
 
@@ -128,7 +128,7 @@ def _resolve_keys(user: User, ssh_key_ids) -> list[int]:
     keys = db.session.scalars(select(SSHKey).where(
         SSHKey.user_id == user.id, (SSHKey.id.in_(ids)) | (SSHKey.uuid.in_(uuids)))).all()
     if len(keys) != len(wanted):
-        raise UserError("One of the selected SSH keys is not in your account.")
+        raise FieldError("ssh_keys", "One of the selected SSH keys is not in your account.")
     return sorted(k.id for k in keys)
 
 

@@ -17,19 +17,11 @@ from sqlalchemy import Boolean, Integer, String, Text, select
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .db import db
-from .errors import UserError
+from .errors import FieldError, UserError  # noqa: F401 - FieldError is imported from here too
 
 DEFAULT_NAME = "hostbay"
 DEFAULT_COLOR = "#0b5cad"
 COLOR_RE = re.compile(r"^#[0-9a-fA-F]{6}$")
-
-
-class FieldError(UserError):
-    """A refused value, naming the form field it belongs to (shown next to that field)."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(message)
-        self.field = field
 
 
 class BrandSettings(db.Model):

@@ -32,7 +32,6 @@ from .errors import UserError
 
 RESET_MAX_AGE = 3600  # seconds a password-reset link stays valid
 RECOVERY_CODE_COUNT = 10
-TOTP_ISSUER = "hostbay"
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -113,7 +112,10 @@ def new_totp_secret() -> str:
 
 
 def provisioning_uri(user: User, secret: str) -> str:
-    return pyotp.TOTP(secret).provisioning_uri(name=user.email, issuer_name=TOTP_ISSUER)
+    from . import branding
+
+    # the authenticator app lists the account under the installation's brand
+    return pyotp.TOTP(secret).provisioning_uri(name=user.email, issuer_name=branding.current().name)
 
 
 def _totp_now() -> float:

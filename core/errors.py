@@ -25,6 +25,14 @@ class UserError(HostbayError):
         super().__init__(message, customer_message=message)
 
 
+class FieldError(UserError):
+    """A refused value, naming the form field it belongs to (the page shows the message next to that field)."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
 class NotFound(UserError):
     pass
 

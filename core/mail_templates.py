@@ -20,11 +20,11 @@ HTML = _env.from_string("""<!doctype html>
 <table role="presentation" width="100%" cellpadding="0" cellspacing="0" style="max-width:600px;background:#ffffff;border:1px solid #d0d7de;border-radius:8px">
 <tr><td style="background:{{ brand.color }};color:#ffffff;padding:16px 24px;border-radius:8px 8px 0 0;font-size:20px;font-weight:700">
 {% if logo %}<img src="{{ logo }}" alt="{{ brand.name }}" height="32" style="height:32px;border:0">{% else %}{{ brand.name }}{% endif %}</td></tr>
-<tr><td style="padding:24px;font-size:16px;line-height:1.5">
+<tr><td style="padding:24px;font-size:16px;line-height:1.5;overflow-wrap:anywhere;word-break:break-word">
 <h1 style="font-size:20px;margin:0 0 16px">{{ subject }}</h1>
 {% for para in paragraphs %}<p style="margin:0 0 12px">{{ para }}</p>
 {% endfor %}</td></tr>
-<tr><td style="padding:16px 24px;border-top:1px solid #d0d7de;color:#57606a;font-size:14px">
+<tr><td style="padding:16px 24px;border-top:1px solid #d0d7de;color:#57606a;font-size:14px;overflow-wrap:anywhere;word-break:break-word">
 {{ brand.name }}{% if brand.support_email %} · <a href="mailto:{{ brand.support_email }}" style="color:{{ brand.color }}">{{ brand.support_email }}</a>{% endif %}
 {% for label, url in links %} · <a href="{{ url }}" style="color:{{ brand.color }}">{{ label }}</a>{% endfor %}
 </td></tr></table></td></tr></table></body></html>""")

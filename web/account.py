@@ -8,7 +8,7 @@ from flask import (Blueprint, abort, current_app, flash, redirect, render_templa
 from flask_login import current_user, login_required
 from sqlalchemy import select
 
-from hostbay.core import credentials, sessions
+from hostbay.core import branding, credentials, sessions
 from hostbay.core.accounts import SSHKey, User, add_ssh_key, normalise_email
 from hostbay.core.activity import audit, log_activity
 from hostbay.core.db import db
@@ -32,12 +32,17 @@ def _fail(message: str, template: str, status: int = 400, **ctx):
     return render_template(template, **ctx), status
 
 
+def _brand() -> str:
+    """The installation's brand name (Staff › Branding), used in the e-mails instead of the product's name."""
+    return branding.current().name
+
+
 def _security_notice(address: str, what: str) -> None:
     """Tell the account owner by e-mail that something security-relevant changed (when mail is configured)."""
     body = (f"Hello,\n\n{what}\n\nIf this was you, there is nothing to do. If it was not, reset your password at "
             f"{current_app.config['HOSTBAY_BASE_URL']}/password-reset and contact support.\n")
     try:
-        send_mail(address, "Security notice for your hostbay account", body)
+        send_mail(address, f"Security notice for your {_brand()} account", body)
     except OSError:
         current_app.logger.exception("security notice mail could not be sent")
 
@@ -81,7 +86,7 @@ def profile():
     except UserError as exc:
         return _fail(str(exc), "account/overview.html", **_overview_ctx())
     if old:
-        _security_notice(old, f"The e-mail address of your hostbay account was changed to {user.email}.")
+        _security_notice(old, f"The e-mail address of your {_brand()} account was changed to {user.email}.")
     flash("Your profile is saved.", "info")
     return redirect(url_for("account.overview"))
 
@@ -104,7 +109,7 @@ def change_password():
     except UserError as exc:
         return _fail(str(exc), "account/overview.html", **_overview_ctx())
     sessions.renew_current(user)
-    _security_notice(user.email, "The password of your hostbay account was changed.")
+    _security_notice(user.email, f"The password of your {_brand()} account was changed.")
     flash("Your password is changed.", "info")
     return redirect(url_for("account.overview"))
 
@@ -131,7 +136,7 @@ def end_sessions():
 
 RESET_MAIL = """Hello {name},
 
-someone (hopefully you) asked to choose a new password for your hostbay account.
+someone (hopefully you) asked to choose a new password for your {brand} account.
 Open this link to do so; it works once, within {minutes} minutes:
 
 {link}
@@ -154,9 +159,10 @@ def reset_request():
     user = db.session.scalar(select(User).filter_by(email=email, active=True))
     if user is not None:
         link = f"{current_app.config['HOSTBAY_BASE_URL']}/password-reset/{credentials.make_reset_token(user)}"
-        body = RESET_MAIL.format(name=user.name or user.email, link=link, minutes=credentials.RESET_MAX_AGE // 60)
+        body = RESET_MAIL.format(name=user.name or user.email, link=link, minutes=credentials.RESET_MAX_AGE // 60,
+                                brand=_brand())
         try:
-            send_mail(user.email, "Choose a new hostbay password", body)
+            send_mail(user.email, f"Choose a new {_brand()} password", body)
         except OSError:
             current_app.logger.exception("password reset mail could not be sent")
         audit("auth.reset_requested", "user", user.uuid, actor_type="customer",
@@ -185,7 +191,7 @@ def reset_confirm(token: str):
         db.session.commit()
     except UserError as exc:
         return _fail(str(exc), "account/reset_confirm.html")
-    _security_notice(user.email, "The password of your hostbay account was reset through an e-mailed link.")
+    _security_notice(user.email, f"The password of your {_brand()} account was reset through an e-mailed link.")
     flash("Your new password is set. Log in with it.", "info")
     return redirect(url_for("auth.login"))
 
@@ -216,7 +222,7 @@ def two_factor_setup():
                      uri=credentials.provisioning_uri(user, secret))
     sessions.renew_current(user)
     session.pop("totp_setup", None)
-    _security_notice(user.email, "Two-factor authentication was turned on for your hostbay account.")
+    _security_notice(user.email, f"Two-factor authentication was turned on for your {_brand()} account.")
     return render_template("account/recovery_codes.html", codes=codes, fresh=True)
 
 
@@ -243,7 +249,7 @@ def two_factor_disable():
     except UserError as exc:
         return _fail(str(exc), "account/overview.html", **_overview_ctx())
     sessions.renew_current(user)
-    _security_notice(user.email, "Two-factor authentication was turned off for your hostbay account.")
+    _security_notice(user.email, f"Two-factor authentication was turned off for your {_brand()} account.")
     flash("Two-factor authentication is off.", "info")
     return redirect(url_for("account.overview"))
 
@@ -286,7 +292,8 @@ def ssh_keys():
         except UserError as exc:
             db.session.rollback()
             flash(str(exc), "error")
-            return render_template("account/ssh_keys.html", keys=_keys(), form=request.form), 400
+            return render_template("account/ssh_keys.html", keys=_keys(), form=request.form, error=str(exc),
+                                   field=getattr(exc, "field", None)), 400
         flash(f"SSH key “{key.name}” added.", "info")
         return redirect(url_for("account.ssh_keys"))
     return render_template("account/ssh_keys.html", keys=_keys(), form={})

@@ -33,18 +33,24 @@ REGISTER_SENT = ("Thank you. We have sent the next step to {email}. If you have 
                  "you can log in now with your password.")
 WELCOME_MAIL = """Hello {name},
 
-your hostbay account is ready. Log in at {base}/login with this e-mail address and the password you chose.
+your {brand} account is ready. Log in at {base}/login with this e-mail address and the password you chose.
 
 If you did not sign up, ignore this message or contact support.
 """
 EXISTING_MAIL = """Hello,
 
-someone (hopefully you) tried to create a new hostbay account with this e-mail address, which has an account
+someone (hopefully you) tried to create a new {brand} account with this e-mail address, which has an account
 already. No second account was created and nothing changed in yours.
 
 If it was you: log in at {base}/login, or choose a new password at {base}/password-reset.
 If it was not you, there is nothing to do.
 """
+
+
+def _brand() -> str:
+    from hostbay.core import branding
+
+    return branding.current().name
 
 
 def _mail(address: str, subject: str, body: str) -> None:
@@ -74,13 +80,14 @@ def register():
                 user = create_user(email, password, name=form.get("name", "")[:120])
                 log_activity(user.id, "account", "Account created.")
                 db.session.commit()
-                _mail(email, "Your hostbay account", WELCOME_MAIL.format(name=user.name or email, base=base))
+                _mail(email, f"Your {_brand()} account",
+                      WELCOME_MAIL.format(name=user.name or email, base=base, brand=_brand()))
             else:
                 User(email=email).set_password(password)  # the same checks and the same hashing time
                 audit("auth.register_existing", "user", existing.id, actor_type="customer",
                       detail=f"address {request.remote_addr}")
                 db.session.commit()
-                _mail(email, "Sign-up attempt with your hostbay address", EXISTING_MAIL.format(base=base))
+                _mail(email, f"Sign-up attempt with your {_brand()} address", EXISTING_MAIL.format(base=base, brand=_brand()))
         except UserError as exc:
             db.session.rollback()
             flash(str(exc), "error")

@@ -98,10 +98,12 @@ def _order_form(pkg: Package) -> dict:
             "ssh_keys": f.getlist("ssh_keys"), "key": f.get("key") or new_uuid()}
 
 
-def _render_configure(pkg: Package, form: dict, status: int = 200):
+def _render_configure(pkg: Package, form: dict, status: int = 200, exc: UserError | None = None):
+    """The order form; a refused field (``exc.field``) gets its message next to it as well as in the flash."""
     keys = db.session.scalars(select(SSHKey).filter_by(user_id=current_user.id).order_by(SSHKey.name)).all()
     return render_template("billing/order_configure.html", package=pkg, form=form, images=images_for(pkg),
-                           ssh_keys=keys, balance=ledger.balance_cents(current_user.id)), status
+                           ssh_keys=keys, balance=ledger.balance_cents(current_user.id),
+                           field=getattr(exc, "field", None), error=exc.customer_message if exc else None), status
 
 
 @bp.get("/order")
@@ -140,7 +142,7 @@ def order_review(package_uuid):
                                       form["ssh_keys"])
     except UserError as exc:
         flash(exc.customer_message, "error")
-        return _render_configure(pkg, form, 400)
+        return _render_configure(pkg, form, 400, exc)
     return _render_review(pkg, form, draft)
 
 
@@ -156,7 +158,7 @@ def order_confirm(package_uuid):
     except OutOfStock as exc:
         db.session.commit()  # nothing was charged; the refused order is kept for staff (the demand list)
         flash(exc.customer_message, "error")
-        return _render_configure(pkg, form, 400)
+        return _render_configure(pkg, form, 400, exc)
     except InsufficientFunds as exc:
         flash(exc.customer_message, "error")
         draft = billing.prepare_order(current_user, pkg, form["cycle"], form["hostname"], form["image"] or None,
@@ -164,7 +166,7 @@ def order_confirm(package_uuid):
         return _render_review(pkg, form, draft, 402)
     except UserError as exc:
         flash(exc.customer_message, "error")
-        return _render_configure(pkg, form, 400)
+        return _render_configure(pkg, form, 400, exc)
     flash(f"Thank you: {svc.hostname} is paid and being set up.", "info")
     return redirect(service_url(svc))
 

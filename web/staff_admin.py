@@ -361,7 +361,7 @@ def team():
 def invite():
     import secrets
 
-    from hostbay.core import credentials, staff_roles
+    from hostbay.core import branding, credentials, staff_roles
     from hostbay.core.accounts import create_user
     from hostbay.core.activity import audit as audit_entry
     from hostbay.core.mailer import send_mail
@@ -382,8 +382,10 @@ def invite():
         return redirect(url_for(".team"))
     link = f"{current_app.config['HOSTBAY_BASE_URL']}/password-reset/{credentials.make_reset_token(user)}"
     try:
-        sent = send_mail(user.email, "Your hostbay staff account",
-                         f"An account with the role {role} was made for you. Choose your password here: {link}\n"
+        brand = branding.current().name
+        sent = send_mail(user.email, f"Your {brand} staff account",
+                         f"An account with the role {role} was made for you on the {brand} panel. "
+                         f"Choose your password here: {link}\n"
                          "After that, set up two-factor authentication when the panel asks.")
     except OSError:
         current_app.logger.exception("staff invitation mail could not be sent")

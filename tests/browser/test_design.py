@@ -34,8 +34,23 @@ def _part(page, selector: str, name: str) -> None:
     page.locator(selector).first.screenshot(path=str(folder / f"{name}.png"))
 
 
-def _check(page, name: str, width: str) -> list[dict]:
-    """Screenshot, horizontal-scroll check and axe-core run of the current page; returns the serious violations."""
+def _track_status(page) -> dict:
+    """Records the HTTP status of the latest document the page loaded (a link click, a form post or a goto)."""
+    last = {}
+
+    def on_response(response):
+        if response.request.is_navigation_request() and response.frame == page.main_frame:
+            last["status"], last["url"] = response.status, response.url
+
+    page.on("response", on_response)
+    return last
+
+
+def _check(page, name: str, width: str, last: dict, status: int = 200) -> list[dict]:
+    """Status check, screenshot, horizontal-scroll check and axe-core run of the current page; returns the serious
+    violations. A page that did not answer ``status`` (a wrong address shows the 404 page) fails the test."""
+    assert last.get("status") == status, f"{name} at {width} px: {last.get('url')} answered {last.get('status')}"
+    last.clear()  # the next check needs a new page load
     FOLDER.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(FOLDER / f"{name}-{width}.png"), full_page=True)
     scroll, inner = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
@@ -71,12 +86,13 @@ def test_pages_at_two_widths_without_sideways_scroll_or_serious_a11y_violations(
         try:
             page = ctx.new_page()
             page.set_default_timeout(15000)
+            last = _track_status(page)
             _login(page, live_server, scene["customer"])
-            problems += _check(page, "dashboard", width)
+            problems += _check(page, "dashboard", width, last)
             page.goto(f"{live_server}/panel/services/{scene['service']}")
             assert page.locator(".svc-head [data-service-state]").is_visible()
             assert page.locator(".danger-zone button.danger").count() >= 1  # destructive actions apart, in red
-            problems += _check(page, "service-vps", width)
+            problems += _check(page, "service-vps", width, last)
             if width == "1280":
                 _part(page, ".svc-head", "service-head-badges")
                 _part(page, ".action-groups", "buttons-action-groups")
@@ -84,33 +100,34 @@ def test_pages_at_two_widths_without_sideways_scroll_or_serious_a11y_violations(
             else:
                 _part(page, "#activity", "table-collapsed-390")
             page.goto(live_server + "/panel/order")
-            problems += _check(page, "order-1-packages", width)
+            problems += _check(page, "order-1-packages", width, last)
             page.get_by_role("link", name="Choose").first.click()
-            problems += _check(page, "order-2-configure", width)
+            problems += _check(page, "order-2-configure", width, last)
             page.get_by_label("Operating system").select_option(label="Debian 12")
             page.get_by_label("Hostname").fill("new1.example.test")
             page.get_by_role("button", name="Review order").click()
-            problems += _check(page, "order-3-review", width)
-            page.goto(live_server + "/billing")
-            problems += _check(page, "billing", width)
+            problems += _check(page, "order-3-review", width, last)
+            page.goto(live_server + "/panel/billing")
+            assert page.get_by_role("heading", level=1).first.inner_text().strip() == "Billing"
+            problems += _check(page, "billing", width, last)
             page.goto(live_server + "/pricing")
-            problems += _check(page, "pricing", width)
+            problems += _check(page, "pricing", width, last)
             if width == "1280":
                 _part(page, ".plans", "pricing-plans")
             page.goto(live_server + "/help")
-            problems += _check(page, "help", width)
+            problems += _check(page, "help", width, last)
             page.goto(live_server + "/no-such-page")
-            problems += _check(page, "error-404", width)
+            problems += _check(page, "error-404", width, last, status=404)
             if width == "1280":
                 _part(page, ".error-page", "error-page")
             ctx.clear_cookies()
             _login(page, live_server, scene["staff"])
             page.goto(live_server + "/staff/")
-            problems += _check(page, "staff-home", width)
+            problems += _check(page, "staff-home", width, last)
             page.goto(f"{live_server}/staff/services/{scene['service']}")
-            problems += _check(page, "staff-service", width)
+            problems += _check(page, "staff-service", width, last)
             page.goto(live_server + "/staff/branding")
-            problems += _check(page, "staff-branding", width)
+            problems += _check(page, "staff-branding", width, last)
         finally:
             ctx.close()
     assert not problems, problems
@@ -153,7 +170,7 @@ def test_staff_branding_reaches_panel_status_page_and_email(app, live_server, br
         page = ctx.new_page()
         page.set_default_timeout(15000)
         _login(page, live_server, scene["staff"])
-        page.goto(live_server + "/staff/branding")
+        assert page.goto(live_server + "/staff/branding").status == 200
         page.get_by_label("Company name").fill("Example Co Hosting")
         page.get_by_label("Logo address").fill("/static/brand/example-logo.svg")
         page.get_by_label("Primary colour").fill("#fff200")  # too light: refused with the reason
@@ -168,7 +185,7 @@ def test_staff_branding_reaches_panel_status_page_and_email(app, live_server, br
         assert "Branding saved" in page.get_by_role("status").first.inner_text()
         _part(page, ".flash", "flash-message")
 
-        page.goto(live_server + "/panel/")
+        assert page.goto(live_server + "/panel/").status == 200
         assert page.title().endswith("Example Co Hosting")
         _part(page, "[data-empty]", "empty-state")  # the staff account has no services
         logo = page.locator("header.top .brand img")
@@ -181,7 +198,8 @@ def test_staff_branding_reaches_panel_status_page_and_email(app, live_server, br
         FOLDER.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(FOLDER / "branded-dashboard-1280.png"), full_page=True)
 
-        page.goto(live_server + "/status/")
+        assert page.goto(live_server + "/status").status == 200  # "/status/" is the 404 page (with the brand too)
+        assert page.locator("h1[data-indicator]").count() == 1  # the status page itself
         assert page.locator("header.top .brand img").get_attribute("alt") == "Example Co Hosting"
         assert "Example Co Hosting" in page.title() and "help@example.test" in page.inner_text("footer")
         page.screenshot(path=str(FOLDER / "branded-status-1280.png"), full_page=True)
