@@ -46,6 +46,25 @@ def _track_status(page) -> dict:
     return last
 
 
+UNLABELLED_CELLS = """() => {
+  const out = [];
+  for (const table of document.querySelectorAll("main table")) {
+    const head = table.tHead && table.tHead.rows[0];
+    if (!head) continue;
+    const names = [];
+    for (const th of head.cells) for (let i = 0; i < (th.colSpan || 1); i++) names.push(th.textContent.trim());
+    for (const body of table.tBodies) for (const row of body.rows) {
+      let col = 0;
+      for (const cell of row.cells) {
+        if (names[col] && !cell.getAttribute("data-label")) out.push(names[col] + ": " + cell.textContent.trim());
+        col += cell.colSpan || 1;
+      }
+    }
+  }
+  return out;
+}"""
+
+
 def _check(page, name: str, width: str, last: dict, status: int = 200) -> list[dict]:
     """Status check, screenshot, horizontal-scroll check and axe-core run of the current page; returns the serious
     violations. A page that did not answer ``status`` (a wrong address shows the 404 page) fails the test."""
@@ -55,6 +74,9 @@ def _check(page, name: str, width: str, last: dict, status: int = 200) -> list[d
     page.screenshot(path=str(FOLDER / f"{name}-{width}.png"), full_page=True)
     scroll, inner = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
     assert scroll <= inner, f"{name} at {width} px scrolls sideways ({scroll} > {inner})"
+    if width == "390":  # stacked cards: every cell under a named column carries that name
+        unnamed = page.evaluate(UNLABELLED_CELLS)
+        assert not unnamed, f"{name} at {width} px: cells without their column's name {unnamed[:5]}"
     page.add_script_tag(path=str(AXE))
     result = page.evaluate("axe.run(document, {resultTypes: ['violations']})")
     return [{"page": name, "width": width, "id": v["id"], "impact": v["impact"],
