@@ -273,7 +273,41 @@ def package_snapshot(pkg) -> dict:
             "description": pkg.description, **{f: getattr(pkg, f) for f in PACKAGE_INT_FIELDS},
             "ipv6": pkg.ipv6, "traffic_quota_gib": pkg.traffic_quota_gib, "hardware": dict(pkg.hardware or {}),
             "visible": pkg.visible, "retired": pkg.retired,
+            "pool_addresses": _pool_names(pkg.pool_addresses or {}),
+            "iso_quota_count": pkg.iso_quota_count, "iso_quota_bytes": pkg.iso_quota_bytes,
             "prices": {p.cycle: p.price_cents for p in pkg.prices}}
+
+
+def _pool_names(counts: dict) -> dict[str, int]:
+    """Included addresses per pool, keyed by pool name (for the audit trail)."""
+    from .ipam import IpPool
+
+    out = {}
+    for pool_id, n in sorted(counts.items(), key=lambda kv: int(kv[0])):
+        pool = db.session.get(IpPool, int(pool_id))
+        out[pool.name if pool else f"#{pool_id}"] = int(n)
+    return out
+
+
+def check_pool_addresses(counts: dict) -> dict[str, int]:
+    """Validate included addresses per pool ({pool id: count}); returns them as stored ({"<id>": n}, zero counts
+    dropped)."""
+    from .ipam import IpPool
+
+    out = {}
+    for pool_id, n in counts.items():
+        try:
+            pool_id, n = int(pool_id), int(n)
+        except (TypeError, ValueError):
+            raise UserError("Included addresses per pool must be whole numbers.") from None
+        pool = db.session.get(IpPool, pool_id)
+        if pool is None:
+            raise UserError(f"There is no IP pool #{pool_id}.")
+        if n < 0:
+            raise UserError(f"Addresses from pool {pool.name} must be at least 0.")
+        if n:
+            out[str(pool_id)] = n
+    return out
 
 
 def save_package(pkg, values: dict, prices: dict[str, int], actor, *, apply_to_existing: bool = False):
@@ -297,6 +331,11 @@ def save_package(pkg, values: dict, prices: dict[str, int], actor, *, apply_to_e
         raise UserError(f"A package with the slug {slug} exists already.")
     if not (values.get("name") or "").strip():
         raise UserError("Give the package a name.")
+    if "pool_addresses" in values:
+        values = {**values, "pool_addresses": check_pool_addresses(values["pool_addresses"] or {})}
+    for field in ("iso_quota_count", "iso_quota_bytes"):
+        if values.get(field) is not None and values[field] < 0:
+            raise UserError("The ISO quota cannot be negative.")
     before = package_snapshot(pkg) if pkg else None
     if pkg is None:
         pkg = Package(slug=slug, name=values["name"], driver=values["driver"])

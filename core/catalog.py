@@ -30,6 +30,13 @@ class Package(db.Model):
     disk_gib: Mapped[int] = mapped_column(default=0)
     ipv4_count: Mapped[int] = mapped_column(default=1)
     ipv6: Mapped[bool] = mapped_column(default=False)
+    # Included addresses per IP pool, {pool id (text): count}; empty: ``ipv4_count`` and ``ipv6`` from any pool
+    # that serves the node. When set it replaces them: provisioning takes exactly these counts from these pools.
+    pool_addresses: Mapped[dict] = mapped_column(JSON, default=dict)
+    # ISO quota for the package's customers (NULL: not set here); the largest among a customer's live services
+    # applies unless staff set an account override.
+    iso_quota_count: Mapped[int | None] = mapped_column()
+    iso_quota_bytes: Mapped[int | None] = mapped_column(BigInteger)
     port_speed_mbit: Mapped[int] = mapped_column(default=1000)
     traffic_quota_gib: Mapped[int | None] = mapped_column()  # None: unmetered
     hardware: Mapped[dict] = mapped_column(JSON, default=dict)  # dedicated: required hardware attributes
@@ -54,6 +61,10 @@ class Package(db.Model):
         """The billing cycles this package has a price for, in calendar order."""
         priced = {p.cycle for p in self.prices}
         return [c for c in CYCLES if c in priced]
+
+    def pool_counts(self) -> dict[int, int]:
+        """The named pools and their included address counts (pools with a count of 0 left out)."""
+        return {int(k): int(v) for k, v in (self.pool_addresses or {}).items() if int(v) > 0}
 
     def hardware_text(self) -> str:
         """Dedicated servers: the required hardware attributes in plain words (e.g. "cpu: E-2388G, ram_gib: 64")."""

@@ -198,7 +198,7 @@ def provision(op, payload, svc: Service):
     if server.state == RESERVED:
         inventory.move(server, HW_PROVISIONING, expect=RESERVED)
     db.session.commit()
-    if (svc.package.ipv4_count or svc.package.ipv6):
+    if svc.package.ipv4_count or svc.package.ipv6 or svc.package.pool_counts():
         from . import ipam
 
         _say(op, 10, "Reserving IP addresses")

@@ -60,7 +60,7 @@ from . import clock
 from .activity import audit
 from .db import db, is_postgres
 from .drivers import Address
-from .errors import TransientDriverError, UserError
+from .errors import FatalDriverError, TransientDriverError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ from .ipam_models import (addresses_for, ASSIGNED, EPOCH, FREE, _INSERT_CHUNK, I
                           MAX_IPV4_POOL_PREFIX, nameservers_for, pool_nodes, PoolExhausted, RDNS_POLICIES,
                           RDNS_POLICY_LABELS, RELEASED, RESERVED)  # noqa: E402,F401
 from .ipam_pools import (create_pool, _materialise_ipv4, _parse_ranges, pool_summary, pool_usage, PoolError,
-                         pools_for, update_pool)  # noqa: E402,F401
+                         pool_serves, pools_for, update_pool)  # noqa: E402,F401
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -158,8 +158,9 @@ def _lock_service(service) -> None:
 
 
 def allocate_for_service(service) -> list[Address]:
-    """Attach the package's addresses to ``service``: ``ipv4_count`` IPv4 addresses and, when the package has IPv6
-    and a pool serves the node, one IPv6 prefix. Idempotent: addresses already attached count, and only the missing
+    """Attach the package's addresses to ``service``: when the package names pools (``pool_addresses``), exactly
+    that many from each named pool (all or nothing); otherwise ``ipv4_count`` IPv4 addresses and, when the package
+    has IPv6 and a pool serves the node, one IPv6 prefix. Idempotent: addresses already attached count, and only the missing
     ones are taken. Flushes; the provisioning handler commits before its driver call (so no address lock outlives
     the step). Raises :class:`PoolExhausted` (a transient
     error: the provisioning job retries) when the pools cannot cover the IPv4 count; then nothing is taken and the
@@ -170,8 +171,15 @@ def allocate_for_service(service) -> list[Address]:
                                                            IpAddress.state == ASSIGNED)))
     have4 = sum(1 for a in have if a.version == 4)
     have6 = sum(1 for a in have if a.version == 6)
-    need4 = max(0, (pkg.ipv4_count or 0) - have4)
     now = clock.now()
+    named = pkg.pool_counts()
+    if named:
+        got = _allocate_from_named_pools(service, named, have, now)
+        if got:
+            audit("ip.allocate", "service", service.uuid, after={"addresses": got})
+        db.session.flush()
+        return addresses_for(service)
+    need4 = max(0, (pkg.ipv4_count or 0) - have4)
     got: list[str] = []
     if need4:
         with db.session.begin_nested():  # on exhaustion only this SAVEPOINT is undone, not the caller's work
@@ -192,6 +200,40 @@ def allocate_for_service(service) -> list[Address]:
         audit("ip.allocate", "service", service.uuid, after={"addresses": got})
     db.session.flush()
     return addresses_for(service)
+
+
+def _allocate_from_named_pools(service, named: dict[int, int], have: list[IpAddress], now: datetime) -> list[str]:
+    """Take from each pool the package names exactly its count (less what the service holds there already). All
+    or nothing: when one pool cannot cover its count, the addresses taken from the others are given back."""
+    got: list[str] = []
+    with db.session.begin_nested():
+        for pool_id, count in sorted(named.items()):
+            pool = db.session.get(IpPool, pool_id)
+            if pool is None or not pool.enabled or not pool_serves(pool, service.node):
+                why = ("no longer exists" if pool is None else "is disabled" if not pool.enabled
+                       else f"does not serve node {service.node.name if service.node else '-'}")
+                raise FatalDriverError(
+                    f"package {service.package.slug} includes addresses from pool "
+                    f"{pool.name if pool else pool_id}, which {why}",
+                    customer_message="Your server's IP addresses could not be reserved. Our staff have been "
+                    "notified and will set up your service.")
+            need = count - sum(1 for a in have if a.pool_id == pool_id)
+            if need <= 0:
+                continue
+            if pool.version == 4:
+                taken = [a for _, a in take_ipv4(pool.id, need, service.id, now)]
+            else:
+                taken = []
+                for _ in range(need):
+                    row = take_ipv6(pool, service.id, now)
+                    if row is None:
+                        break
+                    taken.append(row.address)
+            if len(taken) < need:
+                raise PoolExhausted(f"pool {pool.name} has too few free addresses for service {service.uuid} "
+                                    f"(needs {need}, found {len(taken)})")
+            got.extend(taken)
+    return got
 
 
 def _release_rows(rows: list[IpAddress], now: datetime) -> list[tuple[str, str | None]]:

@@ -206,12 +206,17 @@ def pools_for(service, version: int) -> list[IpPool]:
                                     .order_by(IpPool.id)))
     bound, located, general = [], [], []
     for p in pools:
-        if p.nodes:
-            if node is not None and any(n.id == node.id for n in p.nodes):
-                bound.append(p)
-        elif p.location:
-            if node is not None and p.location == node.location:
-                located.append(p)
-        else:
-            general.append(p)
+        if not pool_serves(p, node):
+            continue
+        (bound if p.nodes else located if p.location else general).append(p)
     return bound + located + general
+
+
+def pool_serves(pool: IpPool, node) -> bool:
+    """Whether ``pool`` may give addresses to a service on ``node`` (None: a service without a node): a pool bound
+    to nodes serves those nodes, a pool with a location the nodes there, a pool with neither every node."""
+    if pool.nodes:
+        return node is not None and any(n.id == node.id for n in pool.nodes)
+    if pool.location:
+        return node is not None and pool.location == node.location
+    return True

@@ -76,7 +76,8 @@ class IsoImage(db.Model):
 
 
 class IsoQuota(db.Model):
-    """Optional per-account override of the ISO quota (NULL column: the configured default)."""
+    """Optional per-account override of the ISO quota (NULL column: the largest quota among the packages of the
+    account's live services, else the configured default)."""
 
     __tablename__ = "iso_quotas"
 
@@ -136,11 +137,33 @@ class Quota:
         return self.used_count >= self.max_count or self.used_bytes >= self.max_bytes
 
 
+def package_quota(user_id: int) -> tuple[int | None, int | None]:
+    """The largest ISO quota (count, bytes) among the packages of the account's live services; None where no
+    such package sets one."""
+    from .catalog import Package
+    from .services import HIDDEN_FROM_CUSTOMER, Service
+
+    count, size = db.session.execute(
+        select(func.max(Package.iso_quota_count), func.max(Package.iso_quota_bytes))
+        .join(Service, Service.package_id == Package.id)
+        .where(Service.user_id == user_id, Service.state.not_in(HIDDEN_FROM_CUSTOMER))).one()
+    return count, size
+
+
 def quota_for(user_id: int) -> Quota:
+    """The account's quota, per limit: the staff override when set, else the largest among the packages of its
+    live services, else the configured default."""
     cfg = current_app.config
     override = db.session.get(IsoQuota, user_id)
-    max_count = override.max_count if override and override.max_count is not None else cfg["HOSTBAY_ISO_QUOTA_COUNT"]
-    max_bytes = override.max_bytes if override and override.max_bytes is not None else cfg["HOSTBAY_ISO_QUOTA_BYTES"]
+    pkg_count, pkg_bytes = package_quota(user_id)
+    if override and override.max_count is not None:
+        max_count = override.max_count
+    else:
+        max_count = pkg_count if pkg_count is not None else cfg["HOSTBAY_ISO_QUOTA_COUNT"]
+    if override and override.max_bytes is not None:
+        max_bytes = override.max_bytes
+    else:
+        max_bytes = pkg_bytes if pkg_bytes is not None else cfg["HOSTBAY_ISO_QUOTA_BYTES"]
     used_count, used_bytes = db.session.execute(
         select(func.count(IsoImage.id), func.coalesce(func.sum(IsoImage.size_bytes), 0))
         .where(IsoImage.user_id == user_id, IsoImage.state.in_(COUNTED))).one()

@@ -67,6 +67,9 @@ def place(service: Service) -> Node:
         raise FatalDriverError(f"no enabled {service.package.driver} node has room for package "
                                f"{service.package.slug}", customer_message="No server capacity is available right "
                                "now. Our staff have been notified and will set up your service.")
+    named = service.package.pool_counts()
+    if named:
+        candidates = _served_by_every_pool(service.package, named, list(candidates))
     chosen = _registry().hook.hostbay_choose_node(service=service, candidates=list(candidates))
     if chosen is not None and chosen in candidates:
         candidates.remove(chosen)
@@ -81,6 +84,28 @@ def place(service: Service) -> Node:
     raise FatalDriverError("every candidate node filled up during placement",
                            customer_message="No server capacity is available right now. Our staff have been "
                            "notified and will set up your service.")
+
+
+def _served_by_every_pool(package, named: dict[int, int], candidates: list[Node]) -> list[Node]:
+    """The candidates every pool ``package`` takes addresses from serves; a clear refusal when none is left (the
+    service is then placed nowhere and no address is taken)."""
+    from .ipam import IpPool, pool_serves
+
+    pools = [db.session.get(IpPool, pool_id) for pool_id in sorted(named)]
+    unusable = [p.name if p else f"#{pid}" for pid, p in zip(sorted(named), pools) if p is None or not p.enabled]
+    if unusable:
+        names = ", ".join(unusable)
+        raise FatalDriverError(f"package {package.slug} includes addresses from missing or disabled pools: {names}",
+                               customer_message=_NO_ADDRESSES)
+    kept = [n for n in candidates if all(pool_serves(p, n) for p in pools)]
+    if not kept:
+        raise FatalDriverError(f"no enabled {package.driver} node with room is attached to every pool of package "
+                               f"{package.slug} ({', '.join(p.name for p in pools)})", customer_message=_NO_ADDRESSES)
+    return kept
+
+
+_NO_ADDRESSES = ("No server with the addresses your package includes is available right now. Our staff have been "
+                 "notified and will set up your service.")
 
 
 def adjust_reservation(service: Service) -> None:

@@ -150,6 +150,12 @@ def _form_int(name: str, label: str, minimum: int = 0) -> int:
     return value
 
 
+def _pools():
+    from hostbay.core.ipam import IpPool
+
+    return db.session.scalars(select(IpPool).order_by(IpPool.version, IpPool.name)).all()
+
+
 def _package_form(pkg: Package | None) -> tuple[dict, dict]:
     kind = pkg.kind if pkg else request.form.get("kind", "vps")
     if kind not in ("vps", "dedicated"):
@@ -167,6 +173,18 @@ def _package_form(pkg: Package | None) -> tuple[dict, dict]:
               "retired": bool(request.form.get("retired"))}
     quota = (request.form.get("traffic_quota_gib") or "").strip()
     values["traffic_quota_gib"] = _form_int("traffic_quota_gib", "Traffic quota", 1) if quota else None
+    # included addresses per pool: one field pool_<id> per pool (blank or 0: none from that pool)
+    per_pool = {}
+    for key in request.form:
+        if key.startswith("pool_"):
+            raw = (request.form.get(key) or "").strip()
+            if raw:
+                per_pool[key[len("pool_"):]] = raw
+    values["pool_addresses"] = per_pool  # checked (whole number >= 0, the pool exists) by admin.save_package
+    count = (request.form.get("iso_quota_count") or "").strip()
+    values["iso_quota_count"] = _form_int("iso_quota_count", "ISO images") if count else None
+    size = (request.form.get("iso_quota_mib") or "").strip()
+    values["iso_quota_bytes"] = _form_int("iso_quota_mib", "ISO space") * 1024 * 1024 if size else None
     if kind == "vps" and (values["vcpus"] < 1 or values["memory_mib"] < 128 or values["disk_gib"] < 1):
         raise UserError("A VPS package needs at least 1 vCPU, 128 MiB of memory and 1 GiB of disk.")
     prices = {}
@@ -195,7 +213,8 @@ def packages():
         return redirect(url_for(".package", package_uuid=pkg.uuid))
     pkgs = db.session.scalars(select(Package).order_by(Package.kind, Package.sort, Package.name)).all()
     return render_template("staff/admin/packages.html", packages=pkgs, cycles=list(CYCLES),
-                           drivers={"vps": _drivers("vps"), "dedicated": _drivers("dedicated")}, pkg=None)
+                           drivers={"vps": _drivers("vps"), "dedicated": _drivers("dedicated")}, pkg=None,
+                           pools=_pools())
 
 
 @bp.route("/catalogue/packages/<package_uuid>", methods=["GET", "POST"])
@@ -217,7 +236,7 @@ def package(package_uuid):
         return redirect(url_for(".package", package_uuid=pkg.uuid))
     count = db.session.scalar(select(db.func.count(Service.id)).where(Service.package_id == pkg.id))
     return render_template("staff/admin/package.html", pkg=pkg, cycles=list(CYCLES), service_count=count,
-                           drivers={"vps": _drivers("vps"), "dedicated": _drivers("dedicated")})
+                           drivers={"vps": _drivers("vps"), "dedicated": _drivers("dedicated")}, pools=_pools())
 
 
 def _image_form(img: Image | None) -> dict:

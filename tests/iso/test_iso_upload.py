@@ -115,6 +115,43 @@ def test_quota_in_count(app, client, make_user, make_iso):
     assert len(_isos(user)) == 4
 
 
+
+def test_package_iso_quota_applies_to_its_customers(app, client, make_user, make_iso, make_package, make_service):
+    user = make_user()
+    small = make_package(iso_quota_count=4)
+    big = make_package(iso_quota_count=5, iso_quota_bytes=180 * KIB)
+    make_service(user, small)
+    make_service(user, big)
+    login(client, user)
+    for n in range(5):  # the largest package quota (5) applies, not the default (3)
+        assert _upload(client, make_iso(33 * KIB + n), f"img{n}.iso").status_code == 303
+    resp = _upload(client, make_iso(33 * KIB), "sixth.iso")
+    assert resp.status_code == 400 and b"at most 5 ISO images" in resp.data
+    assert len(_isos(user)) == 5
+    q = iso_mod.quota_for(user.id)
+    assert (q.max_count, q.max_bytes) == (5, 180 * KIB)
+
+
+def test_account_override_wins_over_the_package_quota(app, make_user, make_package, make_service):
+    user = make_user()
+    make_service(user, make_package(iso_quota_count=5, iso_quota_bytes=120 * KIB))
+    iso_mod.set_quota(user.id, max_count=2, max_bytes=None)
+    db.session.commit()
+    q = iso_mod.quota_for(user.id)
+    assert (q.max_count, q.max_bytes) == (2, 120 * KIB)  # the override's count; its unset size: the package's
+
+
+def test_without_a_live_service_the_default_quota_applies(app, make_user, make_package, make_service):
+    user = make_user()
+    pkg = make_package(iso_quota_count=5, iso_quota_bytes=120 * KIB)
+    make_service(user, pkg, state="terminated")
+    make_service(user, pkg, state="removal_queued")
+    make_service(user, make_package())  # a live service whose package sets no ISO quota
+    q = iso_mod.quota_for(user.id)
+    assert (q.max_count, q.max_bytes) == (app.config["HOSTBAY_ISO_QUOTA_COUNT"], app.config["HOSTBAY_ISO_QUOTA_BYTES"])
+    assert (q.max_count, q.max_bytes) == (3, 200 * KIB)
+
+
 def test_quota_in_bytes(app, client, make_user, make_iso):
     user = make_user()
     iso_mod.set_quota(user.id, max_count=10, max_bytes=100 * KIB)

@@ -176,3 +176,76 @@ def test_resize_adjusts_reservation(db, setup, order, make_package):
     db.session.refresh(node)
     assert (node.used_vcpus, node.used_memory_mib, node.used_disk_gib) == (2, 1024, 20)
     assert FakeVirtDriver.servers[svc.uuid]["disk_gib"] == 20
+
+
+def _pools_a_b(node_ids_a, node_ids_b):
+    from hostbay.core import ipam
+
+    a = ipam.create_pool(name="pool-a", cidr="203.0.113.0/28", gateway="203.0.113.1", node_ids=node_ids_a)
+    b = ipam.create_pool(name="pool-b", cidr="192.0.2.0/28", gateway="192.0.2.1", node_ids=node_ids_b)
+    return a, b
+
+
+def test_package_with_addresses_per_pool_provisions_exactly_those(db, setup, order, make_package):
+    from hostbay.core.ipam import IpAddress
+
+    a, b = _pools_a_b([setup.node.id], [setup.node.id])
+    pkg = make_package(ipv4_count=1, pool_addresses={str(a.id): 2, str(b.id): 1})
+    db.session.commit()
+    svc, op = order(package=pkg)
+    db.session.refresh(op)
+    db.session.refresh(svc)
+    assert op.state == jobs.SUCCEEDED and svc.state == "active"
+    held = db.session.scalars(db.select(IpAddress).where(IpAddress.service_id == svc.id)).all()
+    assert sorted((r.pool_id, r.address) for r in held) == [(a.id, "203.0.113.2"), (a.id, "203.0.113.3"),
+                                                             (b.id, "192.0.2.2")]
+    spec = FakeVirtDriver.servers[svc.uuid]["spec"]
+    assert sorted(x.address for x in spec.addresses) == ["192.0.2.2", "203.0.113.2", "203.0.113.3"]
+    # the lifecycle-v4 pool of the fixture serves the node too, but the package names only pools A and B
+    assert setup.pool.id not in {r.pool_id for r in held}
+
+
+def test_a_node_missing_a_named_pool_is_not_chosen(db, setup, order, make_package, make_node):
+    roomy = make_node(name="fake-node-roomy", vcpus=64, memory_mib=65536, disk_gib=4000)  # preferred by free memory
+    a, b = _pools_a_b([setup.node.id, roomy.id], [setup.node.id])
+    pkg = make_package(pool_addresses={str(a.id): 2, str(b.id): 1})
+    plain = make_package()
+    db.session.commit()
+    other, _ = order(package=plain, hostname="plain.example.test")
+    db.session.refresh(other)
+    assert other.node_id == roomy.id  # without named pools the roomy node wins
+    svc, op = order(package=pkg)
+    db.session.refresh(svc)
+    assert svc.state == "active" and svc.node_id == setup.node.id
+
+
+def test_no_node_attached_to_every_named_pool_is_a_clear_refusal(db, setup, order, make_package, make_node):
+    from hostbay.core.ipam import IpAddress
+
+    lone = make_node(name="fake-node-lone")
+    a, b = _pools_a_b([setup.node.id], [lone.id])
+    pkg = make_package(pool_addresses={str(a.id): 2, str(b.id): 1})
+    db.session.commit()
+    svc, op = order(package=pkg)
+    db.session.refresh(op)
+    db.session.refresh(svc)
+    assert op.state == jobs.FAILED and svc.node_id is None
+    assert "attached to every pool" in op.error and "pool-a" in op.error and "pool-b" in op.error
+    assert "addresses your package includes" in op.customer_error
+    assert db.session.scalar(db.select(db.func.count()).select_from(IpAddress)
+                             .where(IpAddress.service_id == svc.id)) == 0
+    assert db.session.scalar(db.select(db.func.count()).select_from(NodeReservation)) == 0
+
+
+def test_named_pools_are_taken_all_or_nothing(db, setup, make_package, make_service):
+    from hostbay.core import ipam
+    from hostbay.core.ipam import IpAddress, PoolExhausted
+
+    a = ipam.create_pool(name="pool-a", cidr="203.0.113.0/28", gateway="203.0.113.1", node_ids=[setup.node.id])
+    b = ipam.create_pool(name="pool-b", cidr="192.0.2.0/30", gateway="192.0.2.1", node_ids=[setup.node.id])
+    pkg = make_package(pool_addresses={str(a.id): 2, str(b.id): 2})  # pool B has a single free address
+    svc = make_service(setup.user, pkg, state="provisioning", node=setup.node)
+    with pytest.raises(PoolExhausted, match="pool-b"):
+        ipam.allocate_for_service(svc)
+    assert db.session.scalar(db.select(db.func.count()).select_from(IpAddress)
+                             .where(IpAddress.service_id == svc.id)) == 0

@@ -53,6 +53,53 @@ def test_package_create_validates_each_field_and_is_audited(app, make_user):
     assert b"A package with the slug std-2 exists already." in dup.data
 
 
+
+def test_package_form_saves_addresses_per_pool_and_iso_quota(app, make_user):
+    from hostbay.core import ipam
+
+    client, staff = _staff(app, make_user)
+    a = ipam.create_pool(name="pool-a", cidr="203.0.113.0/28")
+    b = ipam.create_pool(name="pool-b", cidr="192.0.2.0/28")
+    db.session.commit()
+    page = client.get("/staff/catalogue/packages/").data
+    assert f'name="pool_{a.id}"'.encode() in page and f'name="pool_{b.id}"'.encode() in page
+    assert b'name="iso_quota_count"' in page
+    for bad, message in (({f"pool_{a.id}": "-1"}, b"Addresses from pool pool-a must be at least 0."),
+                         ({f"pool_{a.id}": "two"}, b"must be whole numbers."),
+                         ({"pool_99999": "1"}, b"There is no IP pool #99999."),
+                         ({"iso_quota_count": "-2"}, b"ISO images must be at least 0."),
+                         ({"iso_quota_mib": "many"}, b"ISO space must be a whole number.")):
+        resp = client.post("/staff/catalogue/packages/", data={**PKG_FORM, **bad}, follow_redirects=True)
+        assert message in resp.data, message
+    assert db.session.scalar(select(Package).filter_by(slug="std-2")) is None
+    resp = client.post("/staff/catalogue/packages/", data={**PKG_FORM, f"pool_{a.id}": "2", f"pool_{b.id}": "1",
+                                                           "iso_quota_count": "5", "iso_quota_mib": "2048"})
+    assert resp.status_code == 302
+    pkg = db.session.scalar(select(Package).filter_by(slug="std-2"))
+    assert pkg.pool_counts() == {a.id: 2, b.id: 1}
+    assert (pkg.iso_quota_count, pkg.iso_quota_bytes) == (5, 2048 * 1024 * 1024)
+    (entry,) = _audits("package.create")
+    assert entry.after["pool_addresses"] == {"pool-a": 2, "pool-b": 1}
+    assert (entry.after["iso_quota_count"], entry.after["iso_quota_bytes"]) == (5, 2048 * 1024 * 1024)
+    page = client.get(f"/staff/catalogue/packages/{pkg.uuid}").data
+    assert f'name="pool_{a.id}" type="number" min="0" value="2"'.encode() in page
+    assert f'name="pool_{b.id}" type="number" min="0" value="1"'.encode() in page
+    assert b'name="iso_quota_count" type="number" min="0" value="5"' in page
+    assert b'name="iso_quota_mib" type="number" min="0" value="2048"' in page
+    # a refused change keeps the saved counts; then pool B is dropped (blank) and the quota cleared
+    client.post(f"/staff/catalogue/packages/{pkg.uuid}", data={**PKG_FORM, f"pool_{b.id}": "-1"})
+    db.session.expire_all()
+    assert db.session.get(Package, pkg.id).pool_counts() == {a.id: 2, b.id: 1}
+    client.post(f"/staff/catalogue/packages/{pkg.uuid}", data={**PKG_FORM, f"pool_{a.id}": "3",
+                                                               f"pool_{b.id}": ""})
+    db.session.expire_all()
+    pkg = db.session.get(Package, pkg.id)
+    assert pkg.pool_counts() == {a.id: 3} and pkg.iso_quota_count is None and pkg.iso_quota_bytes is None
+    (update,) = _audits("package.update")
+    assert update.before["pool_addresses"] == {"pool-a": 2, "pool-b": 1}
+    assert update.after["pool_addresses"] == {"pool-a": 3} and update.after["iso_quota_count"] is None
+
+
 def test_price_change_reaches_existing_services_only_when_staff_say_so(app, make_user, make_package,
                                                                          make_service):
     client, staff = _staff(app, make_user)

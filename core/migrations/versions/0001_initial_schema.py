@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-01 20:19:26.048029
+Create Date: 2026-12-02 00:28:11.707353
 
 """
 from alembic import op
@@ -130,6 +130,9 @@ def upgrade():
     sa.Column('disk_gib', sa.Integer(), nullable=False),
     sa.Column('ipv4_count', sa.Integer(), nullable=False),
     sa.Column('ipv6', sa.Boolean(), nullable=False),
+    sa.Column('pool_addresses', sa.JSON(), nullable=False),
+    sa.Column('iso_quota_count', sa.Integer(), nullable=True),
+    sa.Column('iso_quota_bytes', sa.BigInteger(), nullable=True),
     sa.Column('port_speed_mbit', sa.Integer(), nullable=False),
     sa.Column('traffic_quota_gib', sa.Integer(), nullable=True),
     sa.Column('hardware', sa.JSON(), nullable=False),
