@@ -66,6 +66,24 @@ class Package(db.Model):
         """The named pools and their included address counts (pools with a count of 0 left out)."""
         return {int(k): int(v) for k, v in (self.pool_addresses or {}).items() if int(v) > 0}
 
+    def addresses_text(self) -> str:
+        """The included addresses in plain words, e.g. "2 IPv4 addresses and 1 IPv6 address" for named pools or
+        "1 IPv4 address and IPv6" by default (IPv6 from any pool: its prefix, not a count)."""
+        counts = self.pool_counts()
+        if not counts:
+            v4 = f"{self.ipv4_count} IPv4 address{'es' if self.ipv4_count != 1 else ''}"
+            return f"{v4} and IPv6" if self.ipv6 else v4
+        from .db import db
+        from .ipam_models import IpPool
+
+        by_family = {4: 0, 6: 0}
+        for pool_id, n in counts.items():
+            pool = db.session.get(IpPool, pool_id)
+            if pool is not None:
+                by_family[pool.network.version] += n
+        parts = [f"{n} IPv{v} address{'es' if n != 1 else ''}" for v, n in sorted(by_family.items()) if n]
+        return " and ".join(parts) or "no addresses"
+
     def hardware_text(self) -> str:
         """Dedicated servers: the required hardware attributes in plain words (e.g. "cpu: E-2388G, ram_gib: 64")."""
         return ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in sorted((self.hardware or {}).items()))

@@ -81,6 +81,21 @@ def test_pricing_lists_orderable_packages_without_login(client, db, make_package
     assert "Secret L" not in page
 
 
+def test_pricing_and_order_pages_say_the_addresses_a_package_includes(client, db, make_package, make_user):
+    from hostbay.core import ipam
+
+    v4 = ipam.create_pool(name="v4", cidr="198.51.100.0/24", gateway="198.51.100.1")
+    v6 = ipam.create_pool(name="v6", cidr="2001:db8:5::/48", gateway="2001:db8:5::1", prefix=64)
+    make_package(name="Default S", monthly_cents=500, ipv4_count=1, ipv6=True)
+    make_package(name="Pools M", monthly_cents=900, ipv4_count=1, pool_addresses={str(v4.id): 2, str(v6.id): 1})
+    db.session.commit()
+    login(client, make_user(balance_cents=0))
+    for url in ("/pricing", "/panel/order"):
+        page = " ".join(client.get(url).data.decode().split())
+        assert "1 IPv4 address and IPv6" in page, url
+        assert "2 IPv4 addresses and 1 IPv6 address" in page, url  # the named pools, not ipv4_count
+
+
 def test_help_is_seeded_editable_and_sanitised(client, db, make_user):
     page = client.get("/help").data.decode()
     for topic in ("prepaid billing", "renewed", "not renewed", "refund", "ISO", "console"):
