@@ -179,11 +179,18 @@ def enqueue(kind: str, *, key: str | None = None, payload: dict | None = None, s
     return op
 
 
-def dispatch_after_commit(op_ids, kind: str | None = None, *, front: bool = False) -> None:
+def dispatch_after_commit(op_ids, kind: str | None = None, *, front: bool = False,
+                          background: bool = False) -> None:
     """Dispatch operations inserted in the current transaction once it commits (never if it rolls back).
-    ``kind`` (when all share one) routes them without looking their kinds up again."""
+    ``kind`` (when all share one) routes them without looking their kinds up again. ``background``: in ``rq``
+    mode the push runs on the process's dispatch thread (:class:`_BackgroundDispatch`) while the caller goes on
+    with its next transaction; the caller waits for it with :func:`wait_background_dispatch` before it reports
+    done (a renewal sweep's batches). A push lost with the process is made up by :func:`run_stale_recovery`: the
+    operations are committed rows, and queued ones older than two minutes that wait in no queue are pushed again."""
     info = db.session.info
     info.setdefault("hostbay_dispatch", []).extend(op_ids)
+    if background:
+        info["hostbay_dispatch_background"] = True
     if kind is not None or front:
         meta = info.setdefault("hostbay_dispatch_meta", {})
         for op_id in op_ids:
@@ -204,11 +211,14 @@ def _after_commit(session: Session) -> None:
         return
     ids = session.info.pop("hostbay_dispatch", None)
     meta = session.info.pop("hostbay_dispatch_meta", None) or {}
+    background = session.info.pop("hostbay_dispatch_background", False)
     events = session.info.pop("hostbay_events", None)
     if not ids and not events:
         return
     app = current_app._get_current_object()
-    if ids:
+    if ids and background and app.config["HOSTBAY_JOBS"] == "rq":
+        _BACKGROUND.submit(app, ids, meta)
+    elif ids:
         dispatch_many(app, ids, meta=meta)
     for hook_name, loader in events or ():
         with app.app_context():  # a new session: the committed one can emit no SQL inside this event
@@ -229,6 +239,7 @@ def _after_rollback(session: Session, previous_transaction) -> None:
     if previous_transaction.parent is None:
         session.info.pop("hostbay_dispatch", None)
         session.info.pop("hostbay_dispatch_meta", None)
+        session.info.pop("hostbay_dispatch_background", None)
         session.info.pop("hostbay_events", None)
 
 
@@ -289,6 +300,50 @@ def dispatch_many(app, op_ids: list[str], batch: int = 1000, meta: dict | None =
                                                     at_front=front))
                 q.enqueue_many(datas, pipeline=pipe)
                 pipe.execute()
+
+
+class _BackgroundDispatch:
+    """One thread per process that pushes committed operations to Redis in the order they were handed over, so
+    that a caller committing batch after batch (the renewal sweep) prepares its next batch while the last one's
+    jobs are pushed. A failed push is logged; the operations stay queued in the table for
+    :func:`run_stale_recovery`."""
+
+    def __init__(self):
+        import queue
+
+        self._lock = threading.Lock()
+        self._queue: queue.Queue = queue.Queue()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, app, op_ids: list[str], meta: dict) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, daemon=True, name="hostbay-dispatch")
+                self._thread.start()
+        self._queue.put((app, op_ids, meta))
+
+    def _run(self) -> None:
+        while True:
+            app, op_ids, meta = self._queue.get()
+            try:
+                dispatch_many(app, op_ids, meta=meta)
+            except Exception:  # noqa: BLE001 - the rows are committed: stale recovery pushes them again
+                log.exception("pushing %d operations to their queues failed; stale recovery will push them again",
+                              len(op_ids))
+            finally:
+                self._queue.task_done()
+
+    def wait(self) -> None:
+        self._queue.join()
+
+
+_BACKGROUND = _BackgroundDispatch()
+
+
+def wait_background_dispatch() -> None:
+    """Return once every operation handed to the dispatch thread (``dispatch_after_commit(background=True)``) has
+    been pushed (or its push has failed and been logged)."""
+    _BACKGROUND.wait()
 
 
 def dispatch(app, op_id: str, delay: float = 0, kind: str | None = None) -> None:

@@ -52,18 +52,29 @@ def _base_url() -> str:
     return current_app.config.get("HOSTBAY_BASE_URL", "http://127.0.0.1:5000")
 
 
-def suspension_notice_row(r, balance_cents: int, now: datetime) -> dict:
-    """The notice row for a service the renewal sweep suspended (``r``: a row with uuid, id, user_id, hostname,
-    price_cents, renews_at)."""
+_UUID_MARK = "00000000-0000-4000-8000-000000000000"
+
+
+def suspension_notice_context() -> dict:
+    """What every suspension notice of one sweep batch shares, computed once per batch: the retention period, the
+    top-up link and the service link (built for a marker UUID, which each row replaces with its own)."""
     from .policy import retention_days
 
+    return {"days": retention_days(), "topup": links.url("topup"),
+            "service": links.url("service", uuid=_UUID_MARK)}
+
+
+def suspension_notice_row(r, balance_cents: int, now: datetime, ctx: dict | None = None) -> dict:
+    """The notice row for a service the renewal sweep suspended (``r``: a row with uuid, id, user_id, hostname,
+    price_cents, renews_at; ``ctx``: :func:`suspension_notice_context`, computed anew when not given)."""
+    ctx = ctx or suspension_notice_context()
     short = r.price_cents - balance_cents
-    days = retention_days()
+    days = ctx["days"]
     body = (f"Your server {r.hostname} was suspended because its renewal of {format_cents(r.price_cents)} could "
             f"not be paid: your wallet balance is {format_cents(balance_cents)}.\n\n"
             f"Add at least {format_cents(short)} and renew the service within {days} days to keep it; after that it "
-            f"is removed with its data.\n\nTop up: {links.url('topup')}\n"
-            f"Your service: {links.url('service', uuid=r.uuid)}\n")
+            f"is removed with its data.\n\nTop up: {ctx['topup']}\n"
+            f"Your service: {ctx['service'].replace(_UUID_MARK, r.uuid)}\n")
     return {"key": f"suspended:{r.uuid}:{r.renews_at:%Y%m%dT%H%M%S}", "user_id": r.user_id, "service_id": r.id,
             "kind": "suspended", "subject": f"{r.hostname} is suspended: renew within {days} days",
             "body": body, "created_at": now, "attempts": 0}

@@ -155,13 +155,16 @@ def renewal_sweep(now: datetime | None = None, batch_size: int = RENEWAL_BATCH, 
     cancel those set to end with their period. Safe to run concurrently and repeatedly."""
     now = now or clock.now()
     totals = {"renewed": 0, "suspended": 0, "cancelled": 0, "batches": 0}
-    while max_batches is None or totals["batches"] < max_batches:
-        got = _renewal_batch(now, batch_size, dispatch)
-        if got is None:
-            break
-        totals["batches"] += 1
-        for k in ("renewed", "suspended", "cancelled"):
-            totals[k] += got[k]
+    try:
+        while max_batches is None or totals["batches"] < max_batches:
+            got = _renewal_batch(now, batch_size, dispatch)
+            if got is None:
+                break
+            totals["batches"] += 1
+            for k in ("renewed", "suspended", "cancelled"):
+                totals[k] += got[k]
+    finally:
+        jobs.wait_background_dispatch()  # every committed batch's jobs are in their queues before the sweep ends
     from . import metrics
 
     metrics.SWEEPS.inc()  # after the last batch committed (or found nothing due)
@@ -279,14 +282,16 @@ def _renewal_batch(now: datetime, batch_size: int, dispatch: bool, check_paid: b
                            "before": {"renews_at": r.renews_at.isoformat()}, "after": {"renews_at": new.isoformat()},
                            "detail": "renewal sweep (free)", "created_at": now})
     if suspend_rows:
-        from .notices import suspension_notice_row
+        from .notices import suspension_notice_context, suspension_notice_row
 
+        notice_ctx = suspension_notice_context()
+        days = notice_ctx["days"]
         for r, balance in suspend_rows:
             short = r.price_cents - balance
             acts.append({"user_id": r.user_id, "service_id": r.id, "event": "suspend", "created_at": now,
                          "message": f"{r.hostname} was suspended: the renewal of {format_cents(r.price_cents)} "
                                     f"could not be paid from your wallet ({format_cents(balance)}). Add at least "
-                                    f"{format_cents(short)} within {retention_days()} days and renew it to keep it."})
+                                    f"{format_cents(short)} within {days} days and renew it to keep it."})
             audits.append({"actor_type": "system", "actor_id": None, "action": "service.suspended",
                            "target_type": "service", "target_id": r.uuid,
                            "before": {"state": ACTIVE, "renews_at": r.renews_at.isoformat()},
@@ -296,7 +301,7 @@ def _renewal_batch(now: datetime, batch_size: int, dispatch: bool, check_paid: b
                         "service_id": r.id, "user_id": r.user_id, "payload": {"reason": "unpaid"},
                         "state": jobs.QUEUED, "title": "Suspend server", "progress_pct": 0,
                         "progress_text": "Queued", "attempts": 0, "max_attempts": 4, "created_at": jobs._utcnow()})
-            notices.append(suspension_notice_row(r, balance, now))
+            notices.append(suspension_notice_row(r, balance, now, notice_ctx))
     cancelled = set(transition_bulk([r.id for r in cancels], CANCELLED, expect=ACTIVE, ended_at=now))
     for r in cancels:
         if r.id in cancelled:
@@ -320,10 +325,10 @@ def _renewal_batch(now: datetime, batch_size: int, dispatch: bool, check_paid: b
         from .notices import Notice
 
         _insert_ignore(Notice.__table__, notices, Notice.__table__.c.key)
-    if dispatch:
+    if dispatch:  # pushed on the dispatch thread while the next batch is read and written (the sweep waits)
         for kind, ids in new_ops.items():
             if ids:
-                jobs.dispatch_after_commit(ids, kind)
+                jobs.dispatch_after_commit(ids, kind, background=True)
     db.session.commit()
     from . import metrics  # counted once the batch is committed (a rolled-back batch counts nothing)
 

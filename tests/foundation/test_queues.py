@@ -183,3 +183,69 @@ def test_stale_recovery_pushes_again_only_what_left_its_queue(app, db):
         for key in conn.scan_iter(f"rq:*{prefix}*"):
             conn.delete(key)
         app.extensions.pop("hostbay.redis", None)
+
+
+@pytest.mark.redis
+def test_a_sweep_pushes_its_batches_in_the_background_and_ends_after_the_last_push(app, db, make_user, make_package,
+                                                                                   monkeypatch):
+    """The renewal sweep hands each committed batch's suspension jobs to the dispatch thread and goes on with the
+    next batch; it returns only once every job is in its queue. A push that fails is logged and leaves the
+    operations queued in the table for stale recovery."""
+    import threading
+    import time
+    from datetime import timedelta
+
+    from rq import Queue
+
+    from hostbay.core import clock, renewals
+    from hostbay.core.services import Service
+
+    redis_url = os.environ.get("HOSTBAY_TEST_REDIS_URL")
+    if not redis_url:
+        pytest.skip("HOSTBAY_TEST_REDIS_URL is not set")
+    prefix = f"hostbay-bgpush-{uuid.uuid4().hex[:8]}"
+    app.config.update(HOSTBAY_JOBS="rq", HOSTBAY_REDIS_URL=redis_url, HOSTBAY_QUEUE=prefix)
+    conn = jobs.redis_connection(app)
+    money = Queue(jobs.queue_name(jobs.MONEY), connection=conn)
+    pkg = make_package(monthly_cents=1000)
+    due = clock.now() - timedelta(minutes=1)
+    for i in range(3):  # three customers who cannot pay: three suspensions, one per batch of one
+        user = make_user(balance_cents=0)
+        db.session.add(Service(user_id=user.id, package_id=pkg.id, kind="vps", state="active", cycle="monthly",
+                               hostname=f"bg{i}.example.test", price_cents=1000,
+                               period_start=due - timedelta(days=30), renews_at=due))
+    db.session.commit()
+    real, pushers, batches_done = jobs.dispatch_many, set(), []
+
+    def slow_push(app_, ids, **kw):
+        pushers.add(threading.current_thread().name)
+        time.sleep(0.3)
+        batches_done.append(len(ids))
+        return real(app_, ids, **kw)
+    monkeypatch.setattr(jobs, "dispatch_many", slow_push)
+    try:
+        t0 = time.perf_counter()
+        got = renewals.renewal_sweep(batch_size=1)
+        took = time.perf_counter() - t0
+        assert got["suspended"] == 3 and got["batches"] == 3
+        assert pushers == {"hostbay-dispatch"}  # not on the sweep's own thread
+        assert batches_done == [1, 1, 1] and money.count == 3  # all pushed before the sweep returned
+        assert took >= 0.9  # it waited for the last push
+
+        # a failing push: logged, the operations stay queued in the table (stale recovery pushes them again)
+        def broken(app_, ids, **kw):
+            raise ConnectionError("redis is down")
+        monkeypatch.setattr(jobs, "dispatch_many", broken)
+        user = make_user(balance_cents=0)
+        db.session.add(Service(user_id=user.id, package_id=pkg.id, kind="vps", state="active", cycle="monthly",
+                               hostname="bg-lost.example.test", price_cents=1000,
+                               period_start=due - timedelta(days=30), renews_at=due))
+        db.session.commit()
+        assert renewals.renewal_sweep()["suspended"] == 1
+        lost = db.session.scalars(db.select(jobs.Operation).where(jobs.Operation.kind == "service.suspend")
+                                  .order_by(jobs.Operation.created_at.desc())).first()
+        assert lost.state == jobs.QUEUED and money.count == 3
+    finally:
+        for key in conn.scan_iter(f"rq:*{prefix}*"):
+            conn.delete(key)
+        app.extensions.pop("hostbay.redis", None)
