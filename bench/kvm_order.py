@@ -1,11 +1,14 @@
 """Paid order -> running KVM domain with anti-spoofing on, and where the time goes.
 
-    .venv/bin/python bench/kvm_order.py [--count 20] [--uri qemu:///system]
+    .venv/bin/python bench/kvm_order.py [--count 20] [--uri qemu:///system] [--network bridge|ethernet]
 
 As root, on a real libvirtd with QEMU. Environment: HOSTBAY_BENCH_DATABASE_URL (PostgreSQL; default
 postgresql+psycopg://postgres@127.0.0.1/hostbay_bench), HOSTBAY_BENCH_REDIS_URL (default redis://127.0.0.1:6379/13),
 HOSTBAY_BENCH_KVM_PREFIX (default ``hbbench-order-``) and HOSTBAY_BENCH_KVM_DIR (default
-/var/lib/hostbay-bench/kvm-order), so two runs on one host do not touch each other's domains.
+/var/lib/hostbay-bench/kvm-order), so two runs on one host do not touch each other's domains;
+HOSTBAY_BENCH_BRIDGE (default ``hbbench-br0``) names the bridge a ``bridge`` run makes for its servers' ports
+(no uplink: nothing leaves the machine). The filter acts on bridged ports only, so ``bridge`` is the default:
+``ethernet`` (routed taps) pays the same filter cost at start for no protection (docs/network.md).
 
 Per order (``count`` orders one after another, after one warm-up order that is not counted):
 
@@ -51,9 +54,29 @@ BASE = Path(os.environ.get("HOSTBAY_BENCH_KVM_DIR", "/var/lib/hostbay-bench/kvm-
 from kvm_provision import summarize, table  # noqa: E402
 
 
+BRIDGE = os.environ.get("HOSTBAY_BENCH_BRIDGE", "hbbench-br0")
+
+
 @contextlib.contextmanager
-def kvm_host(uri: str):
-    """A template directory with a blank 64 MiB qcow2; yields the node settings; removes what it made."""
+def host_bridge(name: str):
+    """A host bridge with no uplink (frames stay on this machine), made for the run and removed after it."""
+    made = subprocess.run(["ip", "link", "show", name], capture_output=True).returncode != 0
+    if made:
+        subprocess.run(["ip", "link", "add", "name", name, "type", "bridge"], check=True)
+    subprocess.run(["ip", "link", "set", name, "up"], check=True)
+    try:
+        yield name
+    finally:
+        if made:
+            subprocess.run(["ip", "link", "del", name], check=False)
+
+
+@contextlib.contextmanager
+def kvm_host(uri: str, network: str = "bridge"):
+    """A template directory with a blank 64 MiB qcow2; yields the node settings; removes what it made. In
+    ``bridge`` mode (the default) the servers' ports are on a bridge of the run's own, where libvirt's nwfilter
+    acts on their frames; in ``ethernet`` mode (a routed tap) the filter is instantiated but sees no frame
+    (docs/network.md), so that mode measures its cost, not its protection."""
     templates = BASE / "templates"
     for d in (BASE.parent, BASE, templates):
         d.mkdir(exist_ok=True)
@@ -62,7 +85,10 @@ def kvm_host(uri: str):
     if not template.exists():
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(template), "64M"], check=True)
     settings = {"uri": uri, "storage": str(BASE / "disks"), "templates": str(templates), "name_prefix": PREFIX,
-                "stop_timeout": 0, "shaping": "off"}
+                "stop_timeout": 0, "shaping": "off", "network": network}
+    bridge = contextlib.ExitStack()
+    if network == "bridge":
+        settings["bridge"] = bridge.enter_context(host_bridge(BRIDGE))
     sys.path.insert(0, str(HERE.parent / "plugins" / "kvm" / "tests"))
     from kvm_testhost import remove_leftovers
 
@@ -71,6 +97,7 @@ def kvm_host(uri: str):
         yield settings
     finally:
         remove_leftovers(uri, BASE, pools=True, prefix=PREFIX)
+        bridge.close()
         shutil.rmtree(BASE, ignore_errors=True)
         with contextlib.suppress(OSError):
             BASE.parent.rmdir()
@@ -162,7 +189,7 @@ def firewall_call_cost(repeat: int = 30) -> dict[str, float]:
 
 
 def order_to_running(count: int = 20, uri: str = "qemu:///system",
-                     count_calls: bool = False) -> tuple[list[dict], dict]:
+                     count_calls: bool = False, network: str = "bridge") -> tuple[list[dict], dict]:
     import libvirt
 
     from hostbay.core import billing, ipam, ledger
@@ -185,7 +212,7 @@ def order_to_running(count: int = 20, uri: str = "qemu:///system",
     orders, filtered, clean, bare, own = [], [], [], [], []
     info: dict = {}
     conn = libvirt.open(uri)
-    with kvm_host(uri) as settings, app.app_context():
+    with kvm_host(uri, network) as settings, app.app_context():
         db.drop_all()
         db.create_all()
         node = Node(name="bench-node", driver="kvm", settings=settings, vcpus=64, memory_mib=65536, disk_gib=1000)
@@ -276,11 +303,15 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--count", type=int, default=20)
     parser.add_argument("--uri", default="qemu:///system")
     parser.add_argument("--label", default="", help="a word for the result file (before, after)")
+    parser.add_argument("--network", choices=("bridge", "ethernet"), default="bridge",
+                        help="bridge (default): ports on a bridge of the run's own, where the filter acts; ethernet: "
+                             "routed taps, where libvirt's filter is instantiated but inert")
     parser.add_argument("--count-calls", action="store_true",
                         help="count the firewall commands of one filtered start with strace on the daemon (slows "
                              "the daemon down for everyone while it runs)")
     args = parser.parse_args(argv)
-    rows, info = order_to_running(args.count, args.uri, args.count_calls)
+    rows, info = order_to_running(args.count, args.uri, args.count_calls, args.network)
+    info["network"] = args.network
     print(table(rows))
     print(json.dumps(info, indent=2))
     RESULTS.mkdir(exist_ok=True)
