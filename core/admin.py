@@ -194,9 +194,11 @@ def failed_operations(include_retrying: bool = True):
             .order_by(jobs.Operation.created_at.desc(), jobs.Operation.id))
 
 
-def stuck_operations(minutes: int = 30):
-    """Running operations whose heartbeat stopped ``minutes`` ago (their worker died or hangs)."""
-    cutoff = clock.now() - timedelta(minutes=minutes)
+def stuck_operations(minutes: float | None = None):
+    """Running operations whose heartbeat stopped ``minutes`` ago (their worker died or hangs); by default the stale
+    threshold after which another worker takes the claim over (jobs.stale_seconds, HOSTBAY_STALE_SECONDS)."""
+    seconds = jobs.stale_seconds() if minutes is None else minutes * 60
+    cutoff = clock.now() - timedelta(seconds=seconds)
     return (select(jobs.Operation).where(jobs.Operation.state == jobs.RUNNING,
                                          or_(jobs.Operation.heartbeat_at < cutoff,
                                              jobs.Operation.heartbeat_at.is_(None)))

@@ -85,7 +85,8 @@ def operations():
     stuck = db.session.scalars(admin.stuck_operations().limit(200)).all()
     ids = {o.service_id for o in failed + stuck if o.service_id}
     svcs = {s.id: s for s in db.session.scalars(select(Service).where(Service.id.in_(ids)))} if ids else {}
-    return render_template("staff/admin/operations.html", failed=failed, stuck=stuck, services=svcs)
+    return render_template("staff/admin/operations.html", failed=failed, stuck=stuck, services=svcs,
+                           stale_minutes=round(jobs.stale_seconds() / 60, 1))
 
 
 @bp.post("/operations/retry")
