@@ -14,7 +14,7 @@ from sqlalchemy import func, or_, select, update
 from . import clock, jobs
 from .activity import ActivityEntry, AuditEntry, audit, log_activity
 from .db import db
-from .errors import UserError
+from .errors import FieldErrorCollector, FieldErrors, UserError
 
 ABANDONED = "abandoned"  # an operation staff gave up on: never run again, kept for the record
 
@@ -194,9 +194,11 @@ def failed_operations(include_retrying: bool = True):
             .order_by(jobs.Operation.created_at.desc(), jobs.Operation.id))
 
 
-def stuck_operations(minutes: int = 30):
-    """Running operations whose heartbeat stopped ``minutes`` ago (their worker died or hangs)."""
-    cutoff = clock.now() - timedelta(minutes=minutes)
+def stuck_operations(minutes: float | None = None):
+    """Running operations whose heartbeat stopped ``minutes`` ago (their worker died or hangs); by default the stale
+    threshold after which another worker takes the claim over (jobs.stale_seconds, HOSTBAY_STALE_SECONDS)."""
+    seconds = jobs.stale_seconds() if minutes is None else minutes * 60
+    cutoff = clock.now() - timedelta(seconds=seconds)
     return (select(jobs.Operation).where(jobs.Operation.state == jobs.RUNNING,
                                          or_(jobs.Operation.heartbeat_at < cutoff,
                                              jobs.Operation.heartbeat_at.is_(None)))
@@ -291,51 +293,79 @@ def _pool_names(counts: dict) -> dict[str, int]:
 
 def check_pool_addresses(counts: dict) -> dict[str, int]:
     """Validate included addresses per pool ({pool id: count}); returns them as stored ({"<id>": n}, zero counts
-    dropped)."""
+    dropped). Raises FieldErrors naming each bad pool's field ``pool_<id>``."""
     from .ipam import IpPool
 
-    out = {}
+    out, errors = {}, FieldErrorCollector()
     for pool_id, n in counts.items():
+        field = f"pool_{pool_id}"
         try:
             pool_id, n = int(pool_id), int(n)
         except (TypeError, ValueError):
-            raise UserError("Included addresses per pool must be whole numbers.") from None
+            errors.add(field, "Included addresses per pool must be whole numbers.")
+            continue
         pool = db.session.get(IpPool, pool_id)
         if pool is None:
-            raise UserError(f"There is no IP pool #{pool_id}.")
-        if n < 0:
-            raise UserError(f"Addresses from pool {pool.name} must be at least 0.")
-        if n:
+            errors.add(field, f"There is no IP pool #{pool_id}.")
+        elif n < 0:
+            errors.add(field, f"Addresses from pool {pool.name} must be at least 0.")
+        elif n:
             out[str(pool_id)] = n
+    errors.raise_if_any()
     return out
 
 
-def save_package(pkg, values: dict, prices: dict[str, int], actor, *, apply_to_existing: bool = False):
-    """Create (``pkg`` None) or change a package. Price changes reach existing services only with
-    ``apply_to_existing``: their next renewal charges the new price and each customer is told in their activity."""
-    from .catalog import CYCLES, Package, PackagePrice
-    from .services import HIDDEN_FROM_CUSTOMER, Service
+def check_package(pkg, values: dict, prices: dict[str, int]) -> dict:
+    """Check a package's values and prices ({cycle: cents}) before :func:`save_package` stores them: raises
+    FieldErrors naming every bad field (``slug``, ``name``, ``vcpus``, ``memory_mib``, ``disk_gib``,
+    ``price_<cycle>``, ``prices``, ``pool_<id>``, ``iso_quota_count``, ``iso_quota_bytes``); returns the values as
+    stored."""
+    from .catalog import CYCLES, Package
 
+    errors = FieldErrorCollector()
     for cycle, cents in prices.items():
         if cycle not in CYCLES:
-            raise UserError(f"Unknown billing cycle {cycle}.")
-        if cents < 0:
-            raise UserError("Prices cannot be negative.")
+            errors.add(f"price_{cycle}", f"Unknown billing cycle {cycle}.")
+        elif cents < 0:
+            errors.add(f"price_{cycle}", "Prices cannot be negative.")
     if not prices:
-        raise UserError("Give the package a price for at least one billing cycle.")
+        errors.add("prices", "Give the package a price for at least one billing cycle.")
     slug = values.get("slug") or (pkg.slug if pkg else "")
     if not slug or len(slug) > 64:
-        raise UserError("Give the package a short name (slug) of at most 64 characters.")
-    other = db.session.scalar(select(Package).filter_by(slug=slug))
-    if other is not None and other is not pkg:
-        raise UserError(f"A package with the slug {slug} exists already.")
+        errors.add("slug", "Give the package a short name (slug) of at most 64 characters.")
+    else:
+        other = db.session.scalar(select(Package).filter_by(slug=slug))
+        if other is not None and other is not pkg:
+            errors.add("slug", f"A package with the slug {slug} exists already.")
     if not (values.get("name") or "").strip():
-        raise UserError("Give the package a name.")
+        errors.add("name", "Give the package a name.")
+    kind = values.get("kind") or (pkg.kind if pkg else "vps")
+    if kind == "vps":
+        for field, minimum, message in (("vcpus", 1, "A VPS package needs at least 1 vCPU."),
+                                        ("memory_mib", 128, "A VPS package needs at least 128 MiB of memory."),
+                                        ("disk_gib", 1, "A VPS package needs at least 1 GiB of disk.")):
+            value = values.get(field, getattr(pkg, field, None) if pkg else None)
+            if value is not None and value < minimum:
+                errors.add(field, message)
     if "pool_addresses" in values:
-        values = {**values, "pool_addresses": check_pool_addresses(values["pool_addresses"] or {})}
+        with errors.check("pool_addresses"):
+            values = {**values, "pool_addresses": check_pool_addresses(values["pool_addresses"] or {})}
     for field in ("iso_quota_count", "iso_quota_bytes"):
         if values.get(field) is not None and values[field] < 0:
-            raise UserError("The ISO quota cannot be negative.")
+            errors.add(field, "The ISO quota cannot be negative.")
+    errors.raise_if_any()
+    return values
+
+
+def save_package(pkg, values: dict, prices: dict[str, int], actor, *, apply_to_existing: bool = False):
+    """Create (``pkg`` None) or change a package (checked by :func:`check_package`). Price changes reach existing
+    services only with ``apply_to_existing``: their next renewal charges the new price and each customer is told in
+    their activity."""
+    from .catalog import Package, PackagePrice
+    from .services import HIDDEN_FROM_CUSTOMER, Service
+
+    values = check_package(pkg, values, prices)
+    slug = values.get("slug") or (pkg.slug if pkg else "")
     before = package_snapshot(pkg) if pkg else None
     if pkg is None:
         pkg = Package(slug=slug, name=values["name"], driver=values["driver"])
@@ -375,18 +405,30 @@ def save_package(pkg, values: dict, prices: dict[str, int], actor, *, apply_to_e
     return pkg, told
 
 
+def check_image(img, values: dict) -> None:
+    """Raise FieldErrors naming every bad field of an OS image (``driver``, ``slug``, ``name``, ``source``,
+    ``min_disk_gib``)."""
+    from .catalog import Image
+
+    errors = FieldErrorCollector()
+    for field in ("driver", "slug", "name", "source"):
+        if not (values[field] if field in values else (getattr(img, field) if img else "")):  # given: not blank
+            errors.add(field, f"The image needs a {field if field != 'source' else 'template reference'}.")
+    if values.get("min_disk_gib", 1) < 1:
+        errors.add("min_disk_gib", "The minimum disk is at least 1 GiB.")
+    driver, slug = values.get("driver") or (img.driver if img else ""), values.get("slug") or (img.slug if img else "")
+    if driver and slug:
+        other = db.session.scalar(select(Image).filter_by(driver=driver, slug=slug))
+        if other is not None and other is not img:
+            errors.add("slug", f"The driver {driver} has an image {slug} already.")
+    errors.raise_if_any()
+
+
 def save_image(img, values: dict, actor):
     from .catalog import Image
 
-    for field in ("driver", "slug", "name", "source"):
-        if not (values.get(field) or (getattr(img, field) if img else "")):
-            raise UserError(f"The image needs a {field if field != 'source' else 'template reference'}.")
-    if values.get("min_disk_gib", 1) < 1:
-        raise UserError("The minimum disk is at least 1 GiB.")
+    check_image(img, values)
     driver, slug = values.get("driver") or img.driver, values.get("slug") or img.slug
-    other = db.session.scalar(select(Image).filter_by(driver=driver, slug=slug))
-    if other is not None and other is not img:
-        raise UserError(f"The driver {driver} has an image {slug} already.")
     fields = ("driver", "slug", "name", "source", "os_family", "min_disk_gib", "enabled")
     before = {f: getattr(img, f) for f in fields} if img else None
     if img is None:
@@ -401,6 +443,51 @@ def save_image(img, values: dict, actor):
 
 
 # --- nodes -------------------------------------------------------------------------------------------------------
+
+def node_settings(cls, raw: dict) -> dict:
+    """A node's driver settings cleaned by its driver class; FieldErrors names each refused one ``settings.<key>``
+    (a driver's check of several settings together may name none: "settings")."""
+    from .errors import SettingsError
+
+    try:
+        return cls.clean_settings(raw)
+    except SettingsError as exc:
+        keys = {s.key for s in cls.settings}
+        raise FieldErrors({(f"settings.{k}" if k in keys else "settings"): m for k, m in exc.errors.items()}) \
+            from None
+
+
+def create_node(cls, values: dict, raw_settings: dict, actor, *, known_errors: dict | None = None):
+    """Add a node of driver class ``cls`` (``values``: name, location, vcpus, memory_mib, disk_gib, enabled). Every
+    bad field is reported at once in a FieldErrors (``name``, ``vcpus``, ``memory_mib``, ``disk_gib``,
+    ``settings.<key>``), together with ``known_errors`` the caller found already; nothing is added then."""
+    from .catalog import Node
+
+    errors = FieldErrorCollector()
+    for field, message in (known_errors or {}).items():
+        errors.add(field, message)
+    name = (values.get("name") or "").strip()
+    if not name or len(name) > 64:
+        errors.add("name", "Give the node a name of at most 64 characters.")
+    elif db.session.scalar(select(Node.id).filter_by(name=name)):
+        errors.add("name", f"A node named {name} exists already.")
+    for field, label in (("vcpus", "vCPUs"), ("memory_mib", "Memory"), ("disk_gib", "Disk")):
+        if values.get(field) is not None and values[field] < 0:
+            errors.add(field, f"{label} cannot be negative.")
+    settings = None
+    with errors.check("settings"):
+        settings = node_settings(cls, raw_settings)
+    errors.raise_if_any()
+    node = Node(name=name, driver=cls.name, settings=settings, location=values.get("location") or "default",
+                vcpus=values.get("vcpus") or 0, memory_mib=values.get("memory_mib") or 0,
+                disk_gib=values.get("disk_gib") or 0, enabled=bool(values.get("enabled")))
+    db.session.add(node)
+    db.session.flush()
+    masked = {s.key: ("***" if s.type == "secret" and settings.get(s.key) else settings.get(s.key))
+              for s in cls.settings}
+    audit("node.create", "node", node.id, actor=actor, after={"name": name, "driver": cls.name, "settings": masked})
+    return node
+
 
 def node_use(node) -> list[dict]:
     """Reserved vs total per resource, with the percentage used."""

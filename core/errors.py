@@ -33,6 +33,71 @@ class FieldError(UserError):
         self.field = field
 
 
+class FieldErrors(UserError):
+    """Several refused values at once: ``errors`` maps each bad form field's name to its message (in the order they
+    were found), so a page can show every message next to its own field in one go. ``field`` is the first one, for
+    pages that show a single field's error."""
+
+    def __init__(self, errors: dict[str, str]):
+        self.errors = dict(errors)
+        super().__init__(" ".join(self.errors.values()))
+
+    @property
+    def field(self) -> str | None:
+        return next(iter(self.errors), None)
+
+
+class FieldErrorCollector:
+    """Collects every refused field of a form instead of stopping at the first::
+
+        errors = FieldErrorCollector()
+        with errors.check("price"):      # a FieldError/FieldErrors inside names its own field(s); any other
+            price = parse(form["price"])  # UserError is filed under "price"
+        errors.add("name", "Give it a name.")
+        errors.raise_if_any()             # FieldErrors with all of them
+
+    The first message of a field wins (later checks of the same field add nothing)."""
+
+    def __init__(self):
+        self.errors: dict[str, str] = {}
+
+    def add(self, field: str, message: str) -> None:
+        self.errors.setdefault(field, message)
+
+    def merge(self, exc: UserError, field: str | None = None) -> None:
+        if isinstance(exc, (FieldErrors, SettingsError)):
+            for name, message in exc.errors.items():
+                self.add(name, message)
+        elif isinstance(exc, FieldError):
+            self.add(exc.field, exc.customer_message)
+        else:
+            self.add(field or "", exc.customer_message)
+
+    def check(self, field: str | None = None):
+        return _Check(self, field)
+
+    def __bool__(self) -> bool:
+        return bool(self.errors)
+
+    def raise_if_any(self) -> None:
+        if self.errors:
+            raise FieldErrors(self.errors)
+
+
+class _Check:
+    def __init__(self, collector: FieldErrorCollector, field: str | None):
+        self.collector, self.field = collector, field
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc is not None and isinstance(exc, UserError):
+            self.collector.merge(exc, self.field)
+            return True
+        return False
+
+
 class NotFound(UserError):
     pass
 

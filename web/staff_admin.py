@@ -16,7 +16,7 @@ from hostbay.core.accounts import User
 from hostbay.core.activity import AuditEntry
 from hostbay.core.catalog import CYCLES, Image, Node, Package
 from hostbay.core.db import db
-from hostbay.core.errors import HostbayError, UserError
+from hostbay.core.errors import FieldErrorCollector, FieldErrors, HostbayError, UserError
 from hostbay.core.money import to_cents
 from hostbay.core.services import Service
 
@@ -85,7 +85,8 @@ def operations():
     stuck = db.session.scalars(admin.stuck_operations().limit(200)).all()
     ids = {o.service_id for o in failed + stuck if o.service_id}
     svcs = {s.id: s for s in db.session.scalars(select(Service).where(Service.id.in_(ids)))} if ids else {}
-    return render_template("staff/admin/operations.html", failed=failed, stuck=stuck, services=svcs)
+    return render_template("staff/admin/operations.html", failed=failed, stuck=stuck, services=svcs,
+                           stale_minutes=round(jobs.stale_seconds() / 60, 1))
 
 
 @bp.post("/operations/retry")
@@ -139,14 +140,17 @@ def _drivers(kind: str) -> list[str]:
     return sorted(found)
 
 
-def _form_int(name: str, label: str, minimum: int = 0) -> int:
+def _form_int(name: str, label: str, errors: FieldErrorCollector, minimum: int = 0) -> int | None:
+    """The whole number in form field ``name`` (blank: 0); a bad one is filed in ``errors`` and gives None."""
     raw = (request.form.get(name) or "").strip() or "0"
     try:
         value = int(raw)
     except ValueError:
-        raise UserError(f"{label} must be a whole number.") from None
+        errors.add(name, f"{label} must be a whole number.")
+        return None
     if value < minimum:
-        raise UserError(f"{label} must be at least {minimum}.")
+        errors.add(name, f"{label} must be at least {minimum}.")
+        return None
     return value
 
 
@@ -156,23 +160,31 @@ def _pools():
     return db.session.scalars(select(IpPool).order_by(IpPool.version, IpPool.name)).all()
 
 
-def _package_form(pkg: Package | None) -> tuple[dict, dict]:
+# the domain's name of a field where the form's differs
+_PACKAGE_FORM_FIELD = {"iso_quota_bytes": "iso_quota_mib"}
+
+
+def _package_form(pkg: Package | None, errors: FieldErrorCollector) -> tuple[dict, dict]:
+    """The package form's values and prices; every unreadable field is filed in ``errors`` (and left out), so the
+    domain's own checks (admin.save_package) still run on the rest."""
     kind = pkg.kind if pkg else request.form.get("kind", "vps")
     if kind not in ("vps", "dedicated"):
-        raise UserError("A package is a VPS or a dedicated server.")
+        errors.add("kind", "A package is a VPS or a dedicated server.")
+        kind = "vps"
     driver = request.form.get("driver") or (pkg.driver if pkg else "")
     if driver not in _drivers(kind) and not (pkg and driver == pkg.driver):
-        raise UserError(f"Choose a {'virtualization' if kind == 'vps' else 'power'} driver.")
+        errors.add("driver", f"Choose a {'virtualization' if kind == 'vps' else 'power'} driver.")
     values = {"slug": (request.form.get("slug") or "").strip().lower(), "name": (request.form.get("name") or "").strip(),
               "kind": kind, "driver": driver, "description": (request.form.get("description") or "").strip(),
-              "vcpus": _form_int("vcpus", "vCPUs"), "memory_mib": _form_int("memory_mib", "Memory"),
-              "disk_gib": _form_int("disk_gib", "Disk"), "ipv4_count": _form_int("ipv4_count", "IPv4 addresses"),
+              "vcpus": _form_int("vcpus", "vCPUs", errors), "memory_mib": _form_int("memory_mib", "Memory", errors),
+              "disk_gib": _form_int("disk_gib", "Disk", errors),
+              "ipv4_count": _form_int("ipv4_count", "IPv4 addresses", errors),
               "ipv6": bool(request.form.get("ipv6")),
-              "port_speed_mbit": _form_int("port_speed_mbit", "Port speed", 1),
-              "sort": _form_int("sort", "Display order"), "visible": bool(request.form.get("visible")),
+              "port_speed_mbit": _form_int("port_speed_mbit", "Port speed", errors, 1),
+              "sort": _form_int("sort", "Display order", errors), "visible": bool(request.form.get("visible")),
               "retired": bool(request.form.get("retired"))}
     quota = (request.form.get("traffic_quota_gib") or "").strip()
-    values["traffic_quota_gib"] = _form_int("traffic_quota_gib", "Traffic quota", 1) if quota else None
+    values["traffic_quota_gib"] = _form_int("traffic_quota_gib", "Traffic quota", errors, 1) if quota else None
     # included addresses per pool: one field pool_<id> per pool (blank or 0: none from that pool)
     per_pool = {}
     for key in request.form:
@@ -182,105 +194,144 @@ def _package_form(pkg: Package | None) -> tuple[dict, dict]:
                 per_pool[key[len("pool_"):]] = raw
     values["pool_addresses"] = per_pool  # checked (whole number >= 0, the pool exists) by admin.save_package
     count = (request.form.get("iso_quota_count") or "").strip()
-    values["iso_quota_count"] = _form_int("iso_quota_count", "ISO images") if count else None
+    values["iso_quota_count"] = _form_int("iso_quota_count", "ISO images", errors) if count else None
     size = (request.form.get("iso_quota_mib") or "").strip()
-    values["iso_quota_bytes"] = _form_int("iso_quota_mib", "ISO space") * 1024 * 1024 if size else None
-    if kind == "vps" and (values["vcpus"] < 1 or values["memory_mib"] < 128 or values["disk_gib"] < 1):
-        raise UserError("A VPS package needs at least 1 vCPU, 128 MiB of memory and 1 GiB of disk.")
+    mib = _form_int("iso_quota_mib", "ISO space", errors) if size else None
+    values["iso_quota_bytes"] = mib * 1024 * 1024 if mib is not None else None
     prices = {}
     for cycle in CYCLES:
         raw = (request.form.get(f"price_{cycle}") or "").strip()
         if raw:
             try:
                 prices[cycle] = to_cents(raw)
-            except (ValueError, ArithmeticError, HostbayError):
-                raise UserError(f"The {cycle} price must be an amount in dollars, e.g. 12.50.") from None
+            except (ValueError, ArithmeticError, TypeError, HostbayError):
+                errors.add(f"price_{cycle}", f"The {cycle} price must be an amount in dollars, e.g. 12.50.")
+    bad = set(errors.errors)
+    values = {k: v for k, v in values.items() if k not in bad and not (v is None and k in (
+        "vcpus", "memory_mib", "disk_gib", "ipv4_count", "port_speed_mbit", "sort"))}
     return values, prices
+
+
+def _save_package(pkg: Package | None, **kwargs):
+    """Validate the whole form and save it: (package, services told) or a FieldErrors with every bad field."""
+    errors = FieldErrorCollector()
+    values, prices = _package_form(pkg, errors)
+    try:  # the domain's checks run on what could be read, so every bad field is reported at once
+        if not errors:
+            return admin.save_package(pkg, values, prices, current_user, **kwargs)
+        admin.check_package(pkg, values, prices)
+    except FieldErrors as exc:
+        for name, message in exc.errors.items():
+            errors.add(_PACKAGE_FORM_FIELD.get(name, name), message)
+    except UserError as exc:
+        errors.merge(exc)
+    db.session.rollback()
+    raise FieldErrors(errors.errors)
+
+
+def _package_page(template: str, pkg: Package | None, errors: dict | None = None, **context):
+    return render_template(template, pkg=pkg, cycles=list(CYCLES), pools=_pools(),
+                           drivers={"vps": _drivers("vps"), "dedicated": _drivers("dedicated")},
+                           errors=errors or {}, form=request.form if errors else None, **context), \
+        (422 if errors else 200)
 
 
 @bp.route("/catalogue/packages/", methods=["GET", "POST"])
 @staff_required("catalogue.packages")
 def packages():
+    errors = None
     if request.method == "POST":
         try:
-            pkg, _ = admin.save_package(None, *_package_form(None), current_user)
+            pkg, _ = _save_package(None)
             db.session.commit()
-        except UserError as exc:
-            db.session.rollback()
-            flash(str(exc), "error")
-            return redirect(url_for(".packages"))
-        flash(f"Package {pkg.name} was created.", "info")
-        return redirect(url_for(".package", package_uuid=pkg.uuid))
+        except FieldErrors as exc:
+            errors = exc.errors
+        else:
+            flash(f"Package {pkg.name} was created.", "info")
+            return redirect(url_for(".package", package_uuid=pkg.uuid))
     pkgs = db.session.scalars(select(Package).order_by(Package.kind, Package.sort, Package.name)).all()
-    return render_template("staff/admin/packages.html", packages=pkgs, cycles=list(CYCLES),
-                           drivers={"vps": _drivers("vps"), "dedicated": _drivers("dedicated")}, pkg=None,
-                           pools=_pools())
+    return _package_page("staff/admin/packages.html", None, errors, packages=pkgs)
 
 
 @bp.route("/catalogue/packages/<package_uuid>", methods=["GET", "POST"])
 @staff_required("catalogue.packages")
 def package(package_uuid):
     pkg = db.session.scalar(select(Package).filter_by(uuid=package_uuid)) or abort(404)
+    errors = None
     if request.method == "POST":
         try:
-            _, told = admin.save_package(pkg, *_package_form(pkg), current_user,
-                                         apply_to_existing=request.form.get("apply_existing") == "1")
+            _, told = _save_package(pkg, apply_to_existing=request.form.get("apply_existing") == "1")
             db.session.commit()
-        except UserError as exc:
-            db.session.rollback()
-            flash(str(exc), "error")
+        except FieldErrors as exc:
+            errors = exc.errors
+        else:
+            flash(f"{pkg.name} was saved" + (f"; {told} existing service{'s' if told != 1 else ''} renew at the new "
+                                             "price and their customers were told." if told else "; existing "
+                                             "services keep their price."), "info")
             return redirect(url_for(".package", package_uuid=pkg.uuid))
-        flash(f"{pkg.name} was saved" + (f"; {told} existing service{'s' if told != 1 else ''} renew at the new "
-                                         "price and their customers were told." if told else "; existing services "
-                                         "keep their price."), "info")
-        return redirect(url_for(".package", package_uuid=pkg.uuid))
     count = db.session.scalar(select(db.func.count(Service.id)).where(Service.package_id == pkg.id))
-    return render_template("staff/admin/package.html", pkg=pkg, cycles=list(CYCLES), service_count=count,
-                           drivers={"vps": _drivers("vps"), "dedicated": _drivers("dedicated")}, pools=_pools())
+    return _package_page("staff/admin/package.html", pkg, errors, service_count=count)
 
 
-def _image_form(img: Image | None) -> dict:
+def _image_form(img: Image | None, errors: FieldErrorCollector) -> dict:
     driver = request.form.get("driver") or (img.driver if img else "")
     if driver not in _drivers("vps") and not (img and driver == img.driver):
-        raise UserError("Choose the virtualization driver the image is for.")
-    return {"driver": driver, "slug": (request.form.get("slug") or "").strip().lower(),
-            "name": (request.form.get("name") or "").strip(), "source": (request.form.get("source") or "").strip(),
-            "os_family": (request.form.get("os_family") or "linux").strip()[:32],
-            "min_disk_gib": _form_int("min_disk_gib", "Minimum disk", 1),
-            "enabled": bool(request.form.get("enabled"))}
+        errors.add("driver", "Choose the virtualization driver the image is for.")
+    values = {"driver": driver, "slug": (request.form.get("slug") or "").strip().lower(),
+              "name": (request.form.get("name") or "").strip(), "source": (request.form.get("source") or "").strip(),
+              "os_family": (request.form.get("os_family") or "linux").strip()[:32],
+              "min_disk_gib": _form_int("min_disk_gib", "Minimum disk", errors, 1),
+              "enabled": bool(request.form.get("enabled"))}
+    if values["min_disk_gib"] is None:
+        del values["min_disk_gib"]
+    return values
+
+
+def _save_image(img: Image | None) -> Image:
+    errors = FieldErrorCollector()
+    values = _image_form(img, errors)
+    with errors.check():
+        if not errors:
+            return admin.save_image(img, values, current_user)
+        admin.check_image(img, values)
+    db.session.rollback()
+    raise FieldErrors(errors.errors)
 
 
 @bp.route("/catalogue/images/", methods=["GET", "POST"])
 @staff_required("catalogue.images")
 def images():
+    errors = None
     if request.method == "POST":
         try:
-            img = admin.save_image(None, _image_form(None), current_user)
+            img = _save_image(None)
             db.session.commit()
-        except UserError as exc:
-            db.session.rollback()
-            flash(str(exc), "error")
+        except FieldErrors as exc:
+            errors = exc.errors
+        else:
+            flash(f"Image {img.name} was added for {img.driver}.", "info")
             return redirect(url_for(".images"))
-        flash(f"Image {img.name} was added for {img.driver}.", "info")
-        return redirect(url_for(".images"))
     imgs = db.session.scalars(select(Image).order_by(Image.driver, Image.name)).all()
-    return render_template("staff/admin/images.html", images=imgs, drivers=_drivers("vps"))
+    return render_template("staff/admin/images.html", images=imgs, drivers=_drivers("vps"), errors=errors or {},
+                           form=request.form if errors else None), 422 if errors else 200
 
 
 @bp.route("/catalogue/images/<image_uuid>", methods=["GET", "POST"])
 @staff_required("catalogue.images")
 def image(image_uuid):
     img = db.session.scalar(select(Image).filter_by(uuid=image_uuid)) or abort(404)
+    errors = None
     if request.method == "POST":
         try:
-            admin.save_image(img, _image_form(img), current_user)
+            _save_image(img)
             db.session.commit()
+        except FieldErrors as exc:
+            errors = exc.errors
+        else:
             flash(f"{img.name} was saved.", "info")
-        except UserError as exc:
-            db.session.rollback()
-            flash(str(exc), "error")
-        return redirect(url_for(".image", image_uuid=img.uuid))
-    return render_template("staff/admin/image.html", img=img, drivers=_drivers("vps"))
+            return redirect(url_for(".image", image_uuid=img.uuid))
+    return render_template("staff/admin/image.html", img=img, drivers=_drivers("vps"), errors=errors or {},
+                           form=request.form if errors else None), 422 if errors else 200
 
 
 # --- audit trail -------------------------------------------------------------------------------------------------

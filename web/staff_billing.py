@@ -111,7 +111,8 @@ def refunds():
     pending = db.session.scalars(billing.pending_refunds()).all()
     decided = db.session.scalars(select(billing.RefundRequest).where(
         billing.RefundRequest.state != billing.REFUND_PENDING)
-        .order_by(billing.RefundRequest.decided_at.desc()).limit(50)).all()
+        .order_by(billing.RefundRequest.decided_at.desc().nulls_last(), billing.RefundRequest.id.desc())
+        .limit(50)).all()
     return render_template("billing/staff_refunds.html", pending=pending, decided=decided,
                            balances={r.user_id: ledger.balance_cents(r.user_id) for r in pending},
                            refundable={r.user_id: refundable_cents(r.user_id) for r in pending})

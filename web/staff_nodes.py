@@ -8,11 +8,12 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 from flask_login import current_user
 from sqlalchemy import select
 
+from hostbay.core import admin
 from hostbay.core.activity import audit
 from hostbay.core.catalog import Node
 from hostbay.core.connection_test import test_connection
 from hostbay.core.db import db
-from hostbay.core.errors import SettingsError, UserError
+from hostbay.core.errors import FieldErrorCollector, FieldErrors
 
 from .staff import staff_required
 
@@ -27,23 +28,30 @@ def _masked(cls, settings: dict) -> dict:
     return {s.key: ("***" if s.type == "secret" and settings.get(s.key) else settings.get(s.key)) for s in cls.settings}
 
 
-def _settings_from_form(cls, old: dict | None = None) -> dict:
+def _raw_settings(cls, old: dict | None = None) -> dict:
     raw = {}
     for s in cls.settings:
         value = request.form.get(f"setting_{s.key}")
         if s.type == "secret" and not value and old:
             value = old.get(s.key)  # blank keeps the stored secret
         raw[s.key] = value
-    return cls.clean_settings(raw)
+    return raw
 
 
-def _int(name: str) -> int:
+def _form_errors(exc: FieldErrors) -> dict:
+    """The domain's field names as the form's: ``settings.<key>`` is the control ``setting_<key>``."""
+    return {(f"setting_{k[len('settings.'):]}" if k.startswith("settings.") else k): m for k, m in exc.errors.items()}
+
+
+def _int(name: str, label: str, errors: FieldErrorCollector) -> int | None:
     try:
         value = int(request.form.get(name) or 0)
     except ValueError:
-        raise UserError(f"{name.replace('_', ' ').capitalize()} must be a whole number.") from None
+        errors.add(name, f"{label} must be a whole number.")
+        return None
     if value < 0:
-        raise UserError(f"{name.replace('_', ' ').capitalize()} cannot be negative.")
+        errors.add(name, f"{label} cannot be negative.")
+        return None
     return value
 
 
@@ -56,38 +64,36 @@ def _report(node: Node, what: str) -> None:
     flash(f"{node.name} {what}. {message}", "info" if ok else "error")
 
 
+def _index_page(errors: dict | None = None, driver: str | None = None):
+    nodes = db.session.scalars(select(Node).order_by(Node.name)).all()
+    return render_template("staff/nodes/index.html", nodes=nodes, drivers=_virt_drivers(), add_errors=errors or {},
+                           add_driver=driver, form=request.form if errors else None), 422 if errors else 200
+
+
 @bp.get("/")
 @staff_required("plugins.nodes")
 def index():
-    nodes = db.session.scalars(select(Node).order_by(Node.name)).all()
-    return render_template("staff/nodes/index.html", nodes=nodes, drivers=_virt_drivers())
+    return _index_page()
 
 
 @bp.post("/")
 @staff_required("plugins.nodes")
 def add():
-    cls = _virt_drivers().get(request.form.get("driver", ""))
-    try:
-        if cls is None:
-            raise UserError("Choose a virtualization driver.")
-        name = (request.form.get("name") or "").strip()
-        if not name or len(name) > 64:
-            raise UserError("Give the node a name of at most 64 characters.")
-        if db.session.scalar(select(Node.id).filter_by(name=name)):
-            raise UserError(f"A node named {name} exists already.")
-        settings = _settings_from_form(cls)
-        node = Node(name=name, driver=cls.name, settings=settings, location=request.form.get("location") or "default",
-                    vcpus=_int("vcpus"), memory_mib=_int("memory_mib"), disk_gib=_int("disk_gib"),
-                    enabled=bool(request.form.get("enabled")))
-        db.session.add(node)
-        db.session.flush()
-        audit("node.create", "node", node.id, actor=current_user,
-              after={"name": name, "driver": cls.name, "settings": _masked(cls, settings)})
-        db.session.commit()
-    except (SettingsError, UserError) as exc:
-        db.session.rollback()
-        flash(str(exc), "error")
+    driver = request.form.get("driver", "")
+    cls = _virt_drivers().get(driver)
+    if cls is None:
+        flash("Choose a virtualization driver.", "error")
         return redirect(url_for(".index"))
+    errors = FieldErrorCollector()
+    values = {"name": request.form.get("name") or "", "location": request.form.get("location") or "default",
+              "vcpus": _int("vcpus", "vCPUs", errors), "memory_mib": _int("memory_mib", "Memory", errors),
+              "disk_gib": _int("disk_gib", "Disk", errors), "enabled": bool(request.form.get("enabled"))}
+    try:
+        node = admin.create_node(cls, values, _raw_settings(cls), current_user, known_errors=errors.errors)
+    except FieldErrors as exc:
+        db.session.rollback()
+        return _index_page(_form_errors(exc), cls.name)
+    db.session.commit()
     _report(node, "was added")
     return redirect(url_for(".edit", node_id=node.id))
 
@@ -97,30 +103,31 @@ def add():
 def edit(node_id: int):
     node = db.session.get(Node, node_id) or abort(404)
     cls = _virt_drivers().get(node.driver)
+    errors = None
     if request.method == "POST":
         if cls is None:
             abort(404)
+        old = dict(node.settings or {})
         try:
-            old = dict(node.settings or {})
-            node.settings = _settings_from_form(cls, old)
+            settings = admin.node_settings(cls, _raw_settings(cls, old))
+        except FieldErrors as exc:
+            errors = _form_errors(exc)
+        else:
+            node.settings = settings
             node.enabled = bool(request.form.get("enabled"))
             audit("node.settings", "node", node.id, actor=current_user, before={"settings": _masked(cls, old)},
                   after={"settings": _masked(cls, node.settings), "enabled": node.enabled})
             db.session.commit()
-        except SettingsError as exc:
-            db.session.rollback()
-            flash(str(exc), "error")
+            _report(node, "was saved")
             return redirect(url_for(".edit", node_id=node.id))
-        _report(node, "was saved")
-        return redirect(url_for(".edit", node_id=node.id))
     shown = _masked(cls, node.settings or {}) if cls else {}
-    from hostbay.core.admin import node_use
     from hostbay.core.services import Service
 
     services = db.session.scalars(select(Service).where(Service.node_id == node.id)
                                   .order_by(Service.created_at.desc()).limit(500)).all()
-    return render_template("staff/nodes/edit.html", node=node, cls=cls, shown=shown, use=node_use(node),
-                           services=services)
+    return render_template("staff/nodes/edit.html", node=node, cls=cls, shown=shown, use=admin.node_use(node),
+                           services=services, errors=errors or {}, form=request.form if errors else None), \
+        422 if errors else 200
 
 
 @bp.post("/<int:node_id>/test")

@@ -47,6 +47,12 @@ class PackageSchema(Strict):
     ipv4_count = f.Integer(required=True)
     ipv6 = f.Boolean(required=True)
     port_speed_mbit = f.Integer(required=True)
+    iso_quota_count = f.Integer(required=True, allow_none=True,
+                                metadata={"description": "ISO images a service of this package may keep; null: the "
+                                                         "account's or the configured default"})
+    iso_quota_bytes = f.Integer(required=True, allow_none=True,
+                                metadata={"description": "ISO space in bytes; null: the account's or the configured "
+                                                         "default"})
     prices = f.Method("_prices", required=True, metadata={"type": "object", "additionalProperties":
                                                            {"type": "integer"},
                                                            "description": "Price in cents per cycle"})

@@ -93,6 +93,18 @@ class StaffPackageSchema(cs.PackageSchema):
     driver = f.String(required=True)
     visible = f.Boolean(required=True)
     retired = f.Boolean(required=True)
+    pool_addresses = f.Method("_pool_addresses", required=True,
+                              metadata={"type": "object", "additionalProperties": {"type": "integer"},
+                                        "description": "Included addresses per named pool, by pool UUID (see "
+                                                       "/pools); empty: ipv4_count and ipv6 from any pool serving "
+                                                       "the node"})
+
+    def _pool_addresses(self, obj):
+        counts = obj.pool_counts()
+        if not counts:
+            return {}
+        uuids = dict(db.session.execute(select(IpPool.id, IpPool.uuid).where(IpPool.id.in_(counts))).all())
+        return {uuids[pid]: n for pid, n in counts.items() if pid in uuids}
 
 
 class PoolSchema(Strict):
