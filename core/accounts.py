@@ -18,62 +18,66 @@ from .db import db, new_uuid
 from .errors import FieldError, UserError
 from .sealed import SealedString
 
-ROLES = ("customer", "admin", "support", "billing")
-STAFF_ROLES = ("admin", "support", "billing")
-# Which staff roles may do what; "admin" may do everything. The areas (no dot) group the named permissions
-# (``area.action``) that every staff page and action checks; a built-in role holds a permission when its roles
-# name it. A custom role (core/staff_roles.py) holds exactly the named permissions it lists (an area name in its
-# list, from before the named permissions, stands for every permission of that area).
-AREAS = {
-    "money": ("admin", "billing"),
-    "services": ("admin", "support"),
-    "tickets": ("admin", "support"),
-    "approvals": ("admin", "support"),
-    "network": ("admin",),
-    "plugins": ("admin",),
-    "customers": ("admin", "support", "billing"),  # search customers, their services, wallet and activity
-    "audit": ("admin", "support", "billing"),  # the audit trail and its CSV export
-    "catalogue": ("admin",),  # packages, prices and OS images
-    "staff": ("admin",),  # staff accounts, roles, two-factor resets
-    "status": ("admin", "support"),  # the public status page
+CUSTOMER_ROLE = "customer"  # the one role that is not staff
+ADMIN_ROLE = "admin"  # always holds every permission, whatever its row says
+# The staff roles are data: rows of ``staff_roles`` (core/staff_roles.py), the built-in ones (admin, support,
+# billing; ``builtin``, never deleted or renamed) next to the custom ones. Each row lists the named permissions
+# (``area.action``) it holds; every staff page and action checks one of them. The areas (no dot) group the named
+# permissions; an area name in a role's list (roles saved before the named permissions) stands for every
+# permission of that area.
+AREAS = ("money", "services", "tickets", "approvals", "network", "plugins",
+         "customers",  # search customers, their services, wallet and activity
+         "audit",  # the audit trail and its CSV export
+         "catalogue",  # packages, prices and OS images
+         "staff",  # staff accounts, roles, two-factor resets
+         "status")  # the public status page
+# name -> one line for the role editor
+NAMED_PERMISSIONS: dict[str, str] = {
+    "money.view": "See wallets, ledgers, payments and refund requests",
+    "money.adjust": "Credit or debit a wallet, reverse an entry, reconcile or credit a payment",
+    "money.refunds": "Approve or reject refund requests",
+    "services.view": "See every service, its infrastructure, operations and audit trail",
+    "services.power": "Start, stop and restart a server (when its power state allows it)",
+    "services.manage": "Suspend, unsuspend, renew from the wallet, terminate or cancel a service",
+    "services.force": "Force power off, restart, suspend, unsuspend, terminate; mark work failed",
+    "services.move": "Move a service to another node of its driver",
+    "services.operations": "See failed and stuck work; retry or abandon it",
+    "services.inventory": "Dedicated server inventory: add, edit, assign, BMC settings",
+    "services.datacenter": "Datacenter tasks: see, start, note and finish them",
+    "tickets.view": "Read the support tickets",
+    "tickets.reply": "Reply to and close tickets",
+    "approvals.iso": "Approve or reject uploaded ISO images",
+    "approvals.rdns": "Approve or reject reverse DNS requests",
+    "network.view": "See IP pools and their addresses",
+    "network.manage": "Create and change IP pools, addresses and DNS backends",
+    "customers.view": "Search customers; see their services, wallet, tickets and activity",
+    "customers.view_as": "Open a customer's dashboard read-only (the customer is told)",
+    "customers.lock": "Lock or unlock an account (ends its sessions)",
+    "audit.view": "Read and export the audit trail",
+    "catalogue.packages": "Create and change packages and their prices",
+    "catalogue.images": "Create and change OS images",
+    "staff.accounts": "Invite staff, change their role, reset their two-factor",
+    "staff.roles": "Create, change and delete custom roles; change the support and billing roles",
+    "plugins.view": "See installed plugins and drivers",
+    "plugins.nodes": "Add and change hypervisor nodes, test them, set their placement",
+    "plugins.images": "Manage driver images (templates) on the nodes",
+    "plugins.gateways": "Configure payment gateways (API keys, webhook secrets)",
+    "plugins.branding": "Change the branding and the help pages",
+    "plugins.webhooks": "Manage outgoing webhooks and redeliver them",
+    "status.manage": "Edit the status page: components, incidents, maintenance, probes",
 }
-# name -> (the built-in roles that hold it, one line for the role editor)
-NAMED_PERMISSIONS: dict[str, tuple[tuple[str, ...], str]] = {
-    "money.view": (AREAS["money"], "See wallets, ledgers, payments and refund requests"),
-    "money.adjust": (AREAS["money"], "Credit or debit a wallet, reverse an entry, reconcile or credit a payment"),
-    "money.refunds": (AREAS["money"], "Approve or reject refund requests"),
-    "services.view": (AREAS["services"], "See every service, its infrastructure, operations and audit trail"),
-    "services.power": (AREAS["services"], "Start, stop and restart a server (when its power state allows it)"),
-    "services.manage": (AREAS["services"], "Suspend, unsuspend, renew from the wallet, terminate or cancel a service"),
-    "services.force": (AREAS["services"], "Force power off, restart, suspend, unsuspend, terminate; mark work failed"),
-    "services.move": (AREAS["services"], "Move a service to another node of its driver"),
-    "services.operations": (AREAS["services"], "See failed and stuck work; retry or abandon it"),
-    "services.inventory": (AREAS["services"], "Dedicated server inventory: add, edit, assign, BMC settings"),
-    "services.datacenter": (AREAS["services"], "Datacenter tasks: see, start, note and finish them"),
-    "tickets.view": (AREAS["tickets"], "Read the support tickets"),
-    "tickets.reply": (AREAS["tickets"], "Reply to and close tickets"),
-    "approvals.iso": (AREAS["approvals"], "Approve or reject uploaded ISO images"),
-    "approvals.rdns": (AREAS["approvals"], "Approve or reject reverse DNS requests"),
-    "network.view": (AREAS["network"], "See IP pools and their addresses"),
-    "network.manage": (AREAS["network"], "Create and change IP pools, addresses and DNS backends"),
-    "customers.view": (AREAS["customers"], "Search customers; see their services, wallet, tickets and activity"),
-    "customers.view_as": (AREAS["customers"], "Open a customer's dashboard read-only (the customer is told)"),
-    "customers.lock": (AREAS["services"], "Lock or unlock an account (ends its sessions)"),
-    "audit.view": (AREAS["audit"], "Read and export the audit trail"),
-    "catalogue.packages": (AREAS["catalogue"], "Create and change packages and their prices"),
-    "catalogue.images": (AREAS["catalogue"], "Create and change OS images"),
-    "staff.accounts": (AREAS["staff"], "Invite staff, change their role, reset their two-factor"),
-    "staff.roles": (AREAS["staff"], "Create, change and delete custom roles"),
-    "plugins.view": (AREAS["plugins"], "See installed plugins and drivers"),
-    "plugins.nodes": (AREAS["plugins"], "Add and change hypervisor nodes, test them, set their placement"),
-    "plugins.images": (AREAS["plugins"], "Manage driver images (templates) on the nodes"),
-    "plugins.gateways": (AREAS["plugins"], "Configure payment gateways (API keys, webhook secrets)"),
-    "plugins.branding": (AREAS["plugins"], "Change the branding and the help pages"),
-    "plugins.webhooks": (AREAS["plugins"], "Manage outgoing webhooks and redeliver them"),
-    "status.manage": (AREAS["status"], "Edit the status page: components, incidents, maintenance, probes"),
+# Every name a role may list: the areas and the named permissions.
+PERMISSION_NAMES = (*AREAS, *NAMED_PERMISSIONS)
+# The built-in roles as a new database gets them (core.staff_roles.ensure_builtin_roles and the migration that
+# adds them seed these); after that the rows decide, and staff with ``staff.roles`` change support and billing.
+DEFAULT_ROLE_PERMISSIONS: dict[str, tuple[str, ...]] = {
+    ADMIN_ROLE: tuple(NAMED_PERMISSIONS),
+    "support": ("services.view", "services.power", "services.manage", "services.force", "services.move",
+                "services.operations", "services.inventory", "services.datacenter", "tickets.view",
+                "tickets.reply", "approvals.iso", "approvals.rdns", "customers.view", "customers.view_as",
+                "customers.lock", "audit.view", "status.manage"),
+    "billing": ("money.view", "money.adjust", "money.refunds", "customers.view", "customers.view_as", "audit.view"),
 }
-# Every permission name (areas and named permissions) -> the built-in roles that hold it.
-PERMISSIONS = {**AREAS, **{name: roles for name, (roles, _) in NAMED_PERMISSIONS.items()}}
 
 
 def area_of(permission: str) -> str:
@@ -106,23 +110,28 @@ class User(UserMixin, db.Model):
 
     @property
     def is_staff(self) -> bool:
-        if self.role in STAFF_ROLES:
+        if self.role == ADMIN_ROLE:
             return True
-        if self.role in ROLES:
+        if self.role == CUSTOMER_ROLE:
             return False
-        from .staff_roles import custom_permissions  # a custom staff role (core/staff_roles.py)
+        from .staff_roles import role_permissions  # a row of staff_roles (core/staff_roles.py)
 
-        return custom_permissions(self.role) is not None
+        return role_permissions(self.role) is not None
 
     def can(self, permission: str) -> bool:
-        if self.role == "admin" or self.role in PERMISSIONS.get(permission, ()):
+        """Whether the user's role holds ``permission`` (a named permission; an area: every named permission of
+        it). Admin holds everything; a customer nothing staff-only."""
+        if self.role == ADMIN_ROLE:
             return True
-        if self.role in ROLES:
+        if self.role == CUSTOMER_ROLE:
             return False
-        from .staff_roles import custom_permissions
+        from .staff_roles import role_grants
 
-        held = custom_permissions(self.role) or ()
-        return permission in held or ("." in permission and area_of(permission) in held)
+        granted = role_grants(self.role) or frozenset()
+        if "." in permission:
+            return permission in granted
+        named = [n for n in NAMED_PERMISSIONS if area_of(n) == permission]
+        return bool(named) and all(n in granted for n in named)
 
     def set_password(self, password: str) -> None:
         if len(password) < 10:
@@ -135,10 +144,10 @@ class User(UserMixin, db.Model):
 
 def create_user(email: str, password: str, role: str = "customer", name: str = "") -> User:
     email = normalise_email(email)
-    if role not in ROLES:
-        from .staff_roles import custom_permissions
+    if role != CUSTOMER_ROLE:
+        from .staff_roles import role_permissions
 
-        if custom_permissions(role) is None:
+        if role_permissions(role) is None:
             raise UserError(f"Unknown role {role!r}.")
     if db.session.scalar(db.select(User).filter_by(email=email)):
         raise UserError("An account with this e-mail address exists already.")

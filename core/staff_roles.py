@@ -1,15 +1,18 @@
-"""Staff roles as data. The built-in roles (admin, support, billing) hold the permissions of
-``accounts.PERMISSIONS``; staff with the ``staff.roles`` permission add custom roles, each a name and a set of named
-permissions from :data:`accounts.NAMED_PERMISSIONS`, picked per action in the staff roles page (grouped by area,
-each with its one-line description). A user whose ``role`` names a custom role is staff with exactly its
-permissions (an area name, as roles saved before the named permissions hold, stands for the whole area). Every
-staff page and action checks one named permission (``web.staff.staff_required``)."""
+"""Staff roles as data: every staff role is a row of ``staff_roles``, a name and the named permissions it holds
+(from :data:`accounts.NAMED_PERMISSIONS`, picked per action in the role editor on the staff accounts page, grouped
+by area, each with its one-line description). The built-in rows (admin, support, billing; ``builtin``) exist in
+every database (:func:`ensure_builtin_roles`, and the migration that added them) with the permissions of
+:data:`accounts.DEFAULT_ROLE_PERMISSIONS`; they are never deleted or renamed. Staff with ``staff.roles`` change
+support and billing in the same editor as the custom roles they add; admin is not edited: it always holds every
+permission. A user whose ``role`` names a row is staff with exactly its permissions (an area name, as roles saved
+before the named permissions hold, stands for the whole area). Every staff page and action checks one named
+permission (``web.staff.staff_required``)."""
 
 from __future__ import annotations
 
 import re
 
-from sqlalchemy import JSON, String, func, select
+from sqlalchemy import JSON, String, event, false, func, insert, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .activity import audit
@@ -26,13 +29,47 @@ class StaffRole(db.Model):
     name: Mapped[str] = mapped_column(String(32), unique=True)
     label: Mapped[str] = mapped_column(String(80), default="")
     permissions: Mapped[list] = mapped_column(JSON, default=list)
+    # admin, support, billing: seeded, never deleted or renamed (admin is not edited either)
+    builtin: Mapped[bool] = mapped_column(default=False, server_default=false())
+
+
+def _builtin_rows(present) -> list[dict]:
+    from .accounts import DEFAULT_ROLE_PERMISSIONS
+
+    return [{"name": name, "label": name.capitalize(), "permissions": sorted(perms), "builtin": True}
+            for name, perms in DEFAULT_ROLE_PERMISSIONS.items() if name not in present]
+
+
+def ensure_builtin_roles(connection=None) -> int:
+    """Add the built-in roles that are missing, with their default permissions (idempotent: rows present, edited
+    or not, stay as they are, and are marked built-in). ``connection``: a Connection (schema creation, the test
+    fixtures emptying tables); default the session (flushed, not committed). Returns how many rows were added."""
+    from .accounts import DEFAULT_ROLE_PERMISSIONS
+
+    conn = db.session if connection is None else connection
+    table = StaffRole.__table__
+    present = set(conn.execute(select(table.c.name).where(table.c.name.in_(DEFAULT_ROLE_PERMISSIONS))).scalars())
+    if present:
+        conn.execute(update(table).where(table.c.name.in_(present), table.c.builtin == false()).values(builtin=True))
+    rows = _builtin_rows(present)
+    if rows:
+        conn.execute(insert(table), rows)
+    if connection is None:
+        db.session.flush()
+    return len(rows)
+
+
+@event.listens_for(StaffRole.__table__, "after_create")
+def _seed_on_create(table, connection, **_kw):
+    """Every ``create_all`` (tests, scripts) ends with the built-in roles present, as the migrations do."""
+    ensure_builtin_roles(connection)
 
 
 def permission_names() -> list[str]:
-    """Every name a custom role may hold: the named permissions, and the areas (each stands for all of its own)."""
-    from .accounts import PERMISSIONS
+    """Every name a role may hold: the named permissions, and the areas (each stands for all of its own)."""
+    from .accounts import PERMISSION_NAMES
 
-    return sorted(PERMISSIONS)
+    return sorted(PERMISSION_NAMES)
 
 
 AREA_LABELS = {"money": "Money", "services": "Services", "tickets": "Tickets", "approvals": "Approvals",
@@ -47,40 +84,56 @@ def permission_groups() -> list[dict]:
     from .accounts import AREAS, NAMED_PERMISSIONS, area_of
 
     groups = {area: [] for area in AREAS}
-    for name, (_, description) in NAMED_PERMISSIONS.items():
+    for name, description in NAMED_PERMISSIONS.items():
         groups.setdefault(area_of(name), []).append({"name": name, "description": description})
     return [{"area": area, "label": AREA_LABELS.get(area, area.capitalize()), "permissions": perms}
             for area, perms in groups.items() if perms]
 
 
-def builtin_permissions(role: str) -> set[str]:
-    from .accounts import PERMISSIONS
-
-    return {p for p, roles in PERMISSIONS.items() if role == "admin" or role in roles}
-
-
-def custom_permissions(role: str) -> frozenset[str] | None:
-    """The permissions of custom role ``role``, or None if there is no such role. Cached per request."""
+def _row(role: str) -> tuple[frozenset[str], bool] | None:
+    """``(permissions, builtin)`` of the row named ``role``, or None. Cached per request (an app context)."""
     from flask import g, has_app_context
 
     cache = g.setdefault("hostbay_staff_roles", {}) if has_app_context() else {}
     if role not in cache:
-        found = db.session.scalar(select(StaffRole).filter_by(name=role))
-        cache[role] = frozenset(found.permissions or ()) if found is not None else None
+        found = db.session.execute(select(StaffRole.permissions, StaffRole.builtin).filter_by(name=role)).first()
+        cache[role] = (frozenset(found.permissions or ()), bool(found.builtin)) if found is not None else None
     return cache[role]
 
 
+def _forget_cached() -> None:
+    from flask import g, has_app_context
+
+    if has_app_context():
+        g.pop("hostbay_staff_roles", None)
+
+
+def role_permissions(role: str) -> frozenset[str] | None:
+    """The permissions listed by staff role ``role`` (its row), or None if ``role`` is not a staff role. Admin
+    holds every permission whatever its row lists; a customer is never staff."""
+    from .accounts import ADMIN_ROLE, CUSTOMER_ROLE, PERMISSION_NAMES
+
+    if role == ADMIN_ROLE:
+        return frozenset(PERMISSION_NAMES)
+    if role == CUSTOMER_ROLE:
+        return None
+    found = _row(role)
+    return found[0] if found is not None else None
+
+
 def all_roles() -> list[dict]:
-    """Every staff role, built-in first: ``{name, label, permissions, builtin, members}``."""
-    from .accounts import STAFF_ROLES, User
+    """Every staff role, built-in first (in the order of ``accounts.DEFAULT_ROLE_PERMISSIONS``), then the custom
+    ones by name: ``{name, label, permissions, builtin, editable, members}`` (``editable``: in the role editor;
+    every role but admin)."""
+    from .accounts import ADMIN_ROLE, DEFAULT_ROLE_PERMISSIONS, User
 
     counts = dict(db.session.execute(select(User.role, func.count()).group_by(User.role)).all())
-    out = [{"name": r, "label": r.capitalize(), "permissions": sorted(builtin_permissions(r)), "builtin": True,
-            "members": counts.get(r, 0)} for r in STAFF_ROLES]
-    for role in db.session.scalars(select(StaffRole).order_by(StaffRole.name)):
-        out.append({"name": role.name, "label": role.label or role.name, "permissions": sorted(role.permissions),
-                    "builtin": False, "members": counts.get(role.name, 0)})
-    return out
+    order = {name: i for i, name in enumerate(DEFAULT_ROLE_PERMISSIONS)}
+    rows = sorted(db.session.scalars(select(StaffRole)),
+                  key=lambda r: (not r.builtin, order.get(r.name, len(order)), r.name))
+    return [{"name": r.name, "label": r.label or r.name, "builtin": bool(r.builtin), "editable": r.name != ADMIN_ROLE,
+             "permissions": sorted(role_grants(r.name) if r.name == ADMIN_ROLE else r.permissions or ()),
+             "members": counts.get(r.name, 0)} for r in rows]
 
 
 def staff_role_names() -> list[str]:
@@ -88,16 +141,13 @@ def staff_role_names() -> list[str]:
 
 
 def role_grants(role: str) -> frozenset[str] | None:
-    """The named permissions a member of ``role`` holds (an area in a custom role stands for every named
+    """The named permissions a member of ``role`` holds (an area in a role's list stands for every named
     permission of that area), or None if ``role`` is not a staff role."""
-    from .accounts import NAMED_PERMISSIONS, STAFF_ROLES, area_of
+    from .accounts import NAMED_PERMISSIONS, area_of
 
-    if role in STAFF_ROLES:
-        held = builtin_permissions(role)
-    else:
-        held = custom_permissions(role)
-        if held is None:
-            return None
+    held = role_permissions(role)
+    if held is None:
+        return None
     return frozenset(n for n in NAMED_PERMISSIONS if n in held or area_of(n) in held)
 
 
@@ -131,13 +181,17 @@ def can_manage(actor, member) -> bool:
 
 
 def save_role(name: str, label: str, permissions: list[str], actor) -> StaffRole:
-    from .accounts import ROLES
+    """Add a custom role, or change the permissions (and label) of a custom role or of a built-in one other than
+    admin; the actor must hold every old and new permission. Audited with before and after."""
+    from .accounts import ADMIN_ROLE, CUSTOMER_ROLE
 
     name = (name or "").strip().lower()
     if not _NAME.match(name):
         raise UserError("A role name is 2 to 32 lower-case letters, digits or dashes, starting with a letter.")
-    if name in ROLES:
-        raise UserError(f"{name} is a built-in role.")
+    if name == ADMIN_ROLE:
+        raise UserError("The admin role always holds every permission; it cannot be changed.")
+    if name == CUSTOMER_ROLE:
+        raise UserError("customer is the role of customers, not a staff role.")
     unknown = set(permissions) - set(permission_names())
     if unknown:
         raise UserError(f"Unknown permission {sorted(unknown)[0]}.")
@@ -153,7 +207,10 @@ def save_role(name: str, label: str, permissions: list[str], actor) -> StaffRole
         role = StaffRole(name=name)
         db.session.add(role)
     role.label, role.permissions = (label or "").strip()[:80], sorted(set(permissions))
+    if role.builtin and not role.label:
+        role.label = before["label"] if before and before["label"] else name.capitalize()
     db.session.flush()
+    _forget_cached()
     audit("staff_role.create" if before is None else "staff_role.update", "staff_role", name, actor=actor,
           before=before, after={"label": role.label, "permissions": role.permissions})
     return role
@@ -164,7 +221,9 @@ def delete_role(name: str, actor) -> None:
 
     role = db.session.scalar(select(StaffRole).filter_by(name=name))
     if role is None:
-        raise UserError("No such custom role.")
+        raise UserError("No such role.")
+    if role.builtin:
+        raise UserError(f"{name} is a built-in role; it cannot be deleted (change its permissions instead).")
     if actor is not None and not holds_all(actor, role.permissions or ()):
         raise UserError(f"Role {name} holds permissions you do not hold; only staff who hold them all can delete it.")
     if db.session.scalar(select(func.count(User.id)).where(User.role == name)):
@@ -172,3 +231,5 @@ def delete_role(name: str, actor) -> None:
     audit("staff_role.delete", "staff_role", name, actor=actor,
           before={"label": role.label, "permissions": sorted(role.permissions)})
     db.session.delete(role)
+    db.session.flush()
+    _forget_cached()

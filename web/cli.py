@@ -98,14 +98,19 @@ def run_jobs():
 @main.command("create-admin")
 @click.option("--email", required=True)
 @click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
-@click.option("--role", default="admin", type=click.Choice(["admin", "support", "billing"]))
+@click.option("--role", default="admin", help="A staff role of the staff_roles table: admin, support, billing or a "
+              "custom one.")
 @with_appcontext
 def create_admin(email, password, role):
     """Create a staff account."""
     from hostbay.core.accounts import create_user
     from hostbay.core.db import db
     from hostbay.core.errors import UserError
+    from hostbay.core.staff_roles import staff_role_names
 
+    names = staff_role_names()
+    if role not in names:
+        raise click.BadParameter(f"{role!r} is not a staff role (one of: {', '.join(names)}).", param_hint="--role")
     try:
         user = create_user(email, password, role=role)
         db.session.commit()

@@ -11,7 +11,7 @@ from flask_login import current_user, login_required
 bp = Blueprint("staff", __name__, url_prefix="/staff")
 
 def staff_required(permission: str | None = None):
-    """Allow signed-in staff (with ``permission``, see accounts.PERMISSIONS); everyone else gets a 404."""
+    """Allow signed-in staff (with ``permission``, see accounts.NAMED_PERMISSIONS); everyone else gets a 404."""
     def deco(view):
         @wraps(view)
         def wrapper(*args, **kwargs):

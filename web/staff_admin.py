@@ -1,6 +1,6 @@
 """Staff administration pages: customers (search, detail, lock, read-only "view as customer"), failed and stuck
 operations (retry, bulk retry, abandon), the catalogue (packages, OS images) and the audit trail (readable
-differences, filters, CSV). Every view checks one named permission (accounts.PERMISSIONS); the queries and changes
+differences, filters, CSV). Every view checks one named permission (accounts.NAMED_PERMISSIONS); the queries and changes
 are core.admin's, which the REST API uses too."""
 
 from __future__ import annotations
@@ -421,9 +421,15 @@ def team():
     grantable = [r["name"] for r in roles if staff_roles.can_grant(current_user, r["name"])]
     groups = [{**g, "permissions": [p for p in g["permissions"] if current_user.can(p["name"])]}
               for g in staff_roles.permission_groups()]
+    # the role editor: custom roles and support/billing (not admin), when one holds every permission they list
+    editable = {r["name"] for r in roles if r["editable"] and current_user.can("staff.roles")
+                and staff_roles.holds_all(current_user, r["permissions"])}
+    editing = next((r for r in roles if r["name"] == request.args.get("edit") and r["name"] in editable), None)
+    if editing is not None:
+        editing = {**editing, "granted": staff_roles.role_grants(editing["name"]) or frozenset()}
     return render_template("staff/admin/team.html", members=members, roles=roles, grantable=grantable,
                            manageable={m.id for m in members if staff_roles.can_manage(current_user, m)},
-                           groups=[g for g in groups if g["permissions"]])
+                           groups=[g for g in groups if g["permissions"]], editable=editable, editing=editing)
 
 
 @bp.post("/team/invite")

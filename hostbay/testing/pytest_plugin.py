@@ -103,6 +103,9 @@ def _fresh_g_per_request(application) -> None:
 
 
 def _empty_tables(db) -> None:
+    """Empty every table, then put back the rows every database has (the built-in staff roles)."""
+    from hostbay.core.staff_roles import ensure_builtin_roles
+
     tables = [t.name for t in db.metadata.sorted_tables]
     with db.engine.begin() as conn:
         if conn.dialect.name == "postgresql":
@@ -110,6 +113,7 @@ def _empty_tables(db) -> None:
         else:
             for t in reversed(tables):
                 conn.exec_driver_sql(f'DELETE FROM "{t}"')
+        ensure_builtin_roles(conn)
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from hostbay.core import jobs, payments, tickets
-from hostbay.core.accounts import PERMISSIONS, STAFF_ROLES, add_ssh_key
+from hostbay.core.accounts import DEFAULT_ROLE_PERMISSIONS, add_ssh_key
 from hostbay.core.db import db
 from hostbay.testing.pytest_plugin import login
 
@@ -99,7 +99,7 @@ def test_read_token_is_refused_every_write(app, client, make_user, make_token, t
 def test_each_staff_role_is_refused_what_its_permissions_exclude(app, client, make_user, make_token, tenant_a):
     from hostbay.web.api import staff as staff_api
 
-    tokens = {role: bearer(make_token(make_user(role=role), "write")) for role in STAFF_ROLES}
+    tokens = {role: bearer(make_token(make_user(role=role), "write")) for role in DEFAULT_ROLE_PERMISSIONS}
     tokens["customer"] = bearer(make_token(tenant_a["user"], "write"))
     values = {"service_uuid": tenant_a["service_uuid"], "customer_uuid": tenant_a["user"].uuid, "action": "stop",
               "operation_id": tenant_a["operation_id"], "pool_uuid": "x", "webhook_uuid": "x", "delivery_uuid": "x"}
@@ -110,7 +110,7 @@ def test_each_staff_role_is_refused_what_its_permissions_exclude(app, client, ma
         assert perms is not None, f"{rule.rule} has no staff_required"
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
             for role, headers in tokens.items():
-                ok = role != "customer" and (role == "admin" or any(role in PERMISSIONS[p] for p in perms))
+                ok = role != "customer" and (role == "admin" or any(p in DEFAULT_ROLE_PERMISSIONS[role] for p in perms))
                 resp = client.open(_url(rule, values), method=method, headers=headers,
                                    json=BODIES.get(rule.endpoint.split(".")[1], {}))
                 if not ok:

@@ -40,7 +40,10 @@ def test_a_production_configuration_passes_only_with_a_live_worker_on_its_queue(
     app.config.update(HOSTBAY_REDIS_URL=redis_url, HOSTBAY_JOBS="rq", HOSTBAY_BASE_URL="https://panel.example.test",
                       HOSTBAY_TRUSTED_PROXIES=1, HOSTBAY_QUEUE=queue)
     db.session.execute(db.text("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)"))
-    db.session.execute(db.text("INSERT INTO alembic_version VALUES ('0001')"))
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(app.extensions["migrate"].migrate.get_config()).get_current_head()
+    db.session.execute(db.text("INSERT INTO alembic_version VALUES (:head)"), {"head": head})
     db.session.commit()
     conn = jobs.redis_connection(app)
     other = Worker([Queue(queue + "-other", connection=conn)], connection=conn, name=queue + "-other")

@@ -5,7 +5,7 @@ Routes are enumerated from app.url_map, so routes added later are covered."""
 from werkzeug.routing import Rule
 
 from hostbay.core import payments
-from hostbay.core.accounts import NAMED_PERMISSIONS, PERMISSIONS, STAFF_ROLES
+from hostbay.core.accounts import DEFAULT_ROLE_PERMISSIONS, NAMED_PERMISSIONS
 from hostbay.core.staff_roles import StaffRole
 from hostbay.core.db import db as database
 from hostbay.testing.pytest_plugin import login
@@ -48,7 +48,8 @@ def test_every_owned_uuid_route_is_404_for_another_customer(app, make_user, make
 
 
 # The area of each staff URL prefix (accounts.AREAS): every staff route declares one named permission of its
-# area (``area.action``, accounts.NAMED_PERMISSIONS say which built-in roles hold it); None: any staff.
+# area (``area.action``; the built-in roles hold accounts.DEFAULT_ROLE_PERMISSIONS, the seed of their rows); None:
+# any staff.
 AREA_PERMISSION = {"/staff/billing/": "money", "/staff/payments/": "money", "/staff/payments/gateways": "plugins",
                    "/staff/services/": "services",
                    "/staff/tickets/": "tickets", "/staff/isos/": "approvals", "/staff/network/rdns": "approvals",
@@ -73,20 +74,20 @@ def _area(rule: str):
 
 
 def _holds(role: str, perm: str) -> bool:
-    """The rule, restated: admin holds everything, a built-in role what NAMED_PERMISSIONS give it, a custom role
+    """The rule, restated: admin holds everything, a built-in role its default permissions, a custom role
     its named permissions and the whole of an area it names."""
     if role == "admin":
         return True
     if role in CUSTOM_ROLES:
         return perm in CUSTOM_ROLES[role] or perm.split(".")[0] in CUSTOM_ROLES[role]
-    return role in PERMISSIONS[perm]
+    return perm in DEFAULT_ROLE_PERMISSIONS[role]
 
 
 def test_staff_routes_need_staff_with_the_permission(app, make_user, url_for_rule):
     for name, perms in CUSTOM_ROLES.items():
         database.session.add(StaffRole(name=name, permissions=sorted(perms)))
     database.session.commit()
-    roles = (*STAFF_ROLES, *CUSTOM_ROLES)
+    roles = (*DEFAULT_ROLE_PERMISSIONS, *CUSTOM_ROLES)
     users = {"customer": make_user()} | {role: make_user(role=role) for role in roles}
     clients = {"anonymous": app.test_client()}
     for role, user in users.items():

@@ -3,7 +3,7 @@
 - Only ``Authorization: Bearer <token>`` is read; a session cookie is never looked at on /api/ (so the API has no
   CSRF surface, and the CSRF exemption covers the API blueprints only).
 - A ``read`` token may only use GET/HEAD/OPTIONS; every other method is 403 ``insufficient-scope``.
-- Staff endpoints need a staff member's token and the permission of the endpoint (``accounts.PERMISSIONS``).
+- Staff endpoints need a staff member's token and the permission of the endpoint (``accounts.NAMED_PERMISSIONS``).
 - Each token has its own fixed-window limit (``HOSTBAY_API_RATE_LIMIT``); every answer carries ``RateLimit-Limit``,
   ``RateLimit-Remaining``, ``RateLimit-Reset`` and ``RateLimit-Policy`` (IETF draft httpapi-ratelimit-headers).
 """

@@ -1,5 +1,5 @@
 """Staff endpoints of /api/v1/staff: a staff member's token, with that member's role permissions
-(``accounts.PERMISSIONS``; ``staff_required`` refuses the others with 403 ``permission-denied``). Staff actions on
+(``accounts.NAMED_PERMISSIONS``; ``staff_required`` refuses the others with 403 ``permission-denied``). Staff actions on
 services go through the same ``actions.request_action`` as the staff pages."""
 
 from __future__ import annotations
