@@ -489,6 +489,48 @@ def create_node(cls, values: dict, raw_settings: dict, actor, *, known_errors: d
     return node
 
 
+def update_node(node, cls, values: dict, raw_settings: dict, actor, *, known_errors: dict | None = None) -> None:
+    """Change a node's location, capacity, settings and ``enabled`` (``values``: location, vcpus, memory_mib,
+    disk_gib, enabled; a capacity left out or None stays). A total below what the services on the node reserve is
+    refused (raise it again, or move services off first). Every bad field is reported at once in a FieldErrors
+    (``vcpus``, ``memory_mib``, ``disk_gib``, ``settings.<key>``) with ``known_errors``; nothing changes then. The
+    audit entry holds the before and after (secrets masked)."""
+    errors = FieldErrorCollector()
+    for field, message in (known_errors or {}).items():
+        errors.add(field, message)
+    reserved = {"vcpus": (node.used_vcpus, "vCPUs", ""), "memory_mib": (node.used_memory_mib, "Memory", " MiB"),
+                "disk_gib": (node.used_disk_gib, "Disk", " GiB")}
+    for field, (used, label, unit) in reserved.items():
+        value = values.get(field)
+        if value is None or field in errors.errors:
+            continue
+        if value < 0:
+            errors.add(field, f"{label} cannot be negative.")
+        elif value < used:
+            errors.add(field, f"The services on this node reserve {used}{unit}; {label} cannot be set below that "
+                              f"(move services off first).")
+    location = (values.get("location") or "").strip() or node.location
+    if len(location) > 64:
+        errors.add("location", "Give a location of at most 64 characters.")
+    settings = None
+    with errors.check("settings"):
+        settings = node_settings(cls, raw_settings)
+    errors.raise_if_any()
+
+    def shape():
+        masked = {s.key: ("***" if s.type == "secret" and (node.settings or {}).get(s.key)
+                          else (node.settings or {}).get(s.key)) for s in cls.settings}
+        return {"location": node.location, "vcpus": node.vcpus, "memory_mib": node.memory_mib,
+                "disk_gib": node.disk_gib, "enabled": node.enabled, "settings": masked}
+    before = shape()
+    node.settings, node.location, node.enabled = settings, location, bool(values.get("enabled"))
+    for field in reserved:
+        if values.get(field) is not None:
+            setattr(node, field, values[field])
+    db.session.flush()
+    audit("node.update", "node", node.id, actor=actor, before=before, after=shape())
+
+
 def node_use(node) -> list[dict]:
     """Reserved vs total per resource, with the percentage used."""
     out = []

@@ -9,7 +9,6 @@ from flask_login import current_user
 from sqlalchemy import select
 
 from hostbay.core import admin
-from hostbay.core.activity import audit
 from hostbay.core.catalog import Node
 from hostbay.core.connection_test import test_connection
 from hostbay.core.db import db
@@ -108,15 +107,16 @@ def edit(node_id: int):
         if cls is None:
             abort(404)
         old = dict(node.settings or {})
+        found = FieldErrorCollector()
+        values = {"location": request.form.get("location"), "enabled": bool(request.form.get("enabled")),
+                  **{f: (_int(f, label, found) if f in request.form else None)
+                     for f, label in (("vcpus", "vCPUs"), ("memory_mib", "Memory"), ("disk_gib", "Disk"))}}
         try:
-            settings = admin.node_settings(cls, _raw_settings(cls, old))
+            admin.update_node(node, cls, values, _raw_settings(cls, old), current_user, known_errors=found.errors)
         except FieldErrors as exc:
+            db.session.rollback()
             errors = _form_errors(exc)
         else:
-            node.settings = settings
-            node.enabled = bool(request.form.get("enabled"))
-            audit("node.settings", "node", node.id, actor=current_user, before={"settings": _masked(cls, old)},
-                  after={"settings": _masked(cls, node.settings), "enabled": node.enabled})
             db.session.commit()
             _report(node, "was saved")
             return redirect(url_for(".edit", node_id=node.id))

@@ -111,3 +111,63 @@ def test_refund_queue_shows_a_decided_request_without_a_decision_time(app, make_
     assert [(r[0] == "—", r[2], r[3]) for r in decided] == [(False, "$3.00", "rejected"),
                                                             (True, "$7.00", "approved")]
     assert "legacy-import-1" in decided[1][5]
+
+
+def test_node_edit_changes_capacity_and_location_not_below_what_is_reserved(app, make_user, make_package, make_node,
+                                                                            make_service):
+    from hostbay.core.activity import AuditEntry
+    from hostbay.core.catalog import Node
+
+    client = _staff(app, make_user)
+    node = make_node(name="cap-3", vcpus=8, memory_mib=16384, disk_gib=200, location="fra1")
+    pkg = make_package(slug="cap3", vcpus=2, memory_mib=4096, disk_gib=50)
+    for _ in range(2):
+        assert placement.place(db.session.get(Service, make_service(make_user(), pkg, state="pending").id)).id == node.id
+    db.session.commit()
+    settings = {f"setting_{k}": v for k, v in (node.settings or {}).items()}
+    page = client.get(f"/staff/nodes/{node.id}").get_data(as_text=True)
+    assert 'name="vcpus" type="number" min="4" value="8"' in page and "4 reserved by the services on this node" in page
+
+    # below what the two services reserve, and not a number: both refused, nothing changes
+    resp = client.post(f"/staff/nodes/{node.id}", data={**settings, "enabled": "1", "location": "ams1", "vcpus": "3",
+                                                       "memory_mib": "lots", "disk_gib": "200"})
+    assert resp.status_code == 422
+    html = resp.get_data(as_text=True)
+    assert re.search(r'id="s-vcpus-error">The services on this node reserve 4; vCPUs cannot be set below that', html)
+    assert 'id="s-memory_mib-error">Memory must be a whole number.' in html
+    assert 'id="e-location" name="location" maxlength="64" value="ams1"' in html  # what was sent is kept
+    db.session.expire_all()
+    assert (db.session.get(Node, node.id).vcpus, db.session.get(Node, node.id).location) == (8, "fra1")
+
+    # more room and a new location: saved, with before and after in the audit trail
+    resp = client.post(f"/staff/nodes/{node.id}", data={**settings, "enabled": "1", "location": "ams1", "vcpus": "16",
+                                                       "memory_mib": "32768", "disk_gib": "400"})
+    assert resp.status_code == 302
+    db.session.expire_all()
+    saved = db.session.get(Node, node.id)
+    assert (saved.vcpus, saved.memory_mib, saved.disk_gib, saved.location) == (16, 32768, 400, "ams1")
+    entry = db.session.scalars(db.select(AuditEntry).where(AuditEntry.action == "node.update")).one()
+    assert (entry.before["vcpus"], entry.after["vcpus"], entry.before["location"], entry.after["location"]) == \
+        (8, 16, "fra1", "ams1")
+
+
+def test_a_node_disabled_for_placement_takes_no_new_service(app, make_user, make_package, make_node, make_service):
+    import pytest
+
+    from hostbay.core.catalog import Node
+    from hostbay.core.errors import HostbayError
+
+    client = _staff(app, make_user)
+    node = make_node(name="cap-4", vcpus=8, memory_mib=16384, disk_gib=200)
+    pkg = make_package(slug="cap4", vcpus=1, memory_mib=1024, disk_gib=10)
+    resp = client.post(f"/staff/nodes/{node.id}/placement", data={"set": "disable"})
+    assert resp.status_code == 302
+    db.session.expire_all()
+    assert db.session.get(Node, node.id).enabled is False
+    assert "Disabled: no new services are placed here." in client.get(f"/staff/nodes/{node.id}").get_data(as_text=True)
+    with pytest.raises(HostbayError):
+        placement.place(db.session.get(Service, make_service(make_user(), pkg, state="pending").id))
+    db.session.rollback()
+    client.post(f"/staff/nodes/{node.id}/placement", data={"set": "enable"})
+    db.session.expire_all()
+    assert placement.place(db.session.get(Service, make_service(make_user(), pkg, state="pending").id)).id == node.id
