@@ -255,3 +255,41 @@ def test_services_filter_by_package_and_show_ended_ones(app, make_user, make_pac
     make_service(cust, b, hostname="large-one.example.test")
     page = client.get("/staff/services/", query_string={"package": "small"}).get_data(as_text=True)
     assert "small-one.example.test" in page and "large-one.example.test" not in page  # ended ones included
+
+
+def test_staff_create_a_dedicated_package_and_retire_a_vps_package_through_the_form(app, make_user, make_service):
+    import pytest
+
+    from hostbay.core import billing
+    from hostbay.core.errors import UserError
+
+    client, _ = _staff(app, make_user)
+    power = sorted(app.extensions["hostbay"].drivers.get("power", {}))
+    assert power, "a power driver (dedicated servers) is loaded in the test app"
+    resp = client.post("/staff/catalogue/packages/", data={
+        **PKG_FORM, "name": "Dedicated E", "slug": "ded-e", "kind": "dedicated", "driver": power[0], "vcpus": "8",
+        "memory_mib": "65536", "disk_gib": "960", "price_monthly": "99", "price_annual": ""})
+    assert resp.status_code == 302, resp.get_data(as_text=True)[:2000]
+    ded = db.session.scalar(select(Package).filter_by(slug="ded-e"))
+    assert (ded.kind, ded.driver, ded.price_cents("monthly"), ded.memory_mib) == ("dedicated", power[0], 9900, 65536)
+
+    assert client.post("/staff/catalogue/packages/", data=PKG_FORM).status_code == 302
+    vps = db.session.scalar(select(Package).filter_by(slug="std-2"))
+    customer = make_user(balance_cents=10000)
+    running = make_service(customer, vps, state="active")
+    edit = {k: v for k, v in PKG_FORM.items() if k not in ("slug", "kind")}
+    resp = client.post(f"/staff/catalogue/packages/{vps.uuid}", data={**edit, "retired": "1"})
+    assert resp.status_code == 302
+    db.session.expire_all()
+    vps = db.session.get(Package, vps.id)
+    assert (vps.retired, vps.orderable) == (True, False)
+    (entry,) = _audits("package.update")
+    assert entry.before["retired"] is False and entry.after["retired"] is True
+    shopper = app.test_client()
+    login(shopper, customer)
+    order_page = shopper.get("/panel/order").get_data(as_text=True)
+    assert "Standard 2" not in order_page and "Dedicated E" in order_page
+    with pytest.raises(UserError):
+        billing.place_order(customer, vps, "monthly", "late.example.test", key="retired-order")
+    db.session.rollback()
+    assert db.session.get(Service, running.id).state == "active"  # existing services keep running
