@@ -24,6 +24,24 @@ EXPECTED = {
 }
 
 
+@pytest.fixture
+def rq_queues(app):
+    """The app in ``rq`` job mode on the test Redis with queues of its own: ``(connection, queue prefix)``; their
+    keys are removed afterwards."""
+    redis_url = os.environ.get("HOSTBAY_TEST_REDIS_URL")
+    if not redis_url:
+        pytest.skip("HOSTBAY_TEST_REDIS_URL is not set")
+    prefix = f"hostbay-q-{uuid.uuid4().hex[:8]}"
+    app.config.update(HOSTBAY_JOBS="rq", HOSTBAY_REDIS_URL=redis_url, HOSTBAY_QUEUE=prefix)
+    conn = jobs.redis_connection(app)
+    try:
+        yield conn, prefix
+    finally:
+        for key in conn.scan_iter(f"rq:*{prefix}*"):
+            conn.delete(key)
+        app.extensions.pop("hostbay.redis", None)
+
+
 def test_every_handler_declares_its_queue_class(app):
     handlers = app.extensions["hostbay"].job_handlers
     undeclared = sorted(k for k, fn in handlers.items() if getattr(fn, "hostbay_queue", None) is None)
@@ -81,48 +99,38 @@ def test_stale_threshold_and_tick_are_settings(app):
 
 
 @pytest.mark.redis
-def test_dispatch_routes_each_job_to_its_class_queue(app, db):
-    redis_url = os.environ.get("HOSTBAY_TEST_REDIS_URL")
-    if not redis_url:
-        pytest.skip("HOSTBAY_TEST_REDIS_URL is not set")
+def test_dispatch_routes_each_job_to_its_class_queue(app, db, rq_queues):
     from rq import Queue
 
-    prefix = f"hostbay-route-{uuid.uuid4().hex[:8]}"
-    app.config.update(HOSTBAY_JOBS="rq", HOSTBAY_REDIS_URL=redis_url, HOSTBAY_QUEUE=prefix)
-    conn = jobs.redis_connection(app)
+    conn, prefix = rq_queues
     q = {c: Queue(jobs.queue_name(c), connection=conn) for c in jobs.QUEUE_CLASSES}
-    try:
-        assert jobs.queue_names() == [f"{prefix}-money", f"{prefix}-driver", f"{prefix}-notify"]
-        single = jobs.enqueue("service.provision", key="route-1")
-        db.session.commit()  # one job: the single path
-        batch = [jobs.enqueue(k, key=f"route-{k}") for k in ("service.suspend", "service.start", "lifecycle.notices",
-                                                               "service.remove")]
-        db.session.commit()  # several: the pipelined path, grouped by queue
-        unknown = jobs.Operation(key="route-raw", kind="rdns.recheck", payload={})
-        db.session.add(unknown)
-        db.session.flush()
-        jobs.dispatch_after_commit([unknown.id])  # inserted without its kind (like bulk inserts): looked up
-        db.session.commit()
+    assert jobs.queue_names() == [f"{prefix}-money", f"{prefix}-driver", f"{prefix}-notify"]
+    single = jobs.enqueue("service.provision", key="route-1")
+    db.session.commit()  # one job: the single path
+    batch = [jobs.enqueue(k, key=f"route-{k}") for k in ("service.suspend", "service.start", "lifecycle.notices",
+                                                           "service.remove")]
+    db.session.commit()  # several: the pipelined path, grouped by queue
+    unknown = jobs.Operation(key="route-raw", kind="rdns.recheck", payload={})
+    db.session.add(unknown)
+    db.session.flush()
+    jobs.dispatch_after_commit([unknown.id])  # inserted without its kind (like bulk inserts): looked up
+    db.session.commit()
 
-        def ops_in(c):
-            return [conn_job.args[0] for conn_job in q[c].jobs]
-        assert ops_in("money") == [batch[0].id, batch[3].id]
-        assert ops_in("driver") == [single.id, batch[1].id]
-        assert ops_in("notify") == [batch[2].id, unknown.id]
+    def ops_in(c):
+        return [conn_job.args[0] for conn_job in q[c].jobs]
+    assert ops_in("money") == [batch[0].id, batch[3].id]
+    assert ops_in("driver") == [single.id, batch[1].id]
+    assert ops_in("notify") == [batch[2].id, unknown.id]
 
-        # the scheduler's periodic jobs go to the head of their queue
-        app.extensions["hostbay"].schedules[:] = [("lifecycle.renewal_sweep", 30)]
-        sweep, = jobs.schedule_due(now_ts=3000.0)
-        assert ops_in("money") == [sweep.id, batch[0].id, batch[3].id]
+    # the scheduler's periodic jobs go to the head of their queue
+    app.extensions["hostbay"].schedules[:] = [("lifecycle.renewal_sweep", 30)]
+    sweep, = jobs.schedule_due(now_ts=3000.0)
+    assert ops_in("money") == [sweep.id, batch[0].id, batch[3].id]
 
-        # a transient failure's delayed retry is scheduled on the queue of its class
-        jobs.dispatch(app, batch[1].id, delay=60, kind="service.start")
-        assert len(q["driver"].scheduled_job_registry.get_job_ids()) == 1
-        assert len(q["money"].scheduled_job_registry.get_job_ids()) == 0
-    finally:
-        for key in conn.scan_iter(f"rq:*{prefix}*"):
-            conn.delete(key)
-        app.extensions.pop("hostbay.redis", None)
+    # a transient failure's delayed retry is scheduled on the queue of its class
+    jobs.dispatch(app, batch[1].id, delay=60, kind="service.start")
+    assert len(q["driver"].scheduled_job_registry.get_job_ids()) == 1
+    assert len(q["money"].scheduled_job_registry.get_job_ids()) == 0
 
 
 def test_sweeps_are_counted_after_they_commit(app, db, make_user, make_package):
@@ -153,41 +161,31 @@ def test_sweeps_are_counted_after_they_commit(app, db, make_user, make_package):
 
 
 @pytest.mark.redis
-def test_stale_recovery_pushes_again_only_what_left_its_queue(app, db):
+def test_stale_recovery_pushes_again_only_what_left_its_queue(app, db, rq_queues):
     """A queued operation waiting behind a backlog is not pushed again at every scheduler tick; one whose push was
     lost (not in any queue) is."""
     from datetime import timedelta
 
-    redis_url = os.environ.get("HOSTBAY_TEST_REDIS_URL")
-    if not redis_url:
-        pytest.skip("HOSTBAY_TEST_REDIS_URL is not set")
     from rq import Queue
 
-    prefix = f"hostbay-stale-{uuid.uuid4().hex[:8]}"
-    app.config.update(HOSTBAY_JOBS="rq", HOSTBAY_REDIS_URL=redis_url, HOSTBAY_QUEUE=prefix)
-    conn = jobs.redis_connection(app)
+    conn, prefix = rq_queues
     driver = Queue(jobs.queue_name(jobs.DRIVER), connection=conn)
-    try:
-        waiting, lost = jobs.enqueue("service.provision", key="stale-1"), jobs.enqueue("service.start", key="stale-2")
-        db.session.commit()
-        assert driver.count == 2
-        for op in (waiting, lost):
-            op.created_at = jobs._utcnow() - timedelta(minutes=10)
-        db.session.commit()
-        conn.lrem(driver.key, 0, [j for j in driver.get_job_ids() if lost.id in j][0])  # its push was lost
-        for _ in range(3):
-            jobs.run_stale_recovery()
-        ids = [j.args[0] for j in driver.jobs]
-        assert sorted(ids) == sorted([waiting.id, lost.id])  # pushed again once, the waiting one not at all
-    finally:
-        for key in conn.scan_iter(f"rq:*{prefix}*"):
-            conn.delete(key)
-        app.extensions.pop("hostbay.redis", None)
+    waiting, lost = jobs.enqueue("service.provision", key="stale-1"), jobs.enqueue("service.start", key="stale-2")
+    db.session.commit()
+    assert driver.count == 2
+    for op in (waiting, lost):
+        op.created_at = jobs._utcnow() - timedelta(minutes=10)
+    db.session.commit()
+    conn.lrem(driver.key, 0, [j for j in driver.get_job_ids() if lost.id in j][0])  # its push was lost
+    for _ in range(3):
+        jobs.run_stale_recovery()
+    ids = [j.args[0] for j in driver.jobs]
+    assert sorted(ids) == sorted([waiting.id, lost.id])  # pushed again once, the waiting one not at all
 
 
 @pytest.mark.redis
 def test_a_sweep_pushes_its_batches_in_the_background_and_ends_after_the_last_push(app, db, make_user, make_package,
-                                                                                   monkeypatch):
+                                                                                   monkeypatch, rq_queues):
     """The renewal sweep hands each committed batch's suspension jobs to the dispatch thread and goes on with the
     next batch; it returns only once every job is in its queue. A push that fails is logged and leaves the
     operations queued in the table for stale recovery."""
@@ -200,12 +198,7 @@ def test_a_sweep_pushes_its_batches_in_the_background_and_ends_after_the_last_pu
     from hostbay.core import clock, renewals
     from hostbay.core.services import Service
 
-    redis_url = os.environ.get("HOSTBAY_TEST_REDIS_URL")
-    if not redis_url:
-        pytest.skip("HOSTBAY_TEST_REDIS_URL is not set")
-    prefix = f"hostbay-bgpush-{uuid.uuid4().hex[:8]}"
-    app.config.update(HOSTBAY_JOBS="rq", HOSTBAY_REDIS_URL=redis_url, HOSTBAY_QUEUE=prefix)
-    conn = jobs.redis_connection(app)
+    conn, prefix = rq_queues
     money = Queue(jobs.queue_name(jobs.MONEY), connection=conn)
     pkg = make_package(monthly_cents=1000)
     due = clock.now() - timedelta(minutes=1)
@@ -223,29 +216,24 @@ def test_a_sweep_pushes_its_batches_in_the_background_and_ends_after_the_last_pu
         batches_done.append(len(ids))
         return real(app_, ids, **kw)
     monkeypatch.setattr(jobs, "dispatch_many", slow_push)
-    try:
-        t0 = time.perf_counter()
-        got = renewals.renewal_sweep(batch_size=1)
-        took = time.perf_counter() - t0
-        assert got["suspended"] == 3 and got["batches"] == 3
-        assert pushers == {"hostbay-dispatch"}  # not on the sweep's own thread
-        assert batches_done == [1, 1, 1] and money.count == 3  # all pushed before the sweep returned
-        assert took >= 0.9  # it waited for the last push
+    t0 = time.perf_counter()
+    got = renewals.renewal_sweep(batch_size=1)
+    took = time.perf_counter() - t0
+    assert got["suspended"] == 3 and got["batches"] == 3
+    assert pushers == {"hostbay-dispatch"}  # not on the sweep's own thread
+    assert batches_done == [1, 1, 1] and money.count == 3  # all pushed before the sweep returned
+    assert took >= 0.9  # it waited for the last push
 
-        # a failing push: logged, the operations stay queued in the table (stale recovery pushes them again)
-        def broken(app_, ids, **kw):
-            raise ConnectionError("redis is down")
-        monkeypatch.setattr(jobs, "dispatch_many", broken)
-        user = make_user(balance_cents=0)
-        db.session.add(Service(user_id=user.id, package_id=pkg.id, kind="vps", state="active", cycle="monthly",
-                               hostname="bg-lost.example.test", price_cents=1000,
-                               period_start=due - timedelta(days=30), renews_at=due))
-        db.session.commit()
-        assert renewals.renewal_sweep()["suspended"] == 1
-        lost = db.session.scalars(db.select(jobs.Operation).where(jobs.Operation.kind == "service.suspend")
-                                  .order_by(jobs.Operation.created_at.desc())).first()
-        assert lost.state == jobs.QUEUED and money.count == 3
-    finally:
-        for key in conn.scan_iter(f"rq:*{prefix}*"):
-            conn.delete(key)
-        app.extensions.pop("hostbay.redis", None)
+    # a failing push: logged, the operations stay queued in the table (stale recovery pushes them again)
+    def broken(app_, ids, **kw):
+        raise ConnectionError("redis is down")
+    monkeypatch.setattr(jobs, "dispatch_many", broken)
+    user = make_user(balance_cents=0)
+    db.session.add(Service(user_id=user.id, package_id=pkg.id, kind="vps", state="active", cycle="monthly",
+                           hostname="bg-lost.example.test", price_cents=1000,
+                           period_start=due - timedelta(days=30), renews_at=due))
+    db.session.commit()
+    assert renewals.renewal_sweep()["suspended"] == 1
+    lost = db.session.scalars(db.select(jobs.Operation).where(jobs.Operation.kind == "service.suspend")
+                              .order_by(jobs.Operation.created_at.desc())).first()
+    assert lost.state == jobs.QUEUED and money.count == 3

@@ -86,12 +86,18 @@ def staff(app, client, make_user):
     return client
 
 
-def _check_package_page(resp):
+def _refused_page(resp, messages: dict) -> "_Page":
+    """The 422 page of a refused form: each message under its own control, all of them in the summary."""
     assert resp.status_code == 422, resp.status_code
     page = _Page(resp.get_data(as_text=True))
-    for field, message in PKG_MESSAGES.items():
+    for field, message in messages.items():
         _assert_field_error(page, field, f"{field}-error", message)
-    _assert_summary(page, "error-summary", list(PKG_MESSAGES.values()))
+    _assert_summary(page, "error-summary", list(messages.values()))
+    return page
+
+
+def _check_package_page(resp):
+    page = _refused_page(resp, PKG_MESSAGES)
     # the good values stay in the form; the bad ones are shown as typed
     assert (_value(page, "slug"), _value(page, "vcpus"), _value(page, "disk_gib")) == ("std-2", "2", "40")
     assert (_value(page, "price_annual"), _value(page, "sort")) == ("125", "3")
@@ -127,11 +133,7 @@ IMG_MESSAGES = {"name": "The image needs a name.", "source": "The image needs a 
 
 
 def _check_image_page(resp):
-    assert resp.status_code == 422, resp.status_code
-    page = _Page(resp.get_data(as_text=True))
-    for field, message in IMG_MESSAGES.items():
-        _assert_field_error(page, field, f"{field}-error", message)
-    _assert_summary(page, "error-summary", list(IMG_MESSAGES.values()))
+    page = _refused_page(resp, IMG_MESSAGES)
     assert (_value(page, "slug"), _value(page, "os_family"), _value(page, "min_disk_gib")) == \
         ("debian-12", "linux", "big")
     assert "aria-invalid" not in page.attrs["slug"]
