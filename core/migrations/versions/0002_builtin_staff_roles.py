@@ -2,7 +2,7 @@
 
 Revision ID: 0002
 Revises: 0001
-Create Date: 2027-01-10 00:00:00
+Create Date: 2026-12-02 00:00:00
 
 The roles admin, support and billing become rows of ``staff_roles`` (``builtin`` true), seeded with the
 permissions they held when they were a constant in code (a frozen copy: later changes to the defaults in
