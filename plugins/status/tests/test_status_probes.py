@@ -46,7 +46,9 @@ def test_probes_up_down_slow_and_closed_through_the_job_layer(app, clock, job_ru
     op = _sweep_job(clock)
     elapsed = time.monotonic() - started
     assert op.state == jobs.SUCCEEDED, op.error
-    assert op.result == {"probes": 5, "down": 3}
+    assert op.result == {"probes": 5, "down": 3}, {  # which probe went the wrong way, and why
+        name: (_last(p).ok, _last(p).error, _last(p).latency_ms)
+        for name, p in (("up_http", up_http), ("wrong", wrong), ("slow", slow), ("up_tcp", up_tcp), ("closed", closed))}
     assert elapsed < 3.5, "the slow target held the sweep beyond its timeout"
 
     s = _last(up_http)
