@@ -457,6 +457,11 @@ def node_settings(cls, raw: dict) -> dict:
             from None
 
 
+def masked_settings(cls, settings: dict) -> dict:
+    """A driver's settings as staff pages and the audit trail show them: a stored secret as ``***``."""
+    return {s.key: ("***" if s.type == "secret" and settings.get(s.key) else settings.get(s.key)) for s in cls.settings}
+
+
 def create_node(cls, values: dict, raw_settings: dict, actor, *, known_errors: dict | None = None):
     """Add a node of driver class ``cls`` (``values``: name, location, vcpus, memory_mib, disk_gib, enabled). Every
     bad field is reported at once in a FieldErrors (``name``, ``vcpus``, ``memory_mib``, ``disk_gib``,
@@ -483,8 +488,7 @@ def create_node(cls, values: dict, raw_settings: dict, actor, *, known_errors: d
                 disk_gib=values.get("disk_gib") or 0, enabled=bool(values.get("enabled")))
     db.session.add(node)
     db.session.flush()
-    masked = {s.key: ("***" if s.type == "secret" and settings.get(s.key) else settings.get(s.key))
-              for s in cls.settings}
+    masked = masked_settings(cls, settings)
     audit("node.create", "node", node.id, actor=actor, after={"name": name, "driver": cls.name, "settings": masked})
     return node
 
@@ -518,8 +522,7 @@ def update_node(node, cls, values: dict, raw_settings: dict, actor, *, known_err
     errors.raise_if_any()
 
     def shape():
-        masked = {s.key: ("***" if s.type == "secret" and (node.settings or {}).get(s.key)
-                          else (node.settings or {}).get(s.key)) for s in cls.settings}
+        masked = masked_settings(cls, node.settings or {})
         return {"location": node.location, "vcpus": node.vcpus, "memory_mib": node.memory_mib,
                 "disk_gib": node.disk_gib, "enabled": node.enabled, "settings": masked}
     before = shape()

@@ -23,8 +23,6 @@ def _virt_drivers() -> dict:
     return current_app.extensions["hostbay"].drivers.get("virt", {})
 
 
-def _masked(cls, settings: dict) -> dict:
-    return {s.key: ("***" if s.type == "secret" and settings.get(s.key) else settings.get(s.key)) for s in cls.settings}
 
 
 def _raw_settings(cls, old: dict | None = None) -> dict:
@@ -120,7 +118,7 @@ def edit(node_id: int):
             db.session.commit()
             _report(node, "was saved")
             return redirect(url_for(".edit", node_id=node.id))
-    shown = _masked(cls, node.settings or {}) if cls else {}
+    shown = admin.masked_settings(cls, node.settings or {}) if cls else {}
     from hostbay.core.services import Service
 
     services = db.session.scalars(select(Service).where(Service.node_id == node.id)
