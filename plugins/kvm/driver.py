@@ -4,7 +4,8 @@ A server is a libvirt domain named ``<prefix><service uuid>`` with
 - a qcow2 overlay ``<domain>-disk.qcow2`` whose backing file is the image's template, grown to the package's disk,
 - a cloud-init NoCloud seed ``<domain>-seed-<n>.iso`` in an IDE CD-ROM (SSH keys, hostname, static addresses),
 - an empty IDE CD-ROM for the customer's installation ISO, first in the boot order (an empty drive is skipped),
-- a virtio NIC with ``<bandwidth>`` at the port speed and an nwfilter pinned to the allocated addresses,
+- a virtio NIC with ``<bandwidth>`` at the port speed, pinned to the allocated addresses by hostbay's nftables
+  rules (``nft.py``, on a local host) or by libvirt's nwfilter (``antispoof``: a remote host, bridged ports only),
 - VNC on 127.0.0.1 (autoport) with a websocket port, for the console proxy.
 
 Every volume lives in the node's storage pool (a directory is exposed as a libvirt ``dir`` pool), so the driver
@@ -15,13 +16,17 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import posixpath
+import shutil
 import time
+from urllib.parse import urlsplit
 from typing import Any
 
 from hostbay.core.drivers import (ConsoleTarget, PowerState, Progress, ServerSpec, Setting, VirtDriver)
 from hostbay.core.errors import FatalDriverError, TransientDriverError
 
+from . import nft as nftmod
 from . import probe as probemod
 from . import seed as seedmod
 from . import xml as X
@@ -70,6 +75,12 @@ class KvmDriver(VirtDriver):
                 help="How long Test connection (and virt_type auto) waits for the probe guest's serial line."),
         Setting("name_prefix", "Domain name prefix", default="hostbay-",
                 help="libvirt domains are named prefix + service UUID."),
+        Setting("antispoof", "Anti-spoofing", type="choice", default="auto",
+                choices=("auto", "nftables", "nwfilter"),
+                help="nftables: hostbay's own rules on this machine (bridged and routed ports, one nft run per "
+                     "start; the libvirt URI must be this machine's and the worker root); nwfilter: libvirt's "
+                     "filters (bridged ports only, any host); auto: nftables for a local URI when nft is "
+                     "installed and the worker is root, nwfilter otherwise."),
     ]
     capabilities = frozenset({"resize", "rebuild", "iso", "console", "suspend", "readiness", "move"})
 
@@ -89,6 +100,27 @@ class KvmDriver(VirtDriver):
             from hostbay.core.errors import SettingsError
 
             raise SettingsError({"stop_timeout": "must not be negative"})
+        if cfg.get("antispoof") == "nftables" and not is_local_uri(cfg["uri"]):
+            from hostbay.core.errors import SettingsError
+
+            raise SettingsError({"antispoof": "nftables needs the libvirt URI of this machine (qemu:///system): "
+                                              "the rules go into the ruleset of the host the worker runs on"})
+
+    @property
+    def antispoof(self) -> str:
+        """The filter new servers get: ``nftables`` or ``nwfilter`` (``auto`` resolved)."""
+        wanted = self.config.get("antispoof") or "auto"
+        if wanted != "auto":
+            return wanted
+        usable = (is_local_uri(self.config["uri"]) and shutil.which("nft") is not None and os.geteuid() == 0)
+        return "nftables" if usable else "nwfilter"
+
+    @property
+    def nft(self) -> nftmod.Nft:
+        return nftmod.Nft()
+
+    def _nft_port(self, name: str) -> str | None:
+        return nftmod.port_name(name) if self.antispoof == "nftables" else None
 
     # connection and lookups ------------------------------------------------------------------------------------
     @property
@@ -262,12 +294,14 @@ class KvmDriver(VirtDriver):
         disk_path = self._new_disk(pool, name, spec)
         progress(45, "Writing the first-boot configuration")
         seed_path = self._new_seed(pool, name, spec)
-        self._ensure_filters()
+        port = self._nft_port(name)
+        if not port:
+            self._ensure_filters()
         progress(65, "Defining the server")
         xml = X.domain(name=name, service_uuid=spec.uuid, virt_type=virt_type, vcpus=spec.vcpus,
                        memory_mib=spec.memory_mib, disk_path=disk_path, seed_path=seed_path, mac=X.mac_for(spec.uuid),
                        net=self._network(), addresses=spec.addresses, port_speed_mbit=spec.port_speed_mbit,
-                       shaping=self.config["shaping"] == "libvirt", cpu_mode=self.config["cpu_mode"])
+                       shaping=self.config["shaping"] == "libvirt", cpu_mode=self.config["cpu_mode"], port=port)
         with translated(f"defining domain {name}"):
             dom = self.conn.defineXML(xml)
         progress(80, "Starting the server")
@@ -379,6 +413,7 @@ class KvmDriver(VirtDriver):
             if state == PowerState.PAUSED:
                 dom.resume()
             elif state != PowerState.RUNNING:
+                self._nft_before_start(dom)
                 dom.create()
         except lv.libvirtError as exc:
             message = exc.get_error_message() or ""
@@ -393,6 +428,41 @@ class KvmDriver(VirtDriver):
                     f"Load the sch_htb, sch_sfq and act_police kernel modules on the host, or set the node's "
                     f"'Port speed enforcement' to off.") from exc
             raise translate(exc, f"starting {dom.name()}") from exc
+
+    def _nft_before_start(self, dom) -> None:
+        """A server on hostbay's nftables port: write its port's rules from the addresses in its definition before
+        the tap exists (the ruleset does not survive a host reboot; each start writes it again)."""
+        with nftmod.host_lock():
+            with translated("reading the domain"):
+                root = X.parse(dom.XMLDesc(libvirt().VIR_DOMAIN_XML_INACTIVE))
+            port = X.nft_port(root)
+            if port:
+                iface = root.find("./devices/interface")
+                self.nft.apply(port, iface.find("mac").get("address"), X.addresses(root))
+
+    def resync_antispoof(self) -> int:
+        """Write the chains of every running server of this node that is on hostbay's nftables port again, in one
+        ``nft`` run (the scheduled ``kvm.antispoof_resync``): a ruleset emptied under running servers (``nft flush
+        ruleset``, a restart of the host's ``nftables`` service, whose configuration starts with that) would
+        otherwise leave their ports unfiltered until their next start. Returns how many ports were written."""
+        if self.antispoof != "nftables":
+            return 0
+        lv = libvirt()
+        ports = []
+        with nftmod.host_lock(), translated("listing running domains"):
+            for dom in self.conn.listAllDomains(lv.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
+                if not dom.name().startswith(self.config["name_prefix"]):
+                    continue
+                try:
+                    root = X.parse(dom.XMLDesc(lv.VIR_DOMAIN_XML_INACTIVE))
+                except lv.libvirtError:  # stopped and undefined meanwhile
+                    continue
+                port = X.nft_port(root)
+                if port:
+                    ports.append((port, root.find("./devices/interface/mac").get("address"), X.addresses(root)))
+            if ports:
+                self.nft.apply_many(ports)
+        return len(ports)
 
     def status(self, ref: dict[str, Any]) -> PowerState:
         dom = self._lookup(ref.get("domain", ""))
@@ -488,7 +558,8 @@ class KvmDriver(VirtDriver):
         disk_path = self._new_disk(pool, name, spec)
         progress(55, f"{verb}: writing the first-boot configuration")
         seed_path = self._new_seed(pool, name, spec)
-        self._ensure_filters()
+        if self._nft_port(name) is None:
+            self._ensure_filters()
         dom = self._redefine(dom, spec.vcpus, spec.memory_mib, disk_path, seed_path,
                              port_speed_mbit=spec.port_speed_mbit or 0)
         progress(80, f"{verb}: starting the server")
@@ -627,12 +698,13 @@ class KvmDriver(VirtDriver):
         uuid_el = root.find("uuid")
         if uuid_el is not None:  # libvirt gives the new domain its own UUID (both may live on one libvirtd)
             root.remove(uuid_el)
-        for iface in root.iterfind("./devices/interface"):
-            target_el = iface.find("target")
-            if target_el is not None:  # the tap device name is the host's to choose
-                iface.remove(target_el)
+        port = other._nft_port(tname)
+        for iface in root.iterfind("./devices/interface"):  # the target host's filter, and its tap name
+            X.set_antispoof(iface, spec.addresses, port)
+        X.set_addresses(root, spec.addresses)
         progress(80, "Defining the server on its new host")
-        other._ensure_filters(spec.addresses)
+        if not port:
+            other._ensure_filters()
         with translated(f"defining domain {tname}"):
             dst = other.conn.defineXML(X.to_string(root))
         progress(85, "Starting the server on its new host")
@@ -698,7 +770,10 @@ class KvmDriver(VirtDriver):
         if not name:
             raise FatalDriverError(f"reference {ref!r} names no domain")
         dom = self._lookup(name)
+        port = self._nft_port(name)
         if dom is not None:
+            with translated("reading the domain"):
+                port = X.nft_port(X.parse(dom.XMLDesc(lv.VIR_DOMAIN_XML_INACTIVE))) or port
             if self._state(dom) != PowerState.STOPPED:
                 self._stop(dom, 0)
             flags = (lv.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | lv.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
@@ -714,6 +789,9 @@ class KvmDriver(VirtDriver):
             except lv.libvirtError as exc:
                 if exc.get_error_code() != lv.VIR_ERR_NO_STORAGE_VOL:
                     raise translate(exc, f"deleting volume {vol.name()}") from exc
+        if port:  # after the domain is gone: a retry after a failure here finds no domain and still removes it
+            with nftmod.host_lock():
+                self.nft.remove(port)
 
     # admin -----------------------------------------------------------------------------------------------------
     def validate(self) -> str:
@@ -722,7 +800,10 @@ class KvmDriver(VirtDriver):
         chosen and why; raises when nothing runs."""
         self._pool("storage", create=True)
         self._pool("templates", create=True)
-        self._ensure_filters(fresh=True)
+        if self.antispoof == "nftables":
+            self.nft.ensure()
+        else:
+            self._ensure_filters(fresh=True)
         with translated("reading host capabilities"):
             caps = X.parse(self.conn.getCapabilities())
         types = {d.get("type") for d in caps.iterfind("./guest/arch[@name='x86_64']/domain")}
@@ -731,7 +812,7 @@ class KvmDriver(VirtDriver):
             chosen, why = self._auto_choice(types, fresh=True)
         else:
             chosen, why = self.virt_type(), f"virt_type is set to {wanted}"
-        note = network_protection_note(self.config)
+        note = network_protection_note(self.config, self.antispoof)
         if chosen == "kvm" and wanted == "auto":
             return why + note
         result = self.probe(chosen)
@@ -743,10 +824,20 @@ class KvmDriver(VirtDriver):
 TRAY_RETRY_SECONDS = (0.5, 1.0, 2.0)
 
 
-def network_protection_note(config) -> str:
-    """What Test connection adds about anti-spoofing for the node's network mode: libvirt's nwfilter acts on
-    bridged ports only (``bridge``, ``network``); on a routed tap (``ethernet``) no rule ever sees the guest's frames,
-    so staff are told instead of being left to believe the servers are filtered."""
+def is_local_uri(uri: str) -> bool:
+    """A libvirt URI of this machine (``qemu:///system``): no host part."""
+    parts = urlsplit(uri)
+    return parts.scheme.startswith("qemu") and "+" not in parts.scheme and not parts.netloc
+
+
+def network_protection_note(config, antispoof: str = "nwfilter") -> str:
+    """What Test connection adds about anti-spoofing: hostbay's nftables rules cover bridged and routed ports;
+    libvirt's nwfilter acts on bridged ports only (``bridge``, ``network``), so on a routed tap (``ethernet``) no
+    rule ever sees the guest's frames, and staff are told instead of being left to believe the servers are
+    filtered."""
+    if antispoof == "nftables":
+        return (f"; anti-spoofing: hostbay's nftables table {nftmod.TABLE} on this host (bridged and routed "
+                f"ports)")
     if config.get("network") == "ethernet":
         return ("; warning: network mode 'ethernet' (routed tap) is not filtered against spoofing by libvirt, whose "
                 "filters act on bridged ports only: use 'bridge' or 'network', or stop foreign source addresses in "

@@ -69,18 +69,67 @@ def set_bandwidth(root: ET.Element, port_speed_mbit: int | None) -> None:
         iface.insert(2, bandwidth(port_speed_mbit))
 
 
-def interface(mac: str, net: Network, addresses, port_speed_mbit: int | None, shaping: bool = True) -> ET.Element:
+def interface(mac: str, net: Network, addresses, port_speed_mbit: int | None, shaping: bool = True,
+              port: str | None = None) -> ET.Element:
+    """The NIC. With ``port`` (hostbay's nftables filter, nft.py) the tap gets that name and no ``<filterref>``;
+    without it libvirt names the tap and binds hostbay's nwfilter with the addresses as parameters."""
     iface = ET.Element("interface", type=net.mode)
     ET.SubElement(iface, "mac", address=mac)
     if net.mode == "bridge":
         ET.SubElement(iface, "source", bridge=net.source or "")
     elif net.mode == "network":
         ET.SubElement(iface, "source", network=net.source or "")
+    if port:
+        ET.SubElement(iface, "target", dev=port)
     ET.SubElement(iface, "model", type="virtio")
     if port_speed_mbit and shaping:
         iface.append(bandwidth(port_speed_mbit))
-    iface.append(filterref(addresses))
+    if not port:
+        iface.append(filterref(addresses))
     return iface
+
+
+def set_antispoof(iface: ET.Element, addresses, port: str | None) -> None:
+    """Point an existing interface at one filter: hostbay's nftables port ``port``, or (None) the nwfilter with
+    ``addresses``; a libvirt-chosen tap name is dropped (the host picks a new one)."""
+    for tag in ("target", "filterref"):
+        for old in iface.findall(tag):
+            iface.remove(old)
+    if port:
+        ET.SubElement(iface, "target", dev=port)
+    else:
+        iface.append(filterref(addresses))
+
+
+def nft_port(root: ET.Element) -> str | None:
+    """The tap name of a domain whose port is filtered by hostbay's nftables rules (None for an nwfilter one)."""
+    iface = root.find("./devices/interface")
+    if iface is None or iface.find("filterref") is not None:
+        return None
+    target = iface.find("target")
+    dev = target.get("dev") if target is not None else None
+    return dev if dev and dev.startswith("hbp-") else None
+
+
+def set_addresses(root: ET.Element, addresses) -> None:
+    """The server's addresses in hostbay's metadata (what the nftables port is filtered to at each start)."""
+    server = root.find(f"./metadata/{{{NS}}}server")
+    if server is None:
+        meta = root.find("metadata")
+        if meta is None:
+            meta = ET.SubElement(root, "metadata")
+        server = ET.SubElement(meta, f"{{{NS}}}server")
+    for old in server.findall(f"{{{NS}}}address"):
+        server.remove(old)
+    for a in addresses:
+        ET.SubElement(server, f"{{{NS}}}address", value=a.address, prefix=str(a.prefix))
+
+
+def addresses(root: ET.Element) -> list[Address]:
+    server = root.find(f"./metadata/{{{NS}}}server")
+    if server is None:
+        return []
+    return [Address(el.get("value"), int(el.get("prefix", "0"))) for el in server.findall(f"{{{NS}}}address")]
 
 
 def cdrom(target: str, path: str | None, boot_order: int | None = None) -> ET.Element:
@@ -97,13 +146,14 @@ def cdrom(target: str, path: str | None, boot_order: int | None = None) -> ET.El
 
 def domain(*, name: str, service_uuid: str, virt_type: str, vcpus: int, memory_mib: int, disk_path: str,
            seed_path: str | None, mac: str, net: Network, addresses, port_speed_mbit: int | None,
-           shaping: bool = True, cpu_mode: str = "default") -> str:
+           shaping: bool = True, cpu_mode: str = "default", port: str | None = None) -> str:
     dom = ET.Element("domain", type=virt_type)
     ET.SubElement(dom, "name").text = name
     meta = ET.SubElement(dom, "metadata")
     server = ET.SubElement(meta, f"{{{NS}}}server", service=service_uuid)
     if port_speed_mbit:
         server.set("port-speed-mbit", str(port_speed_mbit))
+    set_addresses(dom, addresses)
     ET.SubElement(dom, "memory", unit="MiB").text = str(memory_mib)
     ET.SubElement(dom, "currentMemory", unit="MiB").text = str(memory_mib)
     ET.SubElement(dom, "vcpu", placement="static").text = str(vcpus)
@@ -126,7 +176,7 @@ def domain(*, name: str, service_uuid: str, virt_type: str, vcpus: int, memory_m
     ET.SubElement(disk, "boot", order="2")
     devs.append(cdrom(ISO_TARGET, None, boot_order=1))
     devs.append(cdrom(SEED_TARGET, seed_path))
-    devs.append(interface(mac, net, addresses, port_speed_mbit, shaping))
+    devs.append(interface(mac, net, addresses, port_speed_mbit, shaping, port))
     gfx = ET.SubElement(devs, "graphics", type="vnc", autoport="yes", listen="127.0.0.1", websocket="-1")
     ET.SubElement(gfx, "listen", type="address", address="127.0.0.1")
     video = ET.SubElement(devs, "video")

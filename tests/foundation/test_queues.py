@@ -18,6 +18,7 @@ EXPECTED = {
     "service.restart": jobs.DRIVER, "service.reinstall": jobs.DRIVER, "service.resize": jobs.DRIVER,
     "service.rebuild": jobs.DRIVER, "service.mount_iso": jobs.DRIVER, "service.eject_iso": jobs.DRIVER,
     "rdns.apply": jobs.DRIVER, "network.apply_filter": jobs.DRIVER, "proxmox.remove_iso": jobs.DRIVER,
+    "kvm.antispoof_resync": jobs.DRIVER,
     "fake.wait": jobs.DRIVER,
     "lifecycle.notices": jobs.NOTIFY, "rdns.recheck": jobs.NOTIFY, "status.probe_sweep": jobs.NOTIFY,
     "status.tick": jobs.NOTIFY, "status.rollup": jobs.NOTIFY, "console.purge_tokens": jobs.NOTIFY,

@@ -145,7 +145,7 @@ def test_a_filter_removed_from_the_host_is_defined_again_at_start(kvm_host, monk
     monkeypatch.setattr(X, "V4_FILTER", f"{PREFIX}flt4")
     monkeypatch.setattr(X, "DUALSTACK_FILTER", f"{PREFIX}flt46")
     monkeypatch.setattr(X, "HOST_FILTERS_DIGEST", f"{PREFIX}test")
-    drv = KvmDriver(kvm_host.settings())
+    drv = KvmDriver(kvm_host.settings(antispoof="nwfilter"))
     spec = _spec(addresses=(Address("192.0.2.70", 24, "192.0.2.1"),))
     try:
         drv._ensure_filters(fresh=True)

@@ -149,6 +149,10 @@ class TestKvmConformance(VirtDriverConformance):
 
 
 class TestKvmNetworkFilterConformance(NetworkFilterConformance):
+    """On libvirt's nwfilter (read back from libvirt's binding of the port)."""
+
+    antispoof = "nwfilter"
+
     @pytest.fixture(autouse=True)
     def _host(self, kvm_host):
         self.host = kvm_host
@@ -166,19 +170,31 @@ class TestKvmNetworkFilterConformance(NetworkFilterConformance):
         return None  # the filter reaches its host through the virtualization driver it is given
 
     def make_server(self):
-        virt = _driver(self.host)
+        virt = _driver(self.host, antispoof=self.antispoof)
         spec = _spec()
         self.servers.append((virt, {"domain": virt.domain_name(spec.uuid)}))
         return virt, virt.create(spec, _noop)
 
     def applied_addresses(self, virt, ref):
+        from hostbay.plugins.kvm import nft as N
         from hostbay.plugins.kvm.netfilter import binding_addresses
 
         dom = virt.conn.lookupByName(ref["domain"])
         port = _xml(dom).find("./devices/interface/target").get("dev")
-        found = binding_addresses(virt.conn, port)
-        assert found is not None, f"no nwfilter binding for {port}"
+        if self.antispoof == "nftables":
+            assert N.is_port(port), port
+            found = N.Nft().port_addresses(port)
+        else:
+            found = binding_addresses(virt.conn, port)
+        assert found is not None, f"no {self.antispoof} rules for {port}"
         return found
+
+
+@pytest.mark.skipif(not shutil.which("nft"), reason="nft is not installed (Debian package nftables)")
+class TestKvmNftNetworkFilterConformance(TestKvmNetworkFilterConformance):
+    """On hostbay's nftables port (read back from the kernel's ruleset with ``nft -j``)."""
+
+    antispoof = "nftables"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -192,7 +208,7 @@ def test_create_reads_back_from_libvirt(made, kvm_host):
 
     spec = _spec(disk_gib=2, ssh_keys=(TEST_KEY,), addresses=(Address("198.51.100.7", 24, "198.51.100.1"),),
                  nameservers=("198.51.100.53",), hostname="web1.example.test")
-    drv, spec, ref = made(spec)
+    drv, spec, ref = made(spec, antispoof="nwfilter")
     dom = drv.conn.lookupByName(ref["domain"])
     assert dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING
     live = _xml(dom)
@@ -310,7 +326,7 @@ def test_ipv6_guest_gets_dualstack_filter(made):
     from hostbay.plugins.kvm.netfilter import binding_addresses
 
     drv, _s, ref = made(_spec(addresses=(Address("192.0.2.44", 24, "192.0.2.1"),
-                                         Address("2001:db8:44::10", 64, "2001:db8:44::1"))))
+                                         Address("2001:db8:44::10", 64, "2001:db8:44::1"))), antispoof="nwfilter")
     assert drv.conn.nwfilterLookupByName(X.DUALSTACK_FILTER)
     live = _xml(drv.conn.lookupByName(ref["domain"]))
     port = live.find("./devices/interface/target").get("dev")
@@ -325,7 +341,7 @@ def test_filter_follows_address_changes_on_a_running_server(made):
     from hostbay.plugins.kvm import xml as X
     from hostbay.plugins.kvm.netfilter import binding_addresses
 
-    drv, _s, ref = made(_spec(addresses=(Address("192.0.2.60", 24, "192.0.2.1"),)))
+    drv, _s, ref = made(_spec(addresses=(Address("192.0.2.60", 24, "192.0.2.1"),)), antispoof="nwfilter")
     dom = drv.conn.lookupByName(ref["domain"])
     port = _xml(dom).find("./devices/interface/target").get("dev")
 
@@ -347,6 +363,47 @@ def test_filter_follows_address_changes_on_a_running_server(made):
     drv.start(ref)
     port = _xml(dom).find("./devices/interface/target").get("dev")
     assert binding_addresses(drv.conn, port) == {"192.0.2.62"}
+
+
+@pytest.mark.skipif(not shutil.which("nft"), reason="nft is not installed (Debian package nftables)")
+def test_nftables_port_follows_the_server_from_create_to_delete(made):
+    """hostbay's nftables filter on a real domain: the tap carries hostbay's port name and no nwfilter, the
+    kernel's ruleset (read back with ``nft -j``) holds the allocated addresses before and after a cold start and
+    after each address change, and nothing of the port is left once the server is deleted."""
+    from hostbay.plugins.kvm import KvmNetworkFilter
+    from hostbay.plugins.kvm import nft as N
+    from hostbay.plugins.kvm import xml as X
+
+    drv, _s, ref = made(_spec(addresses=(Address("192.0.2.80", 24, "192.0.2.1"),
+                                         Address("2001:db8:80::10", 64, "2001:db8:80::1"))), antispoof="nftables")
+    assert drv.antispoof == "nftables"
+    dom = drv.conn.lookupByName(ref["domain"])
+    live = _xml(dom)
+    port = live.find("./devices/interface/target").get("dev")
+    assert port == N.port_name(ref["domain"])
+    assert live.find("./devices/interface/filterref") is None
+    assert not [b for b in drv.conn.listAllNWFilterBindings(0) if b.portDev() == port]
+    nft = N.Nft()
+    assert nft.port_addresses(port) == {"192.0.2.80", "2001:db8:80::10"}
+
+    nft.remove(port)  # the ruleset emptied under a running server (nft flush ruleset): the periodic re-apply
+    assert nft.port_addresses(port) is None
+    assert drv.resync_antispoof() >= 1
+    assert nft.port_addresses(port) == {"192.0.2.80", "2001:db8:80::10"}
+
+    flt = KvmNetworkFilter({})
+    flt.apply(drv, ref, [Address("192.0.2.81", 24)])
+    assert nft.port_addresses(port) == {"192.0.2.81"}
+    assert [a.address for a in X.addresses(_xml(dom, inactive=True))] == ["192.0.2.81"]  # survives a cold start
+    drv.stop(ref, timeout=0)
+    flt.apply(drv, ref, [Address("192.0.2.82", 24)])  # a stopped server: its definition only
+    assert nft.port_addresses(port) == {"192.0.2.81"}
+    nft.remove(port)  # as after a host reboot: the ruleset is gone, the start writes it again
+    drv.start(ref)
+    assert nft.port_addresses(port) == {"192.0.2.82"}
+    drv.delete(ref)
+    assert nft.port_addresses(port) is None
+    drv.delete(ref)  # a retried delete finds nothing and is no error
 
 
 def test_mount_and_eject_iso(made, kvm_host):

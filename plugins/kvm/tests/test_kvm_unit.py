@@ -423,3 +423,59 @@ def test_test_connection_warns_that_a_routed_tap_is_not_filtered():
     assert KvmDriver.clean_settings({})["network"] == "ethernet" and "not filtered against spoofing" in routed
     assert network_protection_note(KvmDriver.clean_settings({"network": "bridge", "bridge": "br0"})) == ""
     assert network_protection_note(KvmDriver.clean_settings({"network": "network", "bridge": "default"})) == ""
+    assert "not filtered" not in network_protection_note(KvmDriver.clean_settings({}), "nftables")
+    assert "nftables" in network_protection_note(KvmDriver.clean_settings({}), "nftables")
+
+
+def test_a_domain_on_an_nftables_port_names_its_tap_and_keeps_its_addresses():
+    from hostbay.plugins.kvm import nft as N
+
+    port = N.port_name("hostbay-" + spec().uuid)
+    root = domain_xml(port=port)
+    iface = root.find("./devices/interface")
+    assert iface.find("target").get("dev") == port and iface.find("filterref") is None
+    assert X.nft_port(root) == port
+    assert [(a.address, a.prefix) for a in X.addresses(root)] == [("203.0.113.5", 24), ("203.0.113.6", 24)]
+    # the same server on libvirt's nwfilter: no hostbay port, the addresses are the filter's parameters
+    assert X.nft_port(domain_xml()) is None
+    X.set_antispoof(iface, spec().addresses, None)
+    assert X.nft_port(root) is None and iface.find("filterref").get("filter") == X.V4_FILTER
+    X.set_antispoof(iface, spec().addresses, port)
+    assert X.nft_port(root) == port and iface.find("filterref") is None
+    X.set_addresses(root, [Address("2001:db8::7", 64)])
+    assert [a.address for a in X.addresses(X.parse(X.to_string(root)))] == ["2001:db8::7"]
+
+
+def test_nftables_antispoofing_needs_this_machines_libvirt(monkeypatch):
+    from hostbay.plugins.kvm import driver as D
+
+    assert D.is_local_uri("qemu:///system") and D.is_local_uri("qemu:///session")
+    assert not D.is_local_uri("qemu+ssh://root@hv1/system") and not D.is_local_uri("qemu+tls://hv1/system")
+    assert not D.is_local_uri("test:///default")
+    with pytest.raises(SettingsError) as err:
+        KvmDriver(KvmDriver.clean_settings({"uri": "qemu+ssh://root@hv1/system", "antispoof": "nftables"}))
+    assert "antispoof" in err.value.errors
+    remote = KvmDriver(KvmDriver.clean_settings({"uri": "qemu+ssh://root@hv1/system"}))
+    assert remote.antispoof == "nwfilter"  # auto: a remote host keeps libvirt's filter
+    local = KvmDriver(KvmDriver.clean_settings({}))
+    monkeypatch.setattr(D.shutil, "which", lambda name: f"/usr/sbin/{name}")
+    monkeypatch.setattr(D.os, "geteuid", lambda: 0)
+    assert local.antispoof == "nftables"
+    monkeypatch.setattr(D.os, "geteuid", lambda: 1000)
+    assert local.antispoof == "nwfilter"  # nft needs root: not chosen for a worker that is not
+    monkeypatch.setattr(D.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(D.shutil, "which", lambda name: None)
+    assert local.antispoof == "nwfilter"
+    assert KvmDriver(KvmDriver.clean_settings({"antispoof": "nwfilter"})).antispoof == "nwfilter"
+
+
+def test_nft_errors_are_clear(monkeypatch):
+    from hostbay.plugins.kvm import nft as N
+
+    missing = N.Nft(["/nonexistent/nft"])
+    with pytest.raises(FatalDriverError, match="not installed"):
+        missing.apply(N.port_name("a"), "52:54:00:00:00:01", [Address("192.0.2.1", 24)])
+    refusing = N.Nft([sys.executable, "-c", "import sys; sys.stderr.write('Error: Operation not permitted\\n'); "
+                                            "sys.exit(1)", "--"])
+    with pytest.raises(FatalDriverError, match="needs root"):
+        refusing.ensure()
