@@ -1,14 +1,16 @@
 """Paid order -> running KVM domain with anti-spoofing on, and where the time goes.
 
     .venv/bin/python bench/kvm_order.py [--count 20] [--uri qemu:///system] [--network bridge|ethernet]
+        [--antispoof nftables|nwfilter]
 
 As root, on a real libvirtd with QEMU. Environment: HOSTBAY_BENCH_DATABASE_URL (PostgreSQL; default
 postgresql+psycopg://postgres@127.0.0.1/hostbay_bench), HOSTBAY_BENCH_REDIS_URL (default redis://127.0.0.1:6379/13),
 HOSTBAY_BENCH_KVM_PREFIX (default ``hbbench-order-``) and HOSTBAY_BENCH_KVM_DIR (default
 /var/lib/hostbay-bench/kvm-order), so two runs on one host do not touch each other's domains;
 HOSTBAY_BENCH_BRIDGE (default ``hbbench-br0``) names the bridge a ``bridge`` run makes for its servers' ports
-(no uplink: nothing leaves the machine). The filter acts on bridged ports only, so ``bridge`` is the default:
-``ethernet`` (routed taps) pays the same filter cost at start for no protection (docs/network.md).
+(no uplink: nothing leaves the machine). ``--antispoof`` picks the node's filter: hostbay's nftables rules
+(default; bridged and routed ports) or libvirt's nwfilter, which acts on bridged ports only, so with it
+``ethernet`` (routed taps) pays the filter's cost at start for no protection (docs/network.md).
 
 Per order (``count`` orders one after another, after one warm-up order that is not counted):
 
@@ -17,8 +19,9 @@ Per order (``count`` orders one after another, after one warm-up order that is n
    service is ``active`` and libvirt reports its domain running.
 2. The domain is then powered off and its XML (as libvirt keeps it) is started again as a transient copy with a
    new name on the same disk with ``virDomainCreateXML`` (what ``virsh create`` does), twice: ``start_filtered``
-   with the server's ``<filterref>`` (libvirt instantiates the nwfilter rules before QEMU starts) and
-   ``start_bare`` without it. Their difference is what the filter costs at start; ``order - start_filtered`` is
+   with the server's own filter (its ``<filterref>``, whose nwfilter rules libvirt instantiates before QEMU
+   starts, or hostbay's nftables port: its one ``nft`` run is timed with the start), with libvirt's
+   ``clean-traffic`` and the same addresses, and ``start_bare`` without a filter. Their difference is what the filter costs at start; ``order - start_filtered`` is
    hostbay's own work (database, queue, disk, seed, define).
 3. ``firewall_call_seconds``: what one ebtables/iptables/ip6tables invocation costs on this host, and with
    ``--count-calls`` ``firewall_calls``: how many of them libvirt ran for one filtered start (strace on the daemon,
@@ -103,10 +106,16 @@ def kvm_host(uri: str, network: str = "bridge"):
             BASE.parent.rmdir()
 
 
-def _copy(xml: str, name: str, filtered: bool, filter_name: str | None = None) -> str:
+def _copy(xml: str, name: str, filtered: bool, filter_name: str | None = None) -> tuple[str, object]:
+    """The server's domain as a transient copy named ``name``: with its own filter (``filtered``), with libvirt's
+    ``filter_name`` and the same addresses, or with none. Returns the XML and what must run before its start (the
+    nftables port's rules, for a server on hostbay's nftables filter)."""
+    from hostbay.plugins.kvm import nft as N
     from hostbay.plugins.kvm import xml as X
 
     root = X.parse(xml)
+    port = X.nft_port(root)
+    addresses = X.addresses(root)
     root.find("name").text = name
     for el in root.findall("uuid"):
         root.remove(el)
@@ -114,21 +123,35 @@ def _copy(xml: str, name: str, filtered: bool, filter_name: str | None = None) -
     for tag in ("target", "alias"):
         for el in iface.findall(tag):
             iface.remove(el)
+    before = None
     if not filtered:
         for el in iface.findall("filterref"):
             iface.remove(el)
-    elif filter_name:  # the same parameters under another filter (libvirt's clean-traffic: what servers had before)
+    elif filter_name:  # the same addresses under another filter (libvirt's clean-traffic: what servers had before)
+        if iface.find("filterref") is None:
+            X.set_antispoof(iface, addresses, None)
         iface.find("filterref").set("filter", filter_name)
-    return X.to_string(root)
+    elif port:
+        copy_port = N.port_name(name)
+        X.set_antispoof(iface, addresses, copy_port)
+        mac = iface.find("mac").get("address")
+        before = (copy_port, mac, addresses)
+    return X.to_string(root), before
 
 
-def _timed_start(conn, xml: str) -> float | None:
-    """Seconds ``virDomainCreateXML`` took; None when QEMU failed to start twice (a loaded host)."""
+def _timed_start(conn, copy: tuple[str, object]) -> float | None:
+    """Seconds ``virDomainCreateXML`` took (with the nftables port's rules written first, when it has them); None
+    when QEMU failed to start twice (a loaded host)."""
     import libvirt
 
+    from hostbay.plugins.kvm import nft as N
+
+    xml, before = copy
     for attempt in range(2):
         t0 = time.perf_counter()
         try:
+            if before:
+                N.Nft().apply(*before)
             dom = conn.createXML(xml, 0)
         except libvirt.libvirtError as exc:
             print(f"  start failed ({exc.get_error_message()})", file=sys.stderr)
@@ -136,6 +159,8 @@ def _timed_start(conn, xml: str) -> float | None:
             continue
         took = time.perf_counter() - t0
         dom.destroy()
+        if before:
+            N.Nft().remove(before[0])
         return took
     return None
 
@@ -188,8 +213,8 @@ def firewall_call_cost(repeat: int = 30) -> dict[str, float]:
     return out
 
 
-def order_to_running(count: int = 20, uri: str = "qemu:///system",
-                     count_calls: bool = False, network: str = "bridge") -> tuple[list[dict], dict]:
+def order_to_running(count: int = 20, uri: str = "qemu:///system", count_calls: bool = False,
+                     network: str = "bridge", antispoof: str = "nftables") -> tuple[list[dict], dict]:
     import libvirt
 
     from hostbay.core import billing, ipam, ledger
@@ -213,6 +238,7 @@ def order_to_running(count: int = 20, uri: str = "qemu:///system",
     info: dict = {}
     conn = libvirt.open(uri)
     with kvm_host(uri, network) as settings, app.app_context():
+        settings["antispoof"] = antispoof
         db.drop_all()
         db.create_all()
         node = Node(name="bench-node", driver="kvm", settings=settings, vcpus=64, memory_mib=65536, disk_gib=1000)
@@ -254,7 +280,8 @@ def order_to_running(count: int = 20, uri: str = "qemu:///system",
                 dom = conn.lookupByName(svc.infra_ref["domain"])
                 xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
                 if i == 0:
-                    info["filter"] = re.search(r"<filterref filter='([^']+)'", xml).group(1)
+                    ref = re.search(r"<filterref filter='([^']+)'", xml)
+                    info["filter"] = ref.group(1) if ref else "hostbay nftables"
                 dom.destroy()
                 f = _timed_start(conn, _copy(xml, f"{PREFIX}copy-{i}", filtered=True))
                 c = _timed_start(conn, _copy(xml, f"{PREFIX}copy-{i}", True, "clean-traffic"))
@@ -269,7 +296,7 @@ def order_to_running(count: int = 20, uri: str = "qemu:///system",
                 print(f"order {i}: {took:.3f} s; start with its filter {f}, with clean-traffic {c}, without {b}; "
                       f"load {loads[-1]:.1f}", file=sys.stderr)
                 if i == count and count_calls:
-                    info["firewall_calls"] = count_firewall_calls(conn, _copy(xml, f"{PREFIX}strace", True))
+                    info["firewall_calls"] = count_firewall_calls(conn, _copy(xml, f"{PREFIX}strace", True)[0])
                 drv.delete(svc.infra_ref)
             info["firewall_call_seconds"] = {k: round(v, 4) for k, v in firewall_call_cost().items()}
         finally:
@@ -306,12 +333,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--network", choices=("bridge", "ethernet"), default="bridge",
                         help="bridge (default): ports on a bridge of the run's own, where the filter acts; ethernet: "
                              "routed taps, where libvirt's filter is instantiated but inert")
+    parser.add_argument("--antispoof", choices=("nftables", "nwfilter"), default="nftables",
+                        help="the node's anti-spoofing: hostbay's nftables rules (default) or libvirt's nwfilter")
     parser.add_argument("--count-calls", action="store_true",
                         help="count the firewall commands of one filtered start with strace on the daemon (slows "
                              "the daemon down for everyone while it runs)")
     args = parser.parse_args(argv)
-    rows, info = order_to_running(args.count, args.uri, args.count_calls, args.network)
-    info["network"] = args.network
+    rows, info = order_to_running(args.count, args.uri, args.count_calls, args.network, args.antispoof)
+    info["network"], info["antispoof"] = args.network, args.antispoof
     print(table(rows))
     print(json.dumps(info, indent=2))
     RESULTS.mkdir(exist_ok=True)
