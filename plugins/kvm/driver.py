@@ -20,8 +20,8 @@ import os
 import posixpath
 import shutil
 import time
-from urllib.parse import urlsplit
 from typing import Any
+from urllib.parse import urlsplit
 
 from hostbay.core.drivers import (ConsoleTarget, PowerState, Progress, ServerSpec, Setting, VirtDriver)
 from hostbay.core.errors import FatalDriverError, TransientDriverError

@@ -1,11 +1,12 @@
 """KvmNetworkFilter: pins a KVM server's traffic to its allocated addresses.
 
 A server on hostbay's nftables port (``nft.py``, the node's ``antispoof``) gets the addresses in its definition's
-metadata and, when running, in its port's chains (one ``nft`` run). Otherwise the domain's interface carries ``<filterref>`` naming one of hostbay's host-wide filters (``xml.host_filters``,
-defined once per host by the driver) with one ``IP`` parameter per IPv4 address (``IPV6`` per IPv6 address, with
-the dual-stack filter) and ``CTRL_IP_LEARNING=none``. Applying a new set updates the interface on the running
-domain and in its definition; libvirt re-instantiates the nwfilter binding of the port. A server created with
-libvirt's ``clean-traffic`` moves to hostbay's filter at its next change.
+metadata and, when running, in its port's chains (one ``nft`` run). Otherwise the domain's interface carries
+``<filterref>`` naming one of hostbay's host-wide filters (``xml.host_filters``, defined once per host by the
+driver) with one ``IP`` parameter per IPv4 address (``IPV6`` per IPv6 address, with the dual-stack filter) and
+``CTRL_IP_LEARNING=none``. Applying a new set updates the interface on the running domain and in its definition;
+libvirt re-instantiates the nwfilter binding of the port. A server created with libvirt's ``clean-traffic`` moves
+to hostbay's filter at its next change.
 """
 
 from __future__ import annotations
@@ -52,7 +53,6 @@ class KvmNetworkFilter(NetworkFilter):
             iface.append(wanted)
             with translated("updating the network filter"):
                 dom.updateDeviceFlags(X.ET.tostring(iface, encoding="unicode"), affect)
-
 
     @staticmethod
     def _apply_nft(virt, dom, addresses: list[Address]) -> None:
