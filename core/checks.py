@@ -1,7 +1,8 @@
 """``hostbay check``: what is misconfigured for production, one finding per line, each with what to do.
 
 Each check returns findings ``(level, text)``; ``error`` findings make the command exit non-zero, ``warning`` ones
-do not. The checks read the app's configuration and ask the database and Redis, nothing else.
+do not. The checks read the app's configuration and ask the database and Redis, nothing else; plugins add their
+own through ``hostbay_checks``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,15 @@ def run_checks(app) -> list[Finding]:
     cfg = app.config
     for check in (_embedded, _base_url, _secret_keys, _database, _redis_and_workers, _proxies):
         out.extend(check(app, cfg))
+    out.extend(_plugins(app))
     return out
+
+
+def _plugins(app):
+    """The plugins' own findings (``hostbay_checks``; a plugin whose check raises costs only its own findings)."""
+    with app.app_context():
+        for level, text in app.extensions["hostbay"].collect("hostbay_checks", app=app):
+            yield Finding("error" if level == "error" else "warning", text)
 
 
 def _embedded(app, cfg):

@@ -67,6 +67,13 @@ def hostbay_cli_commands():
 
 
 @hookspec
+def hostbay_checks(app):
+    """Called by ``hostbay check`` inside an app context. Return a list of ``(level, text)`` findings ("error" makes
+    the command fail, "warning" does not) about the plugin's own configuration: read the app's configuration and the
+    database, reach no host."""
+
+
+@hookspec
 def hostbay_admin_menu():
     """Called when an admin page renders. Return a list of ``(label, endpoint)`` entries for the staff menu; an
     entry may carry a third item, the staff permission it needs. Core's own entries come through this hook too."""

@@ -39,6 +39,28 @@ def hostbay_scheduled_jobs():
     return [(ANTISPOOF_RESYNC, ANTISPOOF_RESYNC_EVERY)]
 
 
+@hookimpl
+def hostbay_checks(app):
+    """KVM nodes whose servers' routed taps no filter protects: libvirt's nwfilter (a remote URI, or a worker
+    without root or nft) with ``network: ethernet``."""
+    from sqlalchemy import select
+
+    from hostbay.core.catalog import Node
+    from hostbay.core.db import db
+
+    out = []
+    rows = db.session.execute(select(Node.name, Node.settings).where(Node.driver == KvmDriver.name,
+                                                                     Node.enabled.is_(True))).all()
+    for name, settings in rows:
+        drv = app.extensions["hostbay"].driver("virt", KvmDriver.name, dict(settings or {}))
+        if drv.antispoof == "nwfilter" and drv.config["network"] == "ethernet":
+            out.append(("warning", f"KVM node {name}: its servers' routed taps (network 'ethernet') are not filtered "
+                                   f"against spoofing (libvirt's nwfilter acts on bridged ports only): run its "
+                                   f"worker on the host as root with nft installed and set 'Anti-spoofing' to "
+                                   f"nftables, or use network 'bridge'"))
+    return out
+
+
 def antispoof_resync_job(op, payload):
     """Each enabled KVM node on hostbay's nftables filter writes its running servers' port chains again
     (``KvmDriver.resync_antispoof``); nodes of one host share the table and each writes only its own servers."""

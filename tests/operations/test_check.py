@@ -109,3 +109,21 @@ def test_key_settings_from_the_environment_still_count(tmp_path):
     assert "HOSTBAY_SECRET_KEY is not set" in unset and "HOSTBAY_SECRET_KEYS is not set" in unset
     both = warnings(HOSTBAY_SECRET_KEY="x" * 32, HOSTBAY_SECRET_KEYS="Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4Zm9vYmFyYmE=")
     assert not any("SECRET_KEY" in w for w in both), both
+
+
+def test_a_kvm_node_whose_routed_taps_no_filter_protects_is_reported(app, db):
+    """Through the plugins' ``hostbay_checks``: a KVM node on libvirt's nwfilter in ``ethernet`` mode is reported;
+    the same node on a bridge, or on hostbay's nftables filter, is not."""
+    from hostbay.core.catalog import Node
+
+    node = Node(name="kvm-remote", driver="kvm", settings={"uri": "qemu+ssh://root@hv1.example.test/system"})
+    db.session.add(node)
+    db.session.commit()
+    warned = [t for t in _texts(run_checks(app), "warning") if "KVM node kvm-remote" in t]
+    assert len(warned) == 1 and "not filtered against spoofing" in warned[0]
+    node.settings = {"uri": "qemu+ssh://root@hv1.example.test/system", "network": "bridge", "bridge": "br0"}
+    db.session.commit()
+    assert not [t for t in _texts(run_checks(app), "warning") if "KVM node kvm-remote" in t]
+    node.settings = {"uri": "qemu:///system", "antispoof": "nftables"}
+    db.session.commit()
+    assert not [t for t in _texts(run_checks(app), "warning") if "KVM node kvm-remote" in t]
