@@ -108,7 +108,9 @@ def nft_port(root: ET.Element) -> str | None:
         return None
     target = iface.find("target")
     dev = target.get("dev") if target is not None else None
-    return dev if dev and dev.startswith("hbp-") else None
+    from .nft import is_port
+
+    return dev if is_port(dev) else None
 
 
 def set_addresses(root: ET.Element, addresses) -> None:
